@@ -1,0 +1,58 @@
+"""cadenza-async: an async-first SDK for the Cadenza trading API.
+
+``await client.cancel_and_confirm(order_id)`` returns when the exchange has
+actually processed the cancellation, not when the HTTP call returned.
+"""
+
+from __future__ import annotations
+
+from .client import CadenzaClient
+from .config import ClientConfig, RetryPolicy, Timeouts
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    CadenzaError,
+    ClientClosedError,
+    ConfigurationError,
+    ConfirmationTimeout,
+    InvalidRequestError,
+    OrderNotCancellableError,
+    OrderNotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+    TransportError,
+    UnexpectedResponseError,
+)
+from .models import TERMINAL_STATUSES, CancelResult, OrderStatus, TradeOrder, is_terminal
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ApiError",
+    "AuthenticationError",
+    "CadenzaClient",
+    "CadenzaError",
+    "CancelResult",
+    "ClientClosedError",
+    "ClientConfig",
+    "ConfigurationError",
+    "ConfirmationTimeout",
+    "InvalidRequestError",
+    "OrderNotCancellableError",
+    "OrderNotFoundError",
+    "OrderStatus",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "StreamError",
+    "Timeouts",
+    "TradeOrder",
+    "TransportError",
+    "UnexpectedResponseError",
+    "__version__",
+    "is_terminal",
+]

@@ -1,0 +1,73 @@
+"""Input checks that run before any I/O: order ids, account ids, endpoint URLs."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Final
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = ["check_account_id", "check_order_id", "check_url", "is_loopback_host"]
+
+MAX_ID_LENGTH: Final = 128
+# Printable ASCII minus space and the characters that change a URL's meaning.
+_ID_RE: Final = re.compile(r"[A-Za-z0-9._:~@+=-]+")
+
+
+def _check_id(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{what} is {len(value)} characters long; at most {MAX_ID_LENGTH}")
+    if _ID_RE.fullmatch(value) is None:
+        raise ValueError(
+            f"{what} {value[:40]!r} holds a character that is not allowed "
+            "(whitespace, control characters, '/', '?', '#', '%' and non-ASCII are refused)"
+        )
+    return value
+
+
+def check_order_id(value: object) -> str:
+    """Return ``value`` if it is a usable order id; raise ``ValueError`` otherwise."""
+    return _check_id(value, "order id")
+
+
+def check_account_id(value: object) -> str:
+    """Return ``value`` if it is a usable trading account id; raise ``ValueError`` otherwise."""
+    return _check_id(value, "trading account id")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, *, secure: str, insecure: str, allow_insecure: bool, what: str) -> str:
+    """Return ``url`` without a trailing slash if its scheme is acceptable.
+
+    ``insecure`` schemes (``http``/``ws``) are accepted for loopback hosts, or
+    anywhere when ``allow_insecure`` is set. Raises :class:`ConfigurationError`.
+    """
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"{what} must be a non-empty URL string")
+    parts = urlsplit(url)
+    if parts.scheme not in (secure, insecure) or not parts.hostname:
+        raise ConfigurationError(f"{what} must be a {secure}:// URL, got {url!r}")
+    if parts.username or parts.password:
+        raise ConfigurationError(f"{what} must not carry credentials")
+    if parts.scheme == insecure and not allow_insecure and not is_loopback_host(parts.hostname):
+        raise ConfigurationError(
+            f"{what} {url!r} is {insecure}:// to a non-loopback host; "
+            f"use {secure}:// or pass allow_insecure=True"
+        )
+    return url.rstrip("/")

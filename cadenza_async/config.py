@@ -1,0 +1,183 @@
+"""Client settings: ClientConfig, Timeouts, RetryPolicy, and reading them from the environment.
+
+==============================  ==========================================  =========
+setting                         meaning                                     default
+==============================  ==========================================  =========
+``token``                       str, or a sync/async callable returning     required
+                                a fresh access token (called again after
+                                a 401 or a WebSocket "token expired")
+``api_url``                     REST base URL                               UAT
+``ws_url``                      Centrifugo WebSocket URL                    UAT
+``trading_account_id``          account subscribed at start                 None
+``timeouts.connect``            TCP/TLS/WebSocket connect, seconds          10
+``timeouts.request``            one HTTP request, seconds                   10
+``timeouts.confirm``            ``cancel_and_confirm`` default, seconds     10
+``retry.attempts``              tries of an idempotent request              3
+``retry.base_delay``            first backoff cap, seconds                  0.05
+``retry.max_delay``             backoff cap, seconds                        2
+``cancel_via``                  ``"http"`` or ``"ws"``                      http
+``allow_insecure``              allow http:// and ws:// to remote hosts     False
+``drain_timeout``               close waits this long for background work   10
+``max_rate``                    cancels per second, all paths (None: off)   None
+``order_updates_buffer``        ``order_updates()`` queue bound             10000
+==============================  ==========================================  =========
+
+Environment (``ClientConfig.from_env``): ``CADENZA_TOKEN``, ``CADENZA_API_URL``,
+``CADENZA_WS_URL``, ``CADENZA_TRADING_ACCOUNT_ID``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ._validate import check_account_id, check_url
+from .errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "DEFAULT_WS_URL",
+    "ClientConfig",
+    "RetryPolicy",
+    "Timeouts",
+    "TokenProvider",
+]
+
+DEFAULT_API_URL = "https://cadenza-api-uat.algo724.com"
+DEFAULT_WS_URL = "wss://cadenza-ws-uat.algo724.com/connection/websocket"
+
+TokenProvider = str | Callable[[], str] | Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Deadlines, in seconds."""
+
+    connect: float = 10.0
+    request: float = 10.0
+    confirm: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "request", "confirm"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"Timeouts.{name} must be a positive number")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an idempotent request is retried on transport errors and 5xx.
+
+    Delays use full jitter: ``uniform(0, min(max_delay, base_delay * 2**n))``.
+    ``max_retry_after`` caps how long a 429's ``Retry-After`` is honoured
+    before :class:`~cadenza_async.errors.RateLimitError` is raised instead.
+    """
+
+    attempts: int = 3
+    base_delay: float = 0.05
+    max_delay: float = 2.0
+    max_retry_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ConfigurationError("RetryPolicy.attempts must be an int >= 1")
+        if self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+            raise ConfigurationError("RetryPolicy delays must not be negative")
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The sleep before each retry: ``attempts - 1`` full-jitter delays."""
+        uniform = (rng or random).uniform
+        for n in range(self.attempts - 1):
+            yield uniform(0.0, min(self.max_delay, self.base_delay * (2**n)))
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything a :class:`~cadenza_async.CadenzaClient` needs; see the module table.
+
+    Raises :class:`~cadenza_async.errors.ConfigurationError` on unsafe or
+    malformed settings. The token is never shown by ``repr``.
+    """
+
+    token: TokenProvider = field(repr=False)
+    api_url: str = DEFAULT_API_URL
+    ws_url: str = DEFAULT_WS_URL
+    trading_account_id: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    cancel_via: Literal["http", "ws"] = "http"
+    allow_insecure: bool = False
+    drain_timeout: float = 10.0
+    max_rate: float | None = None
+    order_updates_buffer: int = 10_000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.token, str):
+            if not self.token:
+                raise ConfigurationError("token must not be empty")
+        elif not callable(self.token):
+            raise ConfigurationError("token must be a str or a callable returning one")
+        object.__setattr__(
+            self,
+            "api_url",
+            check_url(
+                self.api_url,
+                secure="https",
+                insecure="http",
+                allow_insecure=self.allow_insecure,
+                what="api_url",
+            ),
+        )
+        object.__setattr__(
+            self,
+            "ws_url",
+            check_url(
+                self.ws_url,
+                secure="wss",
+                insecure="ws",
+                allow_insecure=self.allow_insecure,
+                what="ws_url",
+            ),
+        )
+        if self.trading_account_id is not None:
+            try:
+                check_account_id(self.trading_account_id)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+        if self.cancel_via not in ("http", "ws"):
+            raise ConfigurationError("cancel_via must be 'http' or 'ws'")
+        if self.drain_timeout < 0:
+            raise ConfigurationError("drain_timeout must not be negative")
+        if self.max_rate is not None and self.max_rate <= 0:
+            raise ConfigurationError("max_rate must be positive or None")
+        if self.order_updates_buffer < 1:
+            raise ConfigurationError("order_updates_buffer must be >= 1")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClientConfig:
+        """Build a config from ``CADENZA_*`` variables; keyword overrides win.
+
+        Raises :class:`ConfigurationError` when no token is given.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for key, name in (
+            ("token", "CADENZA_TOKEN"),
+            ("api_url", "CADENZA_API_URL"),
+            ("ws_url", "CADENZA_WS_URL"),
+            ("trading_account_id", "CADENZA_TRADING_ACCOUNT_ID"),
+        ):
+            value = env.get(name)
+            if value:
+                values[key] = value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "token" not in values:
+            raise ConfigurationError("no token: set CADENZA_TOKEN or pass token=")
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> ClientConfig:
+        """A copy with some settings changed (validated again)."""
+        return replace(self, **changes)

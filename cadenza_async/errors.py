@@ -1,0 +1,177 @@
+"""The exception hierarchy: every error the SDK raises on purpose.
+
+::
+
+    CadenzaError
+      ConfigurationError            bad settings (also a ValueError)
+      ApiError                      .status .errno .message .request_id
+        InvalidRequestError         400
+        OrderNotCancellableError    400 "Cannot cancel" (already filled/cancelled)
+        AuthenticationError         401
+        PermissionDeniedError       403
+        OrderNotFoundError          404
+        RateLimitError              429 (.retry_after)
+        ServerError                 5xx
+        UnexpectedResponseError     any other status, or a body that is not the envelope
+      TransportError                connection refused/reset, HTTP timeout, TLS failure
+      ConfirmationTimeout           .order_id .last_known (TradeOrder | None)
+      StreamError                   WebSocket auth failure, protocol violation, closed for good
+      ClientClosedError             call after aclose()
+
+Third-party exceptions (aiohttp, websockets, ssl) are translated at the I/O
+boundary (``http.py``, ``stream.py``) and never chained raw: their reprs can
+carry request headers, bearer token included.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import TradeOrder
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "CadenzaError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConfirmationTimeout",
+    "InvalidRequestError",
+    "OrderNotCancellableError",
+    "OrderNotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "StreamError",
+    "TransportError",
+    "UnexpectedResponseError",
+]
+
+
+class CadenzaError(Exception):
+    """Base class of every error raised by cadenza_async."""
+
+
+class ConfigurationError(CadenzaError, ValueError):
+    """A setting is missing or unsafe (for example ``http://`` to a remote host)."""
+
+
+class ApiError(CadenzaError):
+    """The API answered with an error.
+
+    ``status`` is the HTTP status (``None`` for a WebSocket RPC error), ``errno``
+    the envelope's error number, ``message`` the server's text and
+    ``request_id`` the server's request id when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        errno: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.errno = errno
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.errno:
+            parts.append(f"errno={self.errno}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return " ".join(parts) if len(parts) == 1 else f"{parts[0]} ({', '.join(parts[1:])})"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(message={self.message!r}, status={self.status!r}, "
+            f"errno={self.errno!r}, request_id={self.request_id!r})"
+        )
+
+
+class InvalidRequestError(ApiError):
+    """400: the request was malformed (for example a missing order id)."""
+
+
+class OrderNotCancellableError(ApiError):
+    """400 "cannot cancel": the order is already filled, cancelled or otherwise final."""
+
+
+class AuthenticationError(ApiError):
+    """401: the token is invalid or expired, and a fresh one did not help."""
+
+
+class PermissionDeniedError(ApiError):
+    """403: the token may not act on this order or account."""
+
+
+class OrderNotFoundError(ApiError):
+    """404: no such order (or not visible to this token)."""
+
+
+class RateLimitError(ApiError):
+    """429: too many requests; ``retry_after`` is the server's advice in seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = 429,
+        errno: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, errno=errno, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    """5xx: the server failed; retried per the retry policy before this is raised."""
+
+
+class UnexpectedResponseError(ApiError):
+    """The server answered with a status or body this SDK does not understand."""
+
+
+class TransportError(CadenzaError):
+    """The request may or may not have reached the server: refused, reset, timed out, TLS."""
+
+
+class ConfirmationTimeout(CadenzaError):
+    """No terminal state was proven before the deadline.
+
+    ``last_known`` is the freshest state the SDK saw (from the HTTP reply, an
+    event or the final REST look-up), or ``None``. The SDK never invents a
+    final state: the order may still be live on the exchange.
+    """
+
+    def __init__(self, order_id: str, last_known: TradeOrder | None, timeout: float) -> None:
+        status = last_known.status if last_known is not None else "unknown"
+        super().__init__(
+            f"order {order_id}: no terminal state within {timeout:g}s (last known status: {status})"
+        )
+        self.order_id = order_id
+        self.last_known = last_known
+        self.timeout = timeout
+
+
+class StreamError(CadenzaError):
+    """The WebSocket stream failed for good: refused token, protocol violation, terminal close.
+
+    ``code`` is the close or error code when there is one.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ClientClosedError(CadenzaError):
+    """The client was closed; a closed client cannot be reopened."""

@@ -1,0 +1,289 @@
+"""Typed wire models: TradeOrder, the REST envelope, order events, CancelResult.
+
+Models follow the wire: camelCase on the wire, snake_case in Python (msgspec
+``rename="camel"``). Inbound models ignore unknown fields, and an unknown
+order status decodes as its plain string, so a newer server never breaks an
+older SDK. Decimal quantities and prices stay the exact strings the server
+sent; the ``*_decimal`` accessors give :class:`decimal.Decimal`, never float.
+Decoders and encoders are built once, at import.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+import msgspec
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "CancelResult",
+    "Envelope",
+    "Fee",
+    "OrderEvent",
+    "OrderStatus",
+    "Pagination",
+    "TradeOrder",
+    "is_terminal",
+]
+
+
+class OrderStatus:
+    """Order status names as the API spells them.
+
+    Statuses are plain strings on :class:`TradeOrder` so that a status this
+    SDK does not know survives decoding; it counts as non-terminal.
+    """
+
+    # seed statuses
+    OPEN: Final = "OPEN"
+    PENDING: Final = "PENDING"
+    # live enum
+    CREATED: Final = "CREATED"
+    SUBMITTED: Final = "SUBMITTED"
+    ACCEPTED: Final = "ACCEPTED"
+    PARTIALLY_FILLED: Final = "PARTIALLY_FILLED"
+    FILLED: Final = "FILLED"
+    CANCELLED: Final = "CANCELLED"
+    PENDING_CANCEL: Final = "PENDING_CANCEL"
+    REPLACED: Final = "REPLACED"
+    PENDING_REPLACE: Final = "PENDING_REPLACE"
+    REJECTED: Final = "REJECTED"
+    EXPIRED: Final = "EXPIRED"
+    REVOKED: Final = "REVOKED"
+    UNKNOWN: Final = "UNKNOWN"
+
+    @staticmethod
+    def is_terminal(status: str) -> bool:
+        """True when no later event can change an order in this status."""
+        return status in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES: Final[frozenset[str]] = frozenset(
+    {
+        OrderStatus.CANCELLED,
+        OrderStatus.FILLED,
+        OrderStatus.REJECTED,
+        OrderStatus.EXPIRED,
+        OrderStatus.REVOKED,
+        OrderStatus.REPLACED,
+    }
+)
+
+is_terminal = OrderStatus.is_terminal
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+class Fee(msgspec.Struct, rename="camel", omit_defaults=True):
+    """One fee charged on an order."""
+
+    asset: str | None = None
+    quantity: str | None = None
+
+    @property
+    def quantity_decimal(self) -> Decimal | None:
+        return _decimal(self.quantity)
+
+
+class TradeOrder(msgspec.Struct, rename="camel", omit_defaults=True):
+    """A trade order as the API returns it. Timestamps are Unix milliseconds."""
+
+    trade_order_id: str
+    trading_account_id: str
+    status: str
+    venue: str | None = None
+    instrument_id: str | None = None
+    base_asset: str | None = None
+    quote_asset: str | None = None
+    order_side: str | None = None
+    order_type: str | None = None
+    time_in_force: str | None = None
+    limit_price: str | None = None
+    stop_price: str | None = None
+    quantity: str | None = None
+    executed_quantity: str | None = None
+    executed_cost: str | None = None
+    executed_price: str | None = None
+    fees: list[Fee] | None = None
+    cancel_reason: str | None = None
+    reject_reason: str | None = None
+    client_order_id: str | None = None
+    created_at: int | None = None
+    updated_at: int | None = None
+    cancelled_at: int | None = None
+    canceled_at: int | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the order is final (CANCELLED, FILLED, REJECTED, ...)."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def cancellation_time(self) -> int | None:
+        """When the order was cancelled (ms), under either spelling the server uses."""
+        return self.cancelled_at if self.cancelled_at is not None else self.canceled_at
+
+    @property
+    def quantity_decimal(self) -> Decimal | None:
+        return _decimal(self.quantity)
+
+    @property
+    def executed_quantity_decimal(self) -> Decimal | None:
+        return _decimal(self.executed_quantity)
+
+    @property
+    def executed_cost_decimal(self) -> Decimal | None:
+        return _decimal(self.executed_cost)
+
+    @property
+    def executed_price_decimal(self) -> Decimal | None:
+        return _decimal(self.executed_price)
+
+    @property
+    def limit_price_decimal(self) -> Decimal | None:
+        return _decimal(self.limit_price)
+
+    @property
+    def stop_price_decimal(self) -> Decimal | None:
+        return _decimal(self.stop_price)
+
+
+class Pagination(msgspec.Struct, rename="camel", omit_defaults=True):
+    """Paging information on list answers."""
+
+    offset: int | None = None
+    limit: int | None = None
+    total: int | None = None
+    cursor: str | None = None
+    has_next: bool | None = None
+
+
+class ErrorDetails(msgspec.Struct, rename="camel", omit_defaults=True):
+    """Extra error information newer servers send."""
+
+    code: str | int | None = None
+    request_id: str | None = None
+
+
+class Envelope(msgspec.Struct, rename="camel", omit_defaults=True):
+    """Every REST answer: ``{"data", "success", "errno", "error"}``.
+
+    ``data`` is kept raw and decoded in a second pass into the expected type.
+    """
+
+    data: msgspec.Raw = msgspec.Raw(b"null")
+    success: bool = False
+    errno: int = 0
+    error: str | None = None
+    details: ErrorDetails | None = None
+    pagination: Pagination | None = None
+
+
+class EventMetadata(msgspec.Struct, rename="camel", omit_defaults=True):
+    event_id: str | None = None
+    event_type: str | None = None
+    timestamp: str | None = None
+
+
+class StatusChange(msgspec.Struct, rename="camel", omit_defaults=True):
+    """The status-change event shape: ``{"order", "previousStatus", "newStatus"}``."""
+
+    order: TradeOrder
+    previous_status: str | None = None
+    new_status: str | None = None
+
+
+class OrderEvent(msgspec.Struct, rename="camel", omit_defaults=True):
+    """A publication on ``tradingAccount:{id}``: metadata plus a raw payload."""
+
+    metadata: EventMetadata | None = None
+    data: msgspec.Raw = msgspec.Raw(b"null")
+
+
+ORDER_UPDATED: Final = "event.trade_order.updated"
+
+_envelope_decoder: Final = msgspec.json.Decoder(Envelope)
+_order_decoder: Final = msgspec.json.Decoder(TradeOrder)
+_order_list_decoder: Final = msgspec.json.Decoder(list[TradeOrder])
+_event_decoder: Final = msgspec.json.Decoder(OrderEvent)
+_order_or_change_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_status_change_decoder: Final = msgspec.json.Decoder(StatusChange)
+encoder: Final = msgspec.json.Encoder()
+
+
+def decode_envelope(body: bytes) -> Envelope:
+    """Decode a REST answer. Raises ``msgspec.DecodeError`` when it is not the envelope."""
+    return _envelope_decoder.decode(body)
+
+
+def decode_order(raw: bytes | msgspec.Raw) -> TradeOrder:
+    """Decode one TradeOrder. Raises ``msgspec.DecodeError`` (or ``ValidationError``)."""
+    return _order_decoder.decode(raw)
+
+
+def decode_order_list(raw: bytes | msgspec.Raw) -> list[TradeOrder]:
+    """Decode a list of TradeOrders. Raises ``msgspec.DecodeError``."""
+    return _order_list_decoder.decode(raw)
+
+
+def decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
+    """The order carried by a channel publication, or ``None`` for other events.
+
+    Accepts both event shapes of the API: ``data`` is a TradeOrder, or a status
+    change ``{"order", "previousStatus", "newStatus"}``; a publication without
+    metadata is read by its shape alone. Raises ``msgspec.DecodeError`` (a
+    ``ValueError``) when an order-update event carries malformed data: a
+    waiter is never resolved from bad data.
+    """
+    event = _event_decoder.decode(data)
+    meta = event.metadata
+    if meta is not None and meta.event_type is not None and meta.event_type != ORDER_UPDATED:
+        return None
+    payload = bytes(event.data)
+    if payload == b"null":
+        if meta is None:
+            return None
+        raise msgspec.ValidationError("order event without data")
+    if b'"order"' in payload:
+        fields = _order_or_change_decoder.decode(payload)
+        if "order" in fields and "tradeOrderId" not in fields:
+            change = _status_change_decoder.decode(payload)
+            order = change.order
+            if change.new_status and change.new_status != order.status:
+                order = msgspec.structs.replace(order, status=change.new_status)
+            return order
+    return _order_decoder.decode(payload)
+
+
+class CancelResult(msgspec.Struct, frozen=True):
+    """What ``cancel_and_confirm`` proved about an order.
+
+    ``order`` is the final :class:`TradeOrder`; ``cancelled`` is True when its
+    final status is CANCELLED (also when it was already cancelled before the
+    call); ``source`` names what proved the terminal state (``"ws"`` event,
+    ``"http"`` reply, or ``"rest"`` look-up); ``latency`` is seconds from the
+    call to confirmation and ``acked_after`` seconds to the cancel's own reply
+    (``None`` when the confirmation came first or no reply came).
+    """
+
+    order: TradeOrder
+    cancelled: bool
+    source: Literal["ws", "http", "rest"]
+    latency: float
+    acked_after: float | None = None
+
+    @property
+    def order_id(self) -> str:
+        return self.order.trade_order_id
+
+    @property
+    def status(self) -> str:
+        return self.order.status
+
+
+def to_builtins(obj: Any) -> Any:
+    """Wire-shaped builtins (camelCase keys) for JSON output."""
+    return msgspec.to_builtins(obj)

@@ -1,0 +1,1 @@
+"""pytest plugin: the ``cadenza_sim`` fixture (a running simulator)."""
