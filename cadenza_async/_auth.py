@@ -1,0 +1,93 @@
+"""TokenSource: the one place that knows the access token and how to get a fresh one."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+
+from .config import TokenProvider
+from .errors import AuthenticationError
+
+__all__ = ["TokenSource"]
+
+
+class TokenSource:
+    """Hands out the current token and refreshes it once per expiry, however many ask.
+
+    A plain string token cannot be refreshed: :meth:`refresh` returns it
+    unchanged and the caller's retry fails with the server's auth error. A
+    callable provider (sync or async) is called at first use and again on
+    each :meth:`refresh`; concurrent refreshes of the same stale token share
+    one call. A provider that raises, or returns something that is not a
+    non-empty str, gives :class:`AuthenticationError` (its cause is dropped:
+    it may hold secrets).
+    """
+
+    __slots__ = ("_current", "_lock", "_provider", "refresh_count")
+
+    def __init__(self, provider: TokenProvider) -> None:
+        self._provider = provider
+        self._current: str | None = provider if isinstance(provider, str) else None
+        self._lock: asyncio.Lock | None = None
+        self.refresh_count = 0
+
+    def __repr__(self) -> str:
+        return "<TokenSource token=***>"
+
+    @property
+    def refreshable(self) -> bool:
+        """True when a fresh token can be fetched (the provider is a callable)."""
+        return not isinstance(self._provider, str)
+
+    @property
+    def current(self) -> str | None:
+        """The token in use, or ``None`` before the first :meth:`get`."""
+        return self._current
+
+    async def get(self) -> str:
+        """The current token, fetching it from the provider on first use."""
+        current = self._current
+        if current is not None:
+            return current
+        return await self._fetch(None)
+
+    async def refresh(self, stale: str | None) -> str:
+        """A token other than ``stale`` if the provider gives one.
+
+        If another caller already replaced ``stale``, that token is returned
+        without calling the provider again.
+        """
+        if not self.refreshable:
+            return await self.get()
+        return await self._fetch(stale)
+
+    async def _fetch(self, stale: str | None) -> str:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            current = self._current
+            if current is not None and current != stale:
+                return current
+            provider = self._provider
+            if isinstance(provider, str):  # pragma: no cover - guarded by callers
+                return provider
+            try:
+                value = _call(provider)
+                token = await value if inspect.isawaitable(value) else value
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise AuthenticationError(
+                    f"the token provider failed: {type(exc).__name__}"
+                ) from None
+            if not isinstance(token, str) or not token:
+                raise AuthenticationError("the token provider returned no token")
+            if current is not None:
+                self.refresh_count += 1
+            self._current = token
+            return token
+
+
+def _call(provider: Callable[[], str] | Callable[[], Awaitable[str]]) -> str | Awaitable[str]:
+    return provider()
