@@ -7,7 +7,7 @@ import re
 from typing import Final
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidOrderIdError
 
 __all__ = ["check_account_id", "check_order_id", "check_url", "is_loopback_host"]
 
@@ -18,13 +18,15 @@ _ID_RE: Final = re.compile(r"[A-Za-z0-9._:~@+=-]+")
 
 def _check_id(value: object, what: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{what} must be a str, not {type(value).__name__}")
+        raise InvalidOrderIdError(f"{what} must be a str, not {type(value).__name__}")
     if not value:
-        raise ValueError(f"{what} must not be empty")
+        raise InvalidOrderIdError(f"{what} must not be empty")
     if len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"{what} is {len(value)} characters long; at most {MAX_ID_LENGTH}")
+        raise InvalidOrderIdError(
+            f"{what} is {len(value)} characters long; at most {MAX_ID_LENGTH}"
+        )
     if _ID_RE.fullmatch(value) is None:
-        raise ValueError(
+        raise InvalidOrderIdError(
             f"{what} {value[:40]!r} holds a character that is not allowed "
             "(whitespace, control characters, '/', '?', '#', '%' and non-ASCII are refused)"
         )
@@ -32,12 +34,12 @@ def _check_id(value: object, what: str) -> str:
 
 
 def check_order_id(value: object) -> str:
-    """Return ``value`` if it is a usable order id; raise ``ValueError`` otherwise."""
+    """Return ``value`` if it is a usable order id; raise ``InvalidOrderIdError`` (a ValueError)."""
     return _check_id(value, "order id")
 
 
 def check_account_id(value: object) -> str:
-    """Return ``value`` if it is a usable trading account id; raise ``ValueError`` otherwise."""
+    """Return ``value`` if it is a usable account id; raise ``InvalidOrderIdError`` (a ValueError)."""
     return _check_id(value, "trading account id")
 
 

@@ -4,6 +4,7 @@
 
     CadenzaError
       ConfigurationError            bad settings (also a ValueError)
+      InvalidOrderIdError           an order/account id refused before any I/O (also a ValueError)
       ApiError                      .status .errno .message .request_id
         InvalidRequestError         400
         OrderNotCancellableError    400 "Cannot cancel" (already filled/cancelled)
@@ -37,6 +38,7 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "ConfirmationTimeout",
+    "InvalidOrderIdError",
     "InvalidRequestError",
     "OrderNotCancellableError",
     "OrderNotFoundError",
@@ -50,11 +52,21 @@ __all__ = [
 
 
 class CadenzaError(Exception):
-    """Base class of every error raised by cadenza_async."""
+    """Base class of every error raised by cadenza_async.
+
+    ``order_id`` names the order an error is about when the SDK knows it
+    (bulk results rely on it); ``None`` otherwise.
+    """
+
+    order_id: str | None = None
 
 
 class ConfigurationError(CadenzaError, ValueError):
     """A setting is missing or unsafe (for example ``http://`` to a remote host)."""
+
+
+class InvalidOrderIdError(CadenzaError, ValueError):
+    """An order or account id that cannot be sent: empty, not a str, too long, unsafe characters."""
 
 
 class ApiError(CadenzaError):
@@ -157,7 +169,7 @@ class ConfirmationTimeout(CadenzaError):
         super().__init__(
             f"order {order_id}: no terminal state within {timeout:g}s (last known status: {status})"
         )
-        self.order_id = order_id
+        self.order_id: str | None = order_id
         self.last_known = last_known
         self.timeout = timeout
 
