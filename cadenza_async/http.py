@@ -1,0 +1,543 @@
+"""HttpApi: every REST call of the SDK, from the bearer header to a typed model or error.
+
+One aiohttp session per client (connection pooling, keep-alive), opened
+lazily inside the running event loop. Redirects are never followed. Bodies
+are encoded and decoded with msgspec. Every non-success answer becomes a
+:mod:`cadenza_async.errors` exception:
+
+======================================  ========================================
+answer                                  raised (after retries, where they apply)
+======================================  ========================================
+400 "cannot cancel" (errno -111001,     :class:`OrderNotCancellableError`
+"already filled/cancelled")
+other 400                               :class:`InvalidRequestError`
+401 (after one token refresh + retry)   :class:`AuthenticationError`
+403                                     :class:`PermissionDeniedError`
+404                                     :class:`OrderNotFoundError`
+429 (pauses every caller for            :class:`RateLimitError` (``retry_after``)
+``Retry-After``, then retried)
+5xx (retried, full-jitter backoff)      :class:`ServerError`
+3xx, other statuses, a body that is     :class:`UnexpectedResponseError`
+not the envelope, ``success: false``
+refused, reset, DNS, TLS, timeout       :class:`TransportError`
+======================================  ========================================
+
+Retries on 5xx and transport errors apply to idempotent calls only (cancel,
+look-ups), never to submit. aiohttp exceptions never leave this module and are
+never chained, not even as ``__context__``: their reprs can hold the ``Authorization``
+header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Final
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+from yarl import URL
+
+from ._auth import TokenSource
+from ._ratelimit import RateGate
+from .config import ClientConfig
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    ClientClosedError,
+    InvalidRequestError,
+    OrderNotCancellableError,
+    OrderNotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UnexpectedResponseError,
+)
+from .models import (
+    Envelope,
+    Pagination,
+    TradeOrder,
+    decode_envelope,
+    decode_order,
+    decode_order_list,
+)
+
+__all__ = ["CANCEL_PATH", "LIST_PATH", "SUBMIT_PATH", "HttpApi", "OrderPage"]
+
+log = logging.getLogger("cadenza_async.http")
+
+CANCEL_PATH: Final = "/api/v3/tradeOrder/cancel"
+LIST_PATH: Final = "/api/v3/tradeOrder/list"
+SUBMIT_PATH: Final = "/api/v3/tradeOrder/submit"
+
+#: errno the API gives for "order cannot be cancelled" (already filled/cancelled).
+ERRNO_NOT_CANCELLABLE: Final = -111001
+_NOT_CANCELLABLE_TEXT: Final = (
+    "cannot cancel",
+    "cannot be cancel",
+    "can not be cancel",
+    "not cancellable",
+    "not cancelable",
+    "already filled",
+    "already cancel",
+)
+_USER_AGENT: Final = "cadenza-async/0.1"
+_MAX_MESSAGE: Final = 300
+
+
+class OrderPage(msgspec.Struct, frozen=True):
+    """One page of ``list_orders``: the orders and the server's paging information."""
+
+    orders: list[TradeOrder]
+    pagination: Pagination | None = None
+
+
+class _CancelBody(msgspec.Struct, rename="camel", omit_defaults=True):
+    trade_order_id: str
+    trading_account_id: str | None = None
+
+
+class _SubmitBody(msgspec.Struct, rename="camel", omit_defaults=True):
+    trading_account_id: str
+    instrument_id: str
+    order_side: str
+    order_type: str
+    quantity: str
+    limit_price: str | None = None
+    stop_price: str | None = None
+    time_in_force: str | None = None
+    client_order_id: str | None = None
+
+
+_encode: Final = msgspec.json.Encoder().encode
+_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+_TIMEOUT_ERRORS: Final = (asyncio.TimeoutError, TimeoutError)
+_NOT_RETRIED_TRANSPORT: Final = (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
+
+    ``None`` when the header is absent or unreadable; never negative.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _is_not_cancellable(errno: int | None, message: str) -> bool:
+    if errno == ERRNO_NOT_CANCELLABLE:
+        return True
+    text = message.lower()
+    return any(marker in text for marker in _NOT_CANCELLABLE_TEXT)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
+
+
+def _fmt_decimal(value: str | Decimal | int | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise TypeError("pass quantities and prices as str or Decimal, not float")
+    return str(value)
+
+
+class HttpApi:
+    """The REST transport of one client. Create it outside a loop; it opens on first use.
+
+    Methods raise the errors of the module table; after :meth:`aclose` they
+    raise :class:`ClientClosedError`.
+    """
+
+    __slots__ = (
+        "_auth_header",
+        "_base",
+        "_cancel_url",
+        "_closed",
+        "_gate",
+        "_headers_get",
+        "_headers_json",
+        "_retry",
+        "_session",
+        "_submit_url",
+        "_timeout",
+        "_tokens",
+    )
+
+    def __init__(self, config: ClientConfig, tokens: TokenSource, gate: RateGate) -> None:
+        self._base = config.api_url
+        self._tokens = tokens
+        self._gate = gate
+        self._retry = config.retry
+        self._timeout = aiohttp.ClientTimeout(
+            total=config.timeouts.request, connect=config.timeouts.connect
+        )
+        self._cancel_url = URL(self._base + CANCEL_PATH, encoded=True)
+        self._submit_url = URL(self._base + SUBMIT_PATH, encoded=True)
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        # Headers are rebuilt only when the token changes.
+        self._auth_header: str | None = None
+        self._headers_json: dict[str, str] = {}
+        self._headers_get: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._session else "idle")
+        return f"<HttpApi {self._base} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- public calls -----------------------------------------------------------------
+
+    async def cancel_order(
+        self, order_id: str, trading_account_id: str | None = None
+    ) -> TradeOrder:
+        """Ask the exchange to cancel an order; the order as the server shows it now.
+
+        The status may still be non-terminal (e.g. PENDING_CANCEL): the
+        exchange processes the cancel later. Retried on 5xx and transport
+        errors (a cancel is idempotent).
+        """
+        body = _encode(_CancelBody(order_id, trading_account_id))
+        envelope = await self._call("POST", self._cancel_url, body, idempotent=True, paced=True)
+        return self._order_from(envelope)
+
+    async def get_order(self, order_id: str, trading_account_id: str | None = None) -> TradeOrder:
+        """The current state of one order. Raises :class:`OrderNotFoundError` when absent."""
+        query = "tradeOrderId=" + quote(order_id, safe="")
+        if trading_account_id is not None:
+            query += "&tradingAccountId=" + quote(trading_account_id, safe="")
+        url = URL(f"{self._base}{LIST_PATH}?{query}", encoded=True)
+        envelope = await self._call("GET", url, None, idempotent=True, paced=False)
+        orders = self._orders_from(envelope)
+        for order in orders:
+            if order.trade_order_id == order_id:
+                return order
+        raise OrderNotFoundError(
+            f"order {order_id} not found",
+            status=200,
+            request_id=envelope.details.request_id if envelope.details else None,
+        )
+
+    async def list_orders(
+        self,
+        *,
+        trading_account_id: str | None = None,
+        order_status: str | None = None,
+        instrument_id: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        cursor: str | None = None,
+    ) -> OrderPage:
+        """One page of orders matching the filters, with the server's pagination."""
+        params: list[tuple[str, str]] = []
+        for key, value in (
+            ("tradingAccountId", trading_account_id),
+            ("orderStatus", order_status),
+            ("instrumentId", instrument_id),
+            ("limit", limit),
+            ("offset", offset),
+            ("cursor", cursor),
+        ):
+            if value is not None:
+                params.append((key, quote(str(value), safe="")))
+        query = "&".join(f"{k}={v}" for k, v in params)
+        url = URL(f"{self._base}{LIST_PATH}" + (f"?{query}" if query else ""), encoded=True)
+        envelope = await self._call("GET", url, None, idempotent=True, paced=False)
+        return OrderPage(self._orders_from(envelope), envelope.pagination)
+
+    async def submit_order(
+        self,
+        *,
+        trading_account_id: str,
+        instrument_id: str,
+        order_side: str,
+        order_type: str,
+        quantity: str | Decimal,
+        limit_price: str | Decimal | None = None,
+        stop_price: str | Decimal | None = None,
+        time_in_force: str | None = None,
+        client_order_id: str | None = None,
+    ) -> TradeOrder:
+        """Place a new order; the order as created.
+
+        Not retried on transport errors or 5xx (a submit is not idempotent):
+        a :class:`TransportError` means the order may or may not exist.
+        """
+        body = _encode(
+            _SubmitBody(
+                trading_account_id=trading_account_id,
+                instrument_id=instrument_id,
+                order_side=order_side,
+                order_type=order_type,
+                quantity=str(_fmt_decimal(quantity)),
+                limit_price=_fmt_decimal(limit_price),
+                stop_price=_fmt_decimal(stop_price),
+                time_in_force=time_in_force,
+                client_order_id=client_order_id,
+            )
+        )
+        envelope = await self._call("POST", self._submit_url, body, idempotent=False, paced=False)
+        return self._order_from(envelope)
+
+    async def aclose(self) -> None:
+        """Close the session and its connections. Safe to call twice."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=False),
+            headers={"User-Agent": _USER_AGENT},
+            auto_decompress=True,
+            raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._session = session
+        return session
+
+    def _headers_for(self, token: str, *, with_body: bool) -> dict[str, str]:
+        if token is not self._auth_header:
+            auth = "Bearer " + token
+            self._headers_json = {
+                "Authorization": auth,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+            self._headers_get = {"Authorization": auth, "Accept": "application/json"}
+            self._auth_header = token
+        return self._headers_json if with_body else self._headers_get
+
+    async def _call(
+        self,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        *,
+        idempotent: bool,
+        paced: bool,
+    ) -> Envelope:
+        """Send one logical request (with its retries); the success envelope."""
+        session = self._session
+        if session is None:
+            session = self._open_session()
+        elif self._closed:
+            raise ClientClosedError("the client is closed")
+        tokens = self._tokens
+        gate = self._gate
+        delays: Iterator[float] | None = None
+        refreshed = False
+        while True:
+            if paced:
+                await gate.acquire()
+            elif gate.paused_until > 0.0:
+                await gate.wait_unpaused()
+            token = tokens.current
+            if token is None:
+                token = await tokens.get()
+            headers = self._headers_for(token, with_body=body is not None)
+            failure: TransportError | ClientClosedError | None = None
+            retryable = False
+            try:
+                resp = await session.request(
+                    method, url, data=body, headers=headers, allow_redirects=False
+                )
+                try:
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, *_TIMEOUT_ERRORS, OSError) as exc:
+                failure = self._transport_error(exc, method, url, token)
+                retryable = idempotent and not isinstance(exc, _NOT_RETRIED_TRANSPORT)
+            if failure is not None:
+                # Raised outside the except block: the aiohttp exception is not
+                # even kept as __context__ (its repr can hold the bearer token).
+                if not retryable or isinstance(failure, ClientClosedError):
+                    raise failure
+                if delays is None:
+                    delays = self._retry.delays()
+                delay = next(delays, None)
+                if delay is None:
+                    raise failure
+                log.debug("%s %s: %s; retrying in %.3fs", method, url.path, failure, delay)
+                await asyncio.sleep(delay)
+                continue
+
+            status = resp.status
+            if status < 300 and status >= 200:
+                return self._success_envelope(raw, status, resp)
+            if status == 401:
+                if not refreshed and tokens.refreshable:
+                    refreshed = True
+                    fresh = await tokens.refresh(token)
+                    if fresh != token:
+                        log.debug("%s %s: 401, retrying once with a fresh token", method, url.path)
+                        continue
+                raise self._api_error(AuthenticationError, status, raw, resp)
+            if status == 429:
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                cap = self._retry.max_retry_after
+                if delays is None:
+                    delays = self._retry.delays()
+                delay = next(delays, None)
+                pause = retry_after if retry_after is not None else (delay or 0.0)
+                gate.pause_for(min(pause, cap))
+                if delay is None or (retry_after is not None and retry_after > cap):
+                    error = self._api_error(RateLimitError, status, raw, resp)
+                    if isinstance(error, RateLimitError):
+                        error.retry_after = retry_after
+                    raise error
+                log.debug("%s %s: 429, pausing %.3fs", method, url.path, min(pause, cap))
+                continue
+            if status >= 500 and idempotent:
+                if delays is None:
+                    delays = self._retry.delays()
+                delay = next(delays, None)
+                if delay is not None:
+                    log.debug("%s %s: %d; retrying in %.3fs", method, url.path, status, delay)
+                    await asyncio.sleep(delay)
+                    continue
+            raise self._error_for_status(status, raw, resp)
+
+    def _transport_error(
+        self, exc: BaseException, method: str, url: URL, token: str
+    ) -> TransportError | ClientClosedError:
+        if self._closed:
+            return ClientClosedError("the client was closed during the request")
+        if isinstance(exc, _TIMEOUT_ERRORS):
+            detail = (
+                f"timed out ({type(exc).__name__}; connect {self._timeout.connect:g}s, "
+                f"request {self._timeout.total:g}s)"
+            )
+        elif isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+            # Connection-phase errors name the host and the OS error, never headers.
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            detail = type(exc).__name__
+        message = _clip(f"{method} {url.path}: {detail}")
+        if token in message:  # belt and braces: a token never leaves in a message
+            message = message.replace(token, "***")
+        return TransportError(message)
+
+    def _success_envelope(self, raw: bytes, status: int, resp: aiohttp.ClientResponse) -> Envelope:
+        try:
+            envelope = decode_envelope(raw)
+        except _DECODE_ERRORS:
+            raise UnexpectedResponseError(
+                f"HTTP {status} with a body that is not the API envelope",
+                status=status,
+                request_id=resp.headers.get("X-Request-Id"),
+            ) from None
+        if envelope.success:
+            return envelope
+        message = envelope.error or "the server answered success=false"
+        request_id = self._request_id(envelope, resp)
+        cls: type[ApiError]
+        if _is_not_cancellable(envelope.errno, message):
+            cls = OrderNotCancellableError
+        else:
+            cls = UnexpectedResponseError
+        raise cls(
+            _clip(message), status=status, errno=envelope.errno or None, request_id=request_id
+        )
+
+    @staticmethod
+    def _request_id(envelope: Envelope | None, resp: aiohttp.ClientResponse) -> str | None:
+        if envelope is not None and envelope.details is not None and envelope.details.request_id:
+            return envelope.details.request_id
+        return resp.headers.get("X-Request-Id")
+
+    def _api_error(
+        self, cls: type[ApiError], status: int, raw: bytes, resp: aiohttp.ClientResponse
+    ) -> ApiError:
+        envelope: Envelope | None
+        try:
+            envelope = decode_envelope(raw)
+        except _DECODE_ERRORS:
+            envelope = None
+        if envelope is not None and envelope.error:
+            message = envelope.error
+        else:
+            message = f"HTTP {status} {resp.reason or ''}".rstrip()
+        errno = envelope.errno if envelope is not None and envelope.errno else None
+        return cls(
+            _clip(message), status=status, errno=errno, request_id=self._request_id(envelope, resp)
+        )
+
+    def _error_for_status(self, status: int, raw: bytes, resp: aiohttp.ClientResponse) -> ApiError:
+        if status == 400:
+            error = self._api_error(InvalidRequestError, status, raw, resp)
+            if _is_not_cancellable(error.errno, error.message):
+                return OrderNotCancellableError(
+                    error.message, status=status, errno=error.errno, request_id=error.request_id
+                )
+            return error
+        if status == 403:
+            return self._api_error(PermissionDeniedError, status, raw, resp)
+        if status == 404:
+            return self._api_error(OrderNotFoundError, status, raw, resp)
+        if status >= 500:
+            return self._api_error(ServerError, status, raw, resp)
+        error = self._api_error(UnexpectedResponseError, status, raw, resp)
+        if 300 <= status < 400:
+            location = resp.headers.get("Location")
+            error.message = _clip(
+                f"HTTP {status} redirect"
+                + (f" to {location}" if location else "")
+                + " not followed"
+            )
+        return error
+
+    @staticmethod
+    def _order_from(envelope: Envelope) -> TradeOrder:
+        try:
+            return decode_order(envelope.data)
+        except _DECODE_ERRORS as exc:
+            raise UnexpectedResponseError(
+                f"the answer's data is not a trade order: {_clip(str(exc))}",
+                status=200,
+                request_id=envelope.details.request_id if envelope.details else None,
+            ) from None
+
+    @staticmethod
+    def _orders_from(envelope: Envelope) -> list[TradeOrder]:
+        try:
+            return decode_order_list(envelope.data)
+        except _DECODE_ERRORS as exc:
+            raise UnexpectedResponseError(
+                f"the answer's data is not a list of trade orders: {_clip(str(exc))}",
+                status=200,
+                request_id=envelope.details.request_id if envelope.details else None,
+            ) from None
