@@ -49,6 +49,7 @@ from .config import ClientConfig
 from .errors import (
     ApiError,
     AuthenticationError,
+    CadenzaError,
     ClientClosedError,
     InvalidRequestError,
     OrderNotCancellableError,
@@ -222,8 +223,12 @@ class HttpApi:
         errors (a cancel is idempotent).
         """
         body = _encode(_CancelBody(order_id, trading_account_id))
-        envelope = await self._call("POST", self._cancel_url, body, idempotent=True, paced=True)
-        return self._order_from(envelope)
+        try:
+            envelope = await self._call("POST", self._cancel_url, body, idempotent=True, paced=True)
+            return self._order_from(envelope)
+        except CadenzaError as exc:
+            exc.order_id = order_id
+            raise
 
     async def get_order(self, order_id: str, trading_account_id: str | None = None) -> TradeOrder:
         """The current state of one order. Raises :class:`OrderNotFoundError` when absent."""
@@ -231,16 +236,22 @@ class HttpApi:
         if trading_account_id is not None:
             query += "&tradingAccountId=" + quote(trading_account_id, safe="")
         url = URL(f"{self._base}{LIST_PATH}?{query}", encoded=True)
-        envelope = await self._call("GET", url, None, idempotent=True, paced=False)
-        orders = self._orders_from(envelope)
+        try:
+            envelope = await self._call("GET", url, None, idempotent=True, paced=False)
+            orders = self._orders_from(envelope)
+        except CadenzaError as exc:
+            exc.order_id = order_id
+            raise
         for order in orders:
             if order.trade_order_id == order_id:
                 return order
-        raise OrderNotFoundError(
+        error = OrderNotFoundError(
             f"order {order_id} not found",
             status=200,
             request_id=envelope.details.request_id if envelope.details else None,
         )
+        error.order_id = order_id
+        raise error
 
     async def list_orders(
         self,
