@@ -72,15 +72,18 @@ class TokenSource:
             provider = self._provider
             if isinstance(provider, str):  # pragma: no cover - guarded by callers
                 return provider
+            failed: str | None = None
             try:
                 value = _call(provider)
                 token = await value if inspect.isawaitable(value) else value
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                raise AuthenticationError(
-                    f"the token provider failed: {type(exc).__name__}"
-                ) from None
+                failed = type(exc).__name__
+            if failed is not None:
+                # Raised outside the except block so the provider's exception
+                # (which may quote the secret) is not kept even as __context__.
+                raise AuthenticationError(f"the token provider failed: {failed}")
             if not isinstance(token, str) or not token:
                 raise AuthenticationError("the token provider returned no token")
             if current is not None:
