@@ -1,0 +1,202 @@
+"""Wire models: the seed's example decodes, unknown data is tolerated, bad events are refused."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+import pytest
+from conftest import ORDER_ID, SEED_ORDER
+
+from cadenza_async.models import (
+    TERMINAL_STATUSES,
+    CancelResult,
+    OrderStatus,
+    TradeOrder,
+    decode_envelope,
+    decode_order,
+    decode_order_event,
+    decode_order_list,
+    to_builtins,
+)
+
+SEED_RESPONSE = msgspec.json.encode(
+    {"data": SEED_ORDER, "success": True, "errno": 0, "error": None}
+)
+
+
+def test_seed_example_response_decodes_to_a_cancelled_order():
+    envelope = decode_envelope(SEED_RESPONSE)
+    order = decode_order(envelope.data)
+
+    assert envelope.success is True
+    assert envelope.errno == 0
+    assert order.trade_order_id == ORDER_ID
+    assert order.status == OrderStatus.CANCELLED
+    assert order.is_terminal
+    assert order.instrument_id == "BINANCE:BTC/USDT"
+    assert order.created_at == 1703052635110
+    assert order.cancellation_time == 1703052700000
+
+
+def test_unknown_fields_are_ignored():
+    order = decode_order(msgspec.json.encode({**SEED_ORDER, "newField": {"x": 1}, "zz": None}))
+    assert order.trade_order_id == ORDER_ID
+
+
+def test_unknown_status_is_kept_as_string_and_not_terminal():
+    order = decode_order(msgspec.json.encode({**SEED_ORDER, "status": "HIBERNATING"}))
+
+    assert order.status == "HIBERNATING"
+    assert not order.is_terminal
+    assert not OrderStatus.is_terminal("HIBERNATING")
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
+def test_terminal_statuses_are_terminal(status):
+    assert OrderStatus.is_terminal(status)
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["OPEN", "PENDING", "CREATED", "SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED", "PENDING_CANCEL",
+     "PENDING_REPLACE", "UNKNOWN"],
+)  # fmt: skip
+def test_open_statuses_are_not_terminal(status):
+    assert not OrderStatus.is_terminal(status)
+
+
+@pytest.mark.parametrize("key", ["cancelledAt", "canceledAt"])
+def test_cancellation_time_reads_both_spellings(key):
+    fields = {k: v for k, v in SEED_ORDER.items() if k != "cancelledAt"}
+    order = decode_order(msgspec.json.encode({**fields, key: 42}))
+    assert order.cancellation_time == 42
+
+
+def test_only_id_account_and_status_are_required():
+    order = decode_order(b'{"tradeOrderId":"o","tradingAccountId":"a","status":"OPEN"}')
+    assert order.quantity is None
+    assert order.quantity_decimal is None
+    with pytest.raises(msgspec.ValidationError):
+        decode_order(b'{"tradeOrderId":"o","status":"OPEN"}')
+
+
+def test_decimal_accessors_are_exact():
+    order = decode_order(
+        msgspec.json.encode(
+            {
+                **SEED_ORDER,
+                "quantity": "0.1",
+                "executedQuantity": "0.30000000000000000001",
+                "limitPrice": "50000.00",
+                "executedCost": "1e-30",
+                "executedPrice": "123.456",
+                "stopPrice": "0.000000001",
+                "fees": [{"asset": "BNB", "quantity": "0.00000001"}],
+            }
+        )
+    )
+    assert order.quantity_decimal == Decimal("0.1")
+    assert order.executed_quantity_decimal == Decimal("0.30000000000000000001")
+    assert order.limit_price_decimal == Decimal("50000.00")
+    assert order.executed_cost_decimal == Decimal("1e-30")
+    assert order.executed_price_decimal == Decimal("123.456")
+    assert order.stop_price_decimal == Decimal("0.000000001")
+    assert order.fees is not None
+    assert order.fees[0].quantity_decimal == Decimal("0.00000001")
+    assert isinstance(order.quantity_decimal, Decimal)
+
+
+def test_order_encodes_back_to_camel_case():
+    order = decode_order(msgspec.json.encode(SEED_ORDER))
+    wire = to_builtins(order)
+    assert wire["tradeOrderId"] == ORDER_ID
+    assert wire["cancelledAt"] == 1703052700000
+
+
+def test_order_list_decodes():
+    orders = decode_order_list(msgspec.json.encode([SEED_ORDER, SEED_ORDER]))
+    assert [o.trade_order_id for o in orders] == [ORDER_ID, ORDER_ID]
+
+
+def test_envelope_keeps_error_details_and_pagination():
+    env = decode_envelope(
+        b'{"data":null,"success":false,"errno":-111001,"error":"cannot be cancelled",'
+        b'"details":{"code":"X","requestId":"r-1"},'
+        b'"pagination":{"offset":0,"limit":50,"total":1,"hasNext":false}}'
+    )
+    assert (env.errno, env.error) == (-111001, "cannot be cancelled")
+    assert env.details is not None
+    assert env.details.request_id == "r-1"
+    assert env.pagination is not None
+    assert env.pagination.has_next is False
+
+
+def test_envelope_refuses_a_body_that_is_not_an_object():
+    with pytest.raises(msgspec.DecodeError):
+        decode_envelope(b"<html></html>")
+    with pytest.raises(msgspec.ValidationError):
+        decode_envelope(b"[1,2]")
+
+
+# -- order events ---------------------------------------------------------------------
+
+
+def _event(data, event_type="event.trade_order.updated"):
+    return msgspec.json.encode(
+        {"metadata": {"eventId": "e1", "eventType": event_type, "timestamp": "t"}, "data": data}
+    )
+
+
+def test_order_updated_event_carries_the_order():
+    order = decode_order_event(_event(SEED_ORDER))
+    assert order is not None
+    assert order.status == "CANCELLED"
+
+
+def test_status_change_event_shape_uses_the_new_status():
+    data = {"order": {**SEED_ORDER, "status": "PENDING_CANCEL"}, "previousStatus": "OPEN",
+            "newStatus": "CANCELLED"}  # fmt: skip
+    order = decode_order_event(_event(data))
+    assert order is not None
+    assert order.trade_order_id == ORDER_ID
+    assert order.status == "CANCELLED"
+
+
+def test_event_without_metadata_is_read_by_its_shape():
+    order = decode_order_event(msgspec.json.encode({"data": SEED_ORDER}))
+    assert order is not None
+    assert order.trade_order_id == ORDER_ID
+
+
+def test_other_event_types_are_ignored():
+    assert decode_order_event(_event({"balance": "1"}, "event.portfolio.updated")) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"tradeOrderId": ORDER_ID}, id="missing-fields"),
+        pytest.param({**SEED_ORDER, "status": 7}, id="wrong-type"),
+        pytest.param("CANCELLED", id="string"),
+        pytest.param([SEED_ORDER], id="list"),
+        pytest.param(
+            {"order": {"tradeOrderId": ORDER_ID}, "newStatus": "CANCELLED"}, id="bad-change"
+        ),
+        pytest.param(None, id="null-data"),
+    ],
+)
+def test_malformed_order_event_raises_instead_of_resolving(data):
+    with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
+        decode_order_event(_event(data))
+
+
+def test_event_that_is_not_json_raises():
+    with pytest.raises(msgspec.DecodeError):
+        decode_order_event(b"{not json")
+
+
+def test_cancel_result_exposes_order_id_and_status():
+    order = TradeOrder(trade_order_id="o", trading_account_id="a", status="FILLED")
+    result = CancelResult(order=order, cancelled=False, source="rest", latency=0.5)
+    assert (result.order_id, result.status, result.acked_after) == ("o", "FILLED", None)
