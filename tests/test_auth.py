@@ -1,0 +1,117 @@
+"""TokenSource: string and callable providers, single-flight refresh, failing providers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cadenza_async._auth import TokenSource
+from cadenza_async.errors import AuthenticationError
+
+
+async def test_string_token_is_returned_and_refresh_keeps_it():
+    tokens = TokenSource("fixed")
+    assert tokens.current == "fixed"
+    assert not tokens.refreshable
+    assert await tokens.get() == "fixed"
+    assert await tokens.refresh("fixed") == "fixed"
+    assert tokens.refresh_count == 0
+
+
+async def test_sync_provider_is_called_on_first_use_and_on_refresh():
+    calls = []
+
+    def provider():
+        calls.append(1)
+        return f"t{len(calls)}"
+
+    tokens = TokenSource(provider)
+    assert tokens.current is None
+    assert calls == []
+    assert await tokens.get() == "t1"
+    assert await tokens.get() == "t1"
+    assert await tokens.refresh("t1") == "t2"
+    assert (len(calls), tokens.refresh_count) == (2, 1)
+
+
+async def test_async_provider_is_awaited():
+    async def provider():
+        await asyncio.sleep(0)
+        return "async-token"
+
+    assert await TokenSource(provider).get() == "async-token"
+
+
+async def test_concurrent_refreshes_of_the_same_stale_token_share_one_call():
+    calls = []
+    gate = asyncio.Event()
+
+    async def provider():
+        calls.append(1)
+        if len(calls) > 1:
+            await gate.wait()
+        return f"t{len(calls)}"
+
+    tokens = TokenSource(provider)
+    stale = await tokens.get()
+    refreshes = [asyncio.ensure_future(tokens.refresh(stale)) for _ in range(20)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*refreshes), timeout=5)
+
+    assert set(results) == {"t2"}
+    assert len(calls) == 2
+
+
+async def test_refresh_with_an_already_replaced_token_does_not_call_the_provider():
+    calls = []
+
+    def provider():
+        calls.append(1)
+        return f"t{len(calls)}"
+
+    tokens = TokenSource(provider)
+    await tokens.get()
+    await tokens.refresh("t1")
+    assert await tokens.refresh("t1") == "t2"  # someone already replaced t1
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("result", ["", None, 42])
+async def test_provider_returning_no_token_raises_authentication_error(result):
+    tokens = TokenSource(lambda: result)
+    with pytest.raises(AuthenticationError):
+        await tokens.get()
+
+
+async def test_failing_provider_raises_authentication_error_without_its_message():
+    def provider():
+        raise RuntimeError("password=hunter2")
+
+    with pytest.raises(AuthenticationError) as info:
+        await TokenSource(provider).get()
+
+    assert "hunter2" not in str(info.value)
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
+    assert "RuntimeError" in str(info.value)
+
+
+async def test_cancelled_provider_propagates_cancellation():
+    started = asyncio.Event()
+
+    async def provider():
+        started.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    task = asyncio.ensure_future(TokenSource(provider).get())
+    await asyncio.wait_for(started.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_repr_hides_the_token():
+    assert "secret" not in repr(TokenSource("secret"))
