@@ -51,6 +51,7 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    peer: tuple[str, int] | None = None
 
 
 class ScriptedApi:
@@ -95,6 +96,7 @@ class ScriptedApi:
                 dict(request.query),
                 dict(request.headers),
                 await request.read(),
+                request.transport.get_extra_info("peername") if request.transport else None,
             )
         )
         self.received.set()
