@@ -652,3 +652,32 @@ async def test_session_is_opened_lazily_in_the_running_loop(api):
     finally:
         await http.aclose()
     assert http._session is None
+
+
+async def test_cancelling_a_call_mid_request_propagates_and_leaks_nothing(api, http):
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(body=envelope(SEED_ORDER))
+
+    api.handle(slow)
+    task = asyncio.ensure_future(http.cancel_order(ORDER_ID))
+    await asyncio.wait_for(api.received.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+
+    order = await http.cancel_order(ORDER_ID)  # the client is still usable
+    assert order.status == "CANCELLED"
+
+
+async def test_concurrent_cancels_share_the_session_and_all_succeed(api, http):
+    orders = await asyncio.gather(*(http.cancel_order(f"order-{i}") for i in range(50)))
+
+    assert len(orders) == 50
+    assert len(api.requests) == 50
+    assert sorted(msgspec.json.decode(r.body)["tradeOrderId"] for r in api.requests) == sorted(
+        f"order-{i}" for i in range(50)
+    )
