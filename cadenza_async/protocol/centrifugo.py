@@ -46,7 +46,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
 import msgspec
 
@@ -277,6 +277,9 @@ class CentrifugoUsageError(RuntimeError):
 # --------------------------------------------------------------------------- wire models
 
 
+_Offset = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class _Error(msgspec.Struct):
     code: int = 0
     message: str = ""
@@ -285,7 +288,7 @@ class _Error(msgspec.Struct):
 
 class _Pub(msgspec.Struct):
     data: msgspec.Raw = msgspec.Raw(b"null")
-    offset: int = 0
+    offset: _Offset = 0
 
 
 class _ConnectResult(msgspec.Struct):
@@ -301,7 +304,7 @@ class _SubscribeResult(msgspec.Struct):
     recoverable: bool = False
     positioned: bool = False
     epoch: str = ""
-    offset: int = 0
+    offset: _Offset = 0
     publications: list[_Pub] = []
     recovered: bool = False
     was_recovering: bool = False
@@ -334,7 +337,7 @@ class _Push(msgspec.Struct):
 
 
 class _Reply(msgspec.Struct):
-    id: int = 0
+    id: _Offset = 0
     push: _Push | None = None
     error: _Error | None = None
     connect: _ConnectResult | None = None
