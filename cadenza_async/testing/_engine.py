@@ -1,0 +1,508 @@
+"""The simulated exchange's state: accounts, tokens, orders and per-channel history.
+
+No sockets here. The engine changes orders and hands every change to a
+``publish`` callback as ready-made event bytes; timers (the exchange's cancel
+delay) go through a ``call_later`` callback whose handles the engine keeps and
+cancels in :meth:`Engine.close`. REST, RPC and the Python API all go through
+the same methods, so they behave alike.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import msgspec
+
+from ..models import TERMINAL_STATUSES, OrderStatus, TradeOrder
+
+__all__ = [
+    "CANCELLABLE_STATUSES",
+    "ERRNO_FORBIDDEN",
+    "ERRNO_INVALID_REQUEST",
+    "ERRNO_NOT_CANCELLABLE",
+    "ERRNO_NOT_FOUND",
+    "ERRNO_RATE_LIMITED",
+    "ERRNO_SERVER_ERROR",
+    "ERRNO_UNAUTHORIZED",
+    "ApiFailure",
+    "Channel",
+    "Engine",
+    "TokenInfo",
+]
+
+#: errno values the simulator puts in error envelopes (the seed gives -111001).
+ERRNO_NOT_CANCELLABLE: Final = -111001
+ERRNO_NOT_FOUND: Final = -111002
+ERRNO_INVALID_REQUEST: Final = -100400
+ERRNO_UNAUTHORIZED: Final = -100401
+ERRNO_FORBIDDEN: Final = -100403
+ERRNO_RATE_LIMITED: Final = -100429
+ERRNO_SERVER_ERROR: Final = -100500
+
+#: Statuses a cancel is accepted in (PENDING_CANCEL answers the cancel again, unchanged).
+CANCELLABLE_STATUSES: Final = frozenset(
+    {
+        OrderStatus.OPEN,
+        OrderStatus.PENDING,
+        OrderStatus.CREATED,
+        OrderStatus.SUBMITTED,
+        OrderStatus.ACCEPTED,
+        OrderStatus.PARTIALLY_FILLED,
+    }
+)
+
+CHANNEL_PREFIX: Final = "tradingAccount:"
+MAX_ID_LENGTH: Final = 128
+_ID_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:~@+=-"
+)
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ApiFailure(Exception):
+    """An API error answer: HTTP ``status``, envelope ``errno`` and ``message``."""
+
+    def __init__(self, status: int, errno: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errno = errno
+        self.message = message
+
+
+def is_valid_id(value: object) -> bool:
+    """True for a non-empty printable id of at most 128 characters without URL-special ones."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ID_LENGTH
+        and all(ch in _ID_CHARS for ch in value)
+    )
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TokenInfo:
+    """What a token may do: its accounts and, optionally, when it expires (Unix seconds)."""
+
+    __slots__ = ("accounts", "expires_at")
+
+    def __init__(self, accounts: set[str], expires_at: float | None) -> None:
+        self.accounts = accounts
+        self.expires_at = expires_at
+
+    def expired(self, now: float | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        return (time.time() if now is None else now) >= self.expires_at
+
+    def ttl(self, now: float | None = None) -> int | None:
+        """Whole seconds left (at least 1), or None for a token that never expires."""
+        if self.expires_at is None:
+            return None
+        left = self.expires_at - (time.time() if now is None else now)
+        return max(1, int(left + 0.999))
+
+
+class Channel:
+    """One channel's stream: epoch, top offset and a bounded history of publications.
+
+    History entries hold the encoded ``pub`` object (``{"data":...,"offset":N}``)
+    so a recovery reply is a join of stored bytes.
+    """
+
+    __slots__ = ("epoch", "history", "history_ttl", "name", "offset", "push_prefix")
+
+    def __init__(self, name: str, history_size: int, history_ttl: float | None) -> None:
+        self.name = name
+        self.epoch = _new_epoch()
+        self.offset = 0
+        self.history: deque[tuple[int, bytes, float]] = deque(maxlen=max(0, history_size))
+        self.history_ttl = history_ttl
+        self.push_prefix = b'{"push":{"channel":' + _encode(name) + b',"pub":'
+
+    def add(self, data: bytes) -> tuple[int, bytes]:
+        """Record a publication; return its offset and its encoded ``pub`` object."""
+        self.offset += 1
+        pub = b'{"data":' + data + b',"offset":' + str(self.offset).encode() + b"}"
+        if self.history.maxlen:
+            self.history.append((self.offset, pub, time.monotonic()))
+        return self.offset, pub
+
+    def reset(self) -> None:
+        """Start a new epoch: history lost, offsets start again from zero."""
+        self.epoch = _new_epoch()
+        self.offset = 0
+        self.history.clear()
+
+    def _expire(self) -> None:
+        if self.history_ttl is None:
+            return
+        limit = time.monotonic() - self.history_ttl
+        while self.history and self.history[0][2] < limit:
+            self.history.popleft()
+
+    def recover(self, epoch: str, offset: int) -> list[bytes] | None:
+        """The publications after ``offset`` if all of them are still held, else None."""
+        self._expire()
+        if epoch != self.epoch or offset < 0 or offset > self.offset:
+            return None
+        if offset == self.offset:
+            return []
+        if not self.history or self.history[0][0] > offset + 1:
+            return None
+        return [pub for off, pub, _ in self.history if off > offset]
+
+    def since(self, epoch: str | None, offset: int, limit: int, reverse: bool) -> list[bytes]:
+        """History publications (after ``offset`` when given), at most ``limit`` (<=0: all)."""
+        self._expire()
+        if epoch and epoch != self.epoch:
+            return []
+        pubs = [pub for off, pub, _ in self.history if off > offset]
+        if reverse:
+            pubs.reverse()
+        return pubs[:limit] if limit > 0 else pubs
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+def _iso_now() -> bytes:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (now.microsecond // 1000)
+
+
+def _dec(value: str | None, default: str = "0") -> Decimal:
+    try:
+        return Decimal(value if value is not None else default)
+    except InvalidOperation:
+        return Decimal(default)
+
+
+def _fmt(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+Publish = Callable[[str, bytes], object]
+CallLater = Callable[[float, Callable[[], None]], Any]
+
+
+class Engine:
+    """Orders, accounts and tokens of the simulated exchange.
+
+    Every change of an order calls ``publish(account_id, event_bytes)`` once.
+    ``cancel_delay`` > 0 makes a cancel answer PENDING_CANCEL and complete
+    (CANCELLED) after the delay; 0 completes it at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        publish: Publish,
+        call_later: CallLater,
+        cancel_delay: float = 0.0,
+        event_shape: str = "order",
+    ) -> None:
+        if event_shape not in ("order", "status_change"):
+            raise ValueError("event_shape must be 'order' or 'status_change'")
+        self._publish = publish
+        self._call_later = call_later
+        self.cancel_delay = cancel_delay
+        self.event_shape = event_shape
+        self.orders: dict[str, TradeOrder] = {}
+        self.accounts: set[str] = set()
+        self.tokens: dict[str, TokenInfo] = {}
+        self._pending_cancels: dict[str, Any] = {}
+        self._fill_on_cancel: set[str] = set()
+        self.cancels_applied: dict[str, int] = {}
+
+    # ---- accounts and tokens -------------------------------------------------
+
+    def add_account(self, account_id: str | None = None) -> str:
+        account = account_id if account_id is not None else str(uuid.uuid4())
+        if not is_valid_id(account):
+            raise ValueError(f"invalid account id {account!r}")
+        self.accounts.add(account)
+        return account
+
+    def issue_token(
+        self, accounts: Iterable[str], ttl: float | None = None, token: str | None = None
+    ) -> str:
+        value = token if token is not None else "sim-" + secrets.token_urlsafe(24)
+        owned = set(accounts)
+        for account in owned:
+            self.add_account(account)
+        expires = None if ttl is None else time.time() + ttl
+        self.tokens[value] = TokenInfo(owned, expires)
+        return value
+
+    def token_info(self, token: str | None) -> TokenInfo | None:
+        if not token:
+            return None
+        return self.tokens.get(token)
+
+    # ---- orders --------------------------------------------------------------
+
+    def create_order(
+        self,
+        account_id: str,
+        status: str,
+        quantity: str,
+        executed_quantity: str,
+        fields: dict[str, Any],
+        *,
+        publish: bool,
+    ) -> TradeOrder:
+        self.add_account(account_id)
+        order_id = fields.pop("trade_order_id", None) or str(uuid.uuid4())
+        if not is_valid_id(order_id):
+            raise ValueError(f"invalid order id {order_id!r}")
+        if order_id in self.orders:
+            raise ValueError(f"order {order_id} already exists")
+        now = now_ms()
+        instrument = fields.pop("instrument_id", None) or "BINANCE:BTC/USDT"
+        venue, _, pair = instrument.partition(":")
+        base, _, quote = pair.partition("/")
+        values: dict[str, Any] = {
+            "venue": venue or "BINANCE",
+            "instrument_id": instrument,
+            "base_asset": base or None,
+            "quote_asset": quote or None,
+            "order_side": "BUY",
+            "order_type": "LIMIT",
+            "time_in_force": "GTC",
+            "limit_price": "50000.00",
+            "executed_cost": "0",
+            "created_at": now,
+            "updated_at": now,
+        }
+        values.update(fields)
+        order = TradeOrder(
+            trade_order_id=order_id,
+            trading_account_id=account_id,
+            status=status,
+            quantity=quantity,
+            executed_quantity=executed_quantity,
+            **values,
+        )
+        self.orders[order_id] = order
+        if publish:
+            self._emit(order, None)
+        return order
+
+    def get(self, order_id: str) -> TradeOrder | None:
+        return self.orders.get(order_id)
+
+    def _touch(self, order: TradeOrder) -> int:
+        stamp = now_ms()
+        if order.updated_at is not None and stamp <= order.updated_at:
+            stamp = order.updated_at + 1
+        order.updated_at = stamp
+        return stamp
+
+    def _emit(self, order: TradeOrder, previous: str | None) -> None:
+        order_bytes = _encode(order)
+        if self.event_shape == "status_change":
+            body = (
+                b'{"order":'
+                + order_bytes
+                + (b',"previousStatus":' + _encode(previous) if previous else b"")
+                + b',"newStatus":'
+                + _encode(order.status)
+                + b"}"
+            )
+        else:
+            body = order_bytes
+        event = (
+            b'{"metadata":{"eventId":"'
+            + uuid.uuid4().hex.encode()
+            + b'","eventType":"event.trade_order.updated","timestamp":"'
+            + _iso_now()
+            + b'"},"data":'
+            + body
+            + b"}"
+        )
+        self._publish(order.trading_account_id, event)
+
+    def set_status(self, order_id: str, status: str, *, publish: bool = True) -> TradeOrder:
+        order = self._require(order_id)
+        previous = order.status
+        order.status = status
+        self._touch(order)
+        if status == OrderStatus.CANCELLED and order.cancelled_at is None:
+            order.cancelled_at = order.updated_at
+        if status != OrderStatus.PENDING_CANCEL:
+            self._drop_pending_cancel(order_id)
+        if publish:
+            self._emit(order, previous)
+        return order
+
+    def _require(self, order_id: str) -> TradeOrder:
+        order = self.orders.get(order_id)
+        if order is None:
+            raise KeyError(order_id)
+        return order
+
+    def fill(self, order_id: str, quantity: str | Decimal | None = None) -> TradeOrder:
+        """Fill ``quantity`` (default: all that is left). Raises ValueError on a final order."""
+        order = self._require(order_id)
+        if order.status in TERMINAL_STATUSES:
+            raise ValueError(f"order {order_id} is {order.status} and cannot fill")
+        total = _dec(order.quantity)
+        done = _dec(order.executed_quantity)
+        left = total - done
+        amount = left if quantity is None else Decimal(str(quantity))
+        if amount <= 0 or amount > left:
+            raise ValueError(f"fill of {amount} does not fit the {left} left on order {order_id}")
+        done += amount
+        previous = order.status
+        order.executed_quantity = _fmt(done)
+        if order.limit_price is not None:
+            order.executed_cost = _fmt(done * _dec(order.limit_price))
+            order.executed_price = order.limit_price
+        if done >= total:
+            order.status = OrderStatus.FILLED
+            self._drop_pending_cancel(order_id)
+        elif order.status != OrderStatus.PENDING_CANCEL:
+            order.status = OrderStatus.PARTIALLY_FILLED
+        self._touch(order)
+        self._emit(order, previous)
+        return order
+
+    def fill_on_next_cancel(self, order_id: str) -> None:
+        self._require(order_id)
+        self._fill_on_cancel.add(order_id)
+
+    def _drop_pending_cancel(self, order_id: str) -> None:
+        handle = self._pending_cancels.pop(order_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def cancel(
+        self, token: TokenInfo, order_id: object, account_id: object | None = None
+    ) -> TradeOrder:
+        """Apply a cancel as the exchange would; raise :class:`ApiFailure` for the error table."""
+        if not is_valid_id(order_id):
+            raise ApiFailure(
+                400, ERRNO_INVALID_REQUEST, "Invalid request: missing or malformed tradeOrderId"
+            )
+        assert isinstance(order_id, str)
+        if account_id is not None:
+            if not is_valid_id(account_id):
+                raise ApiFailure(
+                    400, ERRNO_INVALID_REQUEST, "Invalid request: malformed tradingAccountId"
+                )
+            if account_id not in token.accounts:
+                raise ApiFailure(
+                    403, ERRNO_FORBIDDEN, "Forbidden: no access to this trading account"
+                )
+        order = self.orders.get(order_id)
+        if order is None or (account_id is not None and order.trading_account_id != account_id):
+            raise ApiFailure(404, ERRNO_NOT_FOUND, "Order not found")
+        if order.trading_account_id not in token.accounts:
+            raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this order")
+        if order_id in self._fill_on_cancel:
+            self._fill_on_cancel.discard(order_id)
+            if order.status not in TERMINAL_STATUSES:
+                self.fill(order_id)
+        status = order.status
+        if status == OrderStatus.PENDING_CANCEL:
+            return order
+        if status not in CANCELLABLE_STATUSES:
+            if status == OrderStatus.FILLED:
+                text = "Order is already filled and cannot be cancelled"
+            elif status == OrderStatus.CANCELLED:
+                text = "Order is already cancelled and cannot be cancelled"
+            else:
+                text = f"Order is {status} and cannot be cancelled"
+            raise ApiFailure(400, ERRNO_NOT_CANCELLABLE, text)
+        self.cancels_applied[order_id] = self.cancels_applied.get(order_id, 0) + 1
+        if self.cancel_delay > 0:
+            order.status = OrderStatus.PENDING_CANCEL
+            self._touch(order)
+            self._emit(order, status)
+            self._pending_cancels[order_id] = self._call_later(
+                self.cancel_delay, lambda: self._complete_cancel(order_id)
+            )
+        else:
+            self._finish_cancel(order, status)
+        return order
+
+    def _complete_cancel(self, order_id: str) -> None:
+        self._pending_cancels.pop(order_id, None)
+        order = self.orders.get(order_id)
+        if order is None or order.status != OrderStatus.PENDING_CANCEL:
+            return
+        self._finish_cancel(order, OrderStatus.PENDING_CANCEL)
+
+    def _finish_cancel(self, order: TradeOrder, previous: str) -> None:
+        order.status = OrderStatus.CANCELLED
+        stamp = self._touch(order)
+        order.cancelled_at = stamp
+        self._emit(order, previous)
+
+    def submit(self, token: TokenInfo, body: dict[str, Any]) -> TradeOrder:
+        """Create an order from a submit request; raise :class:`ApiFailure` when it is invalid."""
+        account = body.get("tradingAccountId")
+        if account is None and len(token.accounts) == 1:
+            account = next(iter(token.accounts))
+        if not is_valid_id(account):
+            raise ApiFailure(
+                400, ERRNO_INVALID_REQUEST, "Invalid request: tradingAccountId is required"
+            )
+        assert isinstance(account, str)
+        if account not in token.accounts:
+            raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this trading account")
+        side = body.get("orderSide")
+        if side not in ("BUY", "SELL"):
+            raise ApiFailure(
+                400, ERRNO_INVALID_REQUEST, "Invalid request: orderSide must be BUY or SELL"
+            )
+        quantity = body.get("quantity")
+        try:
+            if not isinstance(quantity, str) or Decimal(quantity) <= 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            raise ApiFailure(
+                400,
+                ERRNO_INVALID_REQUEST,
+                "Invalid request: quantity must be a positive decimal string",
+            ) from None
+        fields: dict[str, Any] = {"order_side": side}
+        for wire, name in (
+            ("instrumentId", "instrument_id"),
+            ("orderType", "order_type"),
+            ("timeInForce", "time_in_force"),
+            ("limitPrice", "limit_price"),
+            ("stopPrice", "stop_price"),
+            ("clientOrderId", "client_order_id"),
+        ):
+            value = body.get(wire)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ApiFailure(
+                        400, ERRNO_INVALID_REQUEST, f"Invalid request: {wire} must be a string"
+                    )
+                fields[name] = value
+        if fields.get("order_type") == "MARKET":
+            fields.setdefault("limit_price", None)
+        return self.create_order(account, OrderStatus.OPEN, quantity, "0", fields, publish=True)
+
+    def close(self) -> None:
+        """Cancel every pending exchange timer."""
+        for handle in self._pending_cancels.values():
+            handle.cancel()
+        self._pending_cancels.clear()
+
+    @property
+    def pending_cancels(self) -> int:
+        return len(self._pending_cancels)
