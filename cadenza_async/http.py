@@ -407,7 +407,7 @@ class HttpApi:
                 continue
 
             status = resp.status
-            if status < 300 and status >= 200:
+            if 200 <= status < 300:
                 return self._success_envelope(raw, status, resp)
             if status == 401:
                 if not refreshed and tokens.refreshable:
