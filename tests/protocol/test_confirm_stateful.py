@@ -10,6 +10,7 @@ without recovery nothing the exchange finished stays pending.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import msgspec
@@ -81,9 +82,12 @@ class Exchange:
 
 
 class RegistryMachine(RuleBasedStateMachine):
-    @initialize(capacity=st.integers(min_value=0, max_value=4))
+    @initialize(capacity=st.integers(min_value=0, max_value=2))
     def setup(self, capacity: int) -> None:
         self.reg = ConfirmationRegistry(early_capacity=capacity)
+        self.capacity = capacity
+        # what the early buffer must hold: order id -> source, oldest first
+        self.early_model: OrderedDict[str, str] = OrderedDict()
         self.exchange = Exchange()
         self.now = 0.0
         self.callers: list[Caller] = []
@@ -104,8 +108,22 @@ class RegistryMachine(RuleBasedStateMachine):
         """A truthful source reports ``order``; feed it to the registry."""
         self.evidence.append(order)
         self.evidence_ids.add(id(order))
+        oid = order.trade_order_id
+        if (
+            order.status in TERMINAL_STATUSES
+            and not any(c.order_id == oid for c in self.callers)
+            and oid not in self.early_model
+            and self.capacity
+        ):
+            if len(self.early_model) == self.capacity:
+                self.early_model.popitem(last=False)
+            self.early_model[oid] = source
+        before = self.reg.get(oid)
+        was_done = before is not None and before.done
         resolved = self.reg.observe(order, source, self.tick(), channel_account=channel)  # type: ignore[arg-type]
         if resolved is not None:
+            assert resolved is before
+            assert not was_done  # a waiter resolves once
             assert resolved.outcome is order
             assert resolved.source == source
         self.collect()
@@ -146,6 +164,11 @@ class RegistryMachine(RuleBasedStateMachine):
             assert waiter is sharing[0].waiter
         else:
             assert created
+            # a terminal state that beat the register resolves it, if still buffered
+            early_source = self.early_model.pop(oid, None)
+            assert waiter.done == (early_source is not None)
+            assert waiter.source == early_source
+        assert self.reg.early_count == len(self.early_model)
         self.callers.append(Caller(oid, waiter))
         self.collect()
 
