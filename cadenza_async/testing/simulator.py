@@ -251,6 +251,11 @@ class CadenzaSimulator:
         return Counter(self._engine.cancels_applied)
 
     @property
+    def pending_cancels(self) -> int:
+        """Cancels waiting for the exchange delay."""
+        return self._engine.pending_cancels
+
+    @property
     def orders(self) -> list[TradeOrder]:
         """Copies of every order, in creation order."""
         return [_copy(order) for order in self._engine.orders.values()]
