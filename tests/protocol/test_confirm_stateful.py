@@ -30,7 +30,7 @@ from cadenza_async.protocol.confirm import ConfirmationRegistry, Waiter
 A = "acct-a"
 B = "acct-b"
 EVIL = "acct-evil"
-ORDER_ACCOUNTS = {"o0": A, "o1": A, "o2": A, "o3": B, "o4": B, "o5": B}
+ORDER_ACCOUNTS = {"o0": A, "o1": A, "o2": B}
 ORDER_IDS = sorted(ORDER_ACCOUNTS)
 CANCELLABLE = {
     OrderStatus.OPEN,
