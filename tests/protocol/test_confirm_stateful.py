@@ -97,6 +97,8 @@ class RegistryMachine(RuleBasedStateMachine):
         self.evidence_ids: set[int] = set()
         self.delivered: set[int] = set()  # log positions the stream already delivered
         self.outcome_statuses: dict[str, set[str]] = {oid: set() for oid in ORDER_IDS}
+        # newest updatedAt reported to each pending waiter (by id(waiter))
+        self.newest_seen: dict[int, int] = {}
 
     # -- helpers -----------------------------------------------------------------
 
@@ -120,6 +122,9 @@ class RegistryMachine(RuleBasedStateMachine):
             self.early_model[oid] = source
         before = self.reg.get(oid)
         was_done = before is not None and before.done
+        if before is not None and not was_done and order.updated_at is not None:
+            key = id(before)
+            self.newest_seen[key] = max(self.newest_seen.get(key, -1), order.updated_at)
         resolved = self.reg.observe(order, source, self.tick(), channel_account=channel)  # type: ignore[arg-type]
         if resolved is not None:
             assert resolved is before
@@ -290,6 +295,20 @@ class RegistryMachine(RuleBasedStateMachine):
             assert outcome.trading_account_id == ORDER_ACCOUNTS[caller.order_id]
             # terminal is final at the exchange, so a true outcome is its current state
             assert outcome.status == self.exchange.state[caller.order_id].status
+
+    @invariant()
+    def last_known_is_the_newest_state_reported(self) -> None:
+        for caller in self.callers:
+            waiter = caller.waiter
+            last = waiter.last_known
+            if waiter.done:
+                assert last is waiter.outcome
+            elif id(waiter) in self.newest_seen:
+                assert last is not None
+                assert id(last) in self.evidence_ids
+                assert last.updated_at == self.newest_seen[id(waiter)]
+            else:
+                assert last is None
 
     @invariant()
     def each_cancel_has_at_most_one_outcome(self) -> None:
