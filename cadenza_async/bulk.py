@@ -1,0 +1,102 @@
+"""Bulk cancels: bounded concurrency, one outcome per order, in input or completion order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar
+
+from ._validate import check_order_id
+from .errors import CadenzaError
+
+__all__ = ["run_bulk", "run_bulk_iter"]
+
+T = TypeVar("T")
+
+
+def _prepare(
+    order_ids: Iterable[str], concurrency: int
+) -> tuple[list[str], dict[str, CadenzaError]]:
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError("concurrency must be an int >= 1")
+    if isinstance(order_ids, (str, bytes)):
+        raise TypeError("order_ids must be an iterable of order ids, not a single string")
+    unique: list[str] = []
+    invalid: dict[str, CadenzaError] = {}
+    seen: set[object] = set()
+    for oid in order_ids:
+        key: object = oid if isinstance(oid, str) else id(oid)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            unique.append(check_order_id(oid))
+        except CadenzaError as exc:
+            exc.order_id = oid if isinstance(oid, str) else None
+            invalid[oid if isinstance(oid, str) else repr(oid)] = exc
+    return unique, invalid
+
+
+async def run_bulk_iter(
+    order_ids: Iterable[str],
+    one: Callable[[str], Awaitable[T]],
+    *,
+    concurrency: int,
+) -> AsyncIterator[tuple[str, T | CadenzaError]]:
+    """Yield ``(order_id, outcome)`` in completion order, at most ``concurrency`` in flight.
+
+    Each id is run once however often it appears. An id refused before any
+    I/O yields its :class:`~cadenza_async.errors.InvalidOrderIdError`. An
+    order's own failure is yielded, never raised; anything that is not a
+    :class:`CadenzaError` (a bug, or cancellation) propagates. Stopping the
+    iteration, or cancelling the caller, cancels the work still in flight
+    and waits for it to unwind.
+    """
+    unique, invalid = _prepare(order_ids, concurrency)
+    for key, exc in invalid.items():
+        yield key, exc
+    if not unique:
+        return
+    queue: asyncio.Queue[tuple[str, T | CadenzaError] | BaseException] = asyncio.Queue()
+    ids = iter(unique)
+
+    async def worker() -> None:
+        for oid in ids:
+            try:
+                outcome: T | CadenzaError = await one(oid)
+            except CadenzaError as exc:
+                if exc.order_id is None:
+                    exc.order_id = oid
+                outcome = exc
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                queue.put_nowait(exc)
+                return
+            queue.put_nowait((oid, outcome))
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(unique)))]
+    try:
+        for _ in range(len(unique)):
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def run_bulk(
+    order_ids: Iterable[str],
+    one: Callable[[str], Awaitable[T]],
+    *,
+    concurrency: int,
+) -> list[T | CadenzaError]:
+    """One outcome per input, in input order (repeated ids get the same outcome)."""
+    inputs = list(order_ids)
+    outcomes: dict[object, T | CadenzaError] = {}
+    async for oid, outcome in run_bulk_iter(inputs, one, concurrency=concurrency):
+        outcomes[oid] = outcome
+    return [outcomes[oid if isinstance(oid, str) else repr(oid)] for oid in inputs]
