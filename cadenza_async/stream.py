@@ -1,0 +1,757 @@
+"""OrderStream: the WebSocket I/O around the Centrifugo core (connect, read, reconnect, resubscribe).
+
+One socket at a time. A single owned task reads frames, feeds them to
+:class:`~cadenza_async.protocol.centrifugo.CentrifugoProtocol` and acts on
+its events; a loop timer fires the core's deadlines (no-ping, command
+replies, token refresh). On a transport loss or a reconnect close code the
+task reconnects with full-jitter backoff and resubscribes every remembered
+channel with ``recover`` from the last applied position. On a terminal
+close code, a refused token or a failing token provider it stops and
+reports one :class:`~cadenza_async.errors.StreamError`.
+
+websockets exceptions never leave this module: they become
+:class:`~cadenza_async.errors.TransportError` or ``StreamError``. The
+websockets logger is wrapped so connect tokens and ``Authorization``
+headers never reach the logs.
+
+Compression is off (``compression=None``): order updates are small, the
+payloads are already compact JSON, and inflating costs CPU on the hot path
+while opening the door to compression bombs under ``max_size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.protocol import State
+
+from ._auth import TokenSource
+from .config import ClientConfig
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    ClientClosedError,
+    StreamError,
+    TransportError,
+)
+from .protocol.centrifugo import (
+    ERROR_ALREADY_SUBSCRIBED,
+    CentrifugoProtocol,
+    CommandTimedOut,
+    Connected,
+    Disconnected,
+    Event,
+    PingTimeout,
+    PositionGap,
+    ProtocolViolation,
+    Publication,
+    RefreshNeeded,
+    Reply,
+    ReplyError,
+    Subscribed,
+    Unsubscribed,
+    reconnect_delays,
+)
+
+__all__ = ["OrderStream", "StreamRpcError"]
+
+_log = logging.getLogger("cadenza_async.stream")
+
+PublicationCallback = Callable[[str, msgspec.Raw, "int | None"], None]
+
+_CLOSE_EXPIRED = 3005
+
+
+class StreamRpcError(ApiError):
+    """A Centrifugo error reply to an RPC or subscribe; ``errno`` is the Centrifugo code.
+
+    ``temporary`` is True when retrying later may succeed.
+    """
+
+    def __init__(self, message: str, *, errno: int, temporary: bool = False) -> None:
+        super().__init__(message, errno=errno)
+        self.temporary = temporary
+
+
+# --------------------------------------------------------------------------- redaction
+
+_REDACTIONS = (
+    (re.compile(r'("token"\s*:\s*")[^"]*("?)'), r"\1***\2"),
+    (re.compile(r"(\\\"token\\\"\s*:\s*\\\")[^\\]*"), r"\1***"),
+    (re.compile(r"((?:Authorization|Cookie|Set-Cookie):\s*)[^\r\n']*", re.IGNORECASE), r"\1***"),
+    (re.compile(r"([?&](?:token|access_token)=)[^&\s']*", re.IGNORECASE), r"\1***"),
+)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with tokens, authorization headers and any of ``secrets`` replaced by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    for pattern, repl in _REDACTIONS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger adapter that formats each record itself and redacts secrets before emitting."""
+
+    def __init__(self, logger: logging.Logger, tokens: TokenSource) -> None:
+        super().__init__(logger, {})
+        self._tokens = tokens
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = str(msg)
+        current = self._tokens.current
+        text = redact(text, (current,) if current else ())
+        kwargs.pop("exc_info", None)  # tracebacks can carry frames with secrets
+        kwargs.pop("stack_info", None)
+        self.logger.log(level, text, **kwargs)
+
+
+# --------------------------------------------------------------------------- control flow
+
+
+class _Drop(Exception):
+    """Drop this connection and reconnect (with recovery)."""
+
+    def __init__(
+        self, reason: str, *, refresh_token: bool = False, immediate: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.refresh_token = refresh_token
+        self.immediate = immediate
+
+
+class _Fatal(Exception):
+    """Stop for good with ``error`` (``start()`` raises TransportError instead when ``transport``)."""
+
+    def __init__(self, error: StreamError, *, transport: bool = False) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.transport = transport
+
+
+class OrderStream:
+    """The account stream over one WebSocket at a time; see the module docstring.
+
+    Callbacks run synchronously in the reader and must not block:
+    ``on_publication(channel, data, offset)`` for each publication in order,
+    ``on_gap(channel)`` when continuity on a channel was lost (reconcile by
+    REST), ``on_state(state)`` with ``"connecting"``, ``"connected"``,
+    ``"disconnected"``, ``"closed"``, and ``on_failure(error)`` once when the
+    stream stops for good. ``ping_grace`` is added to the server's ping
+    interval to detect a silent link.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        tokens: TokenSource,
+        *,
+        on_publication: PublicationCallback,
+        on_gap: Callable[[str], None],
+        on_failure: Callable[[StreamError], None],
+        on_state: Callable[[str], None] | None = None,
+        ping_grace: float = 10.0,
+        rng: random.Random | None = None,
+        max_size: int = 2**20,
+        min_reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 20.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._config = config
+        self._tokens = tokens
+        self._on_publication = on_publication
+        self._on_gap = on_gap
+        self._on_failure = on_failure
+        self._on_state = on_state
+        self._rng = rng
+        self._max_size = max_size
+        self._min_delay = min_reconnect_delay
+        self._max_delay = max_reconnect_delay
+        self._log = logger or _log
+        self._ws_logger = _RedactingLogger(logging.getLogger("websockets.client"), tokens)
+        self._proto = CentrifugoProtocol(
+            max_ping_delay=ping_grace, command_timeout=config.timeouts.connect
+        )
+        self._wanted: set[str] = set()
+        self._sub_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._rpc_waiters: dict[int, asyncio.Future[msgspec.Raw]] = {}
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._aux: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._ready: asyncio.Future[None] | None = None
+        self._connected_event: asyncio.Event | None = None
+        self._failure: StreamError | None = None
+        self._started = False
+        self._closing = False
+        self._ever_connected = False
+        self._token_refreshed = False
+        self._drop_reason: str | None = None
+        self._refresh_on_connect = False
+        self.reconnects = 0
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else ("failed" if self._failure else "idle")
+        return f"<OrderStream {state} channels={len(self._wanted)} reconnects={self.reconnects}>"
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open and its connect command succeeded."""
+        return self._ws is not None and self._proto.connected
+
+    @property
+    def positions(self) -> dict[str, tuple[str, int]]:
+        """Channel -> (epoch, offset) of the last applied publication."""
+        return {name: (pos.epoch, pos.offset) for name, pos in self._proto.positions.items()}
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels this stream keeps subscribed."""
+        return frozenset(self._wanted)
+
+    async def start(self) -> None:
+        """Connect and return once the connect command succeeded.
+
+        Retries with backoff for up to ``timeouts.connect`` seconds. Raises
+        :class:`StreamError` on a refused token or a terminal close code and
+        :class:`TransportError` when no connection succeeded in time.
+        """
+        if self._closing:
+            raise ClientClosedError("the stream was closed")
+        if self._started:
+            raise RuntimeError("OrderStream.start() may be called once")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._connected_event = asyncio.Event()
+        self._task = loop.create_task(self._run(), name="cadenza-async-stream")
+        try:
+            await self._ready
+        except BaseException:
+            await self._stop_task()
+            raise
+
+    async def subscribe(self, channel: str, *, timeout: float | None = None) -> None:
+        """Subscribe ``channel`` and return once the server confirmed it.
+
+        Idempotent. The channel is remembered and resubscribed with recovery
+        after each reconnect. Raises :class:`StreamRpcError` when the server
+        refuses it, :class:`TransportError` when not confirmed within
+        ``timeout`` (default ``timeouts.connect``; the channel stays wanted)
+        and :class:`StreamError` when the stream failed.
+        """
+        self._check_usable()
+        if not isinstance(channel, str) or not channel:
+            raise ValueError("channel must be a non-empty str")
+        if channel in self._wanted and self._proto.is_subscribed(channel):
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._sub_waiters.setdefault(channel, []).append(waiter)
+        if channel not in self._wanted:
+            self._wanted.add(channel)
+            if self._proto.connected:
+                self._proto.send_subscribe(channel, loop.time())
+                await self._after_commands()
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(waiter),
+                self._config.timeouts.connect if timeout is None else timeout,
+            )
+        except asyncio.TimeoutError:
+            raise TransportError(f"subscribe to {channel} not confirmed in time") from None
+        finally:
+            waiters = self._sub_waiters.get(channel)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._sub_waiters[channel]
+            if not waiter.done():
+                waiter.cancel()
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel`` (and stop resubscribing it). Does not wait for the reply."""
+        self._check_usable()
+        if channel not in self._wanted:
+            return
+        self._wanted.discard(channel)
+        if self._proto.connected:
+            self._proto.send_unsubscribe(channel, asyncio.get_running_loop().time())
+            await self._after_commands()
+        else:
+            self._proto.forget(channel)
+        for waiter in self._sub_waiters.pop(channel, []):
+            if not waiter.done():
+                waiter.set_exception(StreamError(f"unsubscribed from {channel}"))
+
+    async def rpc(self, method: str, data: bytes, timeout: float) -> msgspec.Raw:
+        """Send a Centrifugo RPC and return its reply ``data`` (undecoded JSON).
+
+        Waits for a connection if needed (within ``timeout``). Raises
+        :class:`StreamRpcError` on an error reply, :class:`TransportError` when
+        the connection is lost before the reply or no reply came in time (the
+        command may have been applied), :class:`StreamError` when the stream
+        failed, and :class:`ValueError` when ``data`` is not JSON.
+        """
+        self._check_usable()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self._proto.connected:
+            assert self._connected_event is not None
+            try:
+                await asyncio.wait_for(self._connected_event.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise TransportError("not connected to the stream") from None
+            self._check_usable()
+        try:
+            msgspec.json.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            raise ValueError("rpc data must be a JSON document") from None
+        now = loop.time()
+        remaining = max(0.0, deadline - now)
+        cid = self._proto.send_rpc(method, data, now, timeout=remaining)
+        waiter: asyncio.Future[msgspec.Raw] = loop.create_future()
+        self._rpc_waiters[cid] = waiter
+        await self._after_commands()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), remaining + 0.05)
+        except asyncio.TimeoutError:
+            raise TransportError(f"no reply to {method} within {timeout:g}s") from None
+        finally:
+            self._rpc_waiters.pop(cid, None)
+            if not waiter.done():
+                waiter.cancel()
+
+    async def aclose(self) -> None:
+        """Close the socket and stop every task; pending calls fail with ClientClosedError."""
+        if self._closing:
+            await self._stop_task()
+            return
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+        await self._stop_task()
+        self._fail_waiters(ClientClosedError("the stream was closed"))
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ClientClosedError("the stream was closed"))
+            self._ready.exception()
+        self._state("closed")
+
+    # ------------------------------------------------------------------ internals
+
+    def _stopping(self) -> bool:
+        return self._closing
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise StreamError(str(self._failure), code=self._failure.code)
+        if self._closing:
+            raise ClientClosedError("the stream was closed")
+        if not self._started:
+            raise RuntimeError("call OrderStream.start() first")
+
+    async def _stop_task(self) -> None:
+        self._cancel_timer()
+        tasks = [t for t in (self._task, *self._aux) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._aux.clear()
+
+    def _state(self, state: str) -> None:
+        if self._on_state is not None:
+            try:
+                self._on_state(state)
+            except Exception:
+                self._log.exception("on_state callback failed")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start_deadline = loop.time() + self._config.timeouts.connect
+        delays = reconnect_delays(self._min_delay, self._max_delay, self._rng)
+        last_error = "no connection"
+        try:
+            while not self._stopping():
+                self._state("connecting")
+                immediate = False
+                try:
+                    connected, immediate = await self._session()
+                except _Drop as drop:  # could not open the socket
+                    connected = False
+                    self._drop_reason = drop.reason
+                if self._stopping():
+                    return
+                last_error = self._drop_reason or "connection lost"
+                if connected:
+                    delays = reconnect_delays(self._min_delay, self._max_delay, self._rng)
+                if immediate:
+                    continue
+                delay = next(delays)
+                if not self._ever_connected:
+                    remaining = start_deadline - loop.time()
+                    if remaining <= 0:
+                        raise _Fatal(
+                            StreamError(f"could not connect: {last_error}"), transport=True
+                        )
+                    delay = min(delay, remaining)
+                await asyncio.sleep(delay)
+        except _Fatal as fatal:
+            self._fail(fatal.error, transport=fatal.transport)
+        except Exception as exc:  # a bug must not kill the reader silently
+            self._log.error("stream: reader failed: %s", type(exc).__name__)
+            self._fail(StreamError(f"stream reader failed: {type(exc).__name__}"))
+
+    def _fail(self, error: StreamError, *, transport: bool = False) -> None:
+        if self._failure is not None or self._closing:
+            return
+        self._failure = error
+        self._cancel_timer()
+        self._fail_waiters(error)
+        ready = self._ready
+        if ready is not None and not ready.done():
+            exc: Exception = TransportError(str(error)) if transport else error
+            ready.set_exception(exc)
+        else:
+            try:
+                self._on_failure(error)
+            except Exception:
+                self._log.exception("on_failure callback failed")
+        if self._connected_event is not None:
+            self._connected_event.set()  # wake rpc() callers so they see the failure
+        self._state("closed")
+
+    def _fail_waiters(self, error: Exception) -> None:
+        for waiter in self._rpc_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._rpc_waiters.clear()
+        for waiters in self._sub_waiters.values():
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(error)
+        self._sub_waiters.clear()
+
+    async def _get_token(self) -> str:
+        try:
+            if self._refresh_on_connect:
+                self._refresh_on_connect = False
+                self._token_refreshed = True
+                return await self._tokens.refresh(self._tokens.current)
+            return await self._tokens.get()
+        except AuthenticationError as exc:
+            raise _Fatal(StreamError(f"no token for the stream: {exc.message}")) from None
+
+    async def _open(self) -> ClientConnection:
+        timeouts = self._config.timeouts
+        try:
+            return await connect(
+                self._config.ws_url,
+                max_size=self._max_size,
+                compression=None,
+                open_timeout=timeouts.connect,
+                ping_interval=None,
+                close_timeout=min(2.0, timeouts.connect),
+                user_agent_header="cadenza-async",
+                logger=self._ws_logger,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise _Fatal(
+                    StreamError(f"WebSocket handshake refused: HTTP {status}", code=status)
+                ) from None
+            raise _Drop(f"WebSocket handshake failed: HTTP {status}") from None
+        except (OSError, asyncio.TimeoutError, WebSocketException, ValueError) as exc:
+            raise _Drop(f"cannot connect: {type(exc).__name__}") from None
+
+    async def _session(self) -> tuple[bool, bool]:
+        """One connection, from open to loss: (connect succeeded, reconnect without delay)."""
+        token = await self._get_token()
+        ws = await self._open()
+        loop = asyncio.get_running_loop()
+        proto = self._proto
+        self._ws = ws
+        self._drop_reason = None
+        session_connected = False
+        code: int | None = None
+        reason = ""
+        refresh_token = False
+        immediate = False
+        fatal: StreamError | None = None
+        try:
+            from . import __version__
+
+            proto.send_connect(token, loop.time(), version=__version__)
+            for frame in proto.data_to_send():
+                await ws.send(frame)
+            self._arm_timer()
+            receive_frame = proto.receive_frame
+            while True:
+                message = await ws.recv()
+                if not isinstance(message, str):
+                    self._log.warning("stream: binary frame received; reconnecting")
+                    raise _Drop("binary frame")
+                events = receive_frame(message, loop.time())
+                for event in events:
+                    if type(event) is Publication:
+                        self._deliver(event)
+                    elif type(event) is Connected:
+                        session_connected = True
+                        self._connected(event)
+                    else:
+                        self._handle(event)
+                frames = proto.data_to_send()
+                if frames:
+                    for frame in frames:
+                        await ws.send(frame)
+                if self._timer is None:
+                    self._arm_timer()
+        except _Drop as drop:
+            reason = drop.reason
+            refresh_token = drop.refresh_token
+            immediate = drop.immediate
+        except _Fatal as exc:
+            fatal = exc.error
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None:
+                code, reason = exc.rcvd.code, exc.rcvd.reason
+            else:
+                reason = self._drop_reason or "connection lost"
+        finally:
+            self._ws = None
+            self._cancel_timer()
+            for task in list(self._aux):
+                task.cancel()
+            if ws.state is not State.CLOSED:
+                ws.transport.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.wait_closed(), 1.0)
+            lost = proto.connection_lost(code, reason)
+            self._fail_rpc(TransportError("the stream connection was lost before the reply"))
+            if self._connected_event is not None and not self._closing:
+                self._connected_event.clear()
+            if not self._closing:
+                self._state("disconnected")
+        if fatal is not None:
+            raise _Fatal(fatal)
+        if self._closing:
+            return session_connected, False
+        if not lost.reconnect:
+            raise _Fatal(StreamError(f"stream closed by the server: {reason or code}", code=code))
+        if code == _CLOSE_EXPIRED:
+            refresh_token = True
+        if reason and code is None:
+            self._log.info("stream: connection dropped (%s); reconnecting", reason)
+        elif code is not None:
+            self._log.info("stream: closed with %s; reconnecting", code)
+        self._refresh_on_connect = self._refresh_on_connect or refresh_token
+        self._drop_reason = reason
+        return session_connected, immediate
+
+    async def _after_commands(self) -> None:
+        """Write queued commands from the caller's task and re-arm the deadline timer."""
+        ws = self._ws
+        if ws is None:
+            return
+        self._arm_timer()
+        await self._send_frames(ws, self._proto.data_to_send())
+
+    async def _send_frames(self, ws: ClientConnection, frames: list[str]) -> None:
+        try:
+            for frame in frames:
+                await ws.send(frame)
+        except (ConnectionClosed, OSError):
+            pass  # the reader sees the loss and fails what waits on a reply
+
+    def _deliver(self, event: Publication) -> None:
+        try:
+            self._on_publication(event.channel, event.data, event.offset)
+        except Exception:
+            self._log.exception("on_publication callback failed for %s", event.channel)
+
+    def _gap(self, channel: str) -> None:
+        try:
+            self._on_gap(channel)
+        except Exception:
+            self._log.exception("on_gap callback failed for %s", channel)
+
+    def _connected(self, event: Connected) -> None:
+        loop = asyncio.get_running_loop()
+        if self._ever_connected:
+            self.reconnects += 1
+        self._ever_connected = True
+        self._token_refreshed = False
+        now = loop.time()
+        for channel in sorted(self._wanted):
+            self._proto.send_subscribe(channel, now)
+        self._arm_timer()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+        if self._connected_event is not None:
+            self._connected_event.set()
+        self._state("connected")
+
+    def _handle(self, event: Event) -> None:
+        """Act on one non-publication event; raises _Drop or _Fatal to end the connection."""
+        if isinstance(event, PositionGap):
+            self._log.warning(
+                "stream: %s skipped from offset %d to %d; reconciling",
+                event.channel,
+                event.expected_offset,
+                event.got_offset,
+            )
+            self._gap(event.channel)
+        elif isinstance(event, Subscribed):
+            for pub in event.publications:
+                self._deliver(pub)
+            if event.gap:
+                self._gap(event.channel)
+            for waiter in self._sub_waiters.pop(event.channel, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif isinstance(event, Reply):
+            rpc_waiter = self._rpc_waiters.pop(event.command_id, None)
+            if rpc_waiter is not None and not rpc_waiter.done():
+                rpc_waiter.set_result(event.data)
+        elif isinstance(event, ReplyError):
+            self._reply_error(event)
+        elif isinstance(event, CommandTimedOut):
+            if event.method == "rpc":
+                rpc_waiter = self._rpc_waiters.pop(event.command_id, None)
+                if rpc_waiter is not None and not rpc_waiter.done():
+                    rpc_waiter.set_exception(TransportError("no reply to the rpc in time"))
+            else:
+                raise _Drop(f"no reply to {event.method} in time")
+        elif isinstance(event, Unsubscribed):
+            if event.resubscribe and event.channel in self._wanted:
+                self._proto.send_subscribe(event.channel, asyncio.get_running_loop().time())
+            else:
+                self._wanted.discard(event.channel)
+                self._log.warning(
+                    "stream: server unsubscribed %s (code %d)", event.channel, event.code
+                )
+                self._gap(event.channel)
+        elif isinstance(event, Disconnected):
+            if not event.reconnect:
+                raise _Fatal(StreamError(f"disconnected: {event.reason}", code=event.code))
+            raise _Drop(f"disconnect push {event.code}")
+        elif isinstance(event, PingTimeout):
+            self._log.warning("stream: no data for %.1fs; reconnecting", event.silence)
+            raise _Drop("no ping from the server")
+        elif isinstance(event, ProtocolViolation):
+            self._log.warning("stream: bad frame (%s); reconnecting", event.reason)
+            raise _Drop(f"bad frame: {event.reason}")
+        elif isinstance(event, RefreshNeeded):
+            task = asyncio.get_running_loop().create_task(self._refresh())
+            self._aux.add(task)
+            task.add_done_callback(self._aux.discard)
+
+    def _reply_error(self, event: ReplyError) -> None:
+        error = StreamRpcError(event.message, errno=event.code, temporary=event.temporary)
+        if event.method == "rpc":
+            waiter = self._rpc_waiters.pop(event.command_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+            return
+        if event.token_expired:
+            if event.method == "connect" and self._token_refreshed:
+                raise _Fatal(StreamError("the refreshed token was refused", code=event.code))
+            raise _Drop(f"{event.method}: token expired", refresh_token=True, immediate=True)
+        if event.temporary or event.code == ERROR_ALREADY_SUBSCRIBED:
+            raise _Drop(f"{event.method}: temporary error {event.code}")
+        if event.method == "connect":
+            raise _Fatal(StreamError(f"connect refused: {event.message}", code=event.code))
+        if event.method == "subscribe" and event.channel is not None:
+            self._wanted.discard(event.channel)
+            self._proto.forget(event.channel)
+            for sub_waiter in self._sub_waiters.pop(event.channel, []):
+                if not sub_waiter.done():
+                    sub_waiter.set_exception(error)
+            return
+        if event.method == "refresh":
+            raise _Drop(f"refresh refused ({event.code})", refresh_token=True)
+
+    def _fail_rpc(self, error: Exception) -> None:
+        waiters, self._rpc_waiters = self._rpc_waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    async def _refresh(self) -> None:
+        try:
+            token = await self._tokens.refresh(self._tokens.current)
+        except AuthenticationError as exc:
+            self._abort(f"token refresh failed: {exc.message}")
+            return
+        if self._proto.connected:
+            self._proto.send_refresh(token, asyncio.get_running_loop().time())
+            await self._after_commands()
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _arm_timer(self) -> None:
+        deadline = self._proto.next_deadline()
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is not None:
+            if self._timer_when <= deadline:
+                return
+            timer.cancel()
+        self._timer_when = deadline
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._ws is None:
+            return
+        try:
+            for event in self._proto.check_timeouts(asyncio.get_running_loop().time()):
+                self._handle(event)
+        except _Drop as drop:
+            self._abort(drop.reason, refresh_token=drop.refresh_token)
+            return
+        except _Fatal as fatal:  # pragma: no cover - timeouts never produce terminal events
+            self._abort(str(fatal))
+            return
+        self._arm_timer()
+
+    def _abort(self, reason: str, *, refresh_token: bool = False) -> None:
+        """Drop the current socket at once (no close handshake): the reader reconnects."""
+        ws = self._ws
+        if ws is None:
+            return
+        self._drop_reason = reason
+        if refresh_token:
+            self._refresh_on_connect = True
+        ws.transport.abort()
