@@ -6,6 +6,8 @@ actually processed the cancellation, not when the HTTP call returned.
 
 from __future__ import annotations
 
+from ._default import aclose_default_client, cancel_and_confirm, default_client
+from .cancels import CancelHandle
 from .client import CadenzaClient
 from .config import ClientConfig, RetryPolicy, Timeouts
 from .errors import (
@@ -36,6 +38,7 @@ __all__ = [
     "AuthenticationError",
     "CadenzaClient",
     "CadenzaError",
+    "CancelHandle",
     "CancelResult",
     "ClientClosedError",
     "ClientConfig",
@@ -56,5 +59,8 @@ __all__ = [
     "TransportError",
     "UnexpectedResponseError",
     "__version__",
+    "aclose_default_client",
+    "cancel_and_confirm",
+    "default_client",
     "is_terminal",
 ]

@@ -104,6 +104,11 @@ class CadenzaClient:
         state = "closed" if self._closed else "open"
         return f"<CadenzaClient {self.config.api_url} {state}>"
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has begun."""
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError("the client is closed")
