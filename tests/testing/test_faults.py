@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import sys
 import time
 
 import aiohttp
@@ -121,7 +122,9 @@ async def test_pass_through_is_byte_exact_for_random_payloads(echo_server):
                     await writer.drain()
                     writer.write_eof()
 
-                _, echoed = await asyncio.gather(send(), read_until_eof(reader))
+                _, echoed = await asyncio.wait_for(
+                    asyncio.gather(send(), read_until_eof(reader)), PROMPTLY
+                )
             assert echoed == payload
         assert px.bytes_upstream == px.bytes_downstream == 1 + 1000 + 1_000_000
         assert px.total_connections == 3
@@ -288,8 +291,9 @@ async def test_reset_after_cuts_the_stream_after_n_bytes_with_a_reset(peer_serve
             assert isinstance(error, ConnectionResetError)
             await asyncio.wait_for(fired.wait(), PROMPTLY)
         assert px.bytes_downstream == 50_000
-        assert len(received) <= 50_000
         assert received == payload[: len(received)]
+        # Linux delivers bytes queued before an RST; elsewhere some may be lost.
+        assert len(received) == 50_000 if sys.platform == "linux" else len(received) <= 50_000
 
 
 async def test_reset_after_upstream_cuts_client_to_server(peer_server):
