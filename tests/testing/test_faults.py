@@ -30,6 +30,7 @@ class Server:
             asyncio.Queue()
         )
         self.errors: list[BaseException] = []
+        self.errored = asyncio.Event()
         self.finished = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -62,6 +63,7 @@ class Server:
             writer.write_eof()
         except OSError as exc:
             self.errors.append(exc)
+            self.errored.set()
         finally:
             self.finished += 1
             writer.transport.abort()
@@ -248,12 +250,7 @@ async def test_reset_all_gives_both_peers_a_connection_reset(echo_server):
             assert px.connections == 0
             with pytest.raises(ConnectionResetError):
                 await asyncio.wait_for(reader.read(1), PROMPTLY)
-
-        async def server_saw_reset():
-            while not echo_server.errors:
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(server_saw_reset(), PROMPTLY)
+        await asyncio.wait_for(echo_server.errored.wait(), PROMPTLY)
         assert isinstance(echo_server.errors[0], ConnectionResetError)
 
         async with client_of(px) as (reader, writer):  # still listening: a client can reconnect
