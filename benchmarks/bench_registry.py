@@ -7,6 +7,8 @@ measured. Each round starts from a fresh registry holding the given number of
 pending waiters and feeds it events for random waiters with increasing
 ``updatedAt`` (every event is accepted as the new ``last_known``, so the
 number of pending waiters stays constant). The best round counts.
+The same events through a bare ``dict.get`` give the floor any hash-table
+dispatch pays (at 100,000 keys that floor is memory latency, not the registry).
 A second figure drains 100,000 waiters with terminal events (the resolve path).
 Memory is the tracemalloc growth of a registry holding 100,000 pending
 waiters bound to accounts (the order id strings belong to the caller and are
@@ -81,6 +83,25 @@ def observe_rate(ids: list[str], events: list[TradeOrder], rounds: int) -> float
     return len(events) / best
 
 
+def dict_get_rate(ids: list[str], events: list[TradeOrder], rounds: int) -> float:
+    """The floor: a bare ``dict.get`` by order id over the same events and keys."""
+    table = dict.fromkeys(ids)
+    get = table.get
+    best = float("inf")
+    for _ in range(rounds):
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            for order in events:
+                get(order.trade_order_id)
+            elapsed = time.perf_counter() - start
+        finally:
+            gc.enable()
+        best = min(best, elapsed)
+    return len(events) / best
+
+
 def resolve_rate(ids: list[str], rounds: int, rng: random.Random) -> float:
     # one terminal event per waiter, in a random order
     targets = list(range(len(ids)))
@@ -124,20 +145,42 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = random.Random(42)
-    rates: dict[int, float] = {}
+    rates: dict[tuple[str, int], float] = {}
+    floors: dict[tuple[str, int], float] = {}
     print(f"observe() with N pending waiters, {args.events:,} events, best of {args.rounds}")
-    print(f"{'pending':>10} {'observe/s':>14} {'ns/call':>9}")
+    print("pattern: 'random' = each event for a random waiter; 'in order' = waiters in turn")
+    print("dict.get = a bare dict lookup by order id over the same events (the floor)")
+    print(
+        f"{'pattern':>9} {'pending':>9} {'observe/s':>12} {'ns/call':>8}"
+        f" {'dict.get ns':>12} {'registry ns':>12}"
+    )
     ids: list[str] = []
     for size in SIZES:
         ids = make_ids(size, rng)
-        targets = [rng.randrange(size) for _ in range(args.events)]
-        events = make_events(ids, targets, "PARTIALLY_FILLED")
-        rates[size] = observe_rate(ids, events, args.rounds)
-        print(f"{size:>10,} {rates[size]:>14,.0f} {1e9 / rates[size]:>9.0f}")
-        del events
+        for pattern in ("random", "in order"):
+            if pattern == "random":
+                targets = [rng.randrange(size) for _ in range(args.events)]
+            else:
+                targets = [i % size for i in range(args.events)]
+            events = make_events(ids, targets, "PARTIALLY_FILLED")
+            key = (pattern, size)
+            rates[key] = observe_rate(ids, events, args.rounds)
+            floors[key] = dict_get_rate(ids, events, args.rounds)
+            ns, floor_ns = 1e9 / rates[key], 1e9 / floors[key]
+            print(
+                f"{pattern:>9} {size:>9,} {rates[key]:>12,.0f} {ns:>8.0f}"
+                f" {floor_ns:>12.0f} {ns - floor_ns:>12.0f}"
+            )
+            del events
 
-    ratio = rates[max(SIZES)] / rates[min(SIZES)]
-    print(f"ratio {max(SIZES):,} / {min(SIZES):,} waiters: {ratio:.3f}")
+    big, small = max(SIZES), min(SIZES)
+    for pattern in ("random", "in order"):
+        ratio = rates[pattern, big] / rates[pattern, small]
+        floor_ratio = floors[pattern, big] / floors[pattern, small]
+        print(
+            f"ratio {big:,} / {small:,} waiters ({pattern}): observe {ratio:.3f},"
+            f" bare dict.get {floor_ratio:.3f}"
+        )
 
     resolved = resolve_rate(ids, args.rounds, rng)
     print(f"resolve (one terminal event per waiter, {len(ids):,} waiters): {resolved:,.0f}/s")

@@ -73,6 +73,7 @@ class Waiter:
         "account_id",
         "handle",
         "last_known",
+        "last_updated",
         "order_id",
         "outcome",
         "refs",
@@ -84,6 +85,7 @@ class Waiter:
     order_id: str
     account_id: str | None
     last_known: TradeOrder | None
+    last_updated: int | None
     outcome: TradeOrder | None
     source: SourceName | None
     registered_at: float
@@ -95,6 +97,7 @@ class Waiter:
         self.order_id = order_id
         self.account_id = account_id
         self.last_known = None
+        self.last_updated = None
         self.outcome = None
         self.source = None
         self.registered_at = registered_at
@@ -217,6 +220,7 @@ class ConfirmationRegistry:
                 if account_id is None:
                     waiter.account_id = order.trading_account_id
                 waiter.last_known = order
+                waiter.last_updated = order.updated_at
                 waiter.outcome = order
                 waiter.source = source
                 waiter.resolved_at = now
@@ -341,25 +345,27 @@ class ConfirmationRegistry:
             # truly be newer, so a smaller updatedAt here is clock skew between
             # sources, not staleness. It resolves and becomes last_known.
             waiter.last_known = order
+            waiter.last_updated = order.updated_at
             waiter.outcome = order
             waiter.source = source
             waiter.resolved_at = now
             stats.resolved_by_source[source] += 1
             self._unpend(waiter)
             return waiter
-        last = waiter.last_known
-        if last is None:
-            waiter.last_known = order
-            return None
         updated = order.updated_at
-        last_updated = last.updated_at
+        last_updated = waiter.last_updated
+        # (the waiter mirrors last_known.updated_at so the old order is not touched)
         if updated is None or (last_updated is not None and updated <= last_updated):
-            if updated == last_updated and order == last:
+            last = waiter.last_known
+            if last is None:
+                waiter.last_known = order
+            elif updated == last_updated and order == last:
                 stats.duplicates_ignored += 1
             else:
                 stats.stale_ignored += 1
             return None
         waiter.last_known = order
+        waiter.last_updated = updated
         return None
 
     def resolve_from_event(
