@@ -317,7 +317,7 @@ async def test_half_close_by_the_server_is_passed_on_and_the_client_can_still_se
             assert await asyncio.wait_for(server_reader.readexactly(10), PROMPTLY) == b"still here"
 
 
-async def test_target_refusing_the_proxy_resets_the_client(echo_server):
+async def test_target_refusing_the_proxy_resets_the_client():
     async with Server(echo=True) as gone:
         dead_port = gone.port
     async with FaultProxy("127.0.0.1", dead_port) as px, client_of(px) as (reader, _writer):
@@ -344,6 +344,31 @@ async def test_closing_the_proxy_with_live_connections_leaves_nothing_pending(ec
             await asyncio.wait_for(reader.read(1), PROMPTLY)
         writer.transport.abort()
     gc.collect()  # an unclosed transport would raise ResourceWarning here
+
+
+async def test_refuse_set_before_start_refuses_from_the_first_connect(echo_server):
+    px = FaultProxy("127.0.0.1", echo_server.port)
+    px.refuse = True
+    async with px:
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(px.host, px.port)
+        px.clear_faults()
+        async with client_of(px) as (reader, writer):
+            writer.write(b"ok")
+            assert await reader.readexactly(2) == b"ok"
+
+
+async def test_clear_faults_restores_a_plain_link(echo_server):
+    async with FaultProxy("127.0.0.1", echo_server.port) as px:
+        px.latency = 30
+        px.bandwidth = 1
+        px.slice_size = 1
+        px.blackhole()
+        px.clear_faults()
+        async with client_of(px) as (reader, writer):
+            payload = os.urandom(10_000)
+            writer.write(payload)
+            assert await asyncio.wait_for(reader.readexactly(len(payload)), PROMPTLY) == payload
 
 
 async def test_wait_for_connections_times_out_with_timeout_error(echo_server):
