@@ -517,6 +517,7 @@ class OrderStream:
                     self._log.warning("stream: binary frame received; reconnecting")
                     raise _Drop("binary frame")
                 events = receive_frame(message, loop.time())
+                rearm = False
                 for event in events:
                     if type(event) is Publication:
                         self._deliver(event)
@@ -524,12 +525,13 @@ class OrderStream:
                         session_connected = True
                         self._connected(event)
                     else:
+                        rearm = True
                         self._handle(event)
                 frames = proto.data_to_send()
                 if frames:
                     for frame in frames:
                         await ws.send(frame)
-                if self._timer is None:
+                if rearm or self._timer is None:
                     self._arm_timer()
         except _Drop as drop:
             reason = drop.reason

@@ -1,0 +1,525 @@
+"""OrderStream against the exchange simulator: readiness, order, recovery, faults, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+
+import msgspec
+import pytest
+
+from cadenza_async._auth import TokenSource
+from cadenza_async.config import ClientConfig, Timeouts
+from cadenza_async.errors import ApiError, ClientClosedError, StreamError, TransportError
+from cadenza_async.stream import OrderStream, StreamRpcError, redact
+from cadenza_async.testing import CadenzaSimulator
+
+
+class Recorder:
+    """Collects every callback of one stream and lets a test wait for a condition."""
+
+    def __init__(self) -> None:
+        self.pubs: list[tuple[str, dict, int | None]] = []
+        self.gaps: list[str] = []
+        self.states: list[str] = []
+        self.failures: list[StreamError] = []
+        self._changed = asyncio.Event()
+
+    def _poke(self) -> None:
+        self._changed.set()
+
+    def on_publication(self, channel: str, data: msgspec.Raw, offset: int | None) -> None:
+        self.pubs.append((channel, msgspec.json.decode(data), offset))
+        self._poke()
+
+    def on_gap(self, channel: str) -> None:
+        self.gaps.append(channel)
+        self._poke()
+
+    def on_state(self, state: str) -> None:
+        self.states.append(state)
+        self._poke()
+
+    def on_failure(self, error: StreamError) -> None:
+        self.failures.append(error)
+        self._poke()
+
+    async def wait(self, predicate, timeout: float = 5.0) -> None:
+        async def loop() -> None:
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+    @property
+    def offsets(self) -> list[int | None]:
+        return [off for _, _, off in self.pubs]
+
+    @property
+    def order_ids(self) -> list[str]:
+        return [data["data"]["tradeOrderId"] for _, data, _ in self.pubs]
+
+
+def make_stream(sim: CadenzaSimulator, rec: Recorder, token=None, **kwargs) -> OrderStream:
+    config = ClientConfig(
+        token=token or sim.token,
+        api_url=sim.api_url,
+        ws_url=sim.ws_url,
+        timeouts=Timeouts(connect=kwargs.pop("connect_timeout", 3.0)),
+    )
+    return OrderStream(
+        config,
+        TokenSource(config.token),
+        on_publication=rec.on_publication,
+        on_gap=rec.on_gap,
+        on_state=rec.on_state,
+        on_failure=rec.on_failure,
+        min_reconnect_delay=kwargs.pop("min_reconnect_delay", 0.01),
+        max_reconnect_delay=kwargs.pop("max_reconnect_delay", 0.05),
+        **kwargs,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(sim: CadenzaSimulator, rec: Recorder, subscribe: bool = True, **kwargs):
+    stream = make_stream(sim, rec, **kwargs)
+    await stream.start()
+    try:
+        if subscribe:
+            await stream.subscribe(channel_of(sim))
+        yield stream
+    finally:
+        await stream.aclose()
+
+
+def channel_of(sim: CadenzaSimulator) -> str:
+    return f"tradingAccount:{sim.trading_account_id}"
+
+
+def publish(sim: CadenzaSimulator, n: int) -> list[str]:
+    ids = []
+    for order in sim.create_orders(n):
+        sim.set_status(order.trade_order_id, "CANCELLED")
+        ids.append(order.trade_order_id)
+    return ids
+
+
+def consecutive(offsets: list[int | None]) -> bool:
+    return all(b == a + 1 for a, b in itertools.pairwise(offsets))
+
+
+# ------------------------------------------------------------------ readiness and order
+
+
+async def test_start_connects_and_subscribe_returns_once_confirmed():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec, subscribe=False) as stream:
+        assert stream.connected
+        assert rec.states[-1] == "connected"
+        await stream.subscribe(channel_of(sim))
+        assert channel_of(sim) in stream.positions
+        await stream.subscribe(channel_of(sim))  # idempotent
+        assert sim.connect_count == 1
+
+
+async def test_publications_are_delivered_in_order():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        ids = publish(sim, 50)
+        await rec.wait(lambda: len(rec.pubs) >= 50)
+        assert rec.order_ids == ids
+        assert consecutive(rec.offsets)
+        assert stream.positions[channel_of(sim)][1] == rec.offsets[-1]
+        assert rec.gaps == []
+
+
+async def test_duplicated_publications_are_delivered_once():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec):
+        sim.duplicate_next_publications(5)
+        ids = publish(sim, 5)
+        more = publish(sim, 1)
+        await rec.wait(lambda: len(rec.order_ids) >= 6 and rec.order_ids[-1] == more[0])
+        assert rec.order_ids == ids + more
+
+
+async def test_reordered_live_publications_report_a_gap():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec):
+        sim.reorder_next_publications(2)
+        publish(sim, 2)
+        await rec.wait(lambda: rec.gaps)
+        assert rec.gaps == [channel_of(sim)]
+
+
+# ------------------------------------------------------------------ reconnect and recovery
+
+
+async def test_reconnect_after_3001_recovers_without_loss_or_duplicates():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        before = publish(sim, 5)
+        await rec.wait(lambda: len(rec.pubs) >= 5)
+        await sim.disconnect_all(code=3001)
+        during = publish(sim, 5)  # nobody is subscribed: only in history
+        await rec.wait(lambda: len(rec.pubs) >= 10)
+        after = publish(sim, 3)
+        await rec.wait(lambda: len(rec.pubs) >= 13)
+        assert rec.order_ids == before + during + after
+        assert consecutive(rec.offsets)
+        assert rec.gaps == []
+        assert stream.reconnects == 1
+        assert sim.connect_count == 2
+        assert "disconnected" in rec.states
+
+
+async def test_unrecoverable_history_reports_gap_and_continues():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        publish(sim, 3)
+        await rec.wait(lambda: len(rec.pubs) >= 3)
+        await sim.disconnect_all(code=3001)
+        sim.lose_history()
+        await rec.wait(lambda: rec.gaps)
+        assert rec.gaps == [channel_of(sim)]
+        await rec.wait(lambda: stream.connected)
+        later = publish(sim, 2)
+        await rec.wait(lambda: rec.order_ids[-2:] == later)
+
+
+@pytest.mark.parametrize("code", [3500, 3501, 3503, 4500])
+async def test_terminal_close_code_fails_promptly_without_reconnect(code):
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await sim.disconnect_all(code=code, reason="go away")
+        await rec.wait(lambda: rec.failures, timeout=1.0)
+        assert loop.time() - t0 < 1.0
+        assert rec.failures[0].code == code
+        assert rec.states[-1] == "closed"
+        assert not stream.connected
+        with pytest.raises(StreamError):
+            await stream.rpc("command.trade_order.cancel", b"{}", timeout=1.0)
+        with pytest.raises(StreamError):
+            await stream.subscribe("tradingAccount:other")
+        assert sim.connect_count == 1
+        assert len(rec.failures) == 1
+
+
+@pytest.mark.parametrize("code", [3001, 3011, 3012, 4000, 1011])
+async def test_reconnect_close_codes_reconnect(code):
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        await sim.disconnect_all(code=code)
+        await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+        assert rec.failures == []
+
+
+async def test_pings_are_answered_over_many_short_intervals():
+    rec = Recorder()
+    async with (
+        CadenzaSimulator(ping_interval=0.03, pong_timeout=0.5) as sim,
+        running(sim, rec) as stream,
+    ):
+        for _ in range(100):
+            if stream._proto.pings_received >= 25:
+                break
+            await asyncio.sleep(0.03)
+        assert stream._proto.pings_received >= 25
+        assert sim.connect_count == 1
+        assert stream.reconnects == 0
+
+
+async def test_silent_server_is_dropped_and_reconnected():
+    rec = Recorder()
+    async with (
+        CadenzaSimulator(ping_interval=0.1, pong_timeout=5.0) as sim,
+        running(sim, rec, ping_grace=0.2) as stream,
+    ):
+        publish(sim, 1)
+        sim.stop_pinging()
+        await rec.wait(lambda: stream.reconnects >= 1)
+        sim.resume_pinging()
+        await rec.wait(lambda: stream.connected)
+        ids = publish(sim, 1)
+        await rec.wait(lambda: rec.order_ids[-1:] == ids)
+        assert rec.failures == []
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "not json",
+        b"\x00binary",
+        "",
+        "null",
+        "{}\n\n{}",
+        "[" * 3000 + "]" * 3000,
+        '{"push": {"channel": 5, "pub": {"data": {}}}}',
+    ],
+    ids=["garbage", "binary", "empty", "null", "blank-line", "deep", "wrong-types"],
+)
+async def test_bad_frame_drops_connection_and_recovers(frame, caplog):
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        first = publish(sim, 2)
+        await rec.wait(lambda: len(rec.pubs) >= 2)
+        with caplog.at_level(logging.WARNING, logger="cadenza_async.stream"):
+            await sim.send_raw(frame)
+            missed = publish(sim, 2)
+            await rec.wait(lambda: stream.reconnects >= 1 and len(rec.pubs) >= 4)
+        assert rec.order_ids == first + missed
+        assert rec.gaps == []
+        assert rec.failures == []
+        assert any("reconnecting" in r.getMessage() for r in caplog.records)
+
+
+async def test_publication_callback_error_does_not_kill_the_reader(caplog):
+    rec = Recorder()
+    calls = []
+
+    def flaky(channel, data, offset):
+        calls.append(offset)
+        if len(calls) == 1:
+            raise RuntimeError("consumer bug")
+        rec.on_publication(channel, data, offset)
+
+    async with CadenzaSimulator() as sim:
+        stream = make_stream(sim, rec)
+        stream._on_publication = flaky
+        await stream.start()
+        try:
+            await stream.subscribe(channel_of(sim))
+            with caplog.at_level(logging.ERROR, logger="cadenza_async.stream"):
+                publish(sim, 3)
+                await rec.wait(lambda: len(rec.pubs) >= 2)
+            assert len(calls) == 3
+            assert stream.connected
+        finally:
+            await stream.aclose()
+
+
+# ------------------------------------------------------------------ rpc
+
+
+async def test_rpc_round_trip_returns_reply_data():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        order = sim.create_order()
+        body = msgspec.json.encode(
+            {"tradingAccountId": sim.trading_account_id, "tradeOrderId": order.trade_order_id}
+        )
+        raw = await stream.rpc("command.trade_order.cancel", body, timeout=2.0)
+        reply = msgspec.json.decode(raw)
+        assert reply["data"]["tradeOrderId"] == order.trade_order_id
+        assert sim.get_order(order.trade_order_id).status == "CANCELLED"
+
+
+async def test_rpc_error_reply_is_an_api_error_with_the_centrifugo_code():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        with pytest.raises(StreamRpcError) as info:
+            await stream.rpc("no.such.method", b"{}", timeout=2.0)
+        assert isinstance(info.value, ApiError)
+        assert info.value.errno == 104
+        assert stream.connected
+
+
+async def test_rpc_rejects_non_json_payload_before_sending():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        with pytest.raises(ValueError, match="JSON"):
+            await stream.rpc("command.trade_order.cancel", b"{nope", timeout=1.0)
+        assert sim.cancel_requests == []
+
+
+async def test_rpc_pending_when_connection_drops_raises_transport_error():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        call = asyncio.ensure_future(stream.rpc("no.such.method", b"{}", timeout=5.0))
+        while not stream._rpc_waiters:  # the command is written in the step that registers it
+            await asyncio.sleep(0)
+        stream._abort("test: link lost")  # before the reply can be read
+        with pytest.raises(TransportError):
+            await call
+        await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+        with pytest.raises(StreamRpcError):  # the next command works
+            await stream.rpc("no.such.method", b"{}", timeout=2.0)
+
+
+# ------------------------------------------------------------------ tokens
+
+
+async def test_start_with_invalid_token_raises_stream_error():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        stream = make_stream(sim, rec, token="not-a-valid-token")
+        with pytest.raises(StreamError) as info:
+            await stream.start()
+        assert info.value.code == 3500
+        await stream.aclose()
+        assert sim.connect_count == 1
+
+
+async def test_start_raises_transport_error_when_nothing_listens():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = ClientConfig(
+        token="t",
+        api_url="http://127.0.0.1:1",
+        ws_url=f"ws://127.0.0.1:{port}/connection/websocket",
+        timeouts=Timeouts(connect=0.3),
+    )
+    rec = Recorder()
+    stream = OrderStream(
+        config,
+        TokenSource("t"),
+        on_publication=rec.on_publication,
+        on_gap=rec.on_gap,
+        on_failure=rec.on_failure,
+    )
+    with pytest.raises(TransportError):
+        await stream.start()
+    await stream.aclose()
+    assert rec.failures == []
+
+
+async def test_expired_token_109_is_refreshed_once_and_connects():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        stale = sim.issue_token()
+        sim.expire_token(stale)
+        tokens = [stale, sim.token]
+        calls = []
+
+        def provider():
+            calls.append(1)
+            return tokens[len(calls) - 1]
+
+        async with running(sim, rec, token=provider) as stream:
+            assert stream.connected
+            assert len(calls) == 2
+            assert sim.connect_count == 2
+
+
+async def test_token_refused_after_refresh_fails_instead_of_looping():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        stale = sim.issue_token()
+        sim.expire_token(stale)
+        stream = make_stream(sim, rec, token=lambda: stale)
+        with pytest.raises(StreamError) as info:
+            await stream.start()
+        assert info.value.code == 109
+        await stream.aclose()
+        assert sim.connect_count == 2
+
+
+async def test_failing_token_provider_is_a_stream_error():
+    rec = Recorder()
+
+    def provider():
+        raise OSError("vault down")
+
+    async with CadenzaSimulator() as sim:
+        stream = make_stream(sim, rec, token=provider)
+        with pytest.raises(StreamError):
+            await stream.start()
+        await stream.aclose()
+        assert sim.connect_count == 0
+
+
+async def test_expiring_token_is_refreshed_on_the_open_connection():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        issued = []
+
+        def provider():
+            issued.append(sim.issue_token(ttl=1.0))
+            return issued[-1]
+
+        async with running(sim, rec, token=provider) as stream:
+            await sim.wait_for(lambda: len(issued) >= 4, timeout=5.0)
+            assert sim.connect_count == 1
+            assert stream.reconnects == 0
+            assert stream.connected
+
+
+async def test_connection_expired_3005_reconnects_with_a_fresh_token():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        issued = []
+
+        def provider():
+            issued.append(sim.issue_token())
+            return issued[-1]
+
+        async with running(sim, rec, token=provider) as stream:
+            sim.expire_token(issued[0])  # the live connection is closed with 3005
+            await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+            assert len(issued) == 2
+
+
+# ------------------------------------------------------------------ secrets and shutdown
+
+
+async def test_debug_logs_never_show_the_token(caplog):
+    rec = Recorder()
+    secret = "canary-SECRET-token-123"
+    async with CadenzaSimulator(token=secret) as sim:
+        with caplog.at_level(logging.DEBUG):
+            async with running(sim, rec) as stream:
+                await sim.disconnect_all(code=3005)
+                await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+        text = caplog.text
+        assert '"connect"' in text  # websockets did log the connect frames
+        assert secret not in text
+        assert "SECRET" not in text
+        assert secret not in repr(stream)
+
+
+def test_redact_hides_tokens_and_headers():
+    text = redact(
+        '> TEXT \'{"id":1,"connect":{"token":"abc.def.ghi","name":"x"}}\' Authorization: Bearer abc'
+    )
+    assert "abc.def" not in text
+    assert "Bearer abc" not in text
+    assert redact('{"token":"trunc...', ()) == '{"token":"***'
+    assert redact("x sekrit y", ("sekrit",)) == "x *** y"
+
+
+async def test_aclose_leaves_no_task_pending_and_refuses_new_calls():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        before = asyncio.all_tasks()
+        stream = make_stream(sim, rec)
+        await stream.start()
+        await stream.subscribe(channel_of(sim))
+        await stream.aclose()
+        await stream.aclose()  # idempotent
+        assert asyncio.all_tasks() == before
+        assert rec.states[-1] == "closed"
+        assert rec.failures == []
+        with pytest.raises(ClientClosedError):
+            await stream.subscribe(channel_of(sim))
+        await sim.wait_for(lambda: sim.connections == 0)
+
+
+async def test_unsubscribe_stops_delivery_and_resubscription():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        await stream.unsubscribe(channel_of(sim))
+        assert stream.channels == frozenset()
+        await sim.disconnect_all(code=3001)
+        await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+        ids = publish(sim, 1)
+        other = sim.add_account()
+        await stream.subscribe(f"tradingAccount:{other}")
+        assert ids
+        assert not any(i in rec.order_ids for i in ids)
