@@ -311,14 +311,24 @@ class CadenzaClient:
         if trading_account_id is not None:
             check_account_id(trading_account_id)
         task = asyncio.ensure_future(
-            self.cancel_and_confirm(
-                order_id, trading_account_id=trading_account_id, timeout=timeout
-            )
+            self._confirm_in_background(order_id, trading_account_id, timeout)
         )
         handle = CancelHandle(order_id, task)
         self._background[task] = order_id
         task.add_done_callback(lambda t: self._background_done(t, handle))
         return handle
+
+    async def _confirm_in_background(
+        self, order_id: str, trading_account_id: str | None, timeout: float | None
+    ) -> CancelResult:
+        # Not through cancel_and_confirm: a cancel started before close must
+        # still run while the client drains.
+        ready = self._stream_ready
+        if ready is None or not ready.done() or ready.exception() is not None:
+            await self._ensure_stream()
+        return await self._canceller.cancel_and_confirm(
+            order_id, trading_account_id=trading_account_id, timeout=timeout
+        )
 
     def _background_done(self, task: asyncio.Task[CancelResult], handle: CancelHandle) -> None:
         self._background.pop(task, None)
