@@ -1,0 +1,406 @@
+"""cancel_and_confirm against the simulator over loopback sockets, one test per confirmation rule.
+
+Each test drives the real client (aiohttp + websockets) against
+:class:`~cadenza_async.testing.CadenzaSimulator` and checks what proved the
+terminal state (``source``), what the exchange saw (``sim.cancel_requests``,
+``sim.rest_requests``, ``sim.cancels_applied``) and what the caller got.
+Synchronisation is by the simulator's ``wait_for``, events and bounded
+timeouts, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import pytest
+
+import cadenza_async
+from cadenza_async import (
+    CadenzaClient,
+    ConfirmationTimeout,
+    OrderNotFoundError,
+    StreamError,
+    Timeouts,
+)
+from cadenza_async.testing import CadenzaSimulator
+from cadenza_async.testing.faults import FaultProxy
+
+# Generous bound for one await: a hang fails the test instead of the session.
+STEP = 5.0
+
+
+@pytest.fixture
+async def clients(cadenza_sim: CadenzaSimulator):
+    """``await clients(**options)``: a connected client on the simulator, closed after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(**options) -> CadenzaClient:
+            settings = {
+                "token": cadenza_sim.token,
+                "api_url": cadenza_sim.api_url,
+                "ws_url": cadenza_sim.ws_url,
+                "trading_account_id": cadenza_sim.trading_account_id,
+                **options,
+            }
+            return await stack.enter_async_context(CadenzaClient(**settings))
+
+        yield make
+
+
+def cancels_of(sim: CadenzaSimulator, order_id: str) -> list[str]:
+    """How each cancel of ``order_id`` reached the simulator (``"http"`` or ``"ws"``)."""
+    return [via for oid, via in sim.cancel_requests if oid == order_id]
+
+
+def lookups(sim: CadenzaSimulator) -> list[dict]:
+    """The REST order look-ups (``GET .../list``) the simulator answered, as query dicts."""
+    return [query for method, path, query in sim.rest_requests if method == "GET"]
+
+
+async def wait_status(sim: CadenzaSimulator, order_id: str, status: str) -> None:
+    await sim.wait_for(lambda: sim.get_order(order_id).status == status, timeout=STEP)
+
+
+def background(coro) -> asyncio.Task:
+    return asyncio.ensure_future(coro)
+
+
+# --------------------------------------------------------------------------- rule 2: sources
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.2)
+async def test_exchange_delay_is_confirmed_by_the_event_after_a_pending_reply(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert result.cancelled is True
+    assert result.status == "CANCELLED"
+    assert result.source == "ws"
+    # The HTTP reply (PENDING_CANCEL) came first; the event proved it later.
+    assert result.acked_after is not None
+    assert result.acked_after < result.latency
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["http"]
+    assert cadenza_sim.get_order(order.trade_order_id).status == "CANCELLED"
+    assert lookups(cadenza_sim) == []
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0)
+async def test_immediate_cancel_is_confirmed_by_the_http_reply(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    cadenza_sim.pause_publications()  # only the HTTP reply can prove it
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert (result.cancelled, result.status, result.source) == (True, "CANCELLED", "http")
+    assert result.acked_after is not None
+    assert lookups(cadenza_sim) == []
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0)
+async def test_event_before_http_response_still_confirms(cadenza_sim, clients):
+    # REST goes through a proxy that holds every response 0.3 s; the WebSocket
+    # is direct, so the CANCELLED event overtakes the HTTP answer.
+    async with FaultProxy(target_host="127.0.0.1", target_port=cadenza_sim.port) as proxy:
+        proxy.downstream.latency = 0.3
+        client = await clients(api_url=proxy.url(cadenza_sim.api_url))
+        order = cadenza_sim.create_order()
+
+        result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert (result.cancelled, result.status, result.source) == (True, "CANCELLED", "ws")
+    # Proven before the cancel's own reply arrived.
+    assert result.acked_after is not None
+    assert result.latency < result.acked_after
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["http"]
+
+
+# --------------------------------------------------------------------------- fills
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_order_filled_before_the_cancel_is_a_result_not_an_error(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    cadenza_sim.fill_on_next_cancel(order.trade_order_id)
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert result.cancelled is False
+    assert result.status == "FILLED"
+    assert result.order.executed_quantity == result.order.quantity
+    assert cadenza_sim.cancels_applied[order.trade_order_id] == 0
+
+
+@pytest.mark.cadenza_sim(cancel_delay=30)
+async def test_fill_during_the_exchange_delay_ends_filled(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
+    await wait_status(cadenza_sim, order.trade_order_id, "PENDING_CANCEL")
+
+    cadenza_sim.fill(order.trade_order_id)
+    result = await asyncio.wait_for(task, STEP)
+
+    assert (result.cancelled, result.status, result.source) == (False, "FILLED", "ws")
+
+
+# --------------------------------------------------------------------------- rule 3: cannot cancel
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_already_cancelled_order_is_a_success_proven_by_a_rest_lookup(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order(status="CANCELLED")  # no event was ever published
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    # The exchange answers "cannot cancel"; the look-up shows CANCELLED.
+    assert (result.cancelled, result.status, result.source) == (True, "CANCELLED", "rest")
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["http"]
+    assert [q["tradeOrderId"] for q in lookups(cadenza_sim)] == [order.trade_order_id]
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_cancellation_seen_on_the_stream_confirms_without_sending_a_cancel(
+    cadenza_sim, clients
+):
+    # An order cancelled elsewhere while the client listens: the terminal
+    # event waits in the early buffer, and a later cancel_and_confirm is
+    # proven by it at once (an event is authoritative; nothing to send).
+    client = await clients()
+    order = cadenza_sim.create_order()
+    updates = client.order_updates()
+    reader = background(updates.__anext__())
+    await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)  # reader registered
+    cadenza_sim.set_status(order.trade_order_id, "CANCELLED")
+    seen = await asyncio.wait_for(reader, STEP)  # dispatched to the registry before readers
+    assert seen.status == "CANCELLED"
+    await updates.aclose()
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert (result.cancelled, result.source) == (True, "ws")
+    assert cadenza_sim.cancel_requests == []
+    assert cadenza_sim.rest_requests == []
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_unknown_order_raises_order_not_found(cadenza_sim, clients):
+    client = await clients()
+
+    with pytest.raises(OrderNotFoundError) as info:
+        await client.cancel_and_confirm("no-such-order", timeout=STEP)
+
+    assert info.value.order_id in (None, "no-such-order")
+    assert cancels_of(cadenza_sim, "no-such-order") == ["http"]
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["", " ", "a b", "../orders", "x" * 129, "id\n", "ordér", None, 42],
+    ids=[
+        "empty",
+        "space",
+        "inner-space",
+        "path",
+        "too-long",
+        "newline",
+        "non-ascii",
+        "none",
+        "int",
+    ],
+)
+async def test_malformed_ids_raise_value_error_and_send_nothing(cadenza_sim, clients, bad_id):
+    client = await clients()
+    before = list(cadenza_sim.rest_requests)
+
+    with pytest.raises(ValueError):
+        await client.cancel_and_confirm(bad_id, timeout=STEP)
+
+    assert cadenza_sim.cancel_requests == []
+    assert cadenza_sim.rest_requests == before
+
+
+# --------------------------------------------------------------------------- rule 6: timeout
+
+
+@pytest.mark.cadenza_sim(cancel_delay=1000)
+async def test_timeout_raises_with_the_last_known_state_after_one_final_lookup(
+    cadenza_sim, clients
+):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    cadenza_sim.pause_publications()
+
+    started = time.monotonic()
+    with pytest.raises(ConfirmationTimeout) as info:
+        await client.cancel_and_confirm(order.trade_order_id, timeout=0.5)
+    elapsed = time.monotonic() - started
+
+    error = info.value
+    assert error.order_id == order.trade_order_id
+    assert error.last_known is not None
+    assert error.last_known.status == "PENDING_CANCEL"
+    assert elapsed >= 0.5
+    # One cancel, then exactly one final look-up at the deadline.
+    assert [(m, p) for m, p, _ in cadenza_sim.rest_requests] == [
+        ("POST", "/api/v3/tradeOrder/cancel"),
+        ("GET", "/api/v3/tradeOrder/list"),
+    ]
+
+
+# --------------------------------------------------------------------------- rule 5: the stream
+
+
+@pytest.mark.cadenza_sim(cancel_delay=1000)
+async def test_reconnect_with_recovery_confirms_by_the_recovered_event(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    updates = client.order_updates()
+    seen: list[str] = []
+    all_seen = asyncio.Event()
+
+    async def read() -> None:
+        async for update in updates:
+            if update.trade_order_id == order.trade_order_id:
+                seen.append(update.status)
+                if update.status == "CANCELLED":
+                    all_seen.set()
+
+    reader = background(read())
+    await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)
+    task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
+    await cadenza_sim.wait_for(lambda: "PENDING_CANCEL" in seen, timeout=STEP)
+
+    # The exchange completes the cancel while the client is disconnected.
+    cadenza_sim.pause_publications()
+    await cadenza_sim.disconnect_all(3001)
+    cadenza_sim.set_status(order.trade_order_id, "CANCELLED")
+    cadenza_sim.resume_publications()
+
+    result = await asyncio.wait_for(task, STEP)
+    await asyncio.wait_for(all_seen.wait(), STEP)
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    await updates.aclose()
+
+    assert (result.cancelled, result.source) == (True, "ws")
+    assert cadenza_sim.connect_count == 2
+    assert seen == ["PENDING_CANCEL", "CANCELLED"]  # each event once
+    assert lookups(cadenza_sim) == []  # recovered: nothing to reconcile
+
+
+@pytest.mark.cadenza_sim(cancel_delay=1000)
+async def test_unrecovered_gap_reconciles_by_rest(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
+    await wait_status(cadenza_sim, order.trade_order_id, "PENDING_CANCEL")
+
+    cadenza_sim.pause_publications()
+    await cadenza_sim.disconnect_all(3001)
+    cadenza_sim.set_status(order.trade_order_id, "CANCELLED")
+    cadenza_sim.lose_history()
+    cadenza_sim.resume_publications()
+
+    result = await asyncio.wait_for(task, STEP)
+
+    assert (result.cancelled, result.status, result.source) == (True, "CANCELLED", "rest")
+    assert cadenza_sim.connect_count == 2
+    assert [q["tradeOrderId"] for q in lookups(cadenza_sim)] == [order.trade_order_id]
+
+
+@pytest.mark.parametrize("code", [3500, 3501, 3503])
+@pytest.mark.cadenza_sim(cancel_delay=1000)
+async def test_terminal_close_code_fails_pending_cancels_promptly_without_reconnecting(
+    cadenza_sim, clients, code
+):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    task = background(client.cancel_and_confirm(order.trade_order_id, timeout=30))
+    await wait_status(cadenza_sim, order.trade_order_id, "PENDING_CANCEL")
+
+    loop = asyncio.get_running_loop()
+    closed_at = loop.time()
+    await cadenza_sim.disconnect_all(code, "terminal")
+    with pytest.raises(StreamError):
+        await asyncio.wait_for(task, 1.0)
+    assert loop.time() - closed_at < 1.0
+
+    # A later call fails at once too, and the client never tries to reconnect.
+    other = cadenza_sim.create_order()
+    with pytest.raises(StreamError):
+        await asyncio.wait_for(client.cancel_and_confirm(other.trade_order_id), 1.0)
+    with pytest.raises(TimeoutError):
+        await cadenza_sim.wait_for(lambda: cadenza_sim.connect_count > 1, timeout=0.3)
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05, ping_interval=0.1, pong_timeout=0.5)
+async def test_pings_are_answered_over_many_intervals_without_reconnecting(cadenza_sim, clients):
+    client = await clients()
+
+    await cadenza_sim.wait_for(lambda: cadenza_sim.pings_sent >= 15, timeout=STEP)
+    order = cadenza_sim.create_order()
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert cadenza_sim.pongs_received >= 14
+    assert cadenza_sim.connect_count == 1
+    assert cadenza_sim.connections == 1
+    assert (result.cancelled, result.source) == (True, "ws")
+
+
+# --------------------------------------------------------------------------- event shapes
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05, event_shape="status_change")
+async def test_status_change_event_shape_confirms(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert (result.cancelled, result.status, result.source) == (True, "CANCELLED", "ws")
+
+
+@pytest.mark.cadenza_sim(cancel_delay=1000)
+async def test_unknown_status_is_not_terminal_and_unknown_fields_are_ignored(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
+    await wait_status(cadenza_sim, order.trade_order_id, "PENDING_CANCEL")
+    base = cadenza_sim.get_order(order.trade_order_id)
+    wire = {
+        "tradeOrderId": base.trade_order_id,
+        "tradingAccountId": base.trading_account_id,
+        "quantity": base.quantity,
+        "executedQuantity": base.executed_quantity,
+    }
+
+    def event(status: str, updated_at: int, **extra) -> dict:
+        return {
+            "metadata": {"eventId": f"e-{status}", "eventType": "event.trade_order.updated"},
+            "data": {**wire, "status": status, "updatedAt": updated_at, **extra},
+            "futureTopLevel": {"x": 1},
+        }
+
+    # A status this SDK has never heard of: not terminal, the wait goes on.
+    cadenza_sim.publish_raw_order_update(None, event("HALTED_BY_VENUE", base.updated_at + 1))
+    # Then the real end, with fields the SDK does not know.
+    cadenza_sim.publish_raw_order_update(
+        None, event("CANCELLED", base.updated_at + 2, venueTag="abc", nested={"a": [1]})
+    )
+
+    result = await asyncio.wait_for(task, STEP)
+
+    # Had the unknown status resolved the waiter, it would be the result (terminal is sticky).
+    assert (result.cancelled, result.status, result.source) == (True, "CANCELLED", "ws")
+    assert client.bad_events == 0
