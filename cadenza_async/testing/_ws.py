@@ -212,6 +212,7 @@ class Connection:
                 and self._pings
             ):
                 self._pings.popleft()  # a pong
+                self._sim.pongs_received += 1
                 return
             self._bad_request()  # a pong nobody asked for, or a command without id
             return
@@ -315,6 +316,7 @@ class Connection:
         if not sim._pinging:
             return
         self.send(_PING)
+        sim.pings_sent += 1
         self._pings.append(time.monotonic())
         if self._pong_handle is None:
             self._pong_handle = self._loop.call_later(sim.pong_timeout, self._check_pong)

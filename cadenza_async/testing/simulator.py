@@ -136,6 +136,8 @@ class CadenzaSimulator:
         # what was received
         self.cancel_requests: list[tuple[Any, str]] = []
         self.rest_requests: list[tuple[str, str, Any]] = []
+        self.pings_sent = 0
+        self.pongs_received = 0
         # faults
         self._pinging = True
         self._paused = False
