@@ -404,3 +404,229 @@ async def test_unknown_status_is_not_terminal_and_unknown_fields_are_ignored(cad
     # Had the unknown status resolved the waiter, it would be the result (terminal is sticky).
     assert (result.cancelled, result.status, result.source) == (True, "CANCELLED", "ws")
     assert client.bad_events == 0
+
+
+# --------------------------------------------------------------------------- cancel_via
+
+
+def _scenario_delay(sim):
+    sim.cancel_delay = 0.05
+    return sim.create_order().trade_order_id, ("result", True, "CANCELLED", {"ws"})
+
+
+def _scenario_immediate(sim):
+    sim.cancel_delay = 0
+    sim.pause_publications()
+    return sim.create_order().trade_order_id, ("result", True, "CANCELLED", {"http"})
+
+
+def _scenario_filled(sim):
+    sim.cancel_delay = 0.05
+    order_id = sim.create_order().trade_order_id
+    sim.fill_on_next_cancel(order_id)
+    return order_id, ("result", False, "FILLED", {"ws", "rest"})
+
+
+def _scenario_not_found(sim):
+    return "no-such-order", ("error", OrderNotFoundError)
+
+
+def _scenario_already_cancelled(sim):
+    order_id = sim.create_order(status="CANCELLED").trade_order_id
+    return order_id, ("result", True, "CANCELLED", {"rest"})
+
+
+@pytest.mark.parametrize("via", ["http", "ws"])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        _scenario_delay,
+        _scenario_immediate,
+        _scenario_filled,
+        _scenario_not_found,
+        _scenario_already_cancelled,
+    ],
+    ids=["delay", "immediate", "filled", "not-found", "already-cancelled"],
+)
+async def test_both_cancel_paths_give_the_same_results_and_errors(
+    cadenza_sim, clients, via, scenario
+):
+    client = await clients(cancel_via=via)
+    order_id, expected = scenario(cadenza_sim)
+    account = cadenza_sim.trading_account_id
+
+    if expected[0] == "error":
+        with pytest.raises(expected[1]):
+            await client.cancel_and_confirm(order_id, trading_account_id=account, timeout=STEP)
+    else:
+        result = await client.cancel_and_confirm(order_id, trading_account_id=account, timeout=STEP)
+        _, cancelled, status, sources = expected
+        assert (result.cancelled, result.status) == (cancelled, status)
+        assert result.source in sources
+    # The cancel went the configured way, once.
+    assert cancels_of(cadenza_sim, order_id) == [via]
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.3)
+async def test_account_learned_from_the_http_reply_is_subscribed_and_confirms(cadenza_sim, clients):
+    client = await clients(trading_account_id=None)  # subscribes nothing at start
+    order = cadenza_sim.create_order()
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert (result.cancelled, result.source) == (True, "ws")
+    # One look-up closes the gap between the HTTP answer and the subscription.
+    assert [q["tradeOrderId"] for q in lookups(cadenza_sim)] == [order.trade_order_id]
+
+    # The account is now subscribed: the next cancel needs no gap look-up.
+    second = cadenza_sim.create_order()
+    result = await client.cancel_and_confirm(second.trade_order_id, timeout=STEP)
+    assert (result.cancelled, result.source) == (True, "ws")
+    assert len(lookups(cadenza_sim)) == 1
+
+
+# --------------------------------------------------------------------------- sharing
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.1)
+async def test_concurrent_cancels_of_one_order_share_one_request_and_one_result(
+    cadenza_sim, clients
+):
+    client = await clients()
+    order = cadenza_sim.create_order()
+
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(client.cancel_and_confirm(order.trade_order_id, timeout=STEP) for _ in range(5))
+        ),
+        STEP,
+    )
+
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["http"]
+    assert {(r.cancelled, r.status, r.source) for r in results} == {(True, "CANCELLED", "ws")}
+    assert len({r.order.updated_at for r in results}) == 1
+    assert client._registry.pending_count == 0
+    assert len(client._registry) == 0  # every caller released the shared waiter
+
+
+# --------------------------------------------------------------------------- rule 4: send failures
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_server_error_on_the_cancel_is_retried_and_applied_once(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    cadenza_sim.fail_next_rest(1, status=503)
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert (result.cancelled, result.source) == (True, "ws")
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["http"]  # the 503 came first
+    assert cadenza_sim.cancels_applied[order.trade_order_id] == 1
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_server_errors_past_the_retry_policy_reconcile_then_cancel_again(
+    cadenza_sim, clients
+):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    cadenza_sim.fail_next_rest(3, status=502)  # every attempt of the first cancel call
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    assert (result.cancelled, result.status) == (True, "CANCELLED")
+    assert cadenza_sim.cancels_applied[order.trade_order_id] == 1
+    # The look-up (rule 4) saw the order still open before the cancel went again.
+    assert len(lookups(cadenza_sim)) == 1
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["http"]
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_http_timeout_after_the_exchange_got_the_cancel_is_applied_once(cadenza_sim, clients):
+    # The first request is held 0.6 s by the server and times out on the
+    # client (0.2 s); the retry is answered at once. The held request then
+    # reaches the exchange too: the cancel must still be applied only once.
+    client = await clients(timeouts=Timeouts(request=0.2, confirm=STEP))
+    order = cadenza_sim.create_order()
+    cadenza_sim.slow_rest(0.6)
+    task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
+    await cadenza_sim.wait_for(lambda: cadenza_sim.rest_requests, timeout=STEP)
+    cadenza_sim.slow_rest(0)
+
+    result = await asyncio.wait_for(task, STEP)
+    await cadenza_sim.wait_for(lambda: len(cancels_of(cadenza_sim, order.trade_order_id)) == 2)
+
+    assert (result.cancelled, result.status) == (True, "CANCELLED")
+    assert cadenza_sim.cancels_applied[order.trade_order_id] == 1
+
+
+# --------------------------------------------------------------------------- order_updates()
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.01)
+async def test_order_updates_receives_the_updates_of_subscribed_accounts(cadenza_sim, clients):
+    client = await clients()
+    order = cadenza_sim.create_order()
+    updates = client.order_updates()
+    first = background(updates.__anext__())
+    await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)
+
+    await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+    got = [await asyncio.wait_for(first, STEP), await asyncio.wait_for(anext(updates), STEP)]
+    await updates.aclose()
+
+    assert [(o.trade_order_id, o.status) for o in got] == [
+        (order.trade_order_id, "PENDING_CANCEL"),
+        (order.trade_order_id, "CANCELLED"),
+    ]
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.01)
+async def test_slow_update_reader_never_delays_confirmations_and_overflow_is_reported(
+    cadenza_sim, clients, caplog
+):
+    client = await clients(order_updates_buffer=2)
+    orders = cadenza_sim.create_orders(5)
+    updates = client.order_updates()
+    stuck = background(updates.__anext__())  # reads one update, then never again
+    await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)
+
+    with caplog.at_level(logging.WARNING, logger="cadenza_async.updates"):
+        results = await asyncio.wait_for(
+            client.cancel_many([o.trade_order_id for o in orders], timeout=STEP), STEP
+        )
+
+    assert [(r.cancelled, r.source) for r in results] == [(True, "ws")] * 5
+    assert client.updates_dropped > 0
+    assert any("too slow" in r.getMessage() for r in caplog.records)
+    await asyncio.wait_for(stuck, STEP)
+    await updates.aclose()
+
+
+# --------------------------------------------------------------------------- module level
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_module_level_cancel_and_confirm_uses_the_environment(cadenza_sim, monkeypatch):
+    if not hasattr(cadenza_async, "cancel_and_confirm") or not hasattr(
+        cadenza_async, "aclose_default_client"
+    ):
+        pytest.skip("cadenza_async.cancel_and_confirm is not exported yet")
+    monkeypatch.setenv("CADENZA_TOKEN", cadenza_sim.token)
+    monkeypatch.setenv("CADENZA_API_URL", cadenza_sim.api_url)
+    monkeypatch.setenv("CADENZA_WS_URL", cadenza_sim.ws_url)
+    monkeypatch.setenv("CADENZA_TRADING_ACCOUNT_ID", cadenza_sim.trading_account_id)
+    first, second = cadenza_sim.create_orders(2)
+    try:
+        one = await cadenza_async.cancel_and_confirm(first.trade_order_id)
+        two = await cadenza_async.cancel_and_confirm(second.trade_order_id)
+    finally:
+        await cadenza_async.aclose_default_client()
+
+    assert (one.cancelled, one.source) == (True, "ws")
+    assert (two.cancelled, two.source) == (True, "ws")
+    assert cadenza_sim.connect_count == 1  # the default client is reused within the loop
