@@ -680,7 +680,13 @@ class CadenzaSimulator:
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(
-            max_msg_size=self.max_message_size, compress=False, autoping=True, decode_text=False
+            max_msg_size=self.max_message_size,
+            compress=False,
+            autoping=True,
+            decode_text=False,
+            # Some clients send an empty Sec-WebSocket-Protocol header for JSON:
+            # accept it quietly (nothing is echoed for the empty protocol).
+            protocols=("",),
         )
         await ws.prepare(request)
         if self._stopping:

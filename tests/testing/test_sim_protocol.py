@@ -88,6 +88,16 @@ async def test_connect_result_announces_ping_and_pong(http):
         assert "expires" not in result
 
 
+async def test_empty_websocket_subprotocol_header_is_accepted(http, sim, caplog):
+    ws = await http.ws_connect(sim.ws_url, headers={"Sec-WebSocket-Protocol": ""})
+    assert ws.protocol is None
+    raw = Raw(ws)
+    await raw.send({"id": 1, "connect": {"token": sim.token}})
+    assert "connect" in await raw.reply(1)
+    await ws.close()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 async def test_invalid_token_closes_3500(http, sim):
     raw = await open_raw(http, sim, connect=False)
     await raw.send({"id": 1, "connect": {"token": "sim-wrong"}})
