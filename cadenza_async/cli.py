@@ -811,7 +811,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--via",
         choices=("http", "ws"),
-        help="send cancels over HTTP (default) or as a WebSocket RPC",
+        help="send cancels over HTTP (default) or as a WebSocket RPC (needs --account: "
+        "an order whose account is not given is cancelled over HTTP)",
     )
     group.add_argument(
         "--allow-insecure",
