@@ -1,0 +1,48 @@
+"""sdk_http: ``CadenzaClient`` with the default ``cancel_via="http"``."""
+
+from __future__ import annotations
+
+from cadenza_async import CadenzaClient
+
+from . import Target
+
+
+class SdkClient:
+    name = "sdk_http"
+    cancel_via = "http"
+
+    def __init__(self) -> None:
+        self._client: CadenzaClient | None = None
+
+    async def start(self, target: Target) -> None:
+        self._account = target.account
+        client = CadenzaClient(
+            token=target.token,
+            api_url=target.api_url,
+            ws_url=target.ws_url,
+            trading_account_id=target.account,
+            cancel_via=self.cancel_via,
+        )
+        self._client = await client.__aenter__()
+
+    async def cancel_and_confirm(self, order_id: str) -> None:
+        assert self._client is not None
+        await self._client.cancel_and_confirm(order_id, trading_account_id=self._account)
+
+    async def cancel_many(self, order_ids: list[str], concurrency: int) -> int:
+        assert self._client is not None
+        results = await self._client.cancel_many(
+            order_ids, concurrency=concurrency, trading_account_id=self._account
+        )
+        failures = [r for r in results if isinstance(r, Exception)]
+        if failures and len(failures) == len(results):
+            raise failures[0]
+        return len(results) - len(failures)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def make() -> SdkClient:
+    return SdkClient()
