@@ -357,7 +357,10 @@ class CadenzaSimulator:
         return self._publish(account_id or self._account, data)
 
     async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
-        """Poll ``predicate`` until it is truthy and return its value; raise TimeoutError after ``timeout``."""
+        """Poll ``predicate`` until it is truthy and return its value.
+
+        Raises the builtin ``TimeoutError`` after ``timeout`` seconds.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -446,7 +449,12 @@ class CadenzaSimulator:
         await self._close_connections(code, reason)
 
     def lose_history(self, account_id: str | None = None) -> None:
-        """New epoch and empty history (one account, or all): the next recovery fails."""
+        """New epoch and empty history (one account, or all): the next recovery fails.
+
+        Connections stay up; publications after this start again at offset 1
+        under the new epoch. Combine with :meth:`disconnect_all` to make
+        clients resubscribe and see ``recovered`` false.
+        """
         if account_id is not None:
             self._channel(account_id).reset()
             return

@@ -185,3 +185,21 @@ async def test_client_stops_for_good_on_terminal_close_codes(code):
             ctx = await asyncio.wait_for(client_events.disconnected.get(), 5)
             assert ctx.code == code
             assert client.state == ClientState.DISCONNECTED
+
+
+async def test_stopping_the_simulator_under_a_connected_client_is_clean():
+    sim = CadenzaSimulator(ping_interval=0.2, cancel_delay=30)
+    await sim.start()
+    try:
+        async with centrifuge_client(sim) as (client, client_events):
+            events, _ = await subscribe(client, sim)
+            order = sim.create_order()
+            sim.delay_publications(30)
+            sim.set_status(order.trade_order_id, "ACCEPTED")
+            await sim.stop()
+            # The server is gone: the client got 3001 (reconnect), not a terminal close.
+            assert sim.connections == 0
+            assert client_events.disconnected.empty()
+            assert events.publications.empty()
+    finally:
+        await sim.stop()
