@@ -1,0 +1,56 @@
+"""``benchmarks/run_all.py --quick`` runs end to end and reports every contender (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTENDERS = {"raw", "peer", "sdk_http", "sdk_ws"}
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("psutil")
+pytest.importorskip("centrifuge")
+
+
+def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# x\n\n## Performance\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\ntail\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run_all.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--readme",
+            str(readme),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "latest.json").read_text())
+    assert set(result["contenders"]) == CONTENDERS
+    for name, figures in result["contenders"].items():
+        (round_,) = figures["rounds"]
+        assert round_["bulk_confirmed"] == round_["bulk_requested"], name
+        assert figures["seq_median_us"] > 0
+    assert set(result["rss"]) == CONTENDERS
+    assert set(result["micro"]["ingest"]) == {"10", "1000", "100000"}
+    assert len(result["targets"]) == 8
+    assert (tmp_path / "latency.png").stat().st_size > 0
+    text = readme.read_text()
+    assert "old" not in text
+    assert text.endswith("<!-- bench:end -->\ntail\n")
+    assert "| sdk_ws |" in text
+    assert "PASS" in proc.stdout or "FAIL" in proc.stdout
