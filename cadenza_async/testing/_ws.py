@@ -101,8 +101,8 @@ class Connection:
                     await ws.close(code=code, message=reason.encode())
                     return
         except (ConnectionError, RuntimeError):
-            # The peer went away mid-write: the reader sees the close and ends the connection.
-            await ws.close(code=1006)
+            # The peer went away mid-write: the reader sees the loss and ends the connection.
+            return
         finally:
             for item in self._out:
                 if isinstance(item, _Raw) and not item.done.done():

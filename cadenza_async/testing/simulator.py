@@ -133,7 +133,8 @@ class CadenzaSimulator:
         self._stopping = False
         self._api_url = ""
         self._ws_url = ""
-        # what was received
+        # what was received: cancel_requests lists the cancels that reached the
+        # order engine (past REST faults and auth), rest_requests every REST call.
         self.cancel_requests: list[tuple[Any, str]] = []
         self.rest_requests: list[tuple[str, str, Any]] = []
         self.pings_sent = 0
