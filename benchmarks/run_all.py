@@ -20,7 +20,7 @@ Figures per contender (the median over rounds of each round's figure):
   around each call);
 - bulk throughput: confirmed cancels per second at the given concurrency;
 - peak RSS: each contender in a fresh process (``rss_probe.py``) runs a
-  bulk cancel; ``ru_maxrss`` is reported with the RSS after imports.
+  bulk cancel; its peak RSS (``VmHWM``) is reported with the RSS after imports.
 
 Micro-benchmarks (``bench_ingest.py``): frame bytes -> CentrifugoProtocol ->
 decode_order_event -> ConfirmationRegistry at 10, 1,000 and 100,000 pending
@@ -293,14 +293,16 @@ def markdown(result: dict[str, Any]) -> str:
         if name not in s:
             continue
         c = s[name]
-        peak = rss.get(name, {}).get("peak")
+        probe = rss.get(name)
+        mem = (
+            f"{probe['peak'] / 2**20:.1f} ({probe['baseline'] / 2**20:.1f} after imports)"
+            if probe
+            else "-"
+        )
         lines.append(
             f"| {name} | {c['bulk_cpu_us']:.0f} | {c['seq_cpu_us']:.0f} "
             f"| {c['seq_median_us']:.0f} | {c['seq_p99_us']:.0f} | {c['bulk_per_s']:,.0f} "
-            f"| {peak / 2**20:.1f} |"
-            if peak
-            else f"| {name} | {c['bulk_cpu_us']:.0f} | {c['seq_cpu_us']:.0f} "
-            f"| {c['seq_median_us']:.0f} | {c['seq_p99_us']:.0f} | {c['bulk_per_s']:,.0f} | - |"
+            f"| {mem} |"
         )
     micro = result["micro"]
     lines += [
@@ -329,7 +331,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"Peak RSS: each contender in a fresh process, {cfg['rss_probe_cancels']:,} "
-            f"confirmed cancels at concurrency {cfg['concurrency']} (`ru_maxrss`).",
+            f"confirmed cancels at concurrency {cfg['concurrency']} (`VmHWM`), next to its RSS after imports.",
         ]
     return "\n".join(lines) + "\n"
 
