@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -264,3 +267,25 @@ def test_demo_runs_end_to_end_and_every_check_holds(env, capsys):
         "filled",
     ):
         assert label in out
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.01)
+async def test_without_rich_the_summary_is_plain_text(cadenza_sim, env, capsys, monkeypatch):
+    env(cadenza_sim)
+    for name in ("rich", "rich.console", "rich.table", "rich.text", "rich.progress"):
+        monkeypatch.setitem(sys.modules, name, None)  # import now raises ImportError
+    ids = [o.trade_order_id for o in cadenza_sim.create_orders(5)]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join([*ids, MISSING_ID])))
+
+    code = await cli.run(["cancel-many"])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert re.search(r"^cancelled \(confirmed\) +5$", out, re.MULTILINE)
+    assert any(line.startswith(MISSING_ID + "  OrderNotFoundError") for line in out.splitlines())
+
+
+def test_importing_the_library_does_not_import_rich():
+    code = "import sys, cadenza_async, cadenza_async.testing; print('rich' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
