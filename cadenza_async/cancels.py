@@ -97,12 +97,13 @@ def _rpc_error(err: _RpcError) -> ApiError:
 class _Pending:
     """What the I/O side keeps for one waiter: the wake-up future and the cancel's own fate."""
 
-    __slots__ = ("acked_at", "error", "future")
+    __slots__ = ("acked_at", "driver", "error", "future")
 
     def __init__(self, future: asyncio.Future[None]) -> None:
         self.future = future
         self.acked_at: float | None = None
         self.error: BaseException | None = None
+        self.driver: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         if not self.future.done():
@@ -186,6 +187,15 @@ class Canceller:
         self._confirm_timeout = confirm_timeout
         self._request_timeout = request_timeout
         self._failure: StreamError | None = None
+        self._drivers: set[asyncio.Task[None]] = set()
+
+    async def aclose(self) -> None:
+        """Stop every cancel still being sent (callers waiting on them are past caring)."""
+        drivers = list(self._drivers)
+        for task in drivers:
+            task.cancel()
+        if drivers:
+            await asyncio.gather(*drivers, return_exceptions=True)
 
     # -- the stream side -------------------------------------------------------
 
@@ -343,9 +353,12 @@ class Canceller:
             if waiter.done:
                 return self._result(waiter, started)
             if created:
+                # The cancel is sent by a task of its own, so that every sharer
+                # gets it even when this caller is cancelled, and no caller waits
+                # past its deadline for a slow reply.
                 pending = _Pending(loop.create_future())
                 waiter.handle = pending
-                await self._drive(waiter, pending, started, deadline)
+                pending.driver = self._start_driver(waiter, pending, started, deadline)
             else:
                 handle = waiter.handle
                 if not isinstance(handle, _Pending):  # pragma: no cover - set at creation
@@ -367,6 +380,26 @@ class Canceller:
             raise ConfirmationTimeout(order_id, waiter.last_known, timeout)
         finally:
             registry.release(waiter)
+            if waiter.refs == 0 and not waiter.done:
+                # Every caller gave up (deadline or cancelled): stop sending for nobody.
+                handle = waiter.handle
+                if isinstance(handle, _Pending) and handle.driver is not None:
+                    handle.driver.cancel()
+
+    def _start_driver(
+        self, waiter: Waiter, pending: _Pending, started: float, deadline: float
+    ) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(
+            self._drive(waiter, pending, started, deadline), name=f"cancel {waiter.order_id}"
+        )
+        self._drivers.add(task)
+        task.add_done_callback(self._driver_done)
+        return task
+
+    def _driver_done(self, task: asyncio.Task[None]) -> None:
+        self._drivers.discard(task)
+        if not task.cancelled():
+            task.exception()  # its error reached the callers through ``pending.error``
 
     async def _wait(self, waiter: Waiter, pending: _Pending, deadline: float) -> None:
         loop = asyncio.get_running_loop()

@@ -148,6 +148,7 @@ class CadenzaClient:
                 task.cancel()
             if self._chores:
                 await asyncio.gather(*self._chores, return_exceptions=True)
+            await self._canceller.aclose()
             self._updates.close()
             stream = self._stream
             if stream is not None:
