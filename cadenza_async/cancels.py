@@ -31,6 +31,7 @@ from ._validate import check_account_id, check_order_id
 from .errors import (
     ApiError,
     CadenzaError,
+    ClientClosedError,
     ConfirmationTimeout,
     InvalidRequestError,
     OrderNotCancellableError,
@@ -186,11 +187,19 @@ class Canceller:
         self._cancel_via = cancel_via
         self._confirm_timeout = confirm_timeout
         self._request_timeout = request_timeout
-        self._failure: StreamError | None = None
+        self._failure: StreamError | ClientClosedError | None = None
         self._drivers: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
-        """Stop every cancel still being sent (callers waiting on them are past caring)."""
+        """The client is closing: every caller still waiting gets ``ClientClosedError`` at once.
+
+        Cancels still being sent are stopped.
+        """
+        if self._failure is None:
+            self._failure = ClientClosedError(
+                "the client was closed before the cancel was confirmed"
+            )
+        self._wake_all()
         drivers = list(self._drivers)
         for task in drivers:
             task.cancel()
@@ -206,6 +215,9 @@ class Canceller:
     def stream_failed(self, exc: StreamError) -> None:
         """The stream stopped for good: every waiter fails with ``exc`` unless already proven."""
         self._failure = exc
+        self._wake_all()
+
+    def _wake_all(self) -> None:
         for waiter in list(self._registry.pending()):
             pending = waiter.handle
             if isinstance(pending, _Pending):
