@@ -44,6 +44,7 @@ from .errors import (
 )
 from .models import CancelResult, OrderStatus, TradeOrder, encoder
 from .protocol.confirm import ConfirmationRegistry, Waiter
+from .stream import StreamRpcError
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
@@ -55,6 +56,7 @@ __all__ = ["CancelHandle", "Canceller"]
 log = logging.getLogger("cadenza_async.cancels")
 
 RPC_CANCEL: Final = "command.trade_order.cancel"
+_CENTRIFUGO_PERMISSION_DENIED: Final = 103
 CHANNEL_PREFIX: Final = "tradingAccount:"
 
 
@@ -236,7 +238,11 @@ class Canceller:
         self._subscribed.discard(account_id)
 
     async def ensure_subscribed(self, account_id: str) -> None:
-        """Subscribe to the account's channel once; concurrent callers share the wait."""
+        """Subscribe to the account's channel once; concurrent callers share the wait.
+
+        Raises :class:`PermissionDeniedError` when the token may not see the
+        account, and what ``OrderStream.subscribe`` raises otherwise.
+        """
         if account_id in self._subscribed:
             return
         waiting = self._subscribing.get(account_id)
@@ -253,7 +259,14 @@ class Canceller:
                 stream = self._stream
             if stream is None:  # pragma: no cover - ensure_stream attaches one or raises
                 raise StreamError("no order stream")
-            await stream.subscribe(channel_for(account_id))
+            try:
+                await stream.subscribe(channel_for(account_id))
+            except StreamRpcError as exc:
+                if exc.errno != _CENTRIFUGO_PERMISSION_DENIED:
+                    raise
+                raise PermissionDeniedError(
+                    f"no access to trading account {account_id}", errno=exc.errno
+                ) from None
             self._subscribed.add(account_id)
             fut.set_result(None)
         except BaseException as exc:
