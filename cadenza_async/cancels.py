@@ -243,12 +243,18 @@ class Canceller:
         Raises :class:`PermissionDeniedError` when the token may not see the
         account, and what ``OrderStream.subscribe`` raises otherwise.
         """
-        if account_id in self._subscribed:
-            return
-        waiting = self._subscribing.get(account_id)
-        if waiting is not None:
-            await asyncio.shield(waiting)
-            return
+        while account_id not in self._subscribed:
+            waiting = self._subscribing.get(account_id)
+            if waiting is None:
+                await self._subscribe(account_id)
+                return
+            await asyncio.wait((waiting,))  # raises only if *this* caller is cancelled
+            if not waiting.cancelled():
+                waiting.result()  # the subscription's own error, if it failed
+                return
+            # The caller that was subscribing was cancelled: try again ourselves.
+
+    async def _subscribe(self, account_id: str) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._subscribing[account_id] = fut
@@ -269,9 +275,12 @@ class Canceller:
                 ) from None
             self._subscribed.add(account_id)
             fut.set_result(None)
+        except asyncio.CancelledError:
+            fut.cancel()  # only this caller was cancelled: sharers try again
+            raise
         except BaseException as exc:
             fut.set_exception(exc)
-            fut.exception()  # retrieved: sharers re-raise it through shield
+            fut.exception()  # retrieved: sharers re-raise it
             raise
         finally:
             del self._subscribing[account_id]
