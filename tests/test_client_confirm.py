@@ -562,6 +562,45 @@ async def test_timeout_is_kept_while_the_cancel_reply_is_late(cadenza_sim, clien
     assert len(lookups(cadenza_sim)) == 1
 
 
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_caller_sharing_a_subscription_survives_the_subscriber_being_cancelled(
+    cadenza_sim,
+):
+    second_account = cadenza_sim.add_account()
+    order = cadenza_sim.create_order(account_id=second_account)
+    async with FaultProxy(target_host="127.0.0.1", target_port=cadenza_sim.port) as proxy:
+        async with CadenzaClient(
+            token=cadenza_sim.token,
+            api_url=cadenza_sim.api_url,
+            ws_url=proxy.url(cadenza_sim.ws_url),
+            trading_account_id=cadenza_sim.trading_account_id,
+        ) as client:
+            proxy.downstream.latency = 0.3  # the subscribe reply takes a while
+            first = background(
+                client.cancel_and_confirm(
+                    order.trade_order_id, trading_account_id=second_account, timeout=STEP
+                )
+            )
+            await cadenza_sim.wait_for(
+                lambda: second_account in client._canceller._subscribing, timeout=STEP
+            )
+            second = background(
+                client.cancel_and_confirm(
+                    order.trade_order_id, trading_account_id=second_account, timeout=STEP
+                )
+            )
+            # One scheduling step (no I/O before it): the second caller now
+            # waits on the first one's subscription.
+            await asyncio.sleep(0)
+
+            first.cancel()
+            result = await asyncio.wait_for(second, STEP)
+
+    assert first.cancelled()
+    assert (result.cancelled, result.status) == (True, "CANCELLED")
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["http"]
+
+
 # --------------------------------------------------------------------------- rule 4: send failures
 
 
