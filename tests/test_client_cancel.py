@@ -6,7 +6,14 @@ import msgspec
 import pytest
 from conftest import ACCOUNT_ID, ORDER_ID, SEED_ORDER, ScriptedApi, envelope
 
-from cadenza_async import CadenzaClient, ClientClosedError, ConfigurationError, TradeOrder
+from cadenza_async import (
+    CadenzaClient,
+    ClientClosedError,
+    ConfigurationError,
+    Timeouts,
+    TradeOrder,
+    TransportError,
+)
 from cadenza_async.config import RetryPolicy
 
 WS = "ws://127.0.0.1:9/connection/websocket"
@@ -14,8 +21,12 @@ WS = "ws://127.0.0.1:9/connection/websocket"
 
 @pytest.fixture
 async def client(api: ScriptedApi):
-    async with CadenzaClient(token="tok", api_url=api.url, ws_url=WS) as c:
+    # HTTP-only use: no ``async with`` (that would connect the order stream first).
+    c = CadenzaClient(token="tok", api_url=api.url, ws_url=WS)
+    try:
         yield c
+    finally:
+        await c.aclose()
 
 
 async def test_cancel_returns_the_order_from_the_http_reply(api, client):
@@ -37,10 +48,9 @@ async def test_cancel_with_trading_account_id_sends_it(api, client):
 
 
 async def test_cancel_does_not_send_the_configured_default_account(api):
-    async with CadenzaClient(
-        token="tok", api_url=api.url, ws_url=WS, trading_account_id=ACCOUNT_ID
-    ) as client:
-        await client.cancel(ORDER_ID)
+    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS, trading_account_id=ACCOUNT_ID)
+    await client.cancel(ORDER_ID)
+    await client.aclose()
 
     assert msgspec.json.decode(api.requests[0].body) == {"tradeOrderId": ORDER_ID}
 
@@ -167,17 +177,30 @@ async def test_closed_client_refuses_every_call_and_sends_nothing(api):
     assert "closed" in repr(client)
 
 
-async def test_client_opened_and_closed_without_requests_leaves_nothing_open(api):
-    async with CadenzaClient(token="tok", api_url=api.url, ws_url=WS) as client:
-        assert client._http._session is None
+async def test_client_created_and_closed_without_requests_leaves_nothing_open(api):
+    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS)
+    assert client._http._session is None
+    await client.aclose()
+    assert api.requests == []
+
+
+async def test_entering_a_client_whose_stream_cannot_connect_raises_typed_and_closes(api):
+    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS, timeouts=Timeouts(connect=0.3))
+    with pytest.raises(TransportError):
+        async with client:
+            pytest.fail("the body must not run without a stream")
+    assert client.closed
     assert api.requests == []
 
 
 async def test_client_exposes_tokens_gate_and_http_for_the_layers_above(api):
-    async with CadenzaClient(
+    client = CadenzaClient(
         token="tok", api_url=api.url, ws_url=WS, max_rate=50.0, retry=RetryPolicy(attempts=1)
-    ) as client:
+    )
+    try:
         assert client._gate.rate == 50.0
         assert await client._tokens.get() == "tok"
         assert client._http._gate is client._gate
         assert client._http._tokens is client._tokens
+    finally:
+        await client.aclose()

@@ -177,7 +177,7 @@ class CadenzaSimulator:
         await runner.setup()
         self._runner = runner
         try:
-            site = web.TCPSite(runner, self.host, self.port)
+            site = web.TCPSite(runner, self.host, self.port, backlog=1024)
             await site.start()
         except BaseException:
             self._runner = None
