@@ -158,7 +158,9 @@ def bytes_per_waiter(n: int = 100_000) -> dict[str, float]:
             for oid in ids:
                 waiter = reg.get(oid)
                 assert waiter is not None
-                waiter.handle = _Pending(loop.create_future())
+                pending = _Pending()
+                pending.futures.append(loop.create_future())  # one caller waiting
+                waiter.handle = pending
             with_future = tracemalloc.get_traced_memory()[0] - before
         finally:
             loop.close()

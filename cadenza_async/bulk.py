@@ -94,9 +94,32 @@ async def run_bulk(
     *,
     concurrency: int,
 ) -> list[T | CadenzaError]:
-    """One outcome per input, in input order (repeated ids get the same outcome)."""
+    """One outcome per input, in input order (repeated ids get the same outcome).
+
+    Same rules as :func:`run_bulk_iter`; outcomes are written in place by a
+    fixed pool of workers (no per-order task, no queue).
+    """
     inputs = list(order_ids)
-    outcomes: dict[object, T | CadenzaError] = {}
-    async for oid, outcome in run_bulk_iter(inputs, one, concurrency=concurrency):
-        outcomes[oid] = outcome
+    unique, invalid = _prepare(inputs, concurrency)
+    outcomes: dict[str, T | CadenzaError] = dict(invalid)
+    ids = iter(unique)
+
+    async def worker() -> None:
+        for oid in ids:
+            try:
+                outcomes[oid] = await one(oid)
+            except CadenzaError as exc:
+                if exc.order_id is None:
+                    exc.order_id = oid
+                outcomes[oid] = exc
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(unique)))]
+    try:
+        if workers:
+            await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)
     return [outcomes[oid if isinstance(oid, str) else repr(oid)] for oid in inputs]

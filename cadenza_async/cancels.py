@@ -98,19 +98,61 @@ def _rpc_error(err: _RpcError) -> ApiError:
 
 
 class _Pending:
-    """What the I/O side keeps for one waiter: the wake-up future and the cancel's own fate."""
+    """What the I/O side keeps for one waiter: its callers' wake-up futures and the cancel's fate.
 
-    __slots__ = ("acked_at", "driver", "error", "future")
+    Each caller waits on a future of its own, so cancelling one caller never
+    disturbs the others sharing the waiter.
+    """
 
-    def __init__(self, future: asyncio.Future[None]) -> None:
-        self.future = future
+    __slots__ = ("acked_at", "driver", "error", "futures")
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[None]] = []
         self.acked_at: float | None = None
         self.error: BaseException | None = None
         self.driver: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
+        futures = self.futures
+        if futures:
+            self.futures = []
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+
+class _Deadline:
+    """Cancels the current task at ``when``; :meth:`absorb` swallows that cancellation.
+
+    The timer can only fire while the task is suspended inside the guarded
+    block, so the cancellation always lands there.
+    """
+
+    __slots__ = ("_handle", "_task", "fired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.fired = False
+        self._handle = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._task.cancel()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+    def absorb(self) -> None:
+        uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class CancelHandle:
@@ -379,7 +421,7 @@ class Canceller:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout
-        if trading_account_id is not None:
+        if trading_account_id is not None and trading_account_id not in self._subscribed:
             await self.ensure_subscribed(trading_account_id)
         registry = self._registry
         waiter, created = registry.register(order_id, loop.time(), account_id=trading_account_id)
@@ -387,12 +429,9 @@ class Canceller:
             if waiter.done:
                 return self._result(waiter, started)
             if created:
-                # The cancel is sent by a task of its own, so that every sharer
-                # gets it even when this caller is cancelled, and no caller waits
-                # past its deadline for a slow reply.
-                pending = _Pending(loop.create_future())
+                pending = _Pending()
                 waiter.handle = pending
-                pending.driver = self._start_driver(waiter, pending, started, deadline)
+                await self._drive_inline(waiter, pending, started, deadline)
             else:
                 handle = waiter.handle
                 if not isinstance(handle, _Pending):  # pragma: no cover - set at creation
@@ -420,6 +459,28 @@ class Canceller:
                 if isinstance(handle, _Pending) and handle.driver is not None:
                     handle.driver.cancel()
 
+    async def _drive_inline(
+        self, waiter: Waiter, pending: _Pending, started: float, deadline: float
+    ) -> None:
+        """Send the cancel from the caller's own task: no extra task, no extra loop turn.
+
+        The caller's deadline holds even while the reply is slow (the send is
+        cut off there and rule 6 takes over). If the send is cut off, by the
+        deadline or by the caller being cancelled, while other callers share
+        the waiter, a task of its own takes the sending over for them.
+        """
+        guard = _Deadline(asyncio.get_running_loop(), deadline)
+        try:
+            await self._drive(waiter, pending, started, deadline)
+        except asyncio.CancelledError:
+            if waiter.refs > 1 and not waiter.done and self._failure is None:
+                pending.driver = self._start_driver(waiter, pending, started, deadline)
+            if not guard.fired:
+                raise
+            guard.absorb()
+        finally:
+            guard.cancel()
+
     def _start_driver(
         self, waiter: Waiter, pending: _Pending, started: float, deadline: float
     ) -> asyncio.Task[None]:
@@ -436,16 +497,21 @@ class Canceller:
             task.exception()  # its error reached the callers through ``pending.error``
 
     async def _wait(self, waiter: Waiter, pending: _Pending, deadline: float) -> None:
+        """Return when the waiter is proven, failed, or the deadline passed."""
         loop = asyncio.get_running_loop()
         while not waiter.done and pending.error is None and self._failure is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if loop.time() >= deadline:
                 return
-            future = pending.future
-            if future.done():
-                # woken without a verdict (a stream failure or a reset): wait on a fresh one
-                pending.future = future = loop.create_future()
-            await asyncio.wait((future,), timeout=remaining)
+            future: asyncio.Future[None] = loop.create_future()
+            pending.futures.append(future)
+            timer = loop.call_at(deadline, _expire, future)
+            try:
+                await future  # only this caller's own future: cancelling it harms no sharer
+            finally:
+                timer.cancel()
+                if pending.futures:  # still listed after a timeout or a cancellation
+                    with contextlib.suppress(ValueError):
+                        pending.futures.remove(future)
 
     async def _drive(
         self, waiter: Waiter, pending: _Pending, started: float, deadline: float
@@ -453,7 +519,7 @@ class Canceller:
         """Send the cancel and fold its reply into the registry; fatal errors are raised."""
         loop = asyncio.get_running_loop()
         account = waiter.account_id
-        subscribed_before = set(self._subscribed)
+        subscribed_before = frozenset(self._subscribed) if account is None else frozenset()
         try:
             order = await self.send_cancel(waiter.order_id, account)
         except OrderNotCancellableError:
