@@ -20,6 +20,12 @@ setting                         meaning                                     defa
 ``drain_timeout``               close waits this long for background work   10
 ``max_rate``                    cancels per second, all paths (None: off)   None
 ``order_updates_buffer``        ``order_updates()`` queue bound             10000
+``ping_grace``                  added to the server's ping interval before  10
+                                a silent WebSocket is dropped, seconds
+``reconnect_min_delay``         WebSocket reconnect backoff floor, seconds  0.1
+``reconnect_max_delay``         WebSocket reconnect backoff cap, seconds    20
+``max_message_size``            largest WebSocket message accepted, bytes   1048576
+                                (larger: close 1009, reconnect, recover)
 ==============================  ==========================================  =========
 
 Environment (``ClientConfig.from_env``): ``CADENZA_TOKEN``, ``CADENZA_API_URL``,
@@ -50,6 +56,16 @@ DEFAULT_API_URL = "https://cadenza-api-uat.algo724.com"
 DEFAULT_WS_URL = "wss://cadenza-ws-uat.algo724.com/connection/websocket"
 
 TokenProvider = str | Callable[[], str] | Callable[[], Awaitable[str]]
+
+
+def _is_number(value: object) -> bool:
+    """True for a finite int or float (bool excluded)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value
+        and value not in (float("inf"), float("-inf"))
+    )
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,10 @@ class ClientConfig:
     drain_timeout: float = 10.0
     max_rate: float | None = None
     order_updates_buffer: int = 10_000
+    ping_grace: float = 10.0
+    reconnect_min_delay: float = 0.1
+    reconnect_max_delay: float = 20.0
+    max_message_size: int = 2**20
 
     def __post_init__(self) -> None:
         if isinstance(self.token, str):
@@ -155,6 +175,21 @@ class ClientConfig:
             raise ConfigurationError("max_rate must be positive or None")
         if self.order_updates_buffer < 1:
             raise ConfigurationError("order_updates_buffer must be >= 1")
+        if not _is_number(self.ping_grace) or self.ping_grace <= 0:
+            raise ConfigurationError("ping_grace must be a positive number of seconds")
+        if not _is_number(self.reconnect_min_delay) or self.reconnect_min_delay <= 0:
+            raise ConfigurationError("reconnect_min_delay must be a positive number of seconds")
+        if (
+            not _is_number(self.reconnect_max_delay)
+            or self.reconnect_max_delay < self.reconnect_min_delay
+        ):
+            raise ConfigurationError("reconnect_max_delay must be >= reconnect_min_delay")
+        if (
+            not isinstance(self.max_message_size, int)
+            or isinstance(self.max_message_size, bool)
+            or self.max_message_size < 1024
+        ):
+            raise ConfigurationError("max_message_size must be an int >= 1024 (bytes)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClientConfig:

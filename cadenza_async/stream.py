@@ -123,6 +123,30 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.logger.log(level, text, **kwargs)
 
 
+# --------------------------------------------------------------------------- liveness
+
+
+class _LiveConnection(ClientConnection):
+    """A websockets ClientConnection that notes when the socket last delivered any bytes.
+
+    A big frame arriving slowly (a recovery reply under a bandwidth cap) is
+    a busy link, not a silent one: the no-ping check reads ``last_data``
+    so partial frames count as liveness too.
+    """
+
+    last_data = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.last_data = self.loop.time()
+
+    @property
+    def receiving(self) -> bool:
+        """True while bytes of an unfinished frame are buffered (a frame is arriving)."""
+        reader = getattr(self.protocol, "reader", None)
+        return bool(getattr(reader, "buffer", None))
+
+
 # --------------------------------------------------------------------------- control flow
 
 
@@ -155,8 +179,14 @@ class OrderStream:
     ``on_gap(channel)`` when continuity on a channel was lost (reconcile by
     REST), ``on_state(state)`` with ``"connecting"``, ``"connected"``,
     ``"disconnected"``, ``"closed"``, and ``on_failure(error)`` once when the
-    stream stops for good. ``ping_grace`` is added to the server's ping
-    interval to detect a silent link.
+    stream stops for good.
+
+    Tuning comes from ``config`` (``ping_grace``, ``reconnect_min_delay``,
+    ``reconnect_max_delay``, ``max_message_size``); the keyword arguments of
+    the same meaning (``ping_grace``, ``min_reconnect_delay``,
+    ``max_reconnect_delay``, ``max_size``) win when given. ``ping_grace`` is
+    added to the server's ping interval to detect a silent link: any bytes
+    read from the socket count as a sign of life, not only whole frames.
     """
 
     def __init__(
@@ -168,11 +198,11 @@ class OrderStream:
         on_gap: Callable[[str], None],
         on_failure: Callable[[StreamError], None],
         on_state: Callable[[str], None] | None = None,
-        ping_grace: float = 10.0,
+        ping_grace: float | None = None,
         rng: random.Random | None = None,
-        max_size: int = 2**20,
-        min_reconnect_delay: float = 0.1,
-        max_reconnect_delay: float = 20.0,
+        max_size: int | None = None,
+        min_reconnect_delay: float | None = None,
+        max_reconnect_delay: float | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._config = config
@@ -182,13 +212,18 @@ class OrderStream:
         self._on_failure = on_failure
         self._on_state = on_state
         self._rng = rng
-        self._max_size = max_size
-        self._min_delay = min_reconnect_delay
-        self._max_delay = max_reconnect_delay
+        self._max_size = config.max_message_size if max_size is None else max_size
+        self._min_delay = (
+            config.reconnect_min_delay if min_reconnect_delay is None else min_reconnect_delay
+        )
+        self._max_delay = (
+            config.reconnect_max_delay if max_reconnect_delay is None else max_reconnect_delay
+        )
         self._log = logger or _log
         self._ws_logger = _RedactingLogger(logging.getLogger("websockets.client"), tokens)
         self._proto = CentrifugoProtocol(
-            max_ping_delay=ping_grace, command_timeout=config.timeouts.connect
+            max_ping_delay=config.ping_grace if ping_grace is None else ping_grace,
+            command_timeout=config.timeouts.connect,
         )
         self._wanted: set[str] = set()
         self._sub_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -478,6 +513,7 @@ class OrderStream:
                 close_timeout=min(2.0, timeouts.connect),
                 user_agent_header="cadenza-async",
                 logger=self._ws_logger,
+                create_connection=_LiveConnection,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -735,10 +771,17 @@ class OrderStream:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._ws is None:
-            return
+        ws = self._ws
+        if ws is None or self._closing:
+            return  # closing: the close handshake has its own timeout
+        proto = self._proto
+        receiving = False
+        if isinstance(ws, _LiveConnection):
+            proto.note_activity(ws.last_data)  # bytes of a frame still arriving count too
+            receiving = ws.receiving
         try:
-            for event in self._proto.check_timeouts(asyncio.get_running_loop().time()):
+            now = asyncio.get_running_loop().time()
+            for event in proto.check_timeouts(now, receiving=receiving):
                 self._handle(event)
         except _Drop as drop:
             self._abort(drop.reason, refresh_token=drop.refresh_token)

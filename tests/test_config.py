@@ -71,6 +71,17 @@ def test_client_from_env_uses_the_process_environment(monkeypatch):
         pytest.param({"drain_timeout": -1}, id="drain-timeout"),
         pytest.param({"max_rate": 0}, id="max-rate"),
         pytest.param({"order_updates_buffer": 0}, id="buffer"),
+        pytest.param({"ping_grace": 0}, id="ping-grace-zero"),
+        pytest.param({"ping_grace": float("nan")}, id="ping-grace-nan"),
+        pytest.param({"ping_grace": "1"}, id="ping-grace-str"),
+        pytest.param({"reconnect_min_delay": 0}, id="reconnect-min-zero"),
+        pytest.param({"reconnect_min_delay": float("inf")}, id="reconnect-min-inf"),
+        pytest.param(
+            {"reconnect_min_delay": 1.0, "reconnect_max_delay": 0.5}, id="reconnect-max-below-min"
+        ),
+        pytest.param({"max_message_size": 100}, id="max-message-size-tiny"),
+        pytest.param({"max_message_size": 1.5e6}, id="max-message-size-float"),
+        pytest.param({"max_message_size": True}, id="max-message-size-bool"),
     ],
 )
 def test_invalid_settings_raise_configuration_error(changes):
@@ -126,4 +137,26 @@ def test_with_changes_validates_again():
         config.with_changes(api_url="http://api.example.com")
     assert config.with_changes(allow_insecure=True, api_url="http://api.example.com").api_url == (
         "http://api.example.com"
+    )
+
+
+def test_stream_tuning_defaults_match_the_settings_table():
+    config = ClientConfig(token="t")
+    assert config.ping_grace == 10.0
+    assert (config.reconnect_min_delay, config.reconnect_max_delay) == (0.1, 20.0)
+    assert config.max_message_size == 2**20
+
+
+def test_stream_tuning_is_accepted_when_sane():
+    config = ClientConfig(
+        token="t",
+        ping_grace=0.5,
+        reconnect_min_delay=0.01,
+        reconnect_max_delay=0.01,
+        max_message_size=4096,
+    )
+    assert (config.ping_grace, config.reconnect_max_delay, config.max_message_size) == (
+        0.5,
+        0.01,
+        4096,
     )

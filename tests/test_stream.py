@@ -64,13 +64,25 @@ class Recorder:
         return [data["data"]["tradeOrderId"] for _, data, _ in self.pubs]
 
 
-def make_stream(sim: CadenzaSimulator, rec: Recorder, token=None, **kwargs) -> OrderStream:
+def make_stream(
+    sim: CadenzaSimulator, rec: Recorder, token=None, config_options=None, **kwargs
+) -> OrderStream:
+    """A stream on ``sim``; ``config_options`` go to ClientConfig, ``kwargs`` to OrderStream.
+
+    Reconnect delays default to 10-50 ms through the constructor unless the
+    config sets them.
+    """
+    config_options = dict(config_options or {})
     config = ClientConfig(
         token=token or sim.token,
         api_url=sim.api_url,
         ws_url=sim.ws_url,
         timeouts=Timeouts(connect=kwargs.pop("connect_timeout", 3.0)),
+        **config_options,
     )
+    if "reconnect_min_delay" not in config_options:
+        kwargs.setdefault("min_reconnect_delay", 0.01)
+        kwargs.setdefault("max_reconnect_delay", 0.05)
     return OrderStream(
         config,
         TokenSource(config.token),
@@ -78,8 +90,6 @@ def make_stream(sim: CadenzaSimulator, rec: Recorder, token=None, **kwargs) -> O
         on_gap=rec.on_gap,
         on_state=rec.on_state,
         on_failure=rec.on_failure,
-        min_reconnect_delay=kwargs.pop("min_reconnect_delay", 0.01),
-        max_reconnect_delay=kwargs.pop("max_reconnect_delay", 0.05),
         **kwargs,
     )
 
@@ -245,6 +255,43 @@ async def test_silent_server_is_dropped_and_reconnected():
         ids = publish(sim, 1)
         await rec.wait(lambda: rec.order_ids[-1:] == ids)
         assert rec.failures == []
+
+
+@pytest.mark.parametrize(
+    ("config_options", "kwargs"),
+    [
+        (
+            {"ping_grace": 0.2, "reconnect_min_delay": 0.01, "reconnect_max_delay": 0.05},
+            {},
+        ),
+        ({"ping_grace": 60.0}, {"ping_grace": 0.2}),
+    ],
+    ids=["from-the-client-config", "constructor-argument-wins"],
+)
+async def test_ping_grace_and_reconnect_delays_come_from_the_config_unless_given(
+    config_options, kwargs
+):
+    rec = Recorder()
+    async with (
+        CadenzaSimulator(ping_interval=0.1, pong_timeout=30.0) as sim,
+        running(sim, rec, config_options=config_options, **kwargs) as stream,
+    ):
+        await sim.wait_for(lambda: sim.pongs_received >= 1)
+        sim.stop_pinging()
+        # with the default grace (10 s) or the config's 60 s this would not happen in time
+        await sim.wait_for(lambda: sim.connect_count >= 2, timeout=3.0)
+        sim.resume_pinging()
+        await rec.wait(lambda: stream.connected and stream.reconnects >= 1)
+
+
+def test_max_message_size_comes_from_the_config_unless_given():
+    rec = Recorder()
+    config = ClientConfig(token="t", ws_url="wss://ws.example.com/c", max_message_size=4096)
+    tokens = TokenSource(config.token)
+    callbacks = {"on_publication": rec.on_publication, "on_gap": rec.on_gap}
+    callbacks["on_failure"] = rec.on_failure
+    assert OrderStream(config, tokens, **callbacks)._max_size == 4096
+    assert OrderStream(config, tokens, max_size=8192, **callbacks)._max_size == 8192
 
 
 @pytest.mark.parametrize(

@@ -240,7 +240,10 @@ class RefreshNeeded(msgspec.Struct, frozen=True):
 
 
 class PingTimeout(msgspec.Struct, frozen=True):
-    """Nothing received for ``silence`` seconds (ping interval + max delay): drop the link."""
+    """Nothing received for ``silence`` seconds (ping interval + max delay): drop the link.
+
+    "Received" is a whole frame or any bytes reported by :meth:`CentrifugoProtocol.note_activity`.
+    """
 
     silence: float
 
@@ -380,6 +383,9 @@ class _Command(msgspec.Struct, omit_defaults=True):
     rpc: _RpcRequest | None = None
     refresh: _RefreshRequest | None = None
 
+
+RECEIVING_RECHECK = 0.25
+"""Seconds a due reply deadline is postponed while a frame is still arriving."""
 
 _DECODER = msgspec.json.Decoder(_Reply)
 _ENCODER = msgspec.json.Encoder()
@@ -625,6 +631,16 @@ class CentrifugoProtocol:
 
     # ----------------------------------------------------------------- input
 
+    def note_activity(self, now: float) -> None:
+        """Count bytes received at ``now`` as liveness, even if no whole frame arrived yet.
+
+        The transport calls this with the time it last read any data: a
+        large frame arriving slowly keeps the link alive. Earlier times
+        than the last activity already seen are ignored.
+        """
+        if now > self._last_received:
+            self._last_received = now
+
     def receive_frame(self, data: str | bytes, now: float) -> list[Event]:
         """Process one received text frame (one or more ``\\n``-separated messages).
 
@@ -822,8 +838,16 @@ class CentrifugoProtocol:
 
     # ----------------------------------------------------------------- time
 
-    def check_timeouts(self, now: float) -> list[Event]:
-        """Report everything due at ``now``: ping silence, unanswered commands, token refresh."""
+    def check_timeouts(self, now: float, *, receiving: bool = False) -> list[Event]:
+        """Report everything due at ``now``: ping silence, unanswered commands, token refresh.
+
+        ``receiving`` says a frame is partly received at ``now`` (the
+        transport holds bytes of an unfinished frame). Reply deadlines that
+        fall due then are postponed by :data:`RECEIVING_RECHECK` seconds: the
+        late reply may be the frame still arriving (a big recovery reply on
+        a slow link). A link that stops mid-frame still ends in
+        :class:`PingTimeout`, which is checked first.
+        """
         events: list[Event] = []
         if self._state == _CONNECTED and self._ping_interval > 0:
             silence = now - self._last_received
@@ -832,16 +856,23 @@ class CentrifugoProtocol:
                 events.append(PingTimeout(silence))
         heap = self._deadlines
         pending = self._pending
+        postponed: list[tuple[float, int]] = []
         while heap and heap[0][0] <= now:
             _, cid = heapq.heappop(heap)
-            p = pending.pop(cid, None)
-            if p is None:
+            if cid not in pending:
                 continue
+            if receiving and self._state != _BROKEN:
+                postponed.append((now + RECEIVING_RECHECK, cid))
+                continue
+            p = pending.pop(cid)
             if p.channel is not None:
                 ch = self._channels.get(p.channel)
                 if ch is not None and ch.state == _SUBSCRIBING:
                     ch.state = _UNSUBSCRIBED
             events.append(CommandTimedOut(cid, p.method, p.channel))
+        for item in postponed:
+            pending[item[1]].deadline = item[0]
+            heapq.heappush(heap, item)
         if self._refresh_at is not None and now >= self._refresh_at and self._state == _CONNECTED:
             self._refresh_at = None
             events.append(RefreshNeeded())

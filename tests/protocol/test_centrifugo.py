@@ -261,6 +261,41 @@ def test_any_incoming_data_counts_as_liveness():
     assert proto.next_deadline() == pytest.approx(65.0)
 
 
+def test_bytes_of_an_unfinished_frame_count_as_liveness():
+    proto = connected(ping=25, now=0.0)
+    proto.note_activity(30.0)  # part of a big frame arrived, no whole frame yet
+    assert proto.check_timeouts(35.0) == []
+    assert proto.next_deadline() == pytest.approx(65.0)
+    proto.note_activity(10.0)  # an older report never moves liveness back
+    assert proto.next_deadline() == pytest.approx(65.0)
+    assert isinstance(proto.check_timeouts(65.0)[0], PingTimeout)
+
+
+def test_reply_deadline_waits_while_a_frame_is_arriving_then_fires():
+    proto = connected(ping=0)
+    cid = proto.send_subscribe(CH, 0.0, timeout=2.0)
+    proto.data_to_send()
+    assert proto.check_timeouts(2.0, receiving=True) == []  # the reply may be that frame
+    assert proto.next_deadline() == pytest.approx(2.0 + cf.RECEIVING_RECHECK)
+    assert proto.pending_commands() == {cid: "subscribe"}
+    assert proto.check_timeouts(2.0 + cf.RECEIVING_RECHECK) == [
+        CommandTimedOut(cid, "subscribe", CH)
+    ]
+
+
+def test_a_frame_arriving_slowly_reply_included_keeps_the_subscribe():
+    proto = connected(ping=1, now=0.0)
+    cid = proto.send_subscribe(CH, 0.0, timeout=2.0)
+    proto.data_to_send()
+    for t in (0.5, 1.0, 1.5, 2.0, 2.25, 2.5):  # bytes keep coming, no frame completes
+        proto.note_activity(t)
+        assert proto.check_timeouts(t, receiving=True) == []
+    (event,) = proto.receive_frame(
+        reply(cid, "subscribe", {"recoverable": True, "epoch": "e", "offset": 3}), 2.6
+    )
+    assert isinstance(event, Subscribed)
+
+
 def test_ping_timeout_is_reported_once_and_frames_are_then_ignored():
     proto = connected(ping=1)
     subscribed(proto)

@@ -19,7 +19,7 @@ from test_rel_support import (
     assert_consistent,
     cancels_of,
     client_on,
-    tune_stream,
+    seed_stream_rng,
     wait_until,
 )
 
@@ -27,6 +27,8 @@ from cadenza_async.config import Timeouts
 from cadenza_async.protocol.centrifugo import reconnect_delays
 from cadenza_async.testing import CadenzaSimulator
 from cadenza_async.testing.faults import FaultProxy
+
+FAST_RECONNECT = {"reconnect_min_delay": 0.01, "reconnect_max_delay": 0.05}
 
 
 def via(px: FaultProxy, sim: CadenzaSimulator, *, api: bool = True, ws: bool = True) -> dict:
@@ -100,26 +102,14 @@ async def test_row02_one_byte_writes_and_joined_frames_give_the_same_events_as_u
 # --------------------------------------------------------------------------- row 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "cadenza_async/stream.py OrderStream._session: liveness is only refreshed per "
-        "complete WebSocket message (CentrifugoProtocol.receive_frame sets _last_received "
-        "after websockets' ws.recv() returned the whole frame), so a recovery reply that "
-        "takes longer than ping interval + ping_grace to arrive under a bandwidth cap "
-        "trips PingTimeout and the client drops a healthy, busy link and reconnects again "
-        "(the next recovery is just as big: a loop). Any bytes read from the socket "
-        "should count as liveness (e.g. re-arm the no-ping deadline from the transport's "
-        "data_received, or measure silence on the socket, not on whole frames)."
-    ),
-)
 @pytest.mark.cadenza_sim(cancel_delay=0, ping_interval=0.2, pong_timeout=5.0, history_size=300)
 async def test_row03_bandwidth_cap_during_a_big_recovery_reply_is_not_a_missing_ping(
-    cadenza_sim, monkeypatch
+    cadenza_sim,
 ):
-    tune_stream(monkeypatch, ping_grace=0.4, min_reconnect_delay=0.01, max_reconnect_delay=0.05)
     async with FaultProxy("127.0.0.1", cadenza_sim.port) as px:
-        async with client_on(cadenza_sim, **via(px, cadenza_sim, api=False)) as client:
+        async with client_on(
+            cadenza_sim, **via(px, cadenza_sim, api=False), **FAST_RECONNECT, ping_grace=0.4
+        ) as client:
             stream = client._stream
             assert stream is not None
             # 200 updates go into history while the client is away: one ~80 KB recovery reply.
@@ -182,12 +172,13 @@ async def test_row04_reset_mid_push_reconnects_with_backoff_and_confirms_each_ev
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05, ping_interval=0.2, pong_timeout=30.0)
 async def test_row05_half_open_link_is_detected_within_ping_plus_grace_and_cancel_resolves(
-    cadenza_sim, monkeypatch
+    cadenza_sim,
 ):
     grace = 0.3
-    tune_stream(monkeypatch, ping_grace=grace, min_reconnect_delay=0.01, max_reconnect_delay=0.05)
     async with FaultProxy("127.0.0.1", cadenza_sim.port) as px:
-        async with client_on(cadenza_sim, **via(px, cadenza_sim, api=False)) as client:
+        async with client_on(
+            cadenza_sim, **via(px, cadenza_sim, api=False), **FAST_RECONNECT, ping_grace=grace
+        ) as client:
             stream = client._stream
             assert stream is not None
             order = cadenza_sim.create_order()
@@ -214,11 +205,10 @@ async def test_row05_half_open_link_is_detected_within_ping_plus_grace_and_cance
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05, ping_interval=0.2, pong_timeout=30.0)
 async def test_row06_server_that_stops_pinging_is_dropped_within_a_bounded_time(
-    cadenza_sim, monkeypatch
+    cadenza_sim,
 ):
     grace = 0.3
-    tune_stream(monkeypatch, ping_grace=grace, min_reconnect_delay=0.01, max_reconnect_delay=0.05)
-    async with client_on(cadenza_sim) as client:
+    async with client_on(cadenza_sim, **FAST_RECONNECT, ping_grace=grace) as client:
         stream = client._stream
         assert stream is not None
         loop = asyncio.get_running_loop()
@@ -245,9 +235,7 @@ async def test_row09_failing_handshakes_back_off_with_full_jitter_and_a_cap_one_
     cadenza_sim, monkeypatch
 ):
     seed, low, high = 7, 0.02, 0.4
-    tune_stream(
-        monkeypatch, rng=random.Random(seed), min_reconnect_delay=low, max_reconnect_delay=high
-    )
+    seed_stream_rng(monkeypatch, random.Random(seed))
     script = ["503", "close", "503", "503", "close", "503", "503"]
     drawn = reconnect_delays(low, high, random.Random(seed))
     expected = [next(drawn) for _ in script]
@@ -256,6 +244,8 @@ async def test_row09_failing_handshakes_back_off_with_full_jitter_and_a_cap_one_
             cadenza_sim,
             ws_url=gate.url(),
             timeouts=Timeouts(connect=STEP, request=2.0, confirm=STEP),
+            reconnect_min_delay=low,
+            reconnect_max_delay=high,
         ) as client:
             order = cadenza_sim.create_order()
             result = await client.cancel_and_confirm(order.trade_order_id)

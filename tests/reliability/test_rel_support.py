@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -81,20 +82,22 @@ def assert_consistent(sim: CadenzaSimulator, order_id: str, outcome: object) -> 
         )
 
 
-def tune_stream(monkeypatch: pytest.MonkeyPatch, **options: Any) -> list[OrderStream]:
-    """Make the client build its OrderStream with ``options`` (ping_grace, rng, reconnect delays).
+def seed_stream_rng(monkeypatch: pytest.MonkeyPatch, rng: random.Random) -> list[OrderStream]:
+    """Make the client build its OrderStream with ``rng`` for the reconnect jitter.
 
-    The client has no setting for these yet (see the report): the tests patch
-    the class the client instantiates. Returns the streams built, in order.
+    The rest of the stream's tuning (``ping_grace``, reconnect delays,
+    ``max_message_size``) are client settings; only the random source is
+    not, so a test that predicts the jitter patches the class the client
+    instantiates. Returns the streams built, in order.
     """
     built: list[OrderStream] = []
 
-    class TunedStream(OrderStream):
+    class SeededStream(OrderStream):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **{**kwargs, **options})
+            super().__init__(*args, **{**kwargs, "rng": rng})
             built.append(self)
 
-    monkeypatch.setattr(client_module, "OrderStream", TunedStream)
+    monkeypatch.setattr(client_module, "OrderStream", SeededStream)
     return built
 
 
