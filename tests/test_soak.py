@@ -91,6 +91,8 @@ RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.1, max_retry_after=
 # look-up, plus Retry-After pauses, on a loaded two-core machine.
 CALL_BOUND = TIMEOUTS.confirm + 10 * TIMEOUTS.request + 15.0
 TOKEN_GRACE = 1.0
+FAULT_GAP = (0.005, 0.05)
+FAULT_LANES = 3
 TOKEN_MIN_LIFE = 2.5
 
 
@@ -241,10 +243,10 @@ async def fault_scheduler(
     ]
     names = [k for k, _ in kinds]
     weights = [w for _, w in kinds]
-    # Pacing of the chaos, not synchronisation: a fault every 20-150 ms.
+    # Pacing of the chaos, not synchronisation: a fault every FAULT_GAP seconds.
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), rng.uniform(0.02, 0.15))
+            await asyncio.wait_for(stop.wait(), rng.uniform(FAULT_GAP[0], FAULT_GAP[1]))
         if stop.is_set():
             return
         kind = rng.choices(names, weights)[0]
@@ -294,7 +296,7 @@ async def run_soak(seed: int, cancels: int, *, concurrency: int = 24) -> Soak:
     tracemalloc.start()
     try:
         async with (
-            CadenzaSimulator(cancel_delay=0.02) as sim,
+            CadenzaSimulator(cancel_delay=0.05) as sim,
             FaultProxy(target_host="127.0.0.1", target_port=sim.port) as px,
         ):
             baseline = set(asyncio.all_tasks())
@@ -365,7 +367,13 @@ async def run_workload(
 ) -> None:
     live_orders: list[str] = []
     stop = asyncio.Event()
-    chaos = asyncio.ensure_future(fault_scheduler(rng, sim, px, tokens, soak, live_orders, stop))
+    # Several lanes, so a brief blackhole or mute in one does not pause the others.
+    chaos = asyncio.gather(
+        *(
+            fault_scheduler(random.Random(rng.random()), sim, px, tokens, soak, live_orders, stop)
+            for _ in range(FAULT_LANES)
+        )
+    )
     handles: list[tuple[Call, Any]] = []
     jobs: set[asyncio.Task[None]] = set()
     slots = asyncio.Semaphore(concurrency)
