@@ -9,6 +9,14 @@ channel with ``recover`` from the last applied position. On a terminal
 close code, a refused token or a failing token provider it stops and
 reports one :class:`~cadenza_async.errors.StreamError`.
 
+Bad input never loops. A publication whose ``data`` is nested too deep is
+passed on by the core as undecodable (the application rejects it; no
+reconnect). A connection that dies on anything else the client refuses
+(a protocol violation, a binary frame, a message over ``max_size``, close
+1009) does not reset the backoff, and a channel that fails twice in a row
+at the same position is resubscribed without recovery, past the bad
+message, with ``on_gap(channel)`` so the application reconciles by REST.
+
 websockets exceptions never leave this module: they become
 :class:`~cadenza_async.errors.TransportError` or ``StreamError``. The
 websockets logger is wrapped so connect tokens and ``Authorization``
@@ -32,6 +40,7 @@ from typing import Any
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from ._auth import TokenSource
@@ -57,6 +66,7 @@ from .protocol.centrifugo import (
     RefreshNeeded,
     Reply,
     ReplyError,
+    StreamPosition,
     Subscribed,
     Unsubscribed,
     reconnect_delays,
@@ -151,15 +161,24 @@ class _LiveConnection(ClientConnection):
 
 
 class _Drop(Exception):
-    """Drop this connection and reconnect (with recovery)."""
+    """Drop this connection and reconnect (with recovery).
+
+    ``poisoned``: the peer sent something unacceptable (see ``_session``).
+    """
 
     def __init__(
-        self, reason: str, *, refresh_token: bool = False, immediate: bool = False
+        self,
+        reason: str,
+        *,
+        refresh_token: bool = False,
+        immediate: bool = False,
+        poisoned: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.refresh_token = refresh_token
         self.immediate = immediate
+        self.poisoned = poisoned
 
 
 class _Fatal(Exception):
@@ -242,6 +261,8 @@ class OrderStream:
         self._token_refreshed = False
         self._drop_reason: str | None = None
         self._refresh_on_connect = False
+        self._poison_positions: dict[str, StreamPosition | None] | None = None
+        self._fresh: set[str] = set()
         self.reconnects = 0
 
     def __repr__(self) -> str:
@@ -331,6 +352,7 @@ class OrderStream:
         if channel not in self._wanted:
             return
         self._wanted.discard(channel)
+        self._fresh.discard(channel)
         if self._proto.connected:
             self._proto.send_unsubscribe(channel, asyncio.get_running_loop().time())
             await self._after_commands()
@@ -433,16 +455,16 @@ class OrderStream:
         try:
             while not self._stopping():
                 self._state("connecting")
-                immediate = False
+                immediate = poisoned = False
                 try:
-                    connected, immediate = await self._session()
+                    connected, immediate, poisoned = await self._session()
                 except _Drop as drop:  # could not open the socket
                     connected = False
                     self._drop_reason = drop.reason
                 if self._stopping():
                     return
                 last_error = self._drop_reason or "connection lost"
-                if connected:
+                if connected and not poisoned:  # a poisoned link keeps backing off
                     delays = reconnect_delays(self._min_delay, self._max_delay, self._rng)
                 if immediate:
                     continue
@@ -525,8 +547,16 @@ class OrderStream:
         except (OSError, asyncio.TimeoutError, WebSocketException, ValueError) as exc:
             raise _Drop(f"cannot connect: {type(exc).__name__}") from None
 
-    async def _session(self) -> tuple[bool, bool]:
-        """One connection, from open to loss: (connect succeeded, reconnect without delay)."""
+    async def _session(self) -> tuple[bool, bool, bool]:
+        """One connection, from open to loss.
+
+        Returns (connect succeeded, reconnect without delay, poisoned).
+        Poisoned: the connection died on something the peer sent that this
+        client refuses (a protocol violation, a binary frame, a message over
+        ``max_size`` closed with 1009). Such an end does not reset the
+        backoff, and the channel positions at that moment are compared with
+        the previous poisoned end (see :meth:`_note_poison`).
+        """
         token = await self._get_token()
         ws = await self._open()
         loop = asyncio.get_running_loop()
@@ -538,6 +568,7 @@ class OrderStream:
         reason = ""
         refresh_token = False
         immediate = False
+        poisoned = False
         fatal: StreamError | None = None
         try:
             from . import __version__
@@ -551,7 +582,7 @@ class OrderStream:
                 message = await ws.recv()
                 if not isinstance(message, str):
                     self._log.warning("stream: binary frame received; reconnecting")
-                    raise _Drop("binary frame")
+                    raise _Drop("binary frame", poisoned=True)
                 events = receive_frame(message, loop.time())
                 rearm = False
                 for event in events:
@@ -573,10 +604,15 @@ class OrderStream:
             reason = drop.reason
             refresh_token = drop.refresh_token
             immediate = drop.immediate
+            poisoned = drop.poisoned
         except _Fatal as exc:
             fatal = exc.error
         except ConnectionClosed as exc:
-            if exc.rcvd is not None:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                reason = f"message over max_size ({self._max_size} bytes), closed with 1009"
+                poisoned = True
+                self._log.warning("stream: %s; reconnecting", reason)
+            elif exc.rcvd is not None:
                 code, reason = exc.rcvd.code, exc.rcvd.reason
             else:
                 reason = self._drop_reason or "connection lost"
@@ -598,7 +634,11 @@ class OrderStream:
         if fatal is not None:
             raise _Fatal(fatal)
         if self._closing:
-            return session_connected, False
+            return session_connected, False, poisoned
+        if poisoned:
+            self._note_poison()
+        elif session_connected:
+            self._poison_positions = None
         if not lost.reconnect:
             raise _Fatal(StreamError(f"stream closed by the server: {reason or code}", code=code))
         if code == _CLOSE_EXPIRED:
@@ -609,7 +649,33 @@ class OrderStream:
             self._log.info("stream: closed with %s; reconnecting", code)
         self._refresh_on_connect = self._refresh_on_connect or refresh_token
         self._drop_reason = reason
-        return session_connected, immediate
+        return session_connected, immediate, poisoned
+
+    def _note_poison(self) -> None:
+        """After a poisoned end: channels stuck at the same position twice resubscribe fresh.
+
+        A message the client refuses inside a channel's history comes back
+        with every recovery: reconnecting from the same position replays it
+        and dies again. When a channel's position did not move between two
+        poisoned ends in a row, its next subscribe asks for no recovery (a
+        fresh position past the bad message) and ``on_gap(channel)`` tells
+        the application to reconcile by REST: nothing is lost, REST is the
+        source of truth. A channel whose recovery went through is cleared
+        (see ``_handle``).
+        """
+        now = {ch: self._proto.positions.get(ch) for ch in self._wanted}
+        before = self._poison_positions
+        if before is not None:
+            for channel, position in now.items():
+                if channel in before and before[channel] == position:
+                    if channel not in self._fresh:
+                        self._log.warning(
+                            "stream: %s failed twice at the same position; "
+                            "resubscribing without recovery and reconciling",
+                            channel,
+                        )
+                    self._fresh.add(channel)
+        self._poison_positions = now
 
     async def _after_commands(self) -> None:
         """Write queued commands from the caller's task and re-arm the deadline timer."""
@@ -645,8 +711,9 @@ class OrderStream:
         self._ever_connected = True
         self._token_refreshed = False
         now = loop.time()
+        fresh = self._fresh
         for channel in sorted(self._wanted):
-            self._proto.send_subscribe(channel, now)
+            self._proto.send_subscribe(channel, now, recover=channel not in fresh)
         self._arm_timer()
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
@@ -667,8 +734,15 @@ class OrderStream:
         elif isinstance(event, Subscribed):
             for pub in event.publications:
                 self._deliver(pub)
-            if event.gap:
-                self._gap(event.channel)
+            channel = event.channel
+            fresh = channel in self._fresh
+            if fresh:
+                self._fresh.discard(channel)
+            poisoned = self._poison_positions
+            if poisoned is not None:
+                poisoned.pop(channel, None)  # this position recovered: not stuck
+            if event.gap or fresh:
+                self._gap(channel)
             for waiter in self._sub_waiters.pop(event.channel, []):
                 if not waiter.done():
                     waiter.set_result(None)
@@ -703,7 +777,7 @@ class OrderStream:
             raise _Drop("no ping from the server")
         elif isinstance(event, ProtocolViolation):
             self._log.warning("stream: bad frame (%s); reconnecting", event.reason)
-            raise _Drop(f"bad frame: {event.reason}")
+            raise _Drop(f"bad frame: {event.reason}", poisoned=True)
         elif isinstance(event, RefreshNeeded):
             task = asyncio.get_running_loop().create_task(self._refresh())
             self._aux.add(task)

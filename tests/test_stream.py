@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import random
 import socket
 
 import msgspec
@@ -320,6 +322,72 @@ async def test_bad_frame_drops_connection_and_recovers(frame, caplog):
         assert rec.gaps == []
         assert rec.failures == []
         assert any("reconnecting" in r.getMessage() for r in caplog.records)
+
+
+class RecordingRandom(random.Random):
+    """A seeded Random that records the upper bound of every ``uniform`` draw (the backoff cap)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.bounds: list[float] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.bounds.append(b)
+        return super().uniform(a, b)
+
+
+async def test_message_refused_in_history_is_skipped_by_a_fresh_subscribe_and_a_gap(caplog):
+    rec = Recorder()
+    rng = RecordingRandom()
+    async with CadenzaSimulator() as sim, running(sim, rec, rng=rng) as stream:
+        first = publish(sim, 2)
+        await rec.wait(lambda: len(rec.pubs) >= 2)
+        with caplog.at_level(logging.WARNING, logger="cadenza_async.stream"):
+            # not JSON inside pub.data: the whole message is refused, live and in recovery
+            sim.publish_raw_order_update(None, b'{"broken')
+            await rec.wait(lambda: rec.gaps == [channel_of(sim)])
+        after = publish(sim, 1)
+        await rec.wait(lambda: rec.order_ids[-1:] == after)
+
+        assert rec.order_ids == first + after
+        # live drop, the same position refused again in recovery, then a fresh subscribe
+        assert sim.connect_count == 3
+        assert stream.reconnects == 2
+        # the backoff kept growing across the refused connections (no reset after connect)
+        assert rng.bounds == [0.01, 0.02]
+        assert rec.failures == []
+        assert any("failed twice at the same position" in r.getMessage() for r in caplog.records)
+
+
+async def test_recovery_reply_over_max_size_twice_is_skipped_by_a_fresh_subscribe():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec, max_size=8192) as stream:
+        first = publish(sim, 1)
+        await rec.wait(lambda: len(rec.pubs) >= 1)
+        # 16 KB of incompressible text in one publication: over max_size live and in recovery
+        sim.publish_raw_order_update(None, {"pad": os.urandom(8192).hex()})
+        await rec.wait(lambda: rec.gaps == [channel_of(sim)])
+        after = publish(sim, 1)
+        await rec.wait(lambda: rec.order_ids[-1:] == after)
+
+        assert rec.order_ids == first + after
+        assert sim.connect_count == 3
+        assert stream.reconnects == 2
+        assert rec.failures == []
+
+
+async def test_one_refused_frame_then_a_good_recovery_does_not_resubscribe_fresh():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        publish(sim, 1)
+        await rec.wait(lambda: len(rec.pubs) >= 1)
+        for n in range(2):  # the same position twice, but each time the recovery succeeded
+            await sim.send_raw("not json")
+            await rec.wait(lambda n=n: stream.reconnects == n + 1 and stream.connected)
+            await sim.wait_for(lambda: stream._proto.is_subscribed(channel_of(sim)))
+        ids = publish(sim, 1)
+        await rec.wait(lambda: rec.order_ids[-1:] == ids)
+        assert rec.gaps == []
 
 
 async def test_publication_callback_error_does_not_kill_the_reader(caplog):

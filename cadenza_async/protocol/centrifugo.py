@@ -32,6 +32,8 @@ reply with an unknown or timed-out id     ignored (late replies are harmless)
 ``push.unsubscribe``                      ``Unsubscribed`` (code >= 2500: resubscribe)
 ``push.disconnect``                       ``Disconnected``
 unknown push kinds, unknown fields        ignored
+a publication whose ``data`` nests         ``Publication`` with ``data`` =
+deeper than the decoder allows            ``UNDECODABLE_DATA`` (the envelope is intact)
 not JSON / not UTF-8 / too deep /         ``ProtocolViolation`` (last event of the frame);
 wrong types / blank line                  the connection must be dropped
 ========================================  ===============================================
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import re
 from collections.abc import Iterator
 from typing import Annotated, NamedTuple
 
@@ -52,6 +55,8 @@ import msgspec
 
 __all__ = [
     "ERROR_TOKEN_EXPIRED",
+    "MAX_DATA_DEPTH",
+    "UNDECODABLE_DATA",
     "CentrifugoProtocol",
     "CentrifugoUsageError",
     "CommandTimedOut",
@@ -392,6 +397,124 @@ _ENCODER = msgspec.json.Encoder()
 _RAW_CHECK = msgspec.json.Decoder()
 _DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, ValueError, OverflowError, TypeError)
 
+# --------------------------------------------------------------------------- deep data
+
+UNDECODABLE_DATA = b'"cadenza-async: undecodable publication data"'
+"""What ``Publication.data`` holds when the publication's own data could not be decoded.
+
+A JSON string where every order event is an object: any consumer that
+validates the payload rejects it.
+"""
+
+MAX_DATA_DEPTH = 256
+"""Publication data nested deeper than this is undecodable (see :func:`_decode_without_deep_data`)."""
+
+_STRUCTURE = re.compile(r'["{}\[\]:,]')
+_STRING_TAIL = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _is_data_path(stack: list[tuple[str, str | None]]) -> bool:
+    """True when the container just opened is ``push.pub.data`` or ``subscribe.publications[i].data``."""
+    depth = len(stack)
+    if depth == 4:
+        return stack[3][1] == "data" and stack[2][1] == "pub" and stack[1][1] == "push"
+    if depth == 5:
+        return (
+            stack[4][1] == "data"
+            and stack[3][0] == "{"
+            and stack[2] == ("[", "publications")
+            and stack[1][1] == "subscribe"
+        )
+    return False
+
+
+def _decode_without_deep_data(line: str) -> tuple[_Reply, int] | None:
+    """Decode a message the decoder refused for depth, with over-deep publication data replaced.
+
+    Only used after ``RecursionError``. One linear scan finds every
+    publication ``data`` value (a live ``push.pub`` or a publication in a
+    subscribe reply) that nests deeper than :data:`MAX_DATA_DEPTH`; each is
+    replaced by :data:`UNDECODABLE_DATA` and the message is decoded again.
+    Returns the message and how many values were replaced, or ``None`` when
+    nothing was replaced or the message still cannot be decoded: the depth
+    is in the envelope itself and the frame is a protocol violation.
+
+    Why publications are passed through instead of failing the frame: the
+    WebSocket framing and the Centrifugo envelope (channel, offset) are
+    intact, only the application payload is bad. Dropping the connection
+    cannot fix that: the publication is in the channel's history, so the
+    recovery after the reconnect replays it, and the link would never get
+    past it. Passing it on keeps the position moving (its offset is
+    applied), keeps every other message of the frame, and lets the
+    application reject the payload as it rejects any malformed event.
+    """
+    stack: list[tuple[str, str | None]] = []
+    key: str | None = None
+    last_string: str | None = None
+    expect_key = False
+    spans: list[tuple[int, int]] = []
+    span_start = -1
+    span_depth = 0
+    deepest = 0
+    search = _STRUCTURE.search
+    tail = _STRING_TAIL.match
+    pos = 0
+    while True:
+        m = search(line, pos)
+        if m is None:
+            break
+        c = m.group()
+        start = m.start()
+        pos = start + 1
+        if c == '"':
+            end = tail(line, pos)
+            if end is None:
+                return None  # unterminated string: not JSON
+            pos = end.end()
+            if expect_key:
+                last_string = line[start + 1 : pos - 1]
+        elif c == ":":
+            key, last_string, expect_key = last_string, None, False
+        elif c == ",":
+            key = None
+            expect_key = bool(stack) and stack[-1][0] == "{"
+        elif c in "{[":
+            in_object = bool(stack) and stack[-1][0] == "{"
+            stack.append((c, key if in_object else None))
+            depth = len(stack)
+            if span_start >= 0:
+                if depth > deepest:
+                    deepest = depth
+            elif _is_data_path(stack):
+                span_start, span_depth, deepest = start, depth, depth
+            key = None
+            expect_key = c == "{"
+        else:
+            if not stack:
+                return None
+            stack.pop()
+            key = None
+            expect_key = False
+            if span_start >= 0 and len(stack) < span_depth:
+                if deepest - span_depth + 1 > MAX_DATA_DEPTH:
+                    spans.append((span_start, pos))
+                span_start = -1
+    if not spans:
+        return None
+    parts: list[str] = []
+    prev = 0
+    placeholder = UNDECODABLE_DATA.decode()
+    for a, b in spans:
+        parts.append(line[prev:a])
+        parts.append(placeholder)
+        prev = b
+    parts.append(line[prev:])
+    try:
+        return _DECODER.decode("".join(parts)), len(spans)
+    except _DECODE_ERRORS:
+        return None
+
+
 # --------------------------------------------------------------------------- state
 
 _IDLE = 0
@@ -458,6 +581,7 @@ class CentrifugoProtocol:
         self.client_id = ""
         self.pings_received = 0
         self.duplicates_dropped = 0
+        self.undecodable_publications = 0
 
     def __repr__(self) -> str:
         states = ("idle", "connecting", "connected", "broken")
@@ -671,6 +795,12 @@ class CentrifugoProtocol:
                 return self._violation(events, "blank message in frame")
             try:
                 msg = decode(line)
+            except RecursionError:
+                shallow = _decode_without_deep_data(line)
+                if shallow is None:
+                    return self._violation(events, "undecodable message (nested too deep)")
+                msg, replaced = shallow
+                self.undecodable_publications += replaced
             except _DECODE_ERRORS as exc:
                 return self._violation(events, f"undecodable message ({type(exc).__name__})")
             push = msg.push

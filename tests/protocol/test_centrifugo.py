@@ -699,7 +699,10 @@ def test_unknown_push_kinds_and_fields_are_ignored():
         '{"push": {"channel": "c", "pub": {"offset": "x"}}}',
         '{"push": {"channel": "c", "pub": {"offset": -1}}}',
         "[" * 5000 + "]" * 5000,
-        '{"push": {"channel": "c", "pub": {"data": ' + "[" * 5000 + "]" * 5000 + "}}}",
+        '{"push": {"channel": "c", "junk": ' + "[" * 5000 + "]" * 5000 + "}}",
+        '{"push": {"channel": "c", "pub": {"tags": ' + "[" * 5000 + "]" * 5000 + "}}}",
+        '{"push": {"channel": "c", "pub": {"data": ' + "[" * 5000 + "]" * 4999 + "}}}",
+        '{"push": {"channel": "c", "pub": {"data": ["' + "[" * 5000 + "]}}}",
         b"\xff\xfe{}",
         '{"id": -3}',
     ],
@@ -710,6 +713,63 @@ def test_bad_frames_become_a_protocol_violation(frame):
     assert len(events) == 1
     assert isinstance(events[0], ProtocolViolation)
     assert proto.receive_frame("{}", 0.0) == []  # broken until the connection is replaced
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+def test_live_publication_with_too_deep_data_is_passed_on_as_undecodable():
+    proto = connected()
+    subscribed(proto, offset=10)
+    bad = json.dumps({"push": {"channel": CH, "pub": {"data": "@", "offset": 11}}})
+    frame = "\n".join([bad.replace('"@"', DEEP), pub(CH, 12)])
+    events = proto.receive_frame(frame, 0.0)
+    assert [(type(e), e.offset) for e in events] == [(Publication, 11), (Publication, 12)]
+    assert bytes(events[0].data) == cf.UNDECODABLE_DATA
+    assert msgspec.json.decode(events[1].data) == {"n": 12}
+    assert proto.positions[CH] == StreamPosition("e1", 12)
+    assert proto.undecodable_publications == 1
+    assert proto.connected  # no violation: the link stays up
+
+
+def test_recovered_publication_with_too_deep_data_is_passed_on_and_the_rest_kept():
+    proto = connected()
+    subscribed(proto, offset=10)
+    proto.connection_lost(3001)
+    connect_id = proto.send_connect("tok", 1.0)
+    proto.data_to_send()
+    proto.receive_frame(reply(connect_id, "connect", {"ping": 25}), 1.0)
+    cid = proto.send_subscribe(CH, 1.0)
+    proto.data_to_send()
+    result = {
+        "recovered": True,
+        "recoverable": True,
+        "epoch": "e1",
+        "offset": 13,
+        "publications": [
+            {"data": {"n": 11}, "offset": 11},
+            {"offset": 12, "data": "@"},
+            {"data": {"n": 13, "s": 'q\\"[{'}, "offset": 13},
+        ],
+    }
+    frame = reply(cid, "subscribe", result).replace('"@"', '{"metadata": {}, "data": ' + DEEP + "}")
+    (event,) = proto.receive_frame(frame, 1.0)
+    assert isinstance(event, Subscribed)
+    assert not event.gap
+    assert [p.offset for p in event.publications] == [11, 12, 13]
+    assert bytes(event.publications[1].data) == cf.UNDECODABLE_DATA
+    assert msgspec.json.decode(event.publications[2].data) == {"n": 13, "s": 'q\\"[{'}
+    assert proto.positions[CH] == StreamPosition("e1", 13)
+
+
+def test_data_deep_but_within_the_decoder_limit_is_delivered_as_is():
+    proto = connected()
+    subscribed(proto, offset=10)
+    nested = "[" * 300 + "]" * 300
+    frame = json.dumps({"push": {"channel": CH, "pub": {"data": "@", "offset": 11}}})
+    (event,) = proto.receive_frame(frame.replace('"@"', nested), 0.0)
+    assert bytes(event.data) == nested.encode()
+    assert proto.undecodable_publications == 0
 
 
 def test_violation_reason_never_echoes_frame_contents():

@@ -399,22 +399,6 @@ async def test_row22_invalid_utf8_text_frame_is_rejected_and_the_reader_reconnec
         assert result.cancelled
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "reconnect loop on a poisoned publication: cadenza_async/protocol/centrifugo.py "
-        "CentrifugoProtocol.receive_frame rejects the whole message when pub.data nests "
-        "deeper than msgspec allows (ProtocolViolation 'undecodable message "
-        "(RecursionError)'), cadenza_async/stream.py OrderStream._session drops and "
-        "reconnects with recover from the last applied offset, the server replays the "
-        "same publication, and because _run() resets the backoff after every successful "
-        "connect the client reconnects every ~0.1-0.2 s forever (30+ reconnects in a "
-        "second here). Spec row 21/23: 'REST if it repeats'. It should, after the same "
-        "position fails twice, resubscribe without recover (or skip past that offset), "
-        "report a gap so pending cancels are reconciled by REST, and not reset the "
-        "backoff for a connection that died on a protocol violation."
-    ),
-)
 @pytest.mark.cadenza_sim(cancel_delay=1000)
 async def test_row23_deeply_nested_publication_data_is_dropped_without_a_reconnect_loop(
     cadenza_sim,
