@@ -1,0 +1,74 @@
+"""Coverage-guided fuzzing of the frame and payload decoders with atheris (optional, not in make test).
+
+    pip install atheris
+    python tests/fuzz_atheris.py -atheris_runs=200000      # or -max_total_time=300
+
+Each input goes to ``CentrifugoProtocol.receive_frame`` (which must never raise
+and may end its events with one ``ProtocolViolation``), ``decode_envelope`` and
+``decode_order_event`` (``msgspec.DecodeError`` is their documented rejection;
+``RecursionError`` is tolerated only for input nested deeper than
+``MAX_DATA_DEPTH``, see the xfail in test_fuzz_decoders.py). Anything else is
+a crash that atheris reports with the input that caused it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    import msgspec
+
+    from cadenza_async.models import decode_envelope, decode_order_event
+    from cadenza_async.protocol.centrifugo import (
+        MAX_DATA_DEPTH,
+        CentrifugoProtocol,
+        ProtocolViolation,
+    )
+
+CHANNEL = "tradingAccount:550e8400-e29b-41d4-a716-446655440000"
+
+
+def _subscribed() -> CentrifugoProtocol:
+    proto = CentrifugoProtocol()
+    proto.send_connect("fuzz-token", 0.0)
+    proto.data_to_send()
+    proto.receive_frame('{"id":1,"connect":{"client":"c","ping":25,"pong":true}}', 0.0)
+    proto.send_subscribe(CHANNEL, 0.0)
+    proto.data_to_send()
+    proto.receive_frame(
+        '{"id":2,"subscribe":{"recoverable":true,"positioned":true,"epoch":"e","offset":2}}', 0.0
+    )
+    return proto
+
+
+def _depth(data: bytes) -> int:
+    depth = deepest = 0
+    for byte in data:
+        if byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def one_input(data: bytes) -> None:
+    events = _subscribed().receive_frame(data, 1.0)
+    bad = [i for i, e in enumerate(events) if isinstance(e, ProtocolViolation)]
+    if bad not in ([], [len(events) - 1]):
+        raise AssertionError("ProtocolViolation is not the last event")
+    for decode in (decode_envelope, decode_order_event):
+        try:
+            decode(data)
+        except msgspec.DecodeError:
+            pass
+        except RecursionError:
+            if _depth(data) <= MAX_DATA_DEPTH:
+                raise
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
