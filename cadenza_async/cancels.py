@@ -121,35 +121,6 @@ class _Pending:
                     future.set_result(None)
 
 
-class _Deadline:
-    """Cancels the current task at ``when``; :meth:`absorb` swallows that cancellation.
-
-    The timer can only fire while the task is suspended inside the guarded
-    block, so the cancellation always lands there.
-    """
-
-    __slots__ = ("_handle", "_task", "fired")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self.fired = False
-        self._handle = loop.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self.fired = True
-        self._task.cancel()
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-    def absorb(self) -> None:
-        uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
-        if uncancel is not None:
-            uncancel()
-
-
 def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -329,12 +300,14 @@ class Canceller:
 
     # -- reconciliation --------------------------------------------------------
 
-    async def look_up(self, waiter: Waiter) -> None:
+    async def look_up(self, waiter: Waiter, deadline: float | None = None) -> None:
         """One REST look-up of a waiter's order; wakes it if the answer is terminal.
 
         Raises what the look-up raises (``TransportError``, ``OrderNotFoundError``, ...).
         """
-        order = await self._http.get_order(waiter.order_id, trading_account_id=waiter.account_id)
+        order = await self._http.get_order(
+            waiter.order_id, trading_account_id=waiter.account_id, deadline=deadline
+        )
         loop = asyncio.get_running_loop()
         if self._registry.resolve_from_rest(order, loop.time()) is not None:
             pending = waiter.handle
@@ -374,7 +347,12 @@ class Canceller:
     # -- the cancels -----------------------------------------------------------
 
     async def send_cancel(
-        self, order_id: str, account_id: str | None, *, via: Literal["http", "ws"] | None = None
+        self,
+        order_id: str,
+        account_id: str | None,
+        *,
+        via: Literal["http", "ws"] | None = None,
+        deadline: float | None = None,
     ) -> TradeOrder:
         """Send one cancel (paced by the rate gate) and return the order from its reply.
 
@@ -385,12 +363,19 @@ class Canceller:
         stream = self._stream
         if via == "ws" and account_id is not None and stream is not None and stream.connected:
             await self._gate.acquire()
-            return await self._rpc_cancel(stream, order_id, account_id)
-        return await self._http.cancel_order(order_id, account_id)  # paced inside
+            return await self._rpc_cancel(stream, order_id, account_id, deadline)
+        return await self._http.cancel_order(order_id, account_id, deadline=deadline)
 
-    async def _rpc_cancel(self, stream: OrderStream, order_id: str, account_id: str) -> TradeOrder:
+    async def _rpc_cancel(
+        self, stream: OrderStream, order_id: str, account_id: str, deadline: float | None
+    ) -> TradeOrder:
         payload = encoder.encode({"tradingAccountId": account_id, "tradeOrderId": order_id})
-        raw = await stream.rpc(RPC_CANCEL, payload, timeout=self._request_timeout)
+        timeout = self._request_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - asyncio.get_running_loop().time())
+            if timeout <= 0:
+                raise TransportError("the deadline passed before the cancel could be sent")
+        raw = await stream.rpc(RPC_CANCEL, payload, timeout=timeout)
         try:
             reply = _rpc_reply_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -446,8 +431,8 @@ class Canceller:
             if self._failure is not None:
                 raise self._failure
             # Rule 6: one last look-up, then a timeout that tells what is known.
-            with contextlib.suppress(CadenzaError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.look_up(waiter), self._request_timeout)
+            with contextlib.suppress(CadenzaError):
+                await self.look_up(waiter, loop.time() + self._request_timeout)
             if _proven(waiter):
                 return self._result(waiter, started)
             raise ConfirmationTimeout(order_id, waiter.last_known, timeout)
@@ -464,22 +449,16 @@ class Canceller:
     ) -> None:
         """Send the cancel from the caller's own task: no extra task, no extra loop turn.
 
-        The caller's deadline holds even while the reply is slow (the send is
-        cut off there and rule 6 takes over). If the send is cut off, by the
-        deadline or by the caller being cancelled, while other callers share
-        the waiter, a task of its own takes the sending over for them.
+        Every request it makes is bounded by the caller's deadline. If the
+        caller is cancelled while others share the waiter, a task of its own
+        takes the sending over for them (a cancel is idempotent).
         """
-        guard = _Deadline(asyncio.get_running_loop(), deadline)
         try:
             await self._drive(waiter, pending, started, deadline)
         except asyncio.CancelledError:
             if waiter.refs > 1 and not waiter.done and self._failure is None:
                 pending.driver = self._start_driver(waiter, pending, started, deadline)
-            if not guard.fired:
-                raise
-            guard.absorb()
-        finally:
-            guard.cancel()
+            raise
 
     def _start_driver(
         self, waiter: Waiter, pending: _Pending, started: float, deadline: float
@@ -521,12 +500,12 @@ class Canceller:
         account = waiter.account_id
         subscribed_before = frozenset(self._subscribed) if account is None else frozenset()
         try:
-            order = await self.send_cancel(waiter.order_id, account)
+            order = await self.send_cancel(waiter.order_id, account, deadline=deadline)
         except OrderNotCancellableError:
             # Rule 3: already final (or racing a fill): the order's own state decides.
             pending.acked_at = loop.time()
             try:
-                await self.look_up(waiter)
+                await self.look_up(waiter, deadline)
             except CadenzaError as exc:
                 pending.error = exc
                 pending.wake()
@@ -557,7 +536,7 @@ class Canceller:
             if not waiter.done and account not in subscribed_before:
                 # The event may have come before the subscription: close the gap once.
                 try:
-                    await self.look_up(waiter)
+                    await self.look_up(waiter, deadline)
                 except CadenzaError as exc:
                     log.warning("gap look-up of %s failed: %s", waiter.order_id, exc)
 
@@ -566,7 +545,7 @@ class Canceller:
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await self.look_up(waiter)
+            await self.look_up(waiter, deadline)
         except OrderNotFoundError as lookup_exc:
             pending.error = lookup_exc
             pending.wake()
@@ -584,10 +563,10 @@ class Canceller:
         if last is not None and last.status == OrderStatus.PENDING_CANCEL:
             return  # the first attempt got through; the event will follow
         try:
-            order = await self.send_cancel(waiter.order_id, waiter.account_id)
+            order = await self.send_cancel(waiter.order_id, waiter.account_id, deadline=deadline)
         except OrderNotCancellableError:
             with contextlib.suppress(CadenzaError):
-                await self.look_up(waiter)
+                await self.look_up(waiter, deadline)
             return
         except (TransportError, ServerError):
             return  # the waiter's deadline and final look-up decide

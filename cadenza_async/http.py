@@ -152,6 +152,11 @@ def _is_not_cancellable(errno: int | None, message: str) -> bool:
     return any(marker in text for marker in _NOT_CANCELLABLE_TEXT)
 
 
+def _past(deadline: float | None, delay: float) -> bool:
+    """True when sleeping ``delay`` seconds would end at or after ``deadline``."""
+    return deadline is not None and asyncio.get_running_loop().time() + delay >= deadline
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
 
@@ -214,30 +219,48 @@ class HttpApi:
     # -- public calls -----------------------------------------------------------------
 
     async def cancel_order(
-        self, order_id: str, trading_account_id: str | None = None
+        self,
+        order_id: str,
+        trading_account_id: str | None = None,
+        *,
+        deadline: float | None = None,
     ) -> TradeOrder:
         """Ask the exchange to cancel an order; the order as the server shows it now.
 
         The status may still be non-terminal (e.g. PENDING_CANCEL): the
         exchange processes the cancel later. Retried on 5xx and transport
-        errors (a cancel is idempotent).
+        errors (a cancel is idempotent). ``deadline`` (event-loop time) bounds
+        the whole call, retries included: past it, :class:`TransportError`.
         """
         body = _encode(_CancelBody(order_id, trading_account_id))
         try:
-            envelope = await self._call("POST", self._cancel_url, body, idempotent=True, paced=True)
+            envelope = await self._call(
+                "POST", self._cancel_url, body, idempotent=True, paced=True, deadline=deadline
+            )
             return self._order_from(envelope)
         except CadenzaError as exc:
             exc.order_id = order_id
             raise
 
-    async def get_order(self, order_id: str, trading_account_id: str | None = None) -> TradeOrder:
-        """The current state of one order. Raises :class:`OrderNotFoundError` when absent."""
+    async def get_order(
+        self,
+        order_id: str,
+        trading_account_id: str | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> TradeOrder:
+        """The current state of one order. Raises :class:`OrderNotFoundError` when absent.
+
+        ``deadline`` bounds the call as for :meth:`cancel_order`.
+        """
         query = "tradeOrderId=" + quote(order_id, safe="")
         if trading_account_id is not None:
             query += "&tradingAccountId=" + quote(trading_account_id, safe="")
         url = URL(f"{self._base}{LIST_PATH}?{query}", encoded=True)
         try:
-            envelope = await self._call("GET", url, None, idempotent=True, paced=False)
+            envelope = await self._call(
+                "GET", url, None, idempotent=True, paced=False, deadline=deadline
+            )
             orders = self._orders_from(envelope)
         except CadenzaError as exc:
             exc.order_id = order_id
@@ -357,8 +380,13 @@ class HttpApi:
         *,
         idempotent: bool,
         paced: bool,
+        deadline: float | None = None,
     ) -> Envelope:
-        """Send one logical request (with its retries); the success envelope."""
+        """Send one logical request (with its retries); the success envelope.
+
+        With a ``deadline`` no attempt starts or sleeps past it, and an attempt
+        that would outlive it gets a shorter timeout.
+        """
         session = self._session
         if session is None:
             session = self._open_session()
@@ -379,9 +407,10 @@ class HttpApi:
             headers = self._headers_for(token, with_body=body is not None)
             failure: TransportError | ClientClosedError | None = None
             retryable = False
+            timeout = self._timeout if deadline is None else self._timeout_until(deadline)
             try:
                 resp = await session.request(
-                    method, url, data=body, headers=headers, allow_redirects=False
+                    method, url, data=body, headers=headers, allow_redirects=False, timeout=timeout
                 )
                 try:
                     raw = await resp.read()
@@ -400,7 +429,7 @@ class HttpApi:
                 if delays is None:
                     delays = self._retry.delays()
                 delay = next(delays, None)
-                if delay is None:
+                if delay is None or _past(deadline, delay):
                     raise failure
                 log.debug("%s %s: %s; retrying in %.3fs", method, url.path, failure, delay)
                 await asyncio.sleep(delay)
@@ -425,7 +454,11 @@ class HttpApi:
                 delay = next(delays, None)
                 pause = retry_after if retry_after is not None else (delay or 0.0)
                 gate.pause_for(min(pause, cap))
-                if delay is None or (retry_after is not None and retry_after > cap):
+                if (
+                    delay is None
+                    or (retry_after is not None and retry_after > cap)
+                    or _past(deadline, min(pause, cap))
+                ):
                     error = self._api_error(RateLimitError, status, raw, resp)
                     if isinstance(error, RateLimitError):
                         error.retry_after = retry_after
@@ -436,11 +469,28 @@ class HttpApi:
                 if delays is None:
                     delays = self._retry.delays()
                 delay = next(delays, None)
-                if delay is not None:
+                if delay is not None and not _past(deadline, delay):
                     log.debug("%s %s: %d; retrying in %.3fs", method, url.path, status, delay)
                     await asyncio.sleep(delay)
                     continue
             raise self._error_for_status(status, raw, resp)
+
+    def _timeout_until(self, deadline: float) -> aiohttp.ClientTimeout:
+        """The usual timeout, or a shorter one that ends at ``deadline``.
+
+        Raises :class:`TransportError` when the deadline has already passed:
+        nothing is sent then.
+        """
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TransportError("the deadline passed before the request could be sent")
+        timeout = self._timeout
+        if timeout.total is None or remaining < timeout.total:
+            connect = timeout.connect
+            return aiohttp.ClientTimeout(
+                total=remaining, connect=None if connect is None else min(connect, remaining)
+            )
+        return timeout
 
     def _transport_error(
         self, exc: BaseException, method: str, url: URL, token: str

@@ -214,19 +214,35 @@ _status_change_decoder: Final = msgspec.json.Decoder(StatusChange)
 encoder: Final = msgspec.json.Encoder()
 
 
+def _undecodable(exc: RecursionError | UnicodeDecodeError) -> msgspec.DecodeError:
+    """msgspec's own error for what it raises outside its hierarchy (depth, bad UTF-8)."""
+    if isinstance(exc, RecursionError):
+        return msgspec.DecodeError("JSON is nested too deeply")
+    return msgspec.DecodeError("invalid UTF-8 in a JSON string")
+
+
 def decode_envelope(body: bytes) -> Envelope:
     """Decode a REST answer. Raises ``msgspec.DecodeError`` when it is not the envelope."""
-    return _envelope_decoder.decode(body)
+    try:
+        return _envelope_decoder.decode(body)
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise _undecodable(exc) from None
 
 
 def decode_order(raw: bytes | msgspec.Raw) -> TradeOrder:
     """Decode one TradeOrder. Raises ``msgspec.DecodeError`` (or ``ValidationError``)."""
-    return _order_decoder.decode(raw)
+    try:
+        return _order_decoder.decode(raw)
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise _undecodable(exc) from None
 
 
 def decode_order_list(raw: bytes | msgspec.Raw) -> list[TradeOrder]:
     """Decode a list of TradeOrders. Raises ``msgspec.DecodeError``."""
-    return _order_list_decoder.decode(raw)
+    try:
+        return _order_list_decoder.decode(raw)
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise _undecodable(exc) from None
 
 
 def decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
@@ -238,6 +254,13 @@ def decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
     ``ValueError``) when an order-update event carries malformed data: a
     waiter is never resolved from bad data.
     """
+    try:
+        return _decode_order_event(data)
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise _undecodable(exc) from None
+
+
+def _decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
     event = _event_decoder.decode(data)
     meta = event.metadata
     if meta is not None and meta.event_type is not None and meta.event_type != ORDER_UPDATED:

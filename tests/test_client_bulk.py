@@ -53,13 +53,13 @@ class InFlight:
         original = HttpApi.cancel_order
 
         async def counting(
-            api: HttpApi, order_id: str, trading_account_id: str | None = None
+            api: HttpApi, order_id: str, trading_account_id: str | None = None, **kw: Any
         ) -> TradeOrder:
             self.now += 1
             self.calls += 1
             self.peak = max(self.peak, self.now)
             try:
-                return await original(api, order_id, trading_account_id)
+                return await original(api, order_id, trading_account_id, **kw)
             finally:
                 self.now -= 1
 

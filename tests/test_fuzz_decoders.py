@@ -310,18 +310,6 @@ def nesting(data: bytes) -> int:
     return deepest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason=(
-        "models.decode_envelope and decode_order_event document msgspec.DecodeError only, "
-        "but ~2,000-deep JSON (a 12 KB body) raises RecursionError from msgspec. No caller "
-        "is hurt today (http.py catches RecursionError; receive_frame replaces publication "
-        "data deeper than MAX_DATA_DEPTH before decode_order_event sees it), but the "
-        "contract is wrong: catch RecursionError in models.py and raise "
-        "msgspec.DecodeError, or document it."
-    ),
-)
 @pytest.mark.parametrize("decode", [decode_envelope, decode_order_event])
 def test_deeply_nested_json_is_rejected_with_the_documented_error(decode: Any) -> None:
     body = ('{"a":' * 2000 + "1" + "}" * 2000).encode()

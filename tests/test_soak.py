@@ -542,17 +542,6 @@ def test_long_chaos_soak_every_cancel_has_one_honest_outcome() -> None:
     check(soak)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug: Canceller.cancel_and_confirm only watches its deadline in _wait(); "
-        "_drive() -> send_cancel() retries the POST (attempts x timeouts.request), then "
-        "_after_failed_send() looks the order up (attempts x request) and may resend, all "
-        "before the deadline is checked, so timeout=1 returns after ~4 s when REST is "
-        "blackholed. The sends and look-ups in _drive/_after_failed_send should be bounded "
-        "by the remaining time (asyncio.wait_for(..., deadline - now))."
-    ),
-)
 async def test_cancel_and_confirm_returns_near_its_timeout_when_rest_is_silent() -> None:
     # REST through a blackholed proxy, the stream direct: nothing can prove the cancel.
     async with (
