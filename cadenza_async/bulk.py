@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from ._validate import check_order_id
@@ -42,7 +42,7 @@ async def run_bulk_iter(
     one: Callable[[str], Awaitable[T]],
     *,
     concurrency: int,
-) -> AsyncIterator[tuple[str, T | CadenzaError]]:
+) -> AsyncGenerator[tuple[str, T | CadenzaError], None]:
     """Yield ``(order_id, outcome)`` in completion order, at most ``concurrency`` in flight.
 
     Each id is run once however often it appears. An id refused before any

@@ -21,6 +21,7 @@ from .config import ClientConfig, TokenProvider
 from .errors import CadenzaError, ClientClosedError, StreamError
 from .http import HttpApi, OrderPage
 from .models import CancelResult, TradeOrder, decode_order_event, is_terminal
+from .protocol.centrifugo import UNDECODABLE_DATA
 from .protocol.confirm import ConfirmationRegistry
 from .stream import OrderStream
 from .updates import OrderUpdates
@@ -96,9 +97,16 @@ class CadenzaClient:
         self._last_bad_event_log = 0.0
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> CadenzaClient:
-        """A client configured from ``CADENZA_*`` environment variables; overrides win."""
-        return cls(config=ClientConfig.from_env(**overrides))
+    def from_env(
+        cls, *, on_background_error: BackgroundErrorHandler | None = None, **overrides: Any
+    ) -> CadenzaClient:
+        """A client configured from ``CADENZA_*`` environment variables; overrides win.
+
+        Raises :class:`~cadenza_async.errors.ConfigurationError` without a token.
+        """
+        return cls(
+            config=ClientConfig.from_env(**overrides), on_background_error=on_background_error
+        )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -225,7 +233,10 @@ class CadenzaClient:
         try:
             order = decode_order_event(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._bad_event(channel, f"malformed order event: {exc}")
+            if data == UNDECODABLE_DATA:
+                self._bad_event(channel, "undecodable order event (nested too deeply)")
+            else:
+                self._bad_event(channel, f"malformed order event: {exc}")
             return
         if order is None:
             return
@@ -382,12 +393,21 @@ class CadenzaClient:
         """Like :meth:`cancel_many`, but yield each outcome as it completes.
 
         Every item has the order's id: ``CancelResult.order_id``,
-        ``TradeOrder.trade_order_id`` or the error's ``order_id``.
+        ``TradeOrder.trade_order_id`` or the error's ``order_id``. To stop the
+        remaining work at once when leaving the loop early, iterate inside
+        ``contextlib.aclosing(client.cancel_many_iter(...))``; otherwise it
+        stops when the event loop finalizes the abandoned generator.
         """
         self._check_open()
         one = self._bulk_one(confirm=confirm, timeout=timeout, account=trading_account_id)
-        async for _order_id, outcome in run_bulk_iter(order_ids, one, concurrency=concurrency):
-            yield outcome
+        outcomes = run_bulk_iter(order_ids, one, concurrency=concurrency)
+        try:
+            async for _order_id, outcome in outcomes:
+                yield outcome
+        finally:
+            # Leaving early (break, error, cancellation) stops the work in flight now,
+            # not whenever the inner generator is collected.
+            await outcomes.aclose()
 
     def _bulk_one(
         self, *, confirm: bool, timeout: float | None, account: str | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -326,3 +327,46 @@ async def test_cancel_all_open_cancels_only_open_orders_across_pages(cadenza_sim
     )
     assert all(isinstance(r, CancelResult) and r.cancelled for r in results)
     assert not {oid for oid, _ in cadenza_sim.cancel_requests} & {o.trade_order_id for o in filled}
+
+
+@pytest.mark.cadenza_sim(cancel_delay=5.0)
+async def test_leaving_cancel_many_iter_early_stops_the_work_in_flight_at_once(cadenza_sim):
+    orders = cadenza_sim.create_orders(30)
+    cadenza_sim.fill(orders[0].trade_order_id)  # an outcome that arrives at once
+    async with make_client(cadenza_sim) as client:
+        before = other_tasks()
+        ids = [o.trade_order_id for o in orders]
+        async with contextlib.aclosing(
+            client.cancel_many_iter(ids, concurrency=5, timeout=30)
+        ) as outcomes:
+            async for item in outcomes:
+                assert isinstance(item, CancelResult)
+                assert item.status == "FILLED"
+                break
+        assert other_tasks() <= before  # gone as the block is left, not later
+        assert len(client._registry) == 0
+    # the five first in flight, and the one the finished worker took next
+    assert len(cadenza_sim.cancel_requests) <= 6
+
+
+@pytest.mark.cadenza_sim(cancel_delay=5.0)
+async def test_a_dropped_cancel_many_iter_is_cleaned_up_by_the_loop(cadenza_sim):
+    orders = cadenza_sim.create_orders(10)
+    cadenza_sim.fill(orders[0].trade_order_id)
+    async with make_client(cadenza_sim) as client:
+        before = other_tasks()
+        ids = [o.trade_order_id for o in orders]
+        async for _item in client.cancel_many_iter(ids, concurrency=5, timeout=30):
+            break
+        await cadenza_sim.wait_for(lambda: other_tasks() <= before and len(client._registry) == 0)
+
+
+async def test_from_env_takes_the_background_error_handler(cadenza_sim, monkeypatch):
+    monkeypatch.setenv("CADENZA_TOKEN", cadenza_sim.token)
+    monkeypatch.setenv("CADENZA_API_URL", cadenza_sim.api_url)
+    monkeypatch.setenv("CADENZA_WS_URL", cadenza_sim.ws_url)
+    errors: list[str] = []
+    async with CadenzaClient.from_env(on_background_error=lambda exc, oid: errors.append(oid)) as c:
+        c.cancel_nowait("not-an-order")
+        await c.drain()
+    assert errors == ["not-an-order"]
