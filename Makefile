@@ -37,7 +37,7 @@ demo: $(VENV)/.demo
 	$(BIN)/cadenza-async demo
 
 soak: $(VENV)/.dev
-	$(BIN)/python -X dev -m pytest -q -m soak --soak-long -p no:randomly tests/test_soak.py
+	$(BIN)/python -X dev -m pytest -q -s -m soak tests/test_soak.py
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/run_all.py
