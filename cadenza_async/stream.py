@@ -9,6 +9,30 @@ channel with ``recover`` from the last applied position. On a terminal
 close code, a refused token or a failing token provider it stops and
 reports one :class:`~cadenza_async.errors.StreamError`.
 
+Tokens come from the client's shared
+:class:`~cadenza_async._auth.TokenSource`, always refreshed keyed on the
+token the server refused or the connection uses, so a token the HTTP side
+already refreshed is reused without calling the provider again:
+
+* connect result with ``expires``/``ttl``: a ``refresh`` command is sent
+  ``min(10 s, ttl / 2)`` before the ttl runs out, and each refresh reply's
+  ttl schedules the next one. If the provider fails then, or hands back the
+  connection's own token, the connection is kept until the server expires
+  it (close 3005), which asks the provider again (below).
+* connect answered with error 109, a ``refresh`` answered with an error
+  (a temporary one: the token is not refused, the stream just reconnects),
+  close 3005: the provider is asked for a fresh token (keyed on the refused
+  one) and the stream reconnects, at once the first time, with backoff after.
+  After 3005 a provider with no other token gets its token tried once more
+  (the connect then answers 109 if it really expired).
+* the stream fails for good (``StreamError`` whose ``code`` is the
+  refusal's) when the provider hands back the very token the server just
+  refused with 109 or a refresh error, when the provider fails or returns no
+  token, when the server closes with 3500 (invalid token), and after
+  :data:`MAX_TOKEN_REFUSALS` tokens in a row were refused without a connect
+  succeeding in between: a provider that keeps returning tokens the server
+  refuses ends in an error after a bounded number of connects, never a loop.
+
 Bad input never loops. A publication whose ``data`` is nested too deep is
 passed on by the core as undecodable (the application rejects it; no
 reconnect). A connection that dies on anything else the client refuses
@@ -72,13 +96,16 @@ from .protocol.centrifugo import (
     reconnect_delays,
 )
 
-__all__ = ["OrderStream", "StreamRpcError"]
+__all__ = ["MAX_TOKEN_REFUSALS", "OrderStream", "StreamRpcError"]
 
 _log = logging.getLogger("cadenza_async.stream")
 
 PublicationCallback = Callable[[str, msgspec.Raw, "int | None"], None]
 
 _CLOSE_EXPIRED = 3005
+
+MAX_TOKEN_REFUSALS = 3
+"""Tokens the server may refuse in a row (error 109 or a failed refresh) before the stream fails."""
 
 
 class StreamRpcError(ApiError):
@@ -166,17 +193,9 @@ class _Drop(Exception):
     ``poisoned``: the peer sent something unacceptable (see ``_session``).
     """
 
-    def __init__(
-        self,
-        reason: str,
-        *,
-        refresh_token: bool = False,
-        immediate: bool = False,
-        poisoned: bool = False,
-    ) -> None:
+    def __init__(self, reason: str, *, immediate: bool = False, poisoned: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.refresh_token = refresh_token
         self.immediate = immediate
         self.poisoned = poisoned
 
@@ -258,9 +277,16 @@ class OrderStream:
         self._started = False
         self._closing = False
         self._ever_connected = False
-        self._token_refreshed = False
         self._drop_reason: str | None = None
-        self._refresh_on_connect = False
+        # Tokens: the one the connection authenticated with (connect or a
+        # successful refresh), the refresh command in flight, and the token
+        # the server refused (the next connect refreshes keyed on it).
+        self._conn_token = ""
+        self._refresh_cmd: tuple[int, str] | None = None
+        self._refused: str | None = None
+        self._refused_code = 0
+        self._refused_counts = False
+        self._token_refusals = 0
         self._poison_positions: dict[str, StreamPosition | None] | None = None
         self._fresh: set[str] = set()
         self.reconnects = 0
@@ -514,14 +540,53 @@ class OrderStream:
         self._sub_waiters.clear()
 
     async def _get_token(self) -> str:
+        """The token for the next connect: a fresh one if the server refused the last.
+
+        Raises ``_Fatal`` when the provider fails, when it hands back the
+        token the server refused, or after :data:`MAX_TOKEN_REFUSALS`
+        refusals in a row.
+        """
+        refused = self._refused
+        if refused is not None and self._token_refusals >= MAX_TOKEN_REFUSALS:
+            raise _Fatal(
+                StreamError(
+                    f"the server refused {self._token_refusals} tokens in a row from the "
+                    "token provider",
+                    code=self._refused_code,
+                )
+            )
         try:
-            if self._refresh_on_connect:
-                self._refresh_on_connect = False
-                self._token_refreshed = True
-                return await self._tokens.refresh(self._tokens.current)
-            return await self._tokens.get()
+            if refused is None:
+                return await self._tokens.get()
+            token = await self._tokens.refresh(refused)
         except AuthenticationError as exc:
             raise _Fatal(StreamError(f"no token for the stream: {exc.message}")) from None
+        if token == refused and self._refused_counts:
+            raise _Fatal(
+                StreamError(
+                    f"the server refused the token ({self._refused_code}) and the token "
+                    "provider has no other",
+                    code=self._refused_code,
+                )
+            )
+        self._refused = None
+        return token
+
+    def _token_refused(self, token: str, code: int, *, count: bool = True) -> bool:
+        """Note that the server refused ``token``; True for the first refusal in a row.
+
+        ``count``: a refusal proper (error 109, a failed refresh), which
+        counts toward :data:`MAX_TOKEN_REFUSALS` and is fatal if the provider
+        hands the same token back. An expired connection (close 3005) is
+        not: that token worked, and if the provider has no other the next
+        connect is left to tell (109 then counts).
+        """
+        self._refused = token
+        self._refused_code = code
+        self._refused_counts = count
+        if count:
+            self._token_refusals += 1
+        return self._token_refusals <= 1
 
     async def _open(self) -> ClientConnection:
         timeouts = self._config.timeouts
@@ -563,10 +628,11 @@ class OrderStream:
         proto = self._proto
         self._ws = ws
         self._drop_reason = None
+        self._conn_token = token
+        self._refresh_cmd = None
         session_connected = False
         code: int | None = None
         reason = ""
-        refresh_token = False
         immediate = False
         poisoned = False
         fatal: StreamError | None = None
@@ -602,7 +668,6 @@ class OrderStream:
                     self._arm_timer()
         except _Drop as drop:
             reason = drop.reason
-            refresh_token = drop.refresh_token
             immediate = drop.immediate
             poisoned = drop.poisoned
         except _Fatal as exc:
@@ -642,12 +707,11 @@ class OrderStream:
         if not lost.reconnect:
             raise _Fatal(StreamError(f"stream closed by the server: {reason or code}", code=code))
         if code == _CLOSE_EXPIRED:
-            refresh_token = True
+            self._token_refused(self._conn_token, code, count=False)
         if reason and code is None:
             self._log.info("stream: connection dropped (%s); reconnecting", reason)
         elif code is not None:
             self._log.info("stream: closed with %s; reconnecting", code)
-        self._refresh_on_connect = self._refresh_on_connect or refresh_token
         self._drop_reason = reason
         return session_connected, immediate, poisoned
 
@@ -709,7 +773,7 @@ class OrderStream:
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
-        self._token_refreshed = False
+        self._token_refusals = 0
         now = loop.time()
         fresh = self._fresh
         for channel in sorted(self._wanted):
@@ -747,6 +811,12 @@ class OrderStream:
                 if not waiter.done():
                     waiter.set_result(None)
         elif isinstance(event, Reply):
+            if event.method == "refresh":
+                cmd = self._refresh_cmd
+                if cmd is not None and cmd[0] == event.command_id:
+                    self._conn_token = cmd[1]  # the connection now runs on this token
+                    self._refresh_cmd = None
+                return
             rpc_waiter = self._rpc_waiters.pop(event.command_id, None)
             if rpc_waiter is not None and not rpc_waiter.done():
                 rpc_waiter.set_result(event.data)
@@ -791,9 +861,8 @@ class OrderStream:
                 waiter.set_exception(error)
             return
         if event.token_expired:
-            if event.method == "connect" and self._token_refreshed:
-                raise _Fatal(StreamError("the refreshed token was refused", code=event.code))
-            raise _Drop(f"{event.method}: token expired", refresh_token=True, immediate=True)
+            first = self._token_refused(self._refused_by(event), event.code)
+            raise _Drop(f"{event.method}: token expired", immediate=first)
         if event.temporary or event.code == ERROR_ALREADY_SUBSCRIBED:
             raise _Drop(f"{event.method}: temporary error {event.code}")
         if event.method == "connect":
@@ -806,7 +875,16 @@ class OrderStream:
                     sub_waiter.set_exception(error)
             return
         if event.method == "refresh":
-            raise _Drop(f"refresh refused ({event.code})", refresh_token=True)
+            self._token_refused(self._refused_by(event), event.code)
+            raise _Drop(f"refresh refused ({event.code})")
+
+    def _refused_by(self, event: ReplyError) -> str:
+        """The token ``event`` refused: the one a refresh carried, else the connection's."""
+        cmd = self._refresh_cmd
+        if event.method == "refresh" and cmd is not None and cmd[0] == event.command_id:
+            self._refresh_cmd = None
+            return cmd[1]
+        return self._conn_token
 
     def _fail_rpc(self, error: Exception) -> None:
         waiters, self._rpc_waiters = self._rpc_waiters, {}
@@ -815,13 +893,32 @@ class OrderStream:
                 waiter.set_exception(error)
 
     async def _refresh(self) -> None:
+        """Refresh the open connection's token before its ttl runs out (on ``RefreshNeeded``).
+
+        Keyed on the connection's token: a token the HTTP side already
+        fetched is sent without calling the provider. When the provider
+        fails or hands back the same token, nothing is sent: the connection
+        runs until the server expires it (close 3005) and the reconnect asks
+        the provider again, failing the stream if that fails too.
+        """
+        stale = self._conn_token
         try:
-            token = await self._tokens.refresh(self._tokens.current)
+            token = await self._tokens.refresh(stale)
         except AuthenticationError as exc:
-            self._abort(f"token refresh failed: {exc.message}")
+            self._log.warning(
+                "stream: token refresh failed (%s); keeping the connection until it expires",
+                exc.message,
+            )
             return
-        if self._proto.connected:
-            self._proto.send_refresh(token, asyncio.get_running_loop().time())
+        if token == stale:
+            self._log.info(
+                "stream: the token provider has no newer token; "
+                "keeping the connection until it expires"
+            )
+            return
+        if self._proto.connected and self._ws is not None:
+            cid = self._proto.send_refresh(token, asyncio.get_running_loop().time())
+            self._refresh_cmd = (cid, token)
             await self._after_commands()
 
     # ------------------------------------------------------------------ deadlines
@@ -858,19 +955,17 @@ class OrderStream:
             for event in proto.check_timeouts(now, receiving=receiving):
                 self._handle(event)
         except _Drop as drop:
-            self._abort(drop.reason, refresh_token=drop.refresh_token)
+            self._abort(drop.reason)
             return
         except _Fatal as fatal:  # pragma: no cover - timeouts never produce terminal events
             self._abort(str(fatal))
             return
         self._arm_timer()
 
-    def _abort(self, reason: str, *, refresh_token: bool = False) -> None:
+    def _abort(self, reason: str) -> None:
         """Drop the current socket at once (no close handshake): the reader reconnects."""
         ws = self._ws
         if ws is None:
             return
         self._drop_reason = reason
-        if refresh_token:
-            self._refresh_on_connect = True
         ws.transport.abort()

@@ -55,7 +55,6 @@ from cadenza_async import (
     RateLimitError,
     RetryPolicy,
     ServerError,
-    StreamError,
     Timeouts,
     TransportError,
 )
@@ -581,20 +580,6 @@ async def test_cancel_and_confirm_returns_near_its_timeout_when_rest_is_silent()
     assert took <= 1.0 + 1.0 + 1.0, f"timeout=1 returned after {took:.1f}s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StreamError,
-    reason=(
-        "SDK bug found by the soak: OrderStream._get_token sets _token_refreshed=True when it "
-        "refreshes, and only _connected() clears it. If the connect with the refreshed token "
-        "never happens in time (link down), and that token expires meanwhile, the next connect "
-        "(error 109) is taken for 'the refreshed token was refused' and the stream fails for "
-        "good (every pending and later cancel raises StreamError), although the provider has "
-        "a valid token. A client that was offline longer than one token lifetime right after a "
-        "refresh never recovers. Fix: ask the provider again when the refused token is not the "
-        "one it returns now (fatal only if it hands back the same refused token)."
-    ),
-)
 async def test_stream_recovers_when_a_refreshed_token_expired_while_offline() -> None:
     async with (
         CadenzaSimulator(cancel_delay=0.01) as sim,

@@ -16,8 +16,10 @@ import pytest
 from cadenza_async._auth import TokenSource
 from cadenza_async.config import ClientConfig, Timeouts
 from cadenza_async.errors import ApiError, ClientClosedError, StreamError, TransportError
-from cadenza_async.stream import OrderStream, StreamRpcError, redact
+from cadenza_async.stream import MAX_TOKEN_REFUSALS, OrderStream, StreamRpcError, redact
 from cadenza_async.testing import CadenzaSimulator
+from cadenza_async.testing._wire import error_reply
+from cadenza_async.testing._ws import Connection
 
 
 class Recorder:
@@ -118,6 +120,16 @@ def publish(sim: CadenzaSimulator, n: int) -> list[str]:
         sim.set_status(order.trade_order_id, "CANCELLED")
         ids.append(order.trade_order_id)
     return ids
+
+
+def stream_tasks() -> set[asyncio.Task]:
+    """The running tasks whose coroutine belongs to cadenza_async.stream."""
+    return {
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "cr_code", None) is not None
+        and t.get_coro().cr_code.co_filename.endswith(os.path.join("cadenza_async", "stream.py"))
+    }
 
 
 def consecutive(offsets: list[int | None]) -> bool:
@@ -520,17 +532,83 @@ async def test_expired_token_109_is_refreshed_once_and_connects():
             assert sim.connect_count == 2
 
 
-async def test_token_refused_after_refresh_fails_instead_of_looping():
+async def test_provider_handing_back_the_refused_token_fails_without_reconnecting():
     rec = Recorder()
     async with CadenzaSimulator() as sim:
         stale = sim.issue_token()
         sim.expire_token(stale)
-        stream = make_stream(sim, rec, token=lambda: stale)
+        calls = []
+
+        def provider():
+            calls.append(1)
+            return stale
+
+        stream = make_stream(sim, rec, token=provider)
         with pytest.raises(StreamError) as info:
             await stream.start()
         assert info.value.code == 109
         await stream.aclose()
-        assert sim.connect_count == 2
+        assert sim.connect_count == 1  # the same refused token is not sent again
+        assert len(calls) == 2
+        assert stream_tasks() == set()
+
+
+async def test_provider_returning_only_refused_tokens_fails_after_a_bounded_number_of_connects():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        issued = []
+
+        def provider():
+            issued.append(sim.issue_token())
+            sim.expire_token(issued[-1])  # a new token every time, each one refused
+            return issued[-1]
+
+        stream = make_stream(sim, rec, token=provider)
+        with pytest.raises(StreamError) as info:
+            await stream.start()
+        assert info.value.code == 109
+        await stream.aclose()
+        assert len(issued) == MAX_TOKEN_REFUSALS
+        assert sim.connect_count == MAX_TOKEN_REFUSALS
+        assert stream_tasks() == set()
+
+
+async def test_refreshed_token_refused_on_connect_is_refreshed_again_and_connects():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        issued = []
+
+        def provider():
+            issued.append(sim.issue_token())
+            if len(issued) == 2:
+                sim.expire_token(issued[1])  # expired before the stream could use it
+            return issued[-1]
+
+        async with running(sim, rec, token=provider) as stream:
+            sim.expire_token(issued[0])  # 3005 -> refresh -> the 2nd token is refused (109)
+            await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+            assert len(issued) == 3
+            assert sim.connect_count == 3
+            assert rec.failures == []
+        assert stream_tasks() == set()
+
+
+async def test_reconnect_after_3005_reuses_a_token_the_http_side_already_refreshed():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        issued = []
+
+        def provider():
+            issued.append(sim.issue_token())
+            return issued[-1]
+
+        async with running(sim, rec, token=provider) as stream:
+            # What HttpApi does on a 401: refresh keyed on the token it sent.
+            assert await stream._tokens.refresh(issued[0]) == issued[1]
+            sim.expire_token(issued[0])  # the live connection still runs on the 1st: 3005
+            await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+            assert len(issued) == 2  # the provider was not asked a third time
+        assert stream_tasks() == set()
 
 
 async def test_failing_token_provider_is_a_stream_error():
@@ -561,6 +639,117 @@ async def test_expiring_token_is_refreshed_on_the_open_connection():
             assert sim.connect_count == 1
             assert stream.reconnects == 0
             assert stream.connected
+
+
+@pytest.mark.parametrize(("code", "provider_calls"), [(109, 3), (103, 3), (100, 2)])
+async def test_refresh_answered_with_an_error_reconnects_with_a_fresh_token(
+    monkeypatch, code, provider_calls
+):
+    """109 or a lasting error: the refresh's token is refused, a new one is fetched.
+
+    A temporary error (100) refuses nothing: the reconnect uses the token
+    the refresh carried.
+    """
+
+    def refuse_refresh(self, command_id, token):
+        self.send(error_reply(command_id, code, "refused"))
+
+    monkeypatch.setattr(Connection, "_refresh", refuse_refresh)
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        issued = []
+
+        def provider():
+            # 1st: short-lived (the stream refreshes it on the open connection).
+            issued.append(sim.issue_token(ttl=1.0) if not issued else sim.issue_token())
+            return issued[-1]
+
+        async with running(sim, rec, token=provider) as stream:
+            await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+            assert len(issued) == provider_calls
+            assert sim.connect_count == 2
+            assert rec.failures == []
+        assert stream_tasks() == set()
+
+
+async def test_refresh_answered_with_109_reconnects_with_a_fresh_token_on_the_simulator():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        issued = []
+
+        def provider():
+            issued.append(sim.issue_token(ttl=1.0) if not issued else sim.issue_token())
+            if len(issued) == 2:
+                sim.expire_token(issued[1])  # the refresh command carries an expired token
+            return issued[-1]
+
+        async with running(sim, rec, token=provider) as stream:
+            await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
+            assert len(issued) == 3
+            assert sim.connect_count == 2
+            assert rec.failures == []
+        assert stream_tasks() == set()
+
+
+async def test_failing_provider_at_refresh_keeps_the_connection_until_it_expires_then_fails():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        calls = []
+
+        def provider():
+            calls.append(1)
+            if len(calls) > 1:
+                raise RuntimeError("the vault is down")
+            return sim.issue_token(ttl=1.0)
+
+        stream = make_stream(sim, rec, token=provider)
+        await stream.start()
+        try:
+            await rec.wait(lambda: rec.failures, timeout=5.0)
+        finally:
+            await stream.aclose()
+        (failure,) = rec.failures
+        assert "RuntimeError" in str(failure)
+        assert "vault" not in str(failure)
+        assert len(calls) == 3  # first use, the refresh before the ttl, the reconnect after 3005
+        assert sim.connect_count == 1  # no reconnect on the failed refresh itself
+        assert stream_tasks() == set()
+
+
+async def test_provider_without_a_newer_token_sends_no_refresh_and_fails_once_it_expired(
+    monkeypatch,
+):
+    refreshes = []
+    original = Connection._refresh
+
+    def recording_refresh(self, command_id, token):
+        refreshes.append(command_id)
+        original(self, command_id, token)
+
+    monkeypatch.setattr(Connection, "_refresh", recording_refresh)
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        token = sim.issue_token(ttl=1.0)
+        calls = []
+
+        def provider():
+            calls.append(1)
+            return token
+
+        stream = make_stream(sim, rec, token=provider)
+        await stream.start()
+        try:
+            await rec.wait(lambda: rec.failures, timeout=5.0)
+        finally:
+            await stream.aclose()
+        (failure,) = rec.failures
+        assert failure.code == 109
+        # first use, the refresh before the ttl (same token: nothing sent), after the
+        # 3005 close (same token: tried once more), after the 109 (same token: fatal)
+        assert len(calls) == 4
+        assert refreshes == []  # refreshing with the same token would only shrink its ttl
+        assert sim.connect_count == 2
+        assert stream_tasks() == set()
 
 
 async def test_connection_expired_3005_reconnects_with_a_fresh_token():
