@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -120,6 +121,9 @@ _encode: Final = msgspec.json.Encoder().encode
 _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 _TIMEOUT_ERRORS: Final = (asyncio.TimeoutError, TimeoutError)
 _NOT_RETRIED_TRANSPORT: Final = (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)
+#: Granularity of deadline-shortened request timeouts (seconds), and how many are kept.
+_TIMEOUT_STEP: Final = 0.005
+_TIMEOUT_CACHE: Final = 64
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -186,9 +190,11 @@ class HttpApi:
         "_headers_json",
         "_retry",
         "_session",
+        "_short_timeouts",
         "_submit_url",
         "_timeout",
         "_tokens",
+        "_unpaced",
     )
 
     def __init__(self, config: ClientConfig, tokens: TokenSource, gate: RateGate) -> None:
@@ -199,6 +205,10 @@ class HttpApi:
         self._timeout = aiohttp.ClientTimeout(
             total=config.timeouts.request, connect=config.timeouts.connect
         )
+        # Shortened timeouts for deadline-bound requests, by whole _TIMEOUT_STEP.
+        self._short_timeouts: dict[int, aiohttp.ClientTimeout] = {}
+        # Without a rate limit, a paced call only waits out 429 pauses.
+        self._unpaced = gate.rate is None
         self._cancel_url = URL(self._base + CANCEL_PATH, encoded=True)
         self._submit_url = URL(self._base + SUBMIT_PATH, encoded=True)
         self._session: aiohttp.ClientSession | None = None
@@ -397,7 +407,7 @@ class HttpApi:
         delays: Iterator[float] | None = None
         refreshed = False
         while True:
-            if paced:
+            if paced and not self._unpaced:
                 await gate.acquire()
             elif gate.paused_until > 0.0:
                 await gate.wait_unpaused()
@@ -476,7 +486,7 @@ class HttpApi:
             raise self._error_for_status(status, raw, resp)
 
     def _timeout_until(self, deadline: float) -> aiohttp.ClientTimeout:
-        """The usual timeout, or a shorter one that ends at ``deadline``.
+        """The usual timeout, or a shorter one that ends at ``deadline`` (within 5 ms).
 
         Raises :class:`TransportError` when the deadline has already passed:
         nothing is sent then.
@@ -485,12 +495,28 @@ class HttpApi:
         if remaining <= 0:
             raise TransportError("the deadline passed before the request could be sent")
         timeout = self._timeout
-        if timeout.total is None or remaining < timeout.total:
-            connect = timeout.connect
-            return aiohttp.ClientTimeout(
-                total=remaining, connect=None if connect is None else min(connect, remaining)
-            )
+        # Rounded up to a whole step so that requests sent close together share
+        # one ClientTimeout (building one per request costs more than the look-up).
+        # An attempt may so end less than one step after the deadline, never earlier:
+        # a request that stopped early would leave a sliver of time in which a
+        # follow-up (a reconcile, a resend) starts after all.
+        steps = math.ceil(remaining / _TIMEOUT_STEP)
+        total = steps * _TIMEOUT_STEP
+        if timeout.total is None or total < timeout.total:
+            cached = self._short_timeouts.get(steps)
+            if cached is None:
+                if len(self._short_timeouts) >= _TIMEOUT_CACHE:
+                    self._short_timeouts.clear()
+                cached = self._short_timeouts[steps] = self._shortened(timeout, total)
+            return cached
         return timeout
+
+    @staticmethod
+    def _shortened(timeout: aiohttp.ClientTimeout, total: float) -> aiohttp.ClientTimeout:
+        connect = timeout.connect
+        return aiohttp.ClientTimeout(
+            total=total, connect=None if connect is None else min(connect, total)
+        )
 
     def _transport_error(
         self, exc: BaseException, method: str, url: URL, token: str

@@ -681,3 +681,58 @@ async def test_concurrent_cancels_share_the_session_and_all_succeed(api, http):
     assert sorted(msgspec.json.decode(r.body)["tradeOrderId"] for r in api.requests) == sorted(
         f"order-{i}" for i in range(50)
     )
+
+
+# -- deadlines ----------------------------------------------------------------------------
+
+
+async def test_deadline_cuts_a_request_that_would_outlive_it(api):
+    release = asyncio.Event()
+
+    async def never_answers(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(status=204)
+
+    http = make_http(api.url, timeouts=Timeouts(connect=1.0, request=30.0))
+    api.handle(never_answers)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.2
+    try:
+        with pytest.raises(TransportError):
+            await http.cancel_order(ORDER_ID, deadline=deadline)
+        ended = loop.time()
+    finally:
+        release.set()
+        await http.aclose()
+
+    # not the 30 s request timeout, and no retry started past the deadline
+    assert deadline <= ended < deadline + 5.0
+    assert len(api.requests) == 1
+
+
+async def test_passed_deadline_sends_nothing(api, http):
+    deadline = asyncio.get_running_loop().time() - 0.001
+    with pytest.raises(TransportError, match="deadline passed"):
+        await http.cancel_order(ORDER_ID, deadline=deadline)
+    assert api.requests == []
+
+
+@pytest.mark.parametrize("remaining", [0.0001, 0.004, 0.0051, 0.37, 2.5, 29.9999])
+async def test_shortened_timeout_ends_at_the_deadline_or_just_after(remaining):
+    http = make_http("http://127.0.0.1:9", timeouts=Timeouts(connect=1.0, request=30.0))
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    timeout = http._timeout_until(before + remaining)
+    after = loop.time()
+
+    assert timeout.total is not None
+    # never before the deadline (a sliver left would let a follow-up start), < 5 ms after
+    assert after + timeout.total >= before + remaining
+    assert before + timeout.total < after + remaining + 0.005
+    assert timeout.connect == min(1.0, timeout.total)
+
+
+async def test_deadline_beyond_the_request_timeout_keeps_the_usual_timeout():
+    http = make_http("http://127.0.0.1:9", timeouts=Timeouts(connect=1.0, request=3.0))
+    timeout = http._timeout_until(asyncio.get_running_loop().time() + 60.0)
+    assert (timeout.total, timeout.connect) == (3.0, 1.0)
