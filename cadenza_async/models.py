@@ -203,12 +203,26 @@ class OrderEvent(msgspec.Struct, rename="camel", omit_defaults=True):
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
+class _OrderEventFast(msgspec.Struct, rename="camel"):
+    """The common event shape (``data`` is a TradeOrder) decoded in one pass."""
+
+    metadata: EventMetadata | None = None
+    data: TradeOrder | None = None
+
+
 ORDER_UPDATED: Final = "event.trade_order.updated"
 
 _envelope_decoder: Final = msgspec.json.Decoder(Envelope)
 _order_decoder: Final = msgspec.json.Decoder(TradeOrder)
 _order_list_decoder: Final = msgspec.json.Decoder(list[TradeOrder])
 _event_decoder: Final = msgspec.json.Decoder(OrderEvent)
+_fast_event_decoder: Final = msgspec.json.Decoder(_OrderEventFast)
+_FAST_PATH_MISSES: Final = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    RecursionError,
+    UnicodeDecodeError,
+)
 _order_or_change_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _status_change_decoder: Final = msgspec.json.Decoder(StatusChange)
 encoder: Final = msgspec.json.Encoder()
@@ -261,6 +275,23 @@ def decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
 
 
 def _decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
+    # Fast path: the usual event (data is a TradeOrder) in one pass, no copy.
+    # Anything else (a status change, null data, bad input) takes the general
+    # path below, which decides and raises exactly as it always has.
+    try:
+        event = _fast_event_decoder.decode(data)
+    except _FAST_PATH_MISSES:
+        return _decode_order_event_general(data)
+    order = event.data
+    if order is None:
+        return _decode_order_event_general(data)
+    meta = event.metadata
+    if meta is not None and meta.event_type is not None and meta.event_type != ORDER_UPDATED:
+        return None
+    return order
+
+
+def _decode_order_event_general(data: bytes | msgspec.Raw) -> TradeOrder | None:
     event = _event_decoder.decode(data)
     meta = event.metadata
     if meta is not None and meta.event_type is not None and meta.event_type != ORDER_UPDATED:

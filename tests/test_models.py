@@ -191,6 +191,38 @@ def test_malformed_order_event_raises_instead_of_resolving(data):
         decode_order_event(_event(data))
 
 
+def test_other_event_type_carrying_an_order_shaped_payload_is_ignored():
+    assert decode_order_event(_event(SEED_ORDER, "event.trade_order.created_elsewhere")) is None
+
+
+def test_payload_with_both_an_order_id_and_an_order_key_is_the_top_level_order():
+    data = {**SEED_ORDER, "order": {**SEED_ORDER, "tradeOrderId": "inner"}}
+    order = decode_order_event(_event(data))
+    assert order is not None
+    assert order.trade_order_id == ORDER_ID
+
+
+def test_event_without_data_is_ignored_only_without_metadata():
+    assert decode_order_event(b"{}") is None
+    assert decode_order_event(msgspec.json.encode({"data": None})) is None
+    with pytest.raises(msgspec.ValidationError):
+        decode_order_event(msgspec.json.encode({"metadata": {"eventId": "e1"}}))
+
+
+def test_malformed_metadata_raises_even_when_the_order_is_fine():
+    data = msgspec.json.encode({"metadata": {"eventType": 5}, "data": SEED_ORDER})
+    with pytest.raises(msgspec.ValidationError):
+        decode_order_event(data)
+
+
+def test_order_event_decodes_from_a_raw_slice_of_a_larger_frame():
+    frame = msgspec.json.encode({"pub": {"data": msgspec.json.decode(_event(SEED_ORDER))}})
+    raw = msgspec.json.decode(frame, type=dict[str, dict[str, msgspec.Raw]])["pub"]["data"]
+    order = decode_order_event(raw)
+    assert order is not None
+    assert order.trade_order_id == ORDER_ID
+
+
 def test_event_that_is_not_json_raises():
     with pytest.raises(msgspec.DecodeError):
         decode_order_event(b"{not json")
