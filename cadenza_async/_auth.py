@@ -21,7 +21,14 @@ class TokenSource:
     each :meth:`refresh`; concurrent refreshes of the same stale token share
     one call. A provider that raises, or returns something that is not a
     non-empty str, gives :class:`AuthenticationError` (its cause is dropped:
-    it may hold secrets).
+    it may hold secrets); so does an async provider that does not answer
+    within the ``timeout`` given to :meth:`get` or :meth:`refresh` (the
+    timeout covers waiting for another caller's refresh too; a sync
+    provider that blocks cannot be interrupted).
+
+    Every user of the token (HTTP and the stream) refreshes keyed on the
+    token the server refused, so one expiry costs one provider call and a
+    token someone else already fetched is reused.
     """
 
     __slots__ = ("_current", "_lock", "_provider", "refresh_count")
@@ -45,22 +52,37 @@ class TokenSource:
         """The token in use, or ``None`` before the first :meth:`get`."""
         return self._current
 
-    async def get(self) -> str:
-        """The current token, fetching it from the provider on first use."""
+    async def get(self, *, timeout: float | None = None) -> str:
+        """The current token, fetching it from the provider on first use.
+
+        Raises :class:`AuthenticationError` if the provider fails, returns no
+        token or takes longer than ``timeout`` seconds.
+        """
         current = self._current
         if current is not None:
             return current
-        return await self._fetch(None)
+        return await self._fetch_within(None, timeout)
 
-    async def refresh(self, stale: str | None) -> str:
+    async def refresh(self, stale: str | None, *, timeout: float | None = None) -> str:
         """A token other than ``stale`` if the provider gives one.
 
         If another caller already replaced ``stale``, that token is returned
-        without calling the provider again.
+        without calling the provider again. The provider may hand back
+        ``stale`` itself (it has nothing newer): the caller decides what
+        that means. Raises as :meth:`get`.
         """
         if not self.refreshable:
             return await self.get()
-        return await self._fetch(stale)
+        return await self._fetch_within(stale, timeout)
+
+    async def _fetch_within(self, stale: str | None, timeout: float | None) -> str:
+        if timeout is None:
+            return await self._fetch(stale)
+        try:
+            return await asyncio.wait_for(self._fetch(stale), timeout)
+        except asyncio.TimeoutError:
+            pass
+        raise AuthenticationError(f"the token provider did not answer within {timeout:g}s")
 
     async def _fetch(self, stale: str | None) -> str:
         if self._lock is None:
@@ -79,6 +101,8 @@ class TokenSource:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # The provider's own TimeoutError ends here too, reported by
+                # name: only _fetch_within's wait_for means "did not answer".
                 failed = type(exc).__name__
             if failed is not None:
                 # Raised outside the except block so the provider's exception

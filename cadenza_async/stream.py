@@ -27,8 +27,10 @@ already refreshed is reused without calling the provider again:
   (the connect then answers 109 if it really expired).
 * the stream fails for good (``StreamError`` whose ``code`` is the
   refusal's) when the provider hands back the very token the server just
-  refused with 109 or a refresh error, when the provider fails or returns no
-  token, when the server closes with 3500 (invalid token), and after
+  refused with 109 or a refresh error, when the provider fails, returns no
+  token or does not answer within ``timeouts.connect`` (an async provider;
+  the refresh before the ttl then keeps the connection as above), when the
+  server closes with 3500 (invalid token), and after
   :data:`MAX_TOKEN_REFUSALS` tokens in a row were refused without a connect
   succeeding in between: a provider that keeps returning tokens the server
   refuses ends in an error after a bounded number of connects, never a loop.
@@ -542,9 +544,9 @@ class OrderStream:
     async def _get_token(self) -> str:
         """The token for the next connect: a fresh one if the server refused the last.
 
-        Raises ``_Fatal`` when the provider fails, when it hands back the
-        token the server refused, or after :data:`MAX_TOKEN_REFUSALS`
-        refusals in a row.
+        Raises ``_Fatal`` when the provider fails or does not answer within
+        ``timeouts.connect``, when it hands back the token the server
+        refused, or after :data:`MAX_TOKEN_REFUSALS` refusals in a row.
         """
         refused = self._refused
         if refused is not None and self._token_refusals >= MAX_TOKEN_REFUSALS:
@@ -555,10 +557,11 @@ class OrderStream:
                     code=self._refused_code,
                 )
             )
+        timeout = self._config.timeouts.connect
         try:
             if refused is None:
-                return await self._tokens.get()
-            token = await self._tokens.refresh(refused)
+                return await self._tokens.get(timeout=timeout)
+            token = await self._tokens.refresh(refused, timeout=timeout)
         except AuthenticationError as exc:
             raise _Fatal(StreamError(f"no token for the stream: {exc.message}")) from None
         if token == refused and self._refused_counts:
@@ -903,7 +906,7 @@ class OrderStream:
         """
         stale = self._conn_token
         try:
-            token = await self._tokens.refresh(stale)
+            token = await self._tokens.refresh(stale, timeout=self._config.timeouts.connect)
         except AuthenticationError as exc:
             self._log.warning(
                 "stream: token refresh failed (%s); keeping the connection until it expires",

@@ -115,3 +115,87 @@ async def test_cancelled_provider_propagates_cancellation():
 
 def test_repr_hides_the_token():
     assert "secret" not in repr(TokenSource("secret"))
+
+
+async def test_async_provider_that_does_not_answer_in_time_raises_and_is_cancelled():
+    calls = []
+    cancelled = asyncio.Event()
+
+    async def provider():
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return "late-but-fine"
+
+    tokens = TokenSource(provider)
+    with pytest.raises(AuthenticationError) as info:
+        await tokens.get(timeout=0.05)
+    assert "did not answer" in str(info.value)
+    assert cancelled.is_set()
+    assert tokens.current is None
+    # The lock was released: the next caller asks the provider again.
+    assert await tokens.get(timeout=5) == "late-but-fine"
+
+
+async def test_timeout_covers_waiting_behind_another_callers_refresh():
+    calls = []
+    hanging = asyncio.Event()
+
+    async def provider():
+        calls.append(1)
+        if len(calls) > 1:
+            hanging.set()
+            await asyncio.Event().wait()
+        return "t1"
+
+    tokens = TokenSource(provider)
+    await tokens.get()
+    hung = asyncio.ensure_future(tokens.refresh("t1"))  # no timeout: holds the lock
+    try:
+        await asyncio.wait_for(hanging.wait(), 5)
+        with pytest.raises(AuthenticationError):
+            await tokens.refresh("t1", timeout=0.05)
+        assert len(calls) == 2  # it waited for the lock, it did not call the provider
+    finally:
+        hung.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hung
+
+
+async def test_providers_own_timeout_error_is_reported_by_name():
+    def provider():
+        raise TimeoutError("vault slow, key=hunter2")
+
+    with pytest.raises(AuthenticationError) as info:
+        await TokenSource(provider).get(timeout=5)
+    assert "TimeoutError" in str(info.value)
+    assert "did not answer" not in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+async def test_failed_refresh_keeps_the_token_and_the_next_refresh_asks_again():
+    calls = []
+
+    def provider():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("blip")
+        return f"t{len(calls)}"
+
+    tokens = TokenSource(provider)
+    await tokens.get()
+    with pytest.raises(AuthenticationError):
+        await tokens.refresh("t1")
+    assert tokens.current == "t1"
+    assert await tokens.refresh("t1") == "t3"
+    assert len(calls) == 3
+
+
+async def test_provider_with_nothing_newer_hands_back_the_stale_token():
+    tokens = TokenSource(lambda: "same")
+    assert await tokens.get() == "same"
+    assert await tokens.refresh("same") == "same"  # the caller decides what that means

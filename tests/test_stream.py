@@ -752,6 +752,31 @@ async def test_provider_without_a_newer_token_sends_no_refresh_and_fails_once_it
         assert stream_tasks() == set()
 
 
+async def test_provider_that_does_not_answer_at_reconnect_fails_the_stream_in_time():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        live = sim.issue_token()
+        calls = []
+
+        async def provider():
+            calls.append(1)
+            if len(calls) > 1:
+                await asyncio.Event().wait()  # the vault hangs
+            return live
+
+        stream = make_stream(sim, rec, token=provider, connect_timeout=0.5)
+        await stream.start()
+        try:
+            sim.expire_token(live)  # 3005: the reconnect needs a fresh token
+            await rec.wait(lambda: rec.failures, timeout=5.0)
+        finally:
+            await stream.aclose()
+        (failure,) = rec.failures
+        assert "did not answer within 0.5s" in str(failure)
+        assert sim.connect_count == 1
+        assert stream_tasks() == set()
+
+
 async def test_connection_expired_3005_reconnects_with_a_fresh_token():
     rec = Recorder()
     async with CadenzaSimulator() as sim:
