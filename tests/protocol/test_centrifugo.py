@@ -415,6 +415,50 @@ def test_refresh_error_109_is_reported_as_token_expired():
     assert event.token_expired
 
 
+def test_connect_without_expiry_never_asks_for_refresh():
+    proto = connected(ping=0)
+    assert proto.next_deadline() is None
+    assert proto.check_timeouts(1e9) == []
+
+
+def test_each_refresh_reply_schedules_the_next_refresh_from_its_own_ttl():
+    proto = connected(ping=0, expires=True, ttl=60, now=0.0)
+    now = 0.0
+    for ttl in (60, 30, 120):
+        due = proto.next_deadline()
+        assert due is not None
+        assert proto.check_timeouts(due - 0.01) == []
+        assert proto.check_timeouts(due) == [RefreshNeeded()]
+        now = due
+        cid = proto.send_refresh("fresh", now)
+        proto.data_to_send()
+        proto.receive_frame(reply(cid, "refresh", {"expires": True, "ttl": ttl}), now)
+        assert proto.next_deadline() == pytest.approx(now + ttl - 10.0)
+
+
+def test_refresh_reply_without_expiry_stops_asking_for_refresh():
+    proto = connected(ping=0, expires=True, ttl=100, now=0.0)
+    assert proto.check_timeouts(90.0) == [RefreshNeeded()]
+    cid = proto.send_refresh("forever", 90.0)
+    proto.receive_frame(reply(cid, "refresh", {}), 91.0)
+    assert proto.next_deadline() is None
+    assert proto.check_timeouts(1e9) == []
+
+
+def test_unanswered_refresh_times_out_as_a_refresh_command():
+    proto = connected(ping=0, expires=True, ttl=100, now=0.0)
+    assert proto.check_timeouts(90.0) == [RefreshNeeded()]
+    cid = proto.send_refresh("fresh", 90.0, timeout=5.0)
+    assert proto.check_timeouts(95.0) == [CommandTimedOut(cid, "refresh", None)]
+
+
+def test_no_refresh_is_asked_after_the_connection_is_lost():
+    proto = connected(ping=0, expires=True, ttl=100, now=0.0)
+    proto.connection_lost(3005, "connection expired")
+    assert proto.next_deadline() is None
+    assert proto.check_timeouts(1e9) == []
+
+
 # ------------------------------------------------------------------ subscribe, positions, recovery
 
 
