@@ -107,7 +107,11 @@ PublicationCallback = Callable[[str, msgspec.Raw, "int | None"], None]
 _CLOSE_EXPIRED = 3005
 
 MAX_TOKEN_REFUSALS = 3
-"""Tokens the server may refuse in a row (error 109 or a failed refresh) before the stream fails."""
+"""The stream fails when this many tokens in a row were refused (error 109 or a failed refresh).
+
+"In a row": without a successful connect in between. Each refusal costs one
+provider call and at most one connect.
+"""
 
 
 class StreamRpcError(ApiError):
