@@ -30,6 +30,7 @@ import msgspec
 from ._validate import check_account_id, check_order_id
 from .errors import (
     ApiError,
+    AuthenticationError,
     CadenzaError,
     ClientClosedError,
     ConfirmationTimeout,
@@ -37,11 +38,13 @@ from .errors import (
     OrderNotCancellableError,
     OrderNotFoundError,
     PermissionDeniedError,
+    RateLimitError,
     ServerError,
     StreamError,
     TransportError,
     UnexpectedResponseError,
 )
+from .http import _is_not_cancellable
 from .models import CancelResult, OrderStatus, TradeOrder, encoder
 from .protocol.confirm import ConfirmationRegistry, Waiter
 from .stream import StreamRpcError
@@ -64,6 +67,7 @@ class _RpcError(msgspec.Struct, omit_defaults=True):
     code: int = 0
     message: str = ""
     temporary: bool = False
+    status: int = 0  # the HTTP status of the same error, when the server says it
 
 
 class _RpcCancelReply(msgspec.Struct, omit_defaults=True):
@@ -79,22 +83,46 @@ def channel_for(account_id: str) -> str:
     return CHANNEL_PREFIX + account_id
 
 
+_RPC_STATUS_ERRORS: Final[dict[int, type[ApiError]]] = {
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: OrderNotFoundError,
+    429: RateLimitError,
+}
+
+
 def _rpc_error(err: _RpcError) -> ApiError:
-    """Map an RPC cancel error to the HTTP error of the same meaning."""
+    """Map an RPC cancel error to the HTTP error of the same meaning.
+
+    The error's ``status`` decides when the server sends one (as the HTTP
+    error table); otherwise its code and text do.
+    """
     text = err.message or "rpc error"
     lowered = text.lower()
     kind: type[ApiError]
-    if err.code in (404, 102) or "not found" in lowered:
+    status = err.status
+    if status:
+        if status == 400:
+            kind = (
+                OrderNotCancellableError
+                if _is_not_cancellable(err.code, text)
+                else InvalidRequestError
+            )
+        elif status >= 500:
+            kind = ServerError
+        else:
+            kind = _RPC_STATUS_ERRORS.get(status, UnexpectedResponseError)
+    elif err.code in (404, 102) or "not found" in lowered:
         kind = OrderNotFoundError
     elif err.code in (403, 103) or "permission" in lowered or "forbidden" in lowered:
         kind = PermissionDeniedError
-    elif "cannot" in lowered or "already" in lowered or err.code == 409:
+    elif _is_not_cancellable(err.code, text) or "cannot" in lowered or err.code == 409:
         kind = OrderNotCancellableError
     elif err.temporary or err.code in (100, 500, 502, 503, 504):
         kind = ServerError
     else:
         kind = InvalidRequestError
-    return kind(text, errno=err.code)
+    return kind(text, status=status or None, errno=err.code)
 
 
 class _Pending:
@@ -191,6 +219,7 @@ class Canceller:
         cancel_via: Literal["http", "ws"],
         confirm_timeout: float,
         request_timeout: float,
+        default_account: str | None = None,
     ) -> None:
         self._http = http
         self._gate = gate
@@ -202,6 +231,7 @@ class Canceller:
         self._cancel_via = cancel_via
         self._confirm_timeout = confirm_timeout
         self._request_timeout = request_timeout
+        self._default_account = default_account
         self._failure: StreamError | ClientClosedError | None = None
         self._drivers: set[asyncio.Task[None]] = set()
 
@@ -356,14 +386,23 @@ class Canceller:
     ) -> TradeOrder:
         """Send one cancel (paced by the rate gate) and return the order from its reply.
 
-        ``via="ws"`` needs the order's account and a connected stream; without
-        them the cancel goes over HTTP.
+        ``via="ws"`` needs a connected stream and the order's account (the
+        client's default account is tried when none is given, and HTTP when the
+        order is not on it); otherwise the cancel goes over HTTP.
         """
         via = via or self._cancel_via
         stream = self._stream
-        if via == "ws" and account_id is not None and stream is not None and stream.connected:
-            await self._gate.acquire()
-            return await self._rpc_cancel(stream, order_id, account_id, deadline)
+        if via == "ws" and stream is not None and stream.connected:
+            rpc_account = account_id or self._default_account
+            if rpc_account is not None:
+                await self._gate.acquire()
+                try:
+                    return await self._rpc_cancel(stream, order_id, rpc_account, deadline)
+                except (OrderNotFoundError, PermissionDeniedError):
+                    if account_id is not None:
+                        raise
+                    # The default account was a guess and the order is not on it:
+                    # the HTTP cancel needs no account, and its reply names it.
         return await self._http.cancel_order(order_id, account_id, deadline=deadline)
 
     async def _rpc_cancel(

@@ -86,6 +86,7 @@ class CadenzaClient:
             cancel_via=config.cancel_via,
             confirm_timeout=config.timeouts.confirm,
             request_timeout=config.timeouts.request,
+            default_account=config.trading_account_id,
         )
         self._on_background_error = on_background_error
         self._stream: OrderStream | None = None

@@ -1,0 +1,85 @@
+"""cancel_via="ws": the RPC cancel uses the given account, else the default one, else HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cadenza_async import (
+    CadenzaClient,
+    OrderNotCancellableError,
+    OrderNotFoundError,
+    PermissionDeniedError,
+)
+from cadenza_async.cancels import _rpc_error, _RpcError
+from cadenza_async.testing import CadenzaSimulator
+
+
+def ws_client(sim: CadenzaSimulator, **options: Any) -> CadenzaClient:
+    return CadenzaClient(
+        token=sim.token,
+        api_url=sim.api_url,
+        ws_url=sim.ws_url,
+        trading_account_id=sim.trading_account_id,
+        cancel_via="ws",
+        **options,
+    )
+
+
+def vias(sim: CadenzaSimulator, order_id: str) -> list[str]:
+    return [via for oid, via in sim.cancel_requests if oid == order_id]
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.01)
+async def test_ws_cancel_without_an_account_uses_the_default_account(cadenza_sim):
+    order = cadenza_sim.create_order()
+    async with ws_client(cadenza_sim) as client:
+        result = await client.cancel_and_confirm(order.trade_order_id)
+    assert result.cancelled
+    assert vias(cadenza_sim, order.trade_order_id) == ["ws"]
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.01)
+async def test_ws_cancel_of_an_order_on_another_account_falls_back_to_http(cadenza_sim):
+    other = cadenza_sim.add_account()
+    order = cadenza_sim.create_order(account_id=other)
+    async with ws_client(cadenza_sim) as client:
+        result = await client.cancel_and_confirm(order.trade_order_id)
+    assert result.cancelled
+    assert result.order.trading_account_id == other
+    # the guess on the default account was refused; HTTP found the order
+    assert vias(cadenza_sim, order.trade_order_id) == ["ws", "http"]
+    assert cadenza_sim.cancels_applied[order.trade_order_id] == 1
+
+
+async def test_ws_cancel_with_an_explicit_wrong_account_is_a_typed_error(cadenza_sim):
+    other = cadenza_sim.add_account()
+    order = cadenza_sim.create_order(account_id=other)
+    async with ws_client(cadenza_sim) as client:
+        with pytest.raises((OrderNotFoundError, PermissionDeniedError)):
+            await client.cancel_and_confirm(
+                order.trade_order_id, trading_account_id=cadenza_sim.trading_account_id
+            )
+    assert vias(cadenza_sim, order.trade_order_id) == ["ws"]
+    assert cadenza_sim.cancels_applied[order.trade_order_id] == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (
+            _RpcError(code=-111001, message="Order is already filled", status=400),
+            OrderNotCancellableError,
+        ),
+        (_RpcError(code=-111002, message="Order not found", status=404), OrderNotFoundError),
+        (_RpcError(code=-100403, message="Forbidden", status=403), PermissionDeniedError),
+        (_RpcError(code=102, message="unknown"), OrderNotFoundError),
+        (_RpcError(code=7, message="already cancelled"), OrderNotCancellableError),
+    ],
+)
+def test_rpc_errors_map_to_the_http_error_of_the_same_meaning(error, kind):
+    mapped = _rpc_error(error)
+    assert type(mapped) is kind
+    assert mapped.errno == error.code
+    assert mapped.status == (error.status or None)
