@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._default import aclose_default_client, cancel_and_confirm, default_client
 from .cancels import CancelHandle
-from .client import CadenzaClient
+from .client import CadenzaClient, ClientStats
 from .config import ClientConfig, RetryPolicy, Timeouts
 from .errors import (
     ApiError,
@@ -42,6 +42,7 @@ __all__ = [
     "CancelResult",
     "ClientClosedError",
     "ClientConfig",
+    "ClientStats",
     "ConfigurationError",
     "ConfirmationTimeout",
     "InvalidOrderIdError",

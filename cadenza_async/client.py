@@ -29,9 +29,25 @@ from .updates import OrderUpdates
 log = logging.getLogger("cadenza_async.client")
 
 BackgroundErrorHandler = Callable[[BaseException, str], object]
+
+
+class ClientStats(msgspec.Struct, frozen=True):
+    """A snapshot of what a client is doing and has seen (see :meth:`CadenzaClient.stats`)."""
+
+    pending_cancels: int
+    background_cancels: int
+    confirmed_by: dict[str, int]
+    stream_connected: bool
+    stream_reconnects: int
+    bad_events: int
+    updates_dropped: int
+    account_mismatches: int
+    terminal_conflicts: int
+
+
 BulkOutcome = CancelResult | TradeOrder | CadenzaError
 
-__all__ = ["CadenzaClient"]
+__all__ = ["CadenzaClient", "ClientStats"]
 
 
 class CadenzaClient:
@@ -477,6 +493,22 @@ class CadenzaClient:
         await self._ensure_stream()
         async for order in self._updates.subscribe():
             yield order
+
+    def stats(self) -> ClientStats:
+        """Counters for monitoring: pending work, what confirmed cancels, stream health."""
+        registry = self._registry.stats
+        stream = self._stream
+        return ClientStats(
+            pending_cancels=self._registry.pending_count,
+            background_cancels=len(self._background),
+            confirmed_by=dict(registry.resolved_by_source),
+            stream_connected=stream is not None and stream.connected,
+            stream_reconnects=stream.reconnects if stream is not None else 0,
+            bad_events=self.bad_events,
+            updates_dropped=self._updates.dropped,
+            account_mismatches=registry.account_mismatches,
+            terminal_conflicts=registry.terminal_conflicts,
+        )
 
     @property
     def updates_dropped(self) -> int:

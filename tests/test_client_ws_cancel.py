@@ -17,12 +17,12 @@ from cadenza_async.testing import CadenzaSimulator
 
 
 def ws_client(sim: CadenzaSimulator, **options: Any) -> CadenzaClient:
+    options.setdefault("cancel_via", "ws")
     return CadenzaClient(
         token=sim.token,
         api_url=sim.api_url,
         ws_url=sim.ws_url,
         trading_account_id=sim.trading_account_id,
-        cancel_via="ws",
         **options,
     )
 
@@ -83,3 +83,18 @@ def test_rpc_errors_map_to_the_http_error_of_the_same_meaning(error, kind):
     assert type(mapped) is kind
     assert mapped.errno == error.code
     assert mapped.status == (error.status or None)
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.01)
+async def test_stats_count_what_confirmed_each_cancel(cadenza_sim):
+    orders = cadenza_sim.create_orders(3)
+    async with ws_client(cadenza_sim, cancel_via="http") as client:
+        before = client.stats()
+        for order in orders:
+            await client.cancel_and_confirm(order.trade_order_id)
+        after = client.stats()
+    assert before.confirmed_by == {"ws": 0, "http": 0, "rest": 0}
+    assert after.confirmed_by["ws"] == 3  # HTTP said PENDING_CANCEL, the events confirmed
+    assert after.stream_connected
+    assert after.pending_cancels == 0
+    assert after.bad_events == 0
