@@ -24,6 +24,12 @@ The rules (DESIGN.md, "Confirmation rules"):
   is dropped and counted (``stats.account_mismatches``).
 * A terminal observation nobody waits for yet goes to a bounded early buffer
   (oldest evicted), so an event that beats ``register`` still confirms.
+* With ``settled_capacity`` > 0, a terminal observation for an order whose
+  waiter was resolved and has left (the event trailing the HTTP reply that
+  already proved it) is a duplicate: the last ``settled_capacity`` ids settled
+  that way are remembered and their trailing events dropped instead of
+  buffered (keeping them would hold a whole TradeOrder per cancel for
+  nothing). A later ``register`` of such an id starts afresh.
 * Every call is O(1) in the number of pending waiters, except the snapshot
   calls :meth:`~ConfirmationRegistry.pending` and
   :meth:`~ConfirmationRegistry.pending_for_account` (O(result)).
@@ -173,13 +179,28 @@ class ConfirmationRegistry:
     dropped and counted in :attr:`stats`.
     """
 
-    __slots__ = ("_by_account", "_early", "_early_capacity", "_pending", "_waiters", "stats")
+    __slots__ = (
+        "_by_account",
+        "_early",
+        "_early_capacity",
+        "_pending",
+        "_settled",
+        "_settled_capacity",
+        "_waiters",
+        "stats",
+    )
 
-    def __init__(self, *, early_capacity: int = 10_000) -> None:
-        """Raises ``ValueError`` when ``early_capacity`` is negative."""
+    def __init__(self, *, early_capacity: int = 10_000, settled_capacity: int = 0) -> None:
+        """``early_capacity`` bounds the early buffer, ``settled_capacity`` the settled ids.
+
+        Raises ``ValueError`` when either is negative.
+        """
         if early_capacity < 0:
             raise ValueError("early_capacity must be >= 0")
+        if settled_capacity < 0:
+            raise ValueError("settled_capacity must be >= 0")
         self._early_capacity = early_capacity
+        self._settled_capacity = settled_capacity
         # every registered waiter (pending or resolved) still held by a caller
         self._waiters: dict[str, Waiter] = {}
         # the unresolved subset, for REST reconciliation after a gap
@@ -188,6 +209,10 @@ class ConfirmationRegistry:
         self._by_account: dict[str, dict[str, Waiter]] = {}
         # order id -> (terminal order, source): evidence nobody waited for yet
         self._early: OrderedDict[str, tuple[TradeOrder, SourceName]] = OrderedDict()
+        # order id -> terminal status, for waiters that were resolved and left: the
+        # events trailing them are duplicates (keeping them would hold a whole
+        # TradeOrder per cancel for nothing)
+        self._settled: OrderedDict[str, str] = OrderedDict()
         self.stats = RegistryStats()
 
     # -- waiters ---------------------------------------------------------------
@@ -211,6 +236,8 @@ class ConfirmationRegistry:
             return waiter, False
         waiter = Waiter(order_id, now, account_id)
         self._waiters[order_id] = waiter
+        if self._settled:
+            self._settled.pop(order_id, None)
         early = self._early.pop(order_id, None) if self._early else None
         if early is not None:
             order, source = early
@@ -246,6 +273,12 @@ class ConfirmationRegistry:
         order_id = waiter.order_id
         if self._waiters.get(order_id) is waiter:
             del self._waiters[order_id]
+            outcome = waiter.outcome
+            if outcome is not None and self._settled_capacity:
+                settled = self._settled
+                if len(settled) >= self._settled_capacity:
+                    settled.popitem(last=False)
+                settled[order_id] = outcome.status
         self._unpend(waiter)
 
     def learn_account(self, waiter: Waiter, account_id: str) -> bool:
@@ -325,6 +358,12 @@ class ConfirmationRegistry:
         terminal = order.status in _TERMINAL
         if waiter is None:
             if terminal:
+                settled = self._settled.get(order_id) if self._settled else None
+                if settled is not None:
+                    stats.duplicates_ignored += 1
+                    if order.status != settled:
+                        stats.terminal_conflicts += 1
+                    return None
                 self._buffer_early(order_id, order, source)
             return None
         known_account = waiter.account_id

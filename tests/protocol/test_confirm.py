@@ -316,6 +316,8 @@ def test_zero_capacity_early_buffer_keeps_nothing() -> None:
 def test_negative_early_capacity_is_refused() -> None:
     with pytest.raises(ValueError, match="early_capacity"):
         ConfirmationRegistry(early_capacity=-1)
+    with pytest.raises(ValueError, match="settled_capacity"):
+        ConfirmationRegistry(settled_capacity=-1)
 
 
 def test_early_buffer_eviction_cost_does_not_grow_with_churn() -> None:
@@ -350,6 +352,88 @@ def test_released_then_terminal_event_goes_to_the_early_buffer(
     assert created
     assert again is not waiter
     assert again.done
+
+
+@pytest.fixture
+def settling() -> ConfirmationRegistry:
+    return ConfirmationRegistry(settled_capacity=100)
+
+
+def test_by_default_an_event_trailing_a_settled_waiter_is_buffered(
+    reg: ConfirmationRegistry,
+) -> None:
+    waiter, _ = reg.register("o1", 0.0)
+    reg.resolve_from_http(order(OrderStatus.CANCELLED), 1.0)
+    reg.release(waiter)
+    reg.resolve_from_event(order(OrderStatus.CANCELLED), 2.0)
+    assert reg.early_count == 1
+    assert reg.register("o1", 3.0)[0].done
+
+
+def test_event_trailing_a_resolved_and_released_waiter_is_a_duplicate_not_kept(
+    settling: ConfirmationRegistry,
+) -> None:
+    reg = settling
+    waiter, _ = reg.register("o1", 0.0, account_id=ACCOUNT)
+    assert reg.resolve_from_http(order(OrderStatus.CANCELLED), 1.0) is waiter
+    reg.release(waiter)
+
+    assert reg.resolve_from_event(order(OrderStatus.CANCELLED), 2.0, ACCOUNT) is None
+    assert reg.early_count == 0
+    assert reg.stats.duplicates_ignored == 1
+    assert reg.stats.terminal_conflicts == 0
+    assert reg.stats.early_buffered == 0
+
+
+def test_conflicting_event_after_a_settled_waiter_counts_as_a_conflict(
+    settling: ConfirmationRegistry,
+) -> None:
+    reg = settling
+    waiter, _ = reg.register("o1", 0.0)
+    reg.resolve_from_http(order(OrderStatus.CANCELLED), 1.0)
+    reg.release(waiter)
+    reg.resolve_from_event(order(OrderStatus.FILLED), 2.0)
+    assert reg.stats.terminal_conflicts == 1
+    assert reg.early_count == 0
+
+
+def test_register_after_a_settled_waiter_starts_afresh_and_later_events_resolve_it(
+    settling: ConfirmationRegistry,
+) -> None:
+    reg = settling
+    waiter, _ = reg.register("o1", 0.0)
+    reg.resolve_from_http(order(OrderStatus.CANCELLED), 1.0)
+    reg.release(waiter)
+
+    again, created = reg.register("o1", 2.0)
+    assert created
+    assert not again.done
+    assert reg.resolve_from_event(order(OrderStatus.CANCELLED), 3.0) is again
+    reg.release(again)
+    # once released again, the settled record is back: the next event is a duplicate
+    reg.resolve_from_event(order(OrderStatus.CANCELLED), 4.0)
+    assert reg.early_count == 0
+
+
+def test_unresolved_waiter_that_left_is_not_settled(settling: ConfirmationRegistry) -> None:
+    reg = settling
+    waiter, _ = reg.register("o1", 0.0)
+    reg.release(waiter)  # timed out or cancelled: a later event is real news
+    reg.resolve_from_event(order(OrderStatus.CANCELLED), 1.0)
+    assert reg.early_count == 1
+
+
+def test_settled_ids_are_bounded() -> None:
+    reg = ConfirmationRegistry(settled_capacity=2)
+    for i in range(3):
+        waiter, _ = reg.register(f"o{i}", 0.0)
+        reg.resolve_from_http(order(OrderStatus.CANCELLED, f"o{i}"), 1.0)
+        reg.release(waiter)
+    # o0 was forgotten (oldest): its trailing event is buffered like any early one
+    reg.resolve_from_event(order(OrderStatus.CANCELLED, "o0"), 2.0)
+    reg.resolve_from_event(order(OrderStatus.CANCELLED, "o2"), 2.0)
+    assert reg.early_count == 1
+    assert reg.register("o0", 3.0)[0].done
 
 
 # -- shared waiters and release ----------------------------------------------------
