@@ -68,8 +68,9 @@ _TERMINAL: Final = TERMINAL_STATUSES
 class Waiter:
     """One pending order id, shared by every concurrent caller waiting on that order.
 
-    ``outcome`` is the terminal order once resolved (sticky), ``source`` what
-    proved it, ``last_known`` the freshest state seen (by ``updatedAt``).
+    ``outcome`` is the terminal order once resolved (sticky), ``done`` is True
+    from then on, ``source`` what proved it, ``last_known`` the freshest state
+    seen (by ``updatedAt``). Only the registry writes these.
     ``handle`` belongs to the I/O layer; the registry never reads or writes it.
     ``refs`` counts the callers sharing the waiter (see
     :meth:`ConfirmationRegistry.release`).
@@ -77,6 +78,7 @@ class Waiter:
 
     __slots__ = (
         "account_id",
+        "done",
         "handle",
         "last_known",
         "last_updated",
@@ -93,6 +95,7 @@ class Waiter:
     last_known: TradeOrder | None
     last_updated: int | None
     outcome: TradeOrder | None
+    done: bool
     source: SourceName | None
     registered_at: float
     resolved_at: float | None
@@ -105,16 +108,12 @@ class Waiter:
         self.last_known = None
         self.last_updated = None
         self.outcome = None
+        self.done = False
         self.source = None
         self.registered_at = registered_at
         self.resolved_at = None
         self.handle = None
         self.refs = 1
-
-    @property
-    def done(self) -> bool:
-        """True once a terminal state resolved this waiter."""
-        return self.outcome is not None
 
     def __repr__(self) -> str:
         state = self.outcome.status if self.outcome is not None else "pending"
@@ -249,13 +248,17 @@ class ConfirmationRegistry:
                 waiter.last_known = order
                 waiter.last_updated = order.updated_at
                 waiter.outcome = order
+                waiter.done = True
                 waiter.source = source
                 waiter.resolved_at = now
                 self.stats.resolved_by_source[source] += 1
                 return waiter, True
         self._pending[order_id] = waiter
         if account_id is not None:
-            self._index(account_id, waiter)
+            bucket = self._by_account.get(account_id)
+            if bucket is None:
+                self._by_account[account_id] = bucket = {}
+            bucket[order_id] = waiter
         return waiter, True
 
     def release(self, waiter: Waiter) -> None:
@@ -271,15 +274,16 @@ class ConfirmationRegistry:
         if waiter.refs:
             return
         order_id = waiter.order_id
+        outcome = waiter.outcome
         if self._waiters.get(order_id) is waiter:
             del self._waiters[order_id]
-            outcome = waiter.outcome
             if outcome is not None and self._settled_capacity:
                 settled = self._settled
                 if len(settled) >= self._settled_capacity:
                     settled.popitem(last=False)
                 settled[order_id] = outcome.status
-        self._unpend(waiter)
+        if outcome is None:  # a resolved waiter left the pending indexes when resolved
+            self._unpend(waiter)
 
     def learn_account(self, waiter: Waiter, account_id: str) -> bool:
         """Bind a waiter to its account (learned from the HTTP answer).
@@ -355,13 +359,14 @@ class ConfirmationRegistry:
             return None
         order_id = order.trade_order_id
         waiter = self._waiters.get(order_id)
-        terminal = order.status in _TERMINAL
+        status = order.status
+        terminal = status in _TERMINAL
         if waiter is None:
             if terminal:
                 settled = self._settled.get(order_id) if self._settled else None
                 if settled is not None:
                     stats.duplicates_ignored += 1
-                    if order.status != settled:
+                    if status != settled:
                         stats.terminal_conflicts += 1
                     return None
                 self._buffer_early(order_id, order, source)
@@ -376,7 +381,7 @@ class ConfirmationRegistry:
         outcome = waiter.outcome
         if outcome is not None:
             stats.duplicates_ignored += 1
-            if order.status != outcome.status:
+            if status != outcome.status:
                 stats.terminal_conflicts += 1
             return None
         if terminal:
@@ -386,10 +391,21 @@ class ConfirmationRegistry:
             waiter.last_known = order
             waiter.last_updated = order.updated_at
             waiter.outcome = order
+            waiter.done = True
             waiter.source = source
             waiter.resolved_at = now
             stats.resolved_by_source[source] += 1
-            self._unpend(waiter)
+            # leaves the pending indexes (as _unpend, inlined: once per cancel)
+            pending = self._pending
+            if pending.get(order_id) is waiter:
+                del pending[order_id]
+            account_id = waiter.account_id
+            if account_id is not None:
+                bucket = self._by_account.get(account_id)
+                if bucket is not None and bucket.get(order_id) is waiter:
+                    del bucket[order_id]
+                    if not bucket:
+                        del self._by_account[account_id]
             return waiter
         updated = order.updated_at
         last_updated = waiter.last_updated
