@@ -90,6 +90,7 @@ _NOT_CANCELLABLE_TEXT: Final = (
     "already cancel",
 )
 _USER_AGENT: Final = "cadenza-async/0.1"
+_JSON: Final = "application/json"
 _MAX_MESSAGE: Final = 300
 
 
@@ -186,8 +187,6 @@ class HttpApi:
         "_cancel_url",
         "_closed",
         "_gate",
-        "_headers_get",
-        "_headers_json",
         "_retry",
         "_session",
         "_short_timeouts",
@@ -213,10 +212,8 @@ class HttpApi:
         self._submit_url = URL(self._base + SUBMIT_PATH, encoded=True)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        # Headers are rebuilt only when the token changes.
+        # The token in the session's default Authorization header (set when it changes).
         self._auth_header: str | None = None
-        self._headers_json: dict[str, str] = {}
-        self._headers_get: dict[str, str] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._session else "idle")
@@ -359,28 +356,19 @@ class HttpApi:
     def _open_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("the client is closed")
+        # The headers every request sends are session defaults, Authorization
+        # included (see _call): aiohttp then has no per-request headers to merge.
         session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=False),
-            headers={"User-Agent": _USER_AGENT},
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
             auto_decompress=True,
             raise_for_status=False,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._session = session
+        self._auth_header = None
         return session
-
-    def _headers_for(self, token: str, *, with_body: bool) -> dict[str, str]:
-        if token is not self._auth_header:
-            auth = "Bearer " + token
-            self._headers_json = {
-                "Authorization": auth,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            }
-            self._headers_get = {"Authorization": auth, "Accept": "application/json"}
-            self._auth_header = token
-        return self._headers_json if with_body else self._headers_get
 
     async def _call(
         self,
@@ -414,13 +402,21 @@ class HttpApi:
             token = tokens.current
             if token is None:
                 token = await tokens.get()
-            headers = self._headers_for(token, with_body=body is not None)
+            if token is not self._auth_header:
+                # aiohttp copies the default headers when the request starts, before
+                # its first await: requests already sent keep the token they had.
+                session.headers["Authorization"] = "Bearer " + token
+                self._auth_header = token
             failure: TransportError | ClientClosedError | None = None
             retryable = False
             timeout = self._timeout if deadline is None else self._timeout_until(deadline)
             try:
                 resp = await session.request(
-                    method, url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+                    method,
+                    url,
+                    data=None if body is None else aiohttp.BytesPayload(body, content_type=_JSON),
+                    allow_redirects=False,
+                    timeout=timeout,
                 )
                 try:
                     raw = await resp.read()
@@ -495,21 +491,22 @@ class HttpApi:
         if remaining <= 0:
             raise TransportError("the deadline passed before the request could be sent")
         timeout = self._timeout
+        total = timeout.total
+        if total is not None and remaining > total - _TIMEOUT_STEP:
+            return timeout  # the usual case: the deadline is about one request timeout away
         # Rounded up to a whole step so that requests sent close together share
         # one ClientTimeout (building one per request costs more than the look-up).
         # An attempt may so end less than one step after the deadline, never earlier:
         # a request that stopped early would leave a sliver of time in which a
         # follow-up (a reconcile, a resend) starts after all.
         steps = math.ceil(remaining / _TIMEOUT_STEP)
-        total = steps * _TIMEOUT_STEP
-        if timeout.total is None or total < timeout.total:
-            cached = self._short_timeouts.get(steps)
-            if cached is None:
-                if len(self._short_timeouts) >= _TIMEOUT_CACHE:
-                    self._short_timeouts.clear()
-                cached = self._short_timeouts[steps] = self._shortened(timeout, total)
-            return cached
-        return timeout
+        cached = self._short_timeouts.get(steps)
+        if cached is None:
+            if len(self._short_timeouts) >= _TIMEOUT_CACHE:
+                self._short_timeouts.clear()
+            cached = self._shortened(timeout, steps * _TIMEOUT_STEP)
+            self._short_timeouts[steps] = cached
+        return cached
 
     @staticmethod
     def _shortened(timeout: aiohttp.ClientTimeout, total: float) -> aiohttp.ClientTimeout:

@@ -407,6 +407,51 @@ async def test_401_refreshes_the_token_once_and_retries_with_it(api):
     assert [r.headers["Authorization"] for r in api.requests] == ["Bearer tok-1", "Bearer tok-2"]
 
 
+async def test_look_up_sends_bearer_and_accept_but_no_content_type(api, http):
+    api.reply(200, envelope([SEED_ORDER]))
+    await http.get_order(ORDER_ID)
+    [req] = api.requests
+    assert req.method == "GET"
+    assert req.headers["Authorization"] == "Bearer tok-1"
+    assert req.headers["Accept"] == "application/json"
+    assert "Content-Type" not in req.headers
+
+
+async def test_request_in_flight_keeps_its_token_when_another_refreshes(api):
+    calls = []
+
+    async def provider():
+        calls.append(1)
+        return f"tok-{len(calls)}"
+
+    release = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(body=envelope(SEED_ORDER))
+
+    http = make_http(api.url, token=provider)
+    try:
+        api.handle(held)
+        api.reply(401, error_body(-2, "expired"))
+        first = asyncio.ensure_future(http.cancel_order("held"))
+        await asyncio.wait_for(api.received.wait(), timeout=5)
+        await http.cancel_order("refreshed")  # 401, refresh, retried with tok-2
+        release.set()
+        await asyncio.wait_for(first, 5)
+        await http.cancel_order("after")
+    finally:
+        release.set()
+        await http.aclose()
+
+    assert [r.headers["Authorization"] for r in api.requests] == [
+        "Bearer tok-1",
+        "Bearer tok-1",
+        "Bearer tok-2",
+        "Bearer tok-2",
+    ]
+
+
 async def test_second_401_raises_authentication_error_without_a_refresh_loop(api):
     calls = []
 
