@@ -268,27 +268,24 @@ def decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
     ``ValueError``) when an order-update event carries malformed data: a
     waiter is never resolved from bad data.
     """
-    try:
-        return _decode_order_event(data)
-    except (RecursionError, UnicodeDecodeError) as exc:
-        raise _undecodable(exc) from None
-
-
-def _decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
     # Fast path: the usual event (data is a TradeOrder) in one pass, no copy.
     # Anything else (a status change, null data, bad input) takes the general
-    # path below, which decides and raises exactly as it always has.
+    # path, which decides and raises exactly as it always has.
     try:
         event = _fast_event_decoder.decode(data)
     except _FAST_PATH_MISSES:
+        pass
+    else:
+        order = event.data
+        if order is not None:
+            meta = event.metadata
+            if meta is not None and meta.event_type not in (None, ORDER_UPDATED):
+                return None
+            return order
+    try:
         return _decode_order_event_general(data)
-    order = event.data
-    if order is None:
-        return _decode_order_event_general(data)
-    meta = event.metadata
-    if meta is not None and meta.event_type is not None and meta.event_type != ORDER_UPDATED:
-        return None
-    return order
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise _undecodable(exc) from None
 
 
 def _decode_order_event_general(data: bytes | msgspec.Raw) -> TradeOrder | None:
