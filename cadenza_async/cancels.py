@@ -475,6 +475,14 @@ class Canceller:
             if _proven(waiter):
                 return self._result(waiter, started)
             raise ConfirmationTimeout(order_id, waiter.last_known, timeout)
+        except CadenzaError as exc:
+            # One error can reach many callers (a dropped link fails every RPC at
+            # once): each caller's error names its own order.
+            if exc.order_id is None:
+                exc.order_id = order_id
+            elif exc.order_id != order_id:
+                raise _for_order(exc, order_id) from exc
+            raise
         finally:
             registry.release(waiter)
             if waiter.refs == 0 and not waiter.done:
@@ -631,6 +639,15 @@ class Canceller:
             latency=max(0.0, resolved_at - started),
             acked_after=None if acked_at is None else max(0.0, acked_at - started),
         )
+
+
+def _for_order(exc: CadenzaError, order_id: str) -> CadenzaError:
+    """A copy of ``exc`` (same type, message and attributes) that names ``order_id``."""
+    clone = type(exc).__new__(type(exc))
+    clone.args = exc.args
+    clone.__dict__.update(exc.__dict__)
+    clone.order_id = order_id
+    return clone
 
 
 def _proven(waiter: Waiter) -> bool:

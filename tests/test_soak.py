@@ -114,7 +114,6 @@ class Soak:
     outcomes: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     background_errors: int = 0
-    known_bug_shared_error: int = 0
     peak_memory: int = 0
     memory_mid: int = 0
     memory_end: int = 0
@@ -143,15 +142,7 @@ class Soak:
             if not isinstance(outcome, HONEST_ERRORS):
                 self.problems.append(f"{call.order_id}: dishonest error {name}: {outcome}")
             order_id = getattr(outcome, "order_id", None)
-            if (
-                call.kind == "bulk"
-                and order_id != call.order_id
-                and isinstance(outcome, TransportError)
-            ):
-                # The known shared-exception bug (xfail: test_bulk_errors_name_their_own_
-                # order_when_the_ws_link_drops): counted and shown, not failed on, until fixed.
-                self.known_bug_shared_error += 1
-            elif call.kind == "bulk" and order_id != call.order_id:
+            if call.kind == "bulk" and order_id != call.order_id:
                 self.problems.append(
                     f"{call.order_id}: bulk error without its order id: {name}: {outcome}"
                 )
@@ -170,7 +161,6 @@ class Soak:
             + f" (total {sum(self.faults.values())})",
             "  outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items())),
             f"  lost={lost} background_errors_reported={self.background_errors} "
-            f"bulk_errors_naming_another_order(known bug)={self.known_bug_shared_error}",
             f"  traced memory: peak={self.peak_memory / 1e6:.1f} MB, client-held at mid="
             f"{self.memory_mid / 1e6:.2f} MB end={self.memory_end / 1e6:.2f} MB "
             f"(early buffer {self.early_mid}->{self.early_end} entries)",
@@ -632,18 +622,6 @@ async def test_stream_recovers_when_a_refreshed_token_expired_while_offline() ->
     assert result.cancelled is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug found by the soak: OrderStream._fail_rpc (and _fail_waiters) set ONE "
-        "exception instance on every pending RPC future when the connection drops. With "
-        "cancel_via='ws' each cancel re-raises that shared TransportError, and run_bulk_iter "
-        "stamps exc.order_id only when it is None, so every order but the first gets an error "
-        "whose order_id names another order (and all share one traceback). Fix: give each "
-        "waiter its own exception (build it per future), or copy the error before setting "
-        "order_id in bulk."
-    ),
-)
 async def test_bulk_errors_name_their_own_order_when_the_ws_link_drops() -> None:
     async with (
         CadenzaSimulator(cancel_delay=0.05) as sim,
