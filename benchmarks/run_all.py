@@ -379,9 +379,9 @@ def plot(per_round: dict[str, list[dict[str, Any]]], path: Path, cancel_delay: f
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny counts, one round")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--seq", type=int, default=500, help="sequential cancels per round")
+    p.add_argument("--seq", type=int, default=1_000, help="sequential cancels per round")
     p.add_argument("--bulk", type=int, default=10_000, help="bulk cancels per round")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--cancel-delay", type=float, default=0.0, help="exchange delay (s)")
