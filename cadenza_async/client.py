@@ -92,7 +92,8 @@ class CadenzaClient:
         self._tokens = TokenSource(config.token)
         self._gate = RateGate(config.max_rate)
         self._http = HttpApi(config, self._tokens, self._gate)
-        self._registry = ConfirmationRegistry()
+        # Settled ids: trailing events of finished cancels are dropped, not buffered.
+        self._registry = ConfirmationRegistry(settled_capacity=10_000)
         self._updates = OrderUpdates(config.order_updates_buffer)
         self._canceller = Canceller(
             http=self._http,
@@ -110,6 +111,7 @@ class CadenzaClient:
         self._background: dict[asyncio.Task[CancelResult], str] = {}
         self._chores: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._channel_accounts: dict[str, str] = {}
         self.bad_events = 0
         self._last_bad_event_log = 0.0
 
@@ -257,7 +259,9 @@ class CadenzaClient:
             return
         if order is None:
             return
-        account = channel[len(CHANNEL_PREFIX) :] if channel.startswith(CHANNEL_PREFIX) else None
+        account = self._channel_accounts.get(channel)
+        if account is None and channel.startswith(CHANNEL_PREFIX):
+            account = self._channel_accounts[channel] = channel[len(CHANNEL_PREFIX) :]
         if account is not None and order.trading_account_id != account:
             self._bad_event(channel, "order event for another account")
             return
