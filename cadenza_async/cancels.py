@@ -251,6 +251,11 @@ class Canceller:
         if drivers:
             await asyncio.gather(*drivers, return_exceptions=True)
 
+    @property
+    def failure(self) -> StreamError | ClientClosedError | None:
+        """Why no cancel can be confirmed any more (stream failed for good, client closed)."""
+        return self._failure
+
     # -- the stream side -------------------------------------------------------
 
     def attach_stream(self, stream: OrderStream) -> None:
@@ -465,10 +470,13 @@ class Canceller:
                 await self._wait(waiter, pending, deadline)
             if _proven(waiter):
                 return self._result(waiter, started)
+            failure = self.failure
             if pending.error is not None:
+                if failure is not None and isinstance(pending.error, TransportError):
+                    raise failure  # the root cause: the stream stopped for good
                 raise pending.error
-            if self._failure is not None:
-                raise self._failure
+            if failure is not None:
+                raise failure
             # Rule 6: one last look-up, then a timeout that tells what is known.
             with contextlib.suppress(CadenzaError):
                 await self.look_up(waiter, loop.time() + self._request_timeout)
@@ -593,7 +601,8 @@ class Canceller:
         loop = asyncio.get_running_loop()
         try:
             await self.look_up(waiter, deadline)
-        except OrderNotFoundError as lookup_exc:
+        except (OrderNotFoundError, AuthenticationError, PermissionDeniedError) as lookup_exc:
+            # A definite answer: it explains more than the failed send did.
             pending.error = lookup_exc
             pending.wake()
             return

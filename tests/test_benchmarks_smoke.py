@@ -7,14 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = {"raw", "peer", "sdk_http", "sdk_ws"}
-
-pytest.importorskip("matplotlib")
-pytest.importorskip("psutil")
-pytest.importorskip("centrifuge")
 
 
 def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
