@@ -193,6 +193,10 @@ class _LiveConnection(ClientConnection):
 # --------------------------------------------------------------------------- control flow
 
 
+_STOP_ATTEMPTS = 20
+_STOP_WAIT = 0.5  # seconds per attempt at stopping the reader
+
+
 class _Drop(Exception):
     """Drop this connection and reconnect (with recovery).
 
@@ -463,13 +467,30 @@ class OrderStream:
             raise RuntimeError("call OrderStream.start() first")
 
     async def _stop_task(self) -> None:
+        """Cancel the reader and its helpers and wait for them, never forever.
+
+        On Python 3.11 ``asyncio.wait_for`` can swallow a cancellation that
+        races its inner future; a task that survives a cancel is cancelled
+        again (its socket aborted) until it ends.
+        """
         self._cancel_timer()
         tasks = [t for t in (self._task, *self._aux) if t is not None and not t.done()]
+        for attempt in range(_STOP_ATTEMPTS):
+            alive = [t for t in tasks if not t.done()]
+            if not alive:
+                break
+            for task in alive:
+                task.cancel()
+            ws = self._ws
+            if attempt and ws is not None:
+                ws.transport.abort()
+            await asyncio.wait(alive, timeout=_STOP_WAIT)
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved: its failure was reported where it happened
+            else:
+                self._log.error("stream task %s did not stop", task.get_name())
         self._aux.clear()
 
     def _state(self, state: str) -> None:

@@ -849,3 +849,33 @@ async def test_unsubscribe_stops_delivery_and_resubscription():
         await stream.subscribe(f"tradingAccount:{other}")
         assert ids
         assert not any(i in rec.order_ids for i in ids)
+
+
+async def test_close_stops_a_task_that_swallowed_its_first_cancellation():
+    # Python 3.11's asyncio.wait_for can swallow a cancellation that races its
+    # inner future; close must still end every task it owns, and not hang.
+    rec = Recorder()
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        for _ in range(2):  # swallows two cancellations, then a third ends it
+            try:
+                await asyncio.get_running_loop().create_future()
+            except asyncio.CancelledError:
+                swallowed.set()
+        await asyncio.get_running_loop().create_future()
+
+    async with CadenzaSimulator() as sim:
+        stream = make_stream(sim, rec)
+        await stream.start()
+        task = asyncio.ensure_future(stubborn())
+        stream._aux.add(task)
+        await asyncio.sleep(0)  # let it reach its first await
+        closing = asyncio.ensure_future(stream.aclose())
+        done, _ = await asyncio.wait({closing}, timeout=5.0)
+        if not done:  # clean up before failing, so nothing is left pending
+            task.cancel()
+            await closing
+        assert closing in done, "aclose hung on a task that swallowed a cancellation"
+        assert swallowed.is_set()
+        assert task.done()
