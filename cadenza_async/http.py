@@ -429,14 +429,17 @@ class HttpApi:
                 retryable = idempotent and not isinstance(exc, _NOT_RETRIED_TRANSPORT)
             if failure is not None:
                 # Raised outside the except block: the aiohttp exception is not
-                # even kept as __context__ (its repr can hold the bearer token).
+                # kept as __context__ (its repr can hold the bearer token). On
+                # Python 3.10 a stale handled exception can still be attached
+                # (a CancelledError or OSError under aiohttp's timer), so the
+                # context is also suppressed.
                 if not retryable or isinstance(failure, ClientClosedError):
-                    raise failure
+                    raise failure from None
                 if delays is None:
                     delays = self._retry.delays()
                 delay = next(delays, None)
                 if delay is None or _past(deadline, delay):
-                    raise failure
+                    raise failure from None
                 log.debug("%s %s: %s; retrying in %.3fs", method, url.path, failure, delay)
                 await asyncio.sleep(delay)
                 continue
