@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import ssl
-import sys
-from typing import Any
 
 import aiohttp
 import pytest
@@ -91,16 +88,6 @@ async def test_client_trusting_another_ca_fails_closed_through_the_proxy(server_
         assert px.total_connections == 1
 
 
-def _tolerate_py310_ssl_transport_leak(test: Any) -> Any:
-    """Python 3.10's asyncio SSL transport is not closed when its socket is reset
-    mid-record (rewritten in 3.11); its ResourceWarning comes from ``__del__``.
-    The test's final gc.collect() keeps it inside the test, where 3.10 tolerates it."""
-    if sys.version_info >= (3, 11):
-        return test
-    return pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")(test)
-
-
-@_tolerate_py310_ssl_transport_leak
 async def test_reset_mid_tls_record_fails_the_https_download(server_ssl, client_ssl):
     async with https_server(server_ssl) as port, FaultProxy("127.0.0.1", port) as px:
         async with aiohttp.ClientSession() as session:
@@ -113,7 +100,6 @@ async def test_reset_mid_tls_record_fails_the_https_download(server_ssl, client_
                 async with session.get(url, ssl=client_ssl) as response:
                     await response.read()
             await asyncio.wait_for(fired.wait(), 5.0)
-    gc.collect()
 
 
 async def test_wss_messages_pass_through_a_sliced_proxy(server_ssl, client_ssl):
