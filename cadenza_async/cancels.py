@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
@@ -280,10 +280,6 @@ class Canceller:
             pending = waiter.handle
             if isinstance(pending, _Pending):
                 pending.wake()
-
-    def forget_subscription(self, account_id: str) -> None:
-        """The account's channel is no longer subscribed (the stream will say when it is again)."""
-        self._subscribed.discard(account_id)
 
     async def ensure_subscribed(self, account_id: str) -> None:
         """Subscribe to the account's channel once; concurrent callers share the wait.
@@ -662,8 +658,3 @@ def _for_order(exc: CadenzaError, order_id: str) -> CadenzaError:
 def _proven(waiter: Waiter) -> bool:
     """``waiter.done`` read afresh (an await may have changed it)."""
     return waiter.done
-
-
-def unique_in_order(ids: Iterable[str]) -> list[str]:
-    """The ids once each, in first-seen order."""
-    return list(dict.fromkeys(ids))
