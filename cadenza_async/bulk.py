@@ -37,6 +37,28 @@ def _prepare(
     return unique, invalid
 
 
+async def _outcome(one: Callable[[str], Awaitable[T]], oid: str) -> T | CadenzaError:
+    """``await one(oid)``, with that order's own failure as the outcome (naming it)."""
+    try:
+        return await one(oid)
+    except CadenzaError as exc:
+        if exc.order_id is None:
+            exc.order_id = oid
+        return exc
+
+
+def _start(worker: Callable[[], Awaitable[None]], n: int) -> list[asyncio.Future[None]]:
+    return [asyncio.ensure_future(worker()) for _ in range(n)]
+
+
+async def _stop(workers: list[asyncio.Future[None]]) -> None:
+    """Cancel the workers still running and wait until every one has ended."""
+    for task in workers:
+        task.cancel()
+    if workers:
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
 async def run_bulk_iter(
     order_ids: Iterable[str],
     one: Callable[[str], Awaitable[T]],
@@ -63,19 +85,15 @@ async def run_bulk_iter(
     async def worker() -> None:
         for oid in ids:
             try:
-                outcome: T | CadenzaError = await one(oid)
-            except CadenzaError as exc:
-                if exc.order_id is None:
-                    exc.order_id = oid
-                outcome = exc
+                outcome = await _outcome(one, oid)
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:
+            except BaseException as exc:  # a bug: hand it to the consumer, who re-raises
                 queue.put_nowait(exc)
                 return
             queue.put_nowait((oid, outcome))
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(unique)))]
+    workers = _start(worker, min(concurrency, len(unique)))
     try:
         for _ in range(len(unique)):
             item = await queue.get()
@@ -83,9 +101,7 @@ async def run_bulk_iter(
                 raise item
             yield item
     finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await _stop(workers)
 
 
 async def run_bulk(
@@ -106,20 +122,12 @@ async def run_bulk(
 
     async def worker() -> None:
         for oid in ids:
-            try:
-                outcomes[oid] = await one(oid)
-            except CadenzaError as exc:
-                if exc.order_id is None:
-                    exc.order_id = oid
-                outcomes[oid] = exc
+            outcomes[oid] = await _outcome(one, oid)
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(unique)))]
+    workers = _start(worker, min(concurrency, len(unique)))
     try:
         if workers:
             await asyncio.gather(*workers)
     finally:
-        for task in workers:
-            task.cancel()
-        if workers:
-            await asyncio.gather(*workers, return_exceptions=True)
+        await _stop(workers)
     return [outcomes[oid if isinstance(oid, str) else repr(oid)] for oid in inputs]
