@@ -281,6 +281,10 @@ class Canceller:
             if isinstance(pending, _Pending):
                 pending.wake()
 
+    def forget_subscription(self, account_id: str) -> None:
+        """The server dropped the account's channel: the next cancel on it subscribes again."""
+        self._subscribed.discard(account_id)
+
     async def ensure_subscribed(self, account_id: str) -> None:
         """Subscribe to the account's channel once; concurrent callers share the wait.
 

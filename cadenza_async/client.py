@@ -282,6 +282,10 @@ class CadenzaClient:
         account = channel[len(CHANNEL_PREFIX) :] if channel.startswith(CHANNEL_PREFIX) else None
         if self._closed:
             return
+        stream = self._stream
+        if account is not None and stream is not None and channel not in stream.channels:
+            # Unsubscribed by the server for good: no event will come on it any more.
+            self._canceller.forget_subscription(account)
         self._spawn_chore(self._canceller.reconcile_pending(account))
 
     def _on_stream_failure(self, exc: StreamError) -> None:

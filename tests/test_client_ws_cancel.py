@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -98,3 +99,25 @@ async def test_stats_count_what_confirmed_each_cancel(cadenza_sim):
     assert after.stream_connected
     assert after.pending_cancels == 0
     assert after.bad_events == 0
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.01)
+async def test_a_channel_the_server_unsubscribed_is_subscribed_again_by_the_next_cancel(
+    cadenza_sim,
+):
+    first, second = cadenza_sim.create_orders(2)
+    account = cadenza_sim.trading_account_id
+    async with ws_client(cadenza_sim, cancel_via="http") as client:
+        await client.cancel_and_confirm(first.trade_order_id)
+        stream = client._stream
+        channel = f"tradingAccount:{account}"
+        # the server drops the subscription for good (code < 2500: stay unsubscribed)
+        push = {"push": {"channel": channel, "unsubscribe": {"code": 2000, "reason": "x"}}}
+        await cadenza_sim.send_raw(json.dumps(push))
+        await cadenza_sim.wait_for(lambda: channel not in stream.channels)
+        result = await client.cancel_and_confirm(second.trade_order_id)
+        assert channel in stream.channels  # subscribed again
+    assert result.cancelled
+    # proven by the event or the one look-up that closes the resubscription gap,
+    # not by the final look-up at the 10 s deadline
+    assert result.latency < 5.0
