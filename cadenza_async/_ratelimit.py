@@ -19,6 +19,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from .errors import RateLimitError
+
 __all__ = ["RateGate", "TokenBucket"]
 
 
@@ -118,27 +120,51 @@ class RateGate:
         if until > self._paused_until:
             self._paused_until = until
 
-    async def wait_unpaused(self) -> None:
-        """Return once no 429 pause is active (at once when none is)."""
+    def _check_deadline(self, wait: float, budget: float | None) -> None:
+        """Raise :class:`RateLimitError` when waiting ``wait`` seconds outlasts ``budget``."""
+        if budget is not None and wait >= budget:
+            raise RateLimitError(
+                f"rate limited for {wait:.3f}s more, past the call's deadline: not sent",
+                status=None,
+                retry_after=wait,
+            )
+
+    async def wait_unpaused(self, budget: float | None = None) -> None:
+        """Return once no 429 pause is active (at once when none is).
+
+        ``budget``: seconds the caller may wait at most (its deadline). A pause
+        that outlasts it raises :class:`RateLimitError` (``retry_after`` = the
+        pause left) at once instead of sleeping into a certain timeout.
+        """
+        start = self._clock()
         while True:
-            remaining = self._paused_until - self._clock()
+            now = self._clock()
+            remaining = self._paused_until - now
             if remaining <= 0:
                 return
+            self._check_deadline(remaining, None if budget is None else budget - (now - start))
             await asyncio.sleep(remaining)
 
-    async def acquire(self) -> None:
+    async def acquire(self, budget: float | None = None) -> None:
         """Wait for this caller's turn: out of any pause, then for a rate slot.
 
+        ``budget``: as for :meth:`wait_unpaused`; a rate slot further away than
+        the budget raises :class:`RateLimitError` too and takes no slot.
         Cancellation while waiting gives the slot back.
         """
         clock = self._clock
-        if self._paused_until > clock():
-            await self.wait_unpaused()
+        start = clock()
+        if self._paused_until > start:
+            await self.wait_unpaused(budget)
         bucket = self._bucket
         if bucket is None:
             return
-        delay = bucket.reserve(clock())
+        now = clock()
+        delay = bucket.reserve(now)
         if delay > 0:
+            if budget is not None and delay >= budget - (now - start):
+                bucket.refund(now)
+                self._check_deadline(delay, budget - (now - start))
             try:
                 await asyncio.sleep(delay)
             except asyncio.CancelledError:
@@ -146,4 +172,4 @@ class RateGate:
                 raise
         if self._paused_until > clock():
             # A 429 arrived while this caller waited for its slot.
-            await self.wait_unpaused()
+            await self.wait_unpaused(None if budget is None else budget - (clock() - start))

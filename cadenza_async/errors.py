@@ -59,6 +59,9 @@ class CadenzaError(Exception):
     """
 
     order_id: str | None = None
+    #: True when the failed request may still have reached the server (see
+    #: :class:`TransportError`; a 504 too): a cancel must then be proven, not assumed lost.
+    maybe_sent: bool = False
 
 
 class ConfigurationError(CadenzaError, ValueError):
@@ -153,7 +156,17 @@ class UnexpectedResponseError(ApiError):
 
 
 class TransportError(CadenzaError):
-    """The request may or may not have reached the server: refused, reset, timed out, TLS."""
+    """The request failed on the way: refused, reset, timed out, TLS.
+
+    ``maybe_sent`` is False when the request provably never reached the
+    server (connection refused, DNS or TLS failure, a deadline that passed
+    before sending) and True when it may have (a timeout or a connection
+    lost after the request went out).
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class ConfirmationTimeout(CadenzaError):

@@ -122,6 +122,8 @@ _encode: Final = msgspec.json.Encoder().encode
 _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 _TIMEOUT_ERRORS: Final = (asyncio.TimeoutError, TimeoutError)
 _NOT_RETRIED_TRANSPORT: Final = (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)
+#: Failures before the request left: connection refused, DNS, TLS handshake.
+_NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ClientSSLError)
 #: Granularity of deadline-shortened request timeouts (seconds), and how many are kept.
 _TIMEOUT_STEP: Final = 0.005
 _TIMEOUT_CACHE: Final = 64
@@ -155,6 +157,11 @@ def _is_not_cancellable(errno: int | None, message: str) -> bool:
         return True
     text = message.lower()
     return any(marker in text for marker in _NOT_CANCELLABLE_TEXT)
+
+
+def _budget(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (event-loop time), or ``None`` without one."""
+    return None if deadline is None else deadline - asyncio.get_running_loop().time()
 
 
 def _past(deadline: float | None, delay: float) -> bool:
@@ -394,11 +401,14 @@ class HttpApi:
         gate = self._gate
         delays: Iterator[float] | None = None
         refreshed = False
+        maybe_sent = False
         while True:
+            # The rate gate waits no longer than the deadline allows: a pause
+            # that outlasts it raises RateLimitError now (nothing was sent).
             if paced and not self._unpaced:
-                await gate.acquire()
+                await gate.acquire(_budget(deadline))
             elif gate.paused_until > 0.0:
-                await gate.wait_unpaused()
+                await gate.wait_unpaused(_budget(deadline))
             token = tokens.current
             if token is None:
                 token = await tokens.get()
@@ -427,7 +437,11 @@ class HttpApi:
             except (aiohttp.ClientError, *_TIMEOUT_ERRORS, OSError) as exc:
                 failure = self._transport_error(exc, method, url, token)
                 retryable = idempotent and not isinstance(exc, _NOT_RETRIED_TRANSPORT)
+                maybe_sent = maybe_sent or not isinstance(exc, _NOT_SENT)
             if failure is not None:
+                if isinstance(failure, TransportError):
+                    # Any attempt that may have reached the server taints the whole call.
+                    failure.maybe_sent = maybe_sent
                 # Raised outside the except block: the aiohttp exception is not
                 # kept as __context__ (its repr can hold the bearer token). On
                 # Python 3.10 a stale handled exception can still be attached
@@ -454,7 +468,9 @@ class HttpApi:
                     if fresh != token:
                         log.debug("%s %s: 401, retrying once with a fresh token", method, url.path)
                         continue
-                raise self._api_error(AuthenticationError, status, raw, resp)
+                error = self._api_error(AuthenticationError, status, raw, resp)
+                error.message = "the REST API refused the token: " + error.message
+                raise error
             if status == 429:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 cap = self._retry.max_retry_after
@@ -474,6 +490,8 @@ class HttpApi:
                     raise error
                 log.debug("%s %s: 429, pausing %.3fs", method, url.path, min(pause, cap))
                 continue
+            if status == 504:
+                maybe_sent = True
             if status >= 500 and idempotent:
                 if delays is None:
                     delays = self._retry.delays()
@@ -482,7 +500,11 @@ class HttpApi:
                     log.debug("%s %s: %d; retrying in %.3fs", method, url.path, status, delay)
                     await asyncio.sleep(delay)
                     continue
-            raise self._error_for_status(status, raw, resp)
+            error = self._error_for_status(status, raw, resp)
+            if status >= 500:
+                # A gateway timeout may have passed the request on; so may an earlier attempt.
+                error.maybe_sent = maybe_sent
+            raise error
 
     def _timeout_until(self, deadline: float) -> aiohttp.ClientTimeout:
         """The usual timeout, or a shorter one that ends at ``deadline`` (within 5 ms).
@@ -492,7 +514,9 @@ class HttpApi:
         """
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
-            raise TransportError("the deadline passed before the request could be sent")
+            raise TransportError(
+                "the deadline passed before the request could be sent", maybe_sent=False
+            )
         timeout = self._timeout
         total = timeout.total
         if total is not None and remaining > total - _TIMEOUT_STEP:
