@@ -1,0 +1,157 @@
+"""The outcome of each cancel as the command line shows it: JSON lines, one-line verdicts, the summary."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ..errors import CadenzaError
+from ..models import CancelResult, OrderStatus, TradeOrder
+from ._output import Output
+
+__all__ = ["Outcome", "Tally", "describe", "error_text", "ms", "outcome_json", "show_tally"]
+
+Outcome = CancelResult | TradeOrder | CadenzaError
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def outcome_json(order_id: str, outcome: Outcome) -> dict[str, Any]:
+    """The JSON line for one order's outcome."""
+    if isinstance(outcome, CancelResult):
+        return {
+            "order_id": order_id,
+            "ok": True,
+            "cancelled": outcome.cancelled,
+            "status": outcome.status,
+            "confirmed": True,
+            "source": outcome.source,
+            "latency": round(outcome.latency, 6),
+            "acked_after": None if outcome.acked_after is None else round(outcome.acked_after, 6),
+            "order": msgspec.to_builtins(outcome.order),
+        }
+    if isinstance(outcome, TradeOrder):
+        return {
+            "order_id": order_id,
+            "ok": True,
+            "cancelled": outcome.status == OrderStatus.CANCELLED,
+            "status": outcome.status,
+            "confirmed": False,
+            "order": msgspec.to_builtins(outcome),
+        }
+    return {
+        "order_id": order_id,
+        "ok": False,
+        "error": type(outcome).__name__,
+        "message": str(outcome),
+    }
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    return sorted_values[round(q * (len(sorted_values) - 1))]
+
+
+@dataclass
+class Tally:
+    """Counts outcomes of many cancels for the summary table."""
+
+    started: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
+    cancelled: int = 0
+    not_cancelled: Counter[str] = field(default_factory=Counter)
+    unconfirmed: Counter[str] = field(default_factory=Counter)
+    errors: dict[str, CadenzaError] = field(default_factory=dict)
+    sources: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, order_id: str, outcome: Outcome) -> None:
+        if isinstance(outcome, CancelResult):
+            self.sources[outcome.source] += 1
+            self.latencies.append(outcome.latency)
+            if outcome.cancelled:
+                self.cancelled += 1
+            else:
+                self.not_cancelled[outcome.status] += 1
+        elif isinstance(outcome, TradeOrder):
+            self.unconfirmed[outcome.status] += 1
+        else:
+            self.errors[order_id] = outcome
+
+    @property
+    def total(self) -> int:
+        return (
+            self.cancelled
+            + sum(self.not_cancelled.values())
+            + sum(self.unconfirmed.values())
+            + len(self.errors)
+        )
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished if self.finished is not None else time.perf_counter()
+        return end - self.started
+
+    def rows(self) -> list[tuple[str, str]]:
+        rows = [("orders", f"{self.total:,}")]
+        if self.cancelled or self.latencies:
+            rows.append(("cancelled (confirmed)", f"{self.cancelled:,}"))
+        for status, n in sorted(self.not_cancelled.items()):
+            rows.append((f"not cancelled: {status}", f"{n:,}"))
+        for status, n in sorted(self.unconfirmed.items()):
+            rows.append((f"cancel sent, reply {status} (not confirmed)", f"{n:,}"))
+        errors = Counter(type(exc).__name__ for exc in self.errors.values())
+        for name, n in sorted(errors.items()):
+            rows.append((f"failed: {name}", f"{n:,}"))
+        if self.sources:
+            shown = ", ".join(f"{src} {n:,}" for src, n in self.sources.most_common())
+            rows.append(("confirmed by", shown))
+        if self.latencies:
+            ordered = sorted(self.latencies)
+            rows.append(
+                (
+                    "latency p50 / p99 / max",
+                    f"{ms(percentile(ordered, 0.5))} / {ms(percentile(ordered, 0.99))}"
+                    f" / {ms(ordered[-1])}",
+                )
+            )
+        elapsed = self.elapsed
+        rows.append(("elapsed", f"{elapsed:.2f} s"))
+        if elapsed > 0 and self.total:
+            rows.append(("throughput", f"{self.total / elapsed:,.0f} orders/s"))
+        return rows
+
+
+def show_tally(out: Output, tally: Tally, order: Sequence[str], max_errors: int = 20) -> None:
+    out.table("Summary", ("", "value"), tally.rows())
+    if not tally.errors:
+        return
+    failed = [oid for oid in order if oid in tally.errors]
+    failed += [oid for oid in tally.errors if oid not in set(failed)]
+    rows = [(oid, error_text(tally.errors[oid])) for oid in failed[:max_errors]]
+    if len(failed) > max_errors:
+        rows.append(("...", f"{len(failed) - max_errors} more"))
+    out.table("Failed", ("order id", "error"), rows)
+
+
+def describe(order_id: str, outcome: Outcome) -> str:
+    if isinstance(outcome, CancelResult):
+        verdict = "cancelled" if outcome.cancelled else "NOT cancelled"
+        acked = f", HTTP/RPC reply after {ms(outcome.acked_after)}" if outcome.acked_after else ""
+        return (
+            f"{order_id}  {outcome.status}  {verdict}: confirmed by {outcome.source} "
+            f"after {ms(outcome.latency)}{acked}"
+        )
+    if isinstance(outcome, TradeOrder):
+        return f"{order_id}  {outcome.status}  (the server's reply; not confirmed: use --confirm)"
+    return f"{order_id}  failed: {error_text(outcome)}"
