@@ -7,6 +7,7 @@ actually processed the cancellation, not when the HTTP call returned.
 from __future__ import annotations
 
 from ._default import aclose_default_client, cancel_and_confirm, default_client
+from .blocking import BlockingCadenzaClient, BlockingCancelHandle
 from .cancels import CancelHandle
 from .client import CadenzaClient, ClientStats
 from .config import ClientConfig, RetryPolicy, Timeouts
@@ -36,6 +37,8 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ApiError",
     "AuthenticationError",
+    "BlockingCadenzaClient",
+    "BlockingCancelHandle",
     "CadenzaClient",
     "CadenzaError",
     "CancelHandle",
