@@ -11,6 +11,8 @@ from typing import Any, Final
 import msgspec
 
 __all__ = [
+    "CLIENT_ERRORS",
+    "TEMPORARY_ERRORS",
     "Command",
     "decode_command",
     "encode",
@@ -77,6 +79,25 @@ class Command(msgspec.Struct, omit_defaults=True):
     send: msgspec.Raw | None = None
     sub_refresh: msgspec.Raw | None = None
 
+
+#: Centrifugo's client error codes and their texts, as the real server sends them.
+CLIENT_ERRORS: Final[dict[int, str]] = {
+    100: "internal server error",
+    101: "unauthorized",
+    102: "unknown channel",
+    103: "permission denied",
+    104: "method not found",
+    105: "already subscribed",
+    106: "limit exceeded",
+    107: "bad request",
+    108: "not available",
+    109: "token expired",
+    110: "expired",
+    111: "too many requests",
+    112: "unrecoverable position",
+}
+#: Codes the real server marks ``temporary`` (the client retries with backoff).
+TEMPORARY_ERRORS: Final = frozenset({100, 111})
 
 _command_decoder: Final = msgspec.json.Decoder(Command)
 encode: Final = msgspec.json.Encoder().encode

@@ -2,9 +2,12 @@
 
 A connection owns one writer task (everything it sends goes through it, so
 messages that are ready together leave in one newline-joined frame) and its
-timers (ping, pong deadline, token expiry), all plain ``loop.call_later``
-handles. Every close, whatever asks for it, goes through the writer: pending
-messages leave first, then the close frame with its code.
+timers (ping, pong deadline, token expiry, delayed replies), all plain
+``loop.call_later`` handles or :class:`~cadenza_async.testing._delays.Held`
+callbacks it cancels when it ends. Every close, whatever asks for it, goes
+through the writer: pending messages leave first, then the close frame with
+its code. Everything outside the connection (tokens, channels, cancels, the
+server's settings and faults) is reached through its :class:`ConnectionHost`.
 """
 
 from __future__ import annotations
@@ -15,22 +18,51 @@ import random
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 from aiohttp import WSMsgType, web
 
-from ._engine import CHANNEL_PREFIX, ApiFailure, TokenInfo
-from ._wire import Command, decode_command, encode, error_reply, reply
+from ._cancels import CancelDesk, CancelTicket
+from ._delays import DelaySwitch, Held
+from ._engine import CHANNEL_PREFIX, ApiFailure, Engine, TokenInfo
+from ._hub import ChannelHub
+from ._wire import Command, SubscribeRequest, decode_command, encode, error_reply, reply
 
-if TYPE_CHECKING:
-    from .simulator import CadenzaSimulator
-
-__all__ = ["Connection"]
+__all__ = ["CANCEL_METHOD", "Connection", "ConnectionHost", "Refusal"]
 
 CANCEL_METHOD: Final = "command.trade_order.cancel"
 _FLAG_REJECT_UNRECOVERED: Final = 2
 _PING: Final = b"{}"
+
+
+class Refusal(NamedTuple):
+    """An error reply a fault puts in place of a subscribe result."""
+
+    code: int
+    message: str
+    temporary: bool
+
+
+class ConnectionHost(Protocol):
+    """What a connection uses outside itself; the simulator's WebSocket endpoint provides it."""
+
+    engine: Engine  # tokens, and the cancel RPC
+    hub: ChannelHub  # channels, subscribe and unsubscribe
+    cancels: CancelDesk  # the cancel log, overlap per order, and the cancel reply delay
+    subscribe_reply_delay: DelaySwitch
+    ping_interval: float
+    pong_timeout: float
+    pinging: bool
+    pings_sent: int
+    pongs_received: int
+
+    def take_subscribe_refusal(self, channel: str, recover: bool) -> Refusal | None:
+        """The refusal for this subscribe command, if a fault asked for one (it is used up)."""
+
+    def connection_closed(self, conn: Connection) -> None:
+        """The connection ended: forget it and its subscriptions."""
 
 
 class _Raw:
@@ -46,8 +78,8 @@ class _Raw:
 class Connection:
     """A client connection to the simulated Centrifugo endpoint."""
 
-    def __init__(self, sim: CadenzaSimulator, ws: web.WebSocketResponse) -> None:
-        self._sim = sim
+    def __init__(self, host: ConnectionHost, ws: web.WebSocketResponse) -> None:
+        self._host = host
         self._ws = ws
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes | _Raw] = []
@@ -61,6 +93,8 @@ class Connection:
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_handle: asyncio.TimerHandle | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
+        self._held: set[Held] = set()
+        self._tickets: set[CancelTicket] = set()
         self.closed = self._loop.create_future()
 
     # ---- sending ---------------------------------------------------------
@@ -151,7 +185,7 @@ class Connection:
                     break
         finally:
             self._stop_timers()
-            self._sim._connection_gone(self)
+            self._host.connection_closed(self)
             if self._close_request is not None and not writer.done():
                 # The writer is sending the close frame: let it finish (bounded).
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
@@ -171,6 +205,22 @@ class Connection:
             if handle is not None:
                 handle.cancel()
         self._ping_handle = self._pong_handle = self._expiry_handle = None
+        held, self._held = self._held, set()
+        for item in held:
+            item.cancel()
+        tickets, self._tickets = self._tickets, set()
+        for ticket in tickets:
+            ticket.end()
+
+    def _later(self, switch: DelaySwitch, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``switch``'s delay, unless the connection ends first."""
+
+        def run() -> None:
+            self._held.discard(item)
+            callback()
+
+        item = switch.hold(run)
+        self._held.add(item)
 
     # ---- inbound ---------------------------------------------------------
 
@@ -212,7 +262,7 @@ class Connection:
                 and self._pings
             ):
                 self._pings.popleft()  # a pong
-                self._sim.pongs_received += 1
+                self._host.pongs_received += 1
                 return
             self._bad_request()  # a pong nobody asked for, or a command without id
             return
@@ -232,7 +282,7 @@ class Connection:
             channel = cmd.unsubscribe.channel
             if channel in self.subscriptions:
                 self.subscriptions.discard(channel)
-                self._sim._unsubscribe(self, channel)
+                self._host.hub.unsubscribe(self, channel)
             self.send(reply(cmd.id, "unsubscribe", b"{}"))
         elif cmd.refresh is not None:
             self._refresh(cmd.id, cmd.refresh.token)
@@ -248,7 +298,7 @@ class Connection:
             self._bad_request()  # the legacy ping command, or no method at all
 
     def _connect(self, command_id: int, token: str) -> None:
-        info = self._sim._engine.token_info(token)
+        info = self._host.engine.token_info(token)
         if info is None:
             self.request_close(3500, "invalid token")
             return
@@ -258,7 +308,7 @@ class Connection:
         self.connected = True
         self.token_info = info
         self.client_id = str(uuid.uuid4())
-        interval = self._sim.ping_interval
+        interval = self._host.ping_interval
         result: dict[str, Any] = {"client": self.client_id, "version": "cadenza-sim"}
         if interval > 0:
             result["ping"] = int(interval) if float(interval).is_integer() else interval
@@ -293,7 +343,7 @@ class Connection:
             self._schedule_expiry(info)
 
     def _refresh(self, command_id: int, token: str) -> None:
-        info = self._sim._engine.token_info(token)
+        info = self._host.engine.token_info(token)
         if info is None:
             self.request_close(3500, "invalid token")
             return
@@ -311,22 +361,22 @@ class Connection:
     # ---- ping / pong -----------------------------------------------------
 
     def _ping(self) -> None:
-        sim = self._sim
-        self._ping_handle = self._loop.call_later(sim.ping_interval, self._ping)
-        if not sim._pinging:
+        host = self._host
+        self._ping_handle = self._loop.call_later(host.ping_interval, self._ping)
+        if not host.pinging:
             return
         self.send(_PING)
-        sim.pings_sent += 1
+        host.pings_sent += 1
         self._pings.append(time.monotonic())
         if self._pong_handle is None:
-            self._pong_handle = self._loop.call_later(sim.pong_timeout, self._check_pong)
+            self._pong_handle = self._loop.call_later(host.pong_timeout, self._check_pong)
 
     def _check_pong(self) -> None:
         self._pong_handle = None
         if not self._pings:
             return
         waited = time.monotonic() - self._pings[0]
-        timeout = self._sim.pong_timeout
+        timeout = self._host.pong_timeout
         if waited >= timeout - 0.001:
             self.request_close(3012, "no pong")
         else:
@@ -346,17 +396,37 @@ class Connection:
     def _subscribe(self, cmd: Command) -> None:
         req = cmd.subscribe
         assert req is not None
+        host = self._host
+        refusal = host.take_subscribe_refusal(req.channel, req.recover)
+        if host.subscribe_reply_delay.active:
+            # The server takes its time: the whole subscribe happens when the delay is over.
+            self._later(
+                host.subscribe_reply_delay, lambda: self._answer_subscribe(cmd.id, req, refusal)
+            )
+        else:
+            self._answer_subscribe(cmd.id, req, refusal)
+
+    def _answer_subscribe(
+        self, command_id: int, req: SubscribeRequest, refusal: Refusal | None
+    ) -> None:
+        if refusal is not None:
+            self.send(
+                error_reply(command_id, refusal.code, refusal.message, temporary=refusal.temporary)
+            )
+            return
         channel_name = req.channel
         code = self._account_allowed(channel_name)
         if code:
             self.send(
-                error_reply(cmd.id, code, "unknown channel" if code == 102 else "permission denied")
+                error_reply(
+                    command_id, code, "unknown channel" if code == 102 else "permission denied"
+                )
             )
             return
         if channel_name in self.subscriptions:
-            self.send(error_reply(cmd.id, 105, "already subscribed"))
+            self.send(error_reply(command_id, 105, "already subscribed"))
             return
-        channel = self._sim._channel(channel_name[len(CHANNEL_PREFIX) :])
+        channel = self._host.hub.channel(channel_name[len(CHANNEL_PREFIX) :])
         result: dict[str, Any] = {}
         recoverable = req.recoverable or req.recover
         if recoverable:
@@ -369,7 +439,7 @@ class Connection:
             result["was_recovering"] = True
             if recovered is None:
                 if req.flag & _FLAG_REJECT_UNRECOVERED:
-                    self.send(error_reply(cmd.id, 112, "unrecoverable position"))
+                    self.send(error_reply(command_id, 112, "unrecoverable position"))
                     return
             else:
                 result["recovered"] = True
@@ -381,8 +451,8 @@ class Connection:
         if publications:
             body = body[:-1] + b',"publications":[' + b",".join(publications) + b"]}"
         self.subscriptions.add(channel_name)
-        self._sim._subscribe(self, channel_name)
-        self.send(reply(cmd.id, "subscribe", body))
+        self._host.hub.subscribe(self, channel_name)
+        self.send(reply(command_id, "subscribe", body))
 
     def _history(self, cmd: Command) -> None:
         req = cmd.history
@@ -393,7 +463,7 @@ class Connection:
                 error_reply(cmd.id, code, "unknown channel" if code == 102 else "permission denied")
             )
             return
-        channel = self._sim._channel(req.channel[len(CHANNEL_PREFIX) :])
+        channel = self._host.hub.channel(req.channel[len(CHANNEL_PREFIX) :])
         since = req.since
         if since is not None and since.epoch and since.epoch != channel.epoch:
             self.send(error_reply(cmd.id, 112, "unrecoverable position"))
@@ -421,9 +491,11 @@ class Connection:
         if not isinstance(params, dict):
             params = {}
         order_id = params.get("tradeOrderId")
-        self._sim.cancel_requests.append((order_id, "ws"))
+        cancels = self._host.cancels
+        ticket = cancels.open(order_id)
+        cancels.log(order_id, "ws")
         try:
-            order = self._sim._engine.cancel(info, order_id, params.get("tradingAccountId"))
+            order = self._host.engine.cancel(info, order_id, params.get("tradingAccountId"))
         except ApiFailure as failure:
             error: dict[str, Any] = {
                 "code": failure.errno,
@@ -435,4 +507,18 @@ class Connection:
             payload = encode({"error": error})
         else:
             payload = b'{"data":' + encode(order) + b"}"
-        self.send(reply(command_id, "rpc", b'{"data":' + payload + b"}"))
+        message = reply(command_id, "rpc", b'{"data":' + payload + b"}")
+        if not cancels.reply_delay.active:
+            self.send(message)
+            ticket.end()
+            return
+
+        def answer() -> None:
+            self._tickets.discard(ticket)
+            self.send(message)
+            ticket.end()
+
+        # The cancel is applied; only its answer waits. A connection that ends
+        # first drops the answer, and the request is no longer in flight.
+        self._tickets.add(ticket)
+        self._later(cancels.reply_delay, answer)

@@ -1,4 +1,4 @@
-"""CadenzaSimulator: a local Cadenza exchange speaking the real REST and Centrifugo protocols.
+"""CadenzaSimulator: the simulated exchange's lifecycle and its control surface (state, orders, faults).
 
 ::
 
@@ -15,21 +15,22 @@ unsubscribe, history, rpc ``command.trade_order.cancel``, refresh, server
 ping/pong). Every change of an order publishes one
 ``event.trade_order.updated`` on ``tradingAccount:{account id}``.
 
-Faults are methods (:meth:`disconnect_all`, :meth:`lose_history`,
-:meth:`pause_publications`, :meth:`duplicate_next_publications`,
-:meth:`delay_publications`, :meth:`reorder_next_publications`,
-:meth:`stop_pinging`, :meth:`send_raw`, :meth:`fail_next_rest`,
-:meth:`rate_limit_next_rest`, :meth:`slow_rest`, :meth:`restart`).
+The parts, one module each: the order engine (``_engine``), the REST
+endpoints and their faults (``_rest``), the channel hub and the publication
+faults (``_hub``), the WebSocket endpoint (``_endpoint``) and its connections
+(``_ws``), the cancel requests in flight (``_cancels``), and the delay
+switches the faults share (``_delays``). This class wires them together,
+starts and stops them, and is the one place a test talks to.
 
-Everything the simulator starts (connection handlers, writer tasks, timers)
-is stopped and awaited when the ``async with`` block ends.
+Everything the simulator starts (connection handlers, writer tasks, timers,
+held answers) is stopped and awaited when the ``async with`` block ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -38,19 +39,11 @@ import msgspec
 from aiohttp import web
 
 from ..models import TradeOrder
-from ._engine import (
-    CHANNEL_PREFIX,
-    ERRNO_FORBIDDEN,
-    ERRNO_INVALID_REQUEST,
-    ERRNO_RATE_LIMITED,
-    ERRNO_SERVER_ERROR,
-    ERRNO_UNAUTHORIZED,
-    ApiFailure,
-    Channel,
-    Engine,
-    TokenInfo,
-    is_valid_id,
-)
+from ._cancels import CancelDesk
+from ._endpoint import WebSocketEndpoint
+from ._engine import CHANNEL_PREFIX, Engine
+from ._hub import ChannelHub
+from ._rest import RestApi
 from ._ws import Connection
 
 __all__ = ["CadenzaSimulator"]
@@ -58,26 +51,6 @@ __all__ = ["CadenzaSimulator"]
 T = TypeVar("T")
 
 _encode = msgspec.json.Encoder().encode
-_OK_TAIL = b',"success":true,"errno":0,"error":null}'
-_REASONS = {
-    500: "Internal server error",
-    502: "Bad gateway",
-    503: "Service unavailable",
-    504: "Gateway timeout",
-}
-MAX_LIST_LIMIT = 1000
-
-
-def _error_body(errno: int, message: str) -> bytes:
-    return _encode({"data": None, "success": False, "errno": errno, "error": message})
-
-
-def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
-
-
-def _failure(failure: ApiFailure) -> web.Response:
-    return _json(_error_body(failure.errno, failure.message), failure.status)
 
 
 def _copy(order: TradeOrder) -> TradeOrder:
@@ -93,6 +66,51 @@ class CadenzaSimulator:
     publishes CANCELLED after the delay. ``event_shape`` is ``"order"``
     (``data`` is the TradeOrder) or ``"status_change"`` (``{"order",
     "previousStatus", "newStatus"}``). The token is never shown by ``repr``.
+
+    Faults are methods; each is off until called and stays on until turned
+    off (a delay of 0), used up (the ``n``/``times`` ones) or over (an outage).
+
+    =================================  ==========================================================
+    WebSocket                          what the client sees
+    =================================  ==========================================================
+    ``disconnect_all(code, reason)``   a close frame with ``code`` on every connection
+                                       (3000-3499: reconnect; 3500-3999, e.g. 3503: do not)
+    ``refuse_websocket(status)``       handshakes answered HTTP ``status`` (None: TCP closed,
+                                       no answer), open connections closed 3001; REST unaffected;
+                                       ``accept_websocket()`` ends it
+    ``stop_pinging()``                 no server pings (``resume_pinging()``)
+    ``delay_subscribe_replies(s)``     every subscribe handled and answered ``s`` seconds late
+    ``refuse_subscribe(account, ...)`` the next subscribes of the account's channel get a
+                                       Centrifugo error reply (e.g. 112, 103)
+    ``send_raw(frame)``                any frame, as is
+    ``lose_history(account)``          a new epoch: the next recovery fails
+    ``pause_publications()``           history only, no live pushes (``resume_publications()``)
+    ``duplicate_next_publications(n)`` / ``reorder_next_publications(n)`` /
+    ``delay_publications(s)``          as named
+    ``restart()``                      every connection closed 3001, every channel a new epoch
+    =================================  ==========================================================
+
+    =================================  ==========================================================
+    REST (endpoints: ``"cancel"``,     what the client sees
+    ``"list"``, ``"submit"``)
+    =================================  ==========================================================
+    ``fail_next_rest(n, status)``      the next ``n`` calls answer ``status`` (5xx)
+    ``rate_limit_next_rest(n, ra)``    the next ``n`` calls answer 429, ``Retry-After: ra``
+    ``delay_rest(s, endpoint=)``       answers ``s`` seconds late; ``math.inf``: never, until
+                                       the delay is set finite again or the simulator stops
+    ``slow_rest(s)``                   ``delay_rest(s)`` on every endpoint
+    ``rest_outage(s, status=)``        for ``s`` seconds every call answers ``status``
+                                       (counted in ``rest_outage_answers``)
+    ``delay_cancel_reply(s)``          the cancel is applied (and published) at once, its HTTP
+                                       or RPC answer comes ``s`` seconds later
+    =================================  ==========================================================
+
+    What arrived: ``rest_requests`` (every REST call), ``cancel_requests``
+    (``(order id, "http" | "ws")`` for every cancel that reached the order
+    engine), ``max_concurrent_cancels`` (order id -> the most cancel requests,
+    HTTP and RPC together, in flight at once: from being read to being
+    answered, or until the client went away), ``cancels_applied``,
+    ``connect_count``, ``websocket_refusals``, ``pings_sent``, ``pongs_received``.
     """
 
     def __init__(
@@ -112,48 +130,33 @@ class CadenzaSimulator:
     ) -> None:
         self.host = host
         self.port = port
-        self.ping_interval = ping_interval
-        self.pong_timeout = pong_timeout
-        self.history_size = history_size
-        self.history_ttl = history_ttl
-        self.max_message_size = max_message_size
+        self._hub = ChannelHub(history_size=history_size, history_ttl=history_ttl)
         self._engine = Engine(
-            publish=self._publish,
+            publish=self._hub.publish,
             call_later=self._call_later,
             cancel_delay=cancel_delay,
             event_shape=event_shape,
         )
+        self._cancels = CancelDesk()
+        self._rest = RestApi(self._engine, self._cancels)
+        self._ws = WebSocketEndpoint(
+            engine=self._engine,
+            hub=self._hub,
+            cancels=self._cancels,
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            max_message_size=max_message_size,
+        )
         self._account = self._engine.add_account(trading_account_id)
         self._token = self._engine.issue_token([self._account], token=token)
-        self._channels: dict[str, Channel] = {}
-        self._subscribers: dict[str, set[Connection]] = {}
-        self._conns: set[Connection] = set()
-        self._connect_count = 0
         self._runner: web.AppRunner | None = None
         self._stopping = False
         self._api_url = ""
         self._ws_url = ""
-        # what was received: cancel_requests lists the cancels that reached the
-        # order engine (past REST faults and auth), rest_requests every REST call.
-        self.cancel_requests: list[tuple[Any, str]] = []
-        self.rest_requests: list[tuple[str, str, Any]] = []
-        self.pings_sent = 0
-        self.pongs_received = 0
-        # faults
-        self._pinging = True
-        self._paused = False
-        self._duplicate_left = 0
-        self._reorder_size = 0
-        self._held: list[tuple[str, bytes]] = []
-        self._publication_delay = 0.0
-        self._delayed: dict[int, asyncio.TimerHandle] = {}
-        self._delayed_seq = 0
-        self._rest_faults: deque[tuple[str, float]] = deque()
-        self._rest_delay = 0.0
 
     def __repr__(self) -> str:
         where = self._api_url or "not started"
-        return f"<CadenzaSimulator {where} account={self._account} connections={len(self._conns)}>"
+        return f"<CadenzaSimulator {where} account={self._account} connections={self.connections}>"
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -169,10 +172,8 @@ class CadenzaSimulator:
         if self._runner is not None or self._stopping:
             raise RuntimeError("a simulator starts once")
         app = web.Application(client_max_size=1024 * 1024)
-        app.router.add_post("/api/v3/tradeOrder/cancel", self._rest_cancel)
-        app.router.add_get("/api/v3/tradeOrder/list", self._rest_list)
-        app.router.add_post("/api/v3/tradeOrder/submit", self._rest_submit)
-        app.router.add_get("/connection/websocket", self._ws_handler)
+        self._rest.add_routes(app)
+        app.router.add_get("/connection/websocket", self._ws.handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._runner = runner
@@ -191,23 +192,25 @@ class CadenzaSimulator:
         self._ws_url = f"ws://{shown}:{port}/connection/websocket"
 
     async def stop(self) -> None:
-        """Close every connection (3001), cancel every timer, stop serving. Safe to call twice."""
+        """Close every connection (3001), cancel every timer, answer every held request, stop serving.
+
+        Safe to call twice.
+        """
         if self._stopping:
             return
         self._stopping = True
         self._engine.close()
-        self._drop_in_flight_publications()
+        self._hub.drop_in_flight()
+        self._ws.stopping = True
+        self._rest.stop()
+        self._cancels.reply_delay.release_all()
         await self._close_connections(3001, "shutdown")
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
 
     async def _close_connections(self, code: int, reason: str) -> None:
-        conns = list(self._conns)
-        for conn in conns:
-            conn.request_close(code, reason)
-        if conns:
-            await asyncio.wait([conn.closed for conn in conns], timeout=5.0)
+        await asyncio.wait([self._ws.close_where(code, reason)], timeout=5.0)
 
     # ---- public state ----------------------------------------------------
 
@@ -239,14 +242,122 @@ class CadenzaSimulator:
         self._engine.cancel_delay = value
 
     @property
+    def ping_interval(self) -> float:
+        """Seconds between server pings (announced to connections made from now on)."""
+        return self._ws.ping_interval
+
+    @ping_interval.setter
+    def ping_interval(self, value: float) -> None:
+        self._ws.ping_interval = value
+
+    @property
+    def pong_timeout(self) -> float:
+        """Seconds a client has to answer a ping before the server closes with 3012."""
+        return self._ws.pong_timeout
+
+    @pong_timeout.setter
+    def pong_timeout(self, value: float) -> None:
+        self._ws.pong_timeout = value
+
+    @property
+    def max_message_size(self) -> int:
+        """The inbound WebSocket message limit of connections made from now on."""
+        return self._ws.max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int) -> None:
+        self._ws.max_message_size = value
+
+    @property
+    def history_size(self) -> int:
+        """Publications a channel made from now on keeps for recovery."""
+        return self._hub.history_size
+
+    @history_size.setter
+    def history_size(self, value: int) -> None:
+        self._hub.history_size = value
+
+    @property
+    def history_ttl(self) -> float | None:
+        """Seconds a publication stays in the history of a channel made from now on (None: no limit)."""
+        return self._hub.history_ttl
+
+    @history_ttl.setter
+    def history_ttl(self, value: float | None) -> None:
+        self._hub.history_ttl = value
+
+    @property
     def connections(self) -> int:
         """Live WebSocket connections."""
-        return len(self._conns)
+        return len(self._ws.connections)
+
+    @property
+    def _conns(self) -> set[Connection]:
+        """The live connections themselves (for tests that reach below the public faults)."""
+        return self._ws.connections
 
     @property
     def connect_count(self) -> int:
         """WebSocket connections accepted so far."""
-        return self._connect_count
+        return self._ws.connect_count
+
+    @property
+    def websocket_refusals(self) -> int:
+        """WebSocket handshakes refused by :meth:`refuse_websocket` so far."""
+        return self._ws.handshakes_refused
+
+    @property
+    def pings_sent(self) -> int:
+        return self._ws.pings_sent
+
+    @pings_sent.setter
+    def pings_sent(self, value: int) -> None:
+        self._ws.pings_sent = value
+
+    @property
+    def pongs_received(self) -> int:
+        return self._ws.pongs_received
+
+    @pongs_received.setter
+    def pongs_received(self, value: int) -> None:
+        self._ws.pongs_received = value
+
+    @property
+    def rest_requests(self) -> list[tuple[str, str, Any]]:
+        """Every REST call as it arrived: (method, path, JSON body or query dict)."""
+        return self._rest.requests
+
+    @rest_requests.setter
+    def rest_requests(self, value: list[tuple[str, str, Any]]) -> None:
+        self._rest.requests = value
+
+    @property
+    def cancel_requests(self) -> list[tuple[Any, str]]:
+        """(order id, ``"http"`` or ``"ws"``) of every cancel that reached the order engine.
+
+        Past the REST faults and auth; a cancel an outage or a 5xx fault answered is not here.
+        """
+        return self._cancels.requests
+
+    @cancel_requests.setter
+    def cancel_requests(self, value: list[tuple[Any, str]]) -> None:
+        self._cancels.requests = value
+
+    @property
+    def max_concurrent_cancels(self) -> dict[str, int]:
+        """Order id -> the most cancel requests for it (HTTP and RPC) in flight at the same time.
+
+        In flight: from the moment the simulator has read the request (before
+        any REST delay or fault) until its answer is sent, or until its client
+        has gone away (an HTTP client that gave up, a closed WebSocket). Every
+        order a cancel request named is here, so 1 means "never two at once".
+        """
+        return self._cancels.max_concurrent
+
+    @property
+    def rest_outage_answers(self) -> int:
+        """REST calls answered by :meth:`rest_outage` so far."""
+        return self._rest.outage_answers
 
     @property
     def cancels_applied(self) -> Counter[str]:
@@ -265,7 +376,7 @@ class CadenzaSimulator:
 
     def channel_position(self, account_id: str | None = None) -> tuple[str, int]:
         """(epoch, top offset) of an account's channel."""
-        channel = self._channel(account_id or self._account)
+        channel = self._hub.channel(account_id or self._account)
         return channel.epoch, channel.offset
 
     # ---- accounts, tokens, orders -----------------------------------------
@@ -293,9 +404,7 @@ class CadenzaSimulator:
         if info is None:
             raise KeyError("unknown token")
         info.expires_at = time.time()
-        for conn in list(self._conns):
-            if conn.token_info is info:
-                conn.request_close(3005, "connection expired")
+        self._ws.close_where(3005, "connection expired", lambda conn: conn.token_info is info)
 
     def create_order(
         self,
@@ -355,7 +464,7 @@ class CadenzaSimulator:
         Returns its offset. Raw bytes are put in ``pub.data`` as they are.
         """
         data = payload if isinstance(payload, bytes) else _encode(payload)
-        return self._publish(account_id or self._account, data)
+        return self._hub.publish(account_id or self._account, data)
 
     async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
         """Poll ``predicate`` until it is truthy and return its value.
@@ -372,82 +481,69 @@ class CadenzaSimulator:
                 raise TimeoutError(f"condition not met within {timeout:g}s")
             await asyncio.sleep(0.002)
 
-    # ---- channels and publications -----------------------------------------
+    # ---- timers ------------------------------------------------------------
 
     def _call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(delay, callback)
 
-    def _channel(self, account_id: str) -> Channel:
-        channel = self._channels.get(account_id)
-        if channel is None:
-            channel = Channel(CHANNEL_PREFIX + account_id, self.history_size, self.history_ttl)
-            self._channels[account_id] = channel
-        return channel
-
-    def _subscribe(self, conn: Connection, channel: str) -> None:
-        self._subscribers.setdefault(channel, set()).add(conn)
-
-    def _unsubscribe(self, conn: Connection, channel: str) -> None:
-        subs = self._subscribers.get(channel)
-        if subs is not None:
-            subs.discard(conn)
-
-    def _connection_gone(self, conn: Connection) -> None:
-        self._conns.discard(conn)
-        for channel in conn.subscriptions:
-            self._unsubscribe(conn, channel)
-
-    def _publish(self, account_id: str, data: bytes) -> int:
-        channel = self._channel(account_id)
-        offset, pub = channel.add(data)
-        frame = channel.push_prefix + pub + b"}}"
-        if self._paused:
-            return offset
-        if self._duplicate_left > 0:
-            self._duplicate_left -= 1
-            self._deliver(channel.name, frame)
-        self._deliver(channel.name, frame)
-        return offset
-
-    def _deliver(self, name: str, frame: bytes) -> None:
-        if self._reorder_size > 0:
-            self._held.append((name, frame))
-            if len(self._held) >= self._reorder_size:
-                held, self._held = self._held, []
-                self._reorder_size = 0
-                for item in reversed(held):
-                    self._deliver(*item)
-            return
-        if self._publication_delay > 0:
-            self._delayed_seq += 1
-            key = self._delayed_seq
-            self._delayed[key] = asyncio.get_running_loop().call_later(
-                self._publication_delay, self._deliver_delayed, key, name, frame
-            )
-            return
-        self._deliver_now(name, frame)
-
-    def _deliver_delayed(self, key: int, name: str, frame: bytes) -> None:
-        self._delayed.pop(key, None)
-        self._deliver_now(name, frame)
-
-    def _deliver_now(self, name: str, frame: bytes) -> None:
-        subs = self._subscribers.get(name)
-        if subs:
-            for conn in subs:
-                conn.send(frame)
-
-    def _drop_in_flight_publications(self) -> None:
-        for handle in self._delayed.values():
-            handle.cancel()
-        self._delayed.clear()
-        self._held = []
-
-    # ---- faults ----------------------------------------------------------
+    # ---- faults: WebSocket ---------------------------------------------------
 
     async def disconnect_all(self, code: int = 3001, reason: str = "shutdown") -> None:
-        """Close every WebSocket connection with ``code``; returns once they are closed."""
+        """Close every WebSocket connection with a close frame carrying ``code`` and ``reason``.
+
+        Returns once they are closed. Codes 3500-3999 (3500 invalid token,
+        3501 bad request, 3503 force disconnect, ...) tell Centrifugo clients
+        not to reconnect; 3000-3499 tell them to reconnect.
+        """
         await self._close_connections(code, reason)
+
+    def refuse_websocket(self, status: int | None = 503) -> asyncio.Future[None]:
+        """Refuse WebSocket handshakes until :meth:`accept_websocket`; REST keeps working.
+
+        A handshake at ``/connection/websocket`` is answered HTTP ``status``
+        (None: the TCP connection is closed without any HTTP answer), and
+        counted in :attr:`websocket_refusals`. The connections open now are
+        closed with 3001 (so clients try to reconnect); the returned future is
+        done once they are closed (awaiting it is optional). Raises ValueError
+        for a ``status`` that is not an HTTP status.
+        """
+        self._ws.refuse(status)
+        return self._ws.close_where(3001, "shutdown")
+
+    def accept_websocket(self) -> None:
+        """Accept WebSocket handshakes again (after :meth:`refuse_websocket`)."""
+        self._ws.accept()
+
+    def delay_subscribe_replies(self, seconds: float) -> None:
+        """Handle, and so answer, every subscribe command ``seconds`` late (0 turns it off).
+
+        The channel's pushes start with the late reply, as they would on a
+        slow server. ``math.inf``: never, until set to a finite value again
+        (then at once). Raises ValueError for a negative delay.
+        """
+        self._ws.subscribe_reply_delay.set(seconds)
+
+    def refuse_subscribe(
+        self,
+        account_id: str | None = None,
+        *,
+        code: int,
+        message: str | None = None,
+        times: int = 1,
+        resubscribe_only: bool = False,
+    ) -> None:
+        """Answer the next ``times`` subscribes to ``tradingAccount:{account_id}`` with error ``code``.
+
+        ``account_id`` None: the default account. ``message`` defaults to the
+        real Centrifugo text of the code (103 "permission denied", 112
+        "unrecoverable position", ...); 100 and 111 are marked temporary, as
+        the real server marks them. With ``resubscribe_only`` only subscribes
+        that ask ``recover: true`` are refused (and counted). Calls add up:
+        each one's refusals are used in the order they were asked for. Raises
+        ValueError for ``times`` < 1, or an unknown code without ``message``.
+        """
+        channel = CHANNEL_PREFIX + (account_id or self._account)
+        self._ws.refuse_subscribe(channel, code, message, times, resubscribe_only)
 
     def lose_history(self, account_id: str | None = None) -> None:
         """New epoch and empty history (one account, or all): the next recovery fails.
@@ -457,255 +553,105 @@ class CadenzaSimulator:
         clients resubscribe and see ``recovered`` false.
         """
         if account_id is not None:
-            self._channel(account_id).reset()
+            self._hub.channel(account_id).reset()
             return
-        self._channel(self._account)
-        for channel in self._channels.values():
-            channel.reset()
+        self._hub.reset_all(self._account)
 
     def pause_publications(self) -> None:
         """Record publications in history but deliver none live (a connected but mute server)."""
-        self._paused = True
+        self._hub.paused = True
 
     def resume_publications(self) -> None:
         """Deliver live again; what was missed is only in history (recovery, or REST)."""
-        self._paused = False
+        self._hub.paused = False
 
     def duplicate_next_publications(self, n: int) -> None:
         """Deliver each of the next ``n`` publications twice (same offset)."""
-        self._duplicate_left = n
+        self._hub.duplicate_left = n
 
     def delay_publications(self, seconds: float) -> None:
         """Deliver publications ``seconds`` late (0 turns the delay off); order is kept."""
-        self._publication_delay = seconds
+        self._hub.publication_delay = seconds
 
     def reorder_next_publications(self, n: int) -> None:
         """Hold the next ``n`` publications, then deliver them in reverse order."""
-        self._reorder_size = n
-        self._held = []
+        self._hub.reorder_next(n)
 
     def stop_pinging(self) -> None:
         """Stop sending pings (the TCP connection stays healthy)."""
-        self._pinging = False
+        self._ws.pinging = False
 
     def resume_pinging(self) -> None:
-        self._pinging = True
+        self._ws.pinging = True
 
     async def send_raw(self, frame: str | bytes) -> None:
         """Send ``frame`` as is to every connection (str: text frame, bytes: binary frame)."""
-        futures = [conn.send_raw(frame) for conn in list(self._conns)]
+        futures = [conn.send_raw(frame) for conn in list(self._ws.connections)]
         if futures:
             await asyncio.wait(futures, timeout=5.0)
 
-    def fail_next_rest(self, n: int = 1, status: int = 503) -> None:
-        """Answer the next ``n`` REST calls with ``status`` (5xx) and an error envelope."""
-        self._rest_faults.extend([("fail", float(status))] * n)
-
-    def rate_limit_next_rest(self, n: int = 1, retry_after: float = 1.0) -> None:
-        """Answer the next ``n`` REST calls with 429 and ``Retry-After: retry_after``."""
-        self._rest_faults.extend([("rate", retry_after)] * n)
-
-    def slow_rest(self, seconds: float) -> None:
-        """Delay every REST answer by ``seconds`` (0 turns it off)."""
-        self._rest_delay = seconds
-
     async def restart(self) -> None:
         """Drop every connection (3001) and start a new epoch on every channel; orders are kept."""
-        self._drop_in_flight_publications()
-        self._channel(self._account)
-        for channel in self._channels.values():
-            channel.reset()
+        self._hub.drop_in_flight()
+        self._hub.reset_all(self._account)
         await self._close_connections(3001, "shutdown")
 
-    # ---- REST ------------------------------------------------------------
+    # ---- faults: REST --------------------------------------------------------
 
-    async def _prelude(
-        self, request: web.Request
-    ) -> tuple[TokenInfo | None, Any, web.Response | None]:
-        """Record the request, apply REST faults and auth. Returns (token, body, early answer)."""
-        body: Any = None
-        if request.method == "POST":
-            raw = await request.read()
-            try:
-                body = msgspec.json.decode(raw)
-            except msgspec.DecodeError:
-                body = raw
-            self.rest_requests.append((request.method, request.path, body))
-        else:
-            self.rest_requests.append((request.method, request.path, dict(request.query)))
-        if self._rest_delay > 0:
-            await asyncio.sleep(self._rest_delay)
-        if self._rest_faults:
-            kind, value = self._rest_faults.popleft()
-            if kind == "rate":
-                headers = {"Retry-After": f"{value:g}"}
-                return (
-                    None,
-                    body,
-                    _json(_error_body(ERRNO_RATE_LIMITED, "Too many requests"), 429, headers),
-                )
-            status = int(value)
-            return (
-                None,
-                body,
-                _json(
-                    _error_body(ERRNO_SERVER_ERROR, _REASONS.get(status, "Server error")), status
-                ),
-            )
-        auth = request.headers.get("Authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return (
-                None,
-                body,
-                _json(_error_body(ERRNO_UNAUTHORIZED, "Unauthorized: missing bearer token"), 401),
-            )
-        info = self._engine.token_info(token.strip())
-        if info is None:
-            return (
-                None,
-                body,
-                _json(_error_body(ERRNO_UNAUTHORIZED, "Unauthorized: invalid token"), 401),
-            )
-        if info.expired():
-            return (
-                None,
-                body,
-                _json(_error_body(ERRNO_UNAUTHORIZED, "Unauthorized: token expired"), 401),
-            )
-        return info, body, None
+    def fail_next_rest(self, n: int = 1, status: int = 503, endpoint: str | None = None) -> None:
+        """Answer the next ``n`` REST calls with ``status`` (5xx) and an error envelope.
 
-    async def _rest_cancel(self, request: web.Request) -> web.Response:
-        info, body, early = await self._prelude(request)
-        if early is not None:
-            return early
-        assert info is not None
-        if not isinstance(body, dict):
-            self.cancel_requests.append((None, "http"))
-            return _json(
-                _error_body(ERRNO_INVALID_REQUEST, "Invalid request: body must be a JSON object"),
-                400,
-            )
-        order_id = body.get("tradeOrderId")
-        self.cancel_requests.append((order_id, "http"))
-        try:
-            order = self._engine.cancel(info, order_id, body.get("tradingAccountId"))
-        except ApiFailure as failure:
-            return _failure(failure)
-        return _json(b'{"data":' + _encode(order) + _OK_TAIL)
+        ``endpoint`` (``"cancel"``, ``"list"``, ``"submit"``) counts only that
+        endpoint's calls; None: any call. Raises ValueError for another name.
+        """
+        self._rest.queue_faults("fail", float(status), n, endpoint)
 
-    async def _rest_submit(self, request: web.Request) -> web.Response:
-        info, body, early = await self._prelude(request)
-        if early is not None:
-            return early
-        assert info is not None
-        if not isinstance(body, dict):
-            return _json(
-                _error_body(ERRNO_INVALID_REQUEST, "Invalid request: body must be a JSON object"),
-                400,
-            )
-        try:
-            order = self._engine.submit(info, body)
-        except ApiFailure as failure:
-            return _failure(failure)
-        return _json(b'{"data":' + _encode(order) + _OK_TAIL)
+    def rate_limit_next_rest(
+        self, n: int = 1, retry_after: float = 1.0, endpoint: str | None = None
+    ) -> None:
+        """Answer the next ``n`` REST calls with 429 and ``Retry-After: retry_after``.
 
-    async def _rest_list(self, request: web.Request) -> web.Response:
-        info, _, early = await self._prelude(request)
-        if early is not None:
-            return early
-        assert info is not None
-        try:
-            return self._list(info, request.query)
-        except ApiFailure as failure:
-            return _failure(failure)
+        ``endpoint`` (``"cancel"``, ``"list"``, ``"submit"``) counts only that
+        endpoint's calls; None: any call. Raises ValueError for another name.
+        """
+        self._rest.queue_faults("rate", retry_after, n, endpoint)
 
-    def _list(self, info: TokenInfo, query: Any) -> web.Response:
-        def integer(name: str, default: int, low: int, high: int) -> int:
-            text = query.get(name)
-            if text is None or text == "":
-                return default
-            try:
-                value = int(text)
-            except ValueError:
-                raise ApiFailure(
-                    400, ERRNO_INVALID_REQUEST, f"Invalid request: {name} must be an integer"
-                ) from None
-            if not low <= value <= high:
-                raise ApiFailure(
-                    400, ERRNO_INVALID_REQUEST, f"Invalid request: {name} out of range"
-                )
-            return value
+    def slow_rest(self, seconds: float) -> None:
+        """Delay every REST answer by ``seconds`` (0 turns it off): :meth:`delay_rest` on every endpoint."""
+        self._rest.delay(seconds, None)
 
-        limit = integer("limit", 50, 1, MAX_LIST_LIMIT)
-        offset = integer("offset", 0, 0, 10**9)
-        order_id = query.get("tradeOrderId")
-        account = query.get("tradingAccountId")
-        statuses = query.get("orderStatus")
-        instrument = query.get("instrumentId")
-        if order_id is not None and not is_valid_id(order_id):
-            raise ApiFailure(400, ERRNO_INVALID_REQUEST, "Invalid request: malformed tradeOrderId")
-        if account is not None:
-            if not is_valid_id(account):
-                raise ApiFailure(
-                    400, ERRNO_INVALID_REQUEST, "Invalid request: malformed tradingAccountId"
-                )
-            if account not in info.accounts:
-                raise ApiFailure(
-                    403, ERRNO_FORBIDDEN, "Forbidden: no access to this trading account"
-                )
-        if order_id is not None:
-            found = self._engine.get(order_id)
-            if found is not None and found.trading_account_id not in info.accounts:
-                raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this order")
-            candidates: Iterable[TradeOrder] = [found] if found is not None else []
-        else:
-            candidates = self._engine.orders.values()
-        wanted = set(statuses.split(",")) if statuses else None
-        matches = [
-            order
-            for order in candidates
-            if order.trading_account_id in info.accounts
-            and (account is None or order.trading_account_id == account)
-            and (wanted is None or order.status in wanted)
-            and (instrument is None or order.instrument_id == instrument)
-        ]
-        if query.get("ascending", "").lower() == "false":
-            matches.reverse()
-        page = matches[offset : offset + limit]
-        total = len(matches)
-        pagination = _encode(
-            {
-                "offset": offset,
-                "limit": limit,
-                "total": total,
-                "hasNext": offset + len(page) < total,
-            }
-        )
-        body = b'{"data":' + _encode(page) + b',"pagination":' + pagination + _OK_TAIL
-        return _json(body)
+    def delay_rest(self, seconds: float, *, endpoint: str | None = None) -> None:
+        """Answer the calls of ``endpoint`` (``"cancel"``, ``"list"``, ``"submit"``; None: all) late.
 
-    # ---- WebSocket -------------------------------------------------------
+        A call arriving from now on waits ``seconds`` before faults, auth and
+        the handler (0 turns it off). ``math.inf`` holds calls until the
+        endpoint's delay is set to a finite value (they then go on at once) or
+        the simulator stops (they are answered 503). A held cancel stops
+        counting as in flight when its client gives up, but still reaches the
+        exchange when let go, as a real slow server's would. Raises ValueError
+        for an unknown endpoint or a negative delay.
+        """
+        self._rest.delay(seconds, endpoint)
 
-    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(
-            max_msg_size=self.max_message_size,
-            compress=False,
-            autoping=True,
-            decode_text=False,
-            # Some clients send an empty Sec-WebSocket-Protocol header for JSON:
-            # accept it quietly (nothing is echoed for the empty protocol).
-            protocols=("",),
-        )
-        await ws.prepare(request)
-        if self._stopping:
-            await ws.close(code=3001, message=b"shutdown")
-            return ws
-        conn = Connection(self, ws)
-        self._conns.add(conn)
-        self._connect_count += 1
-        try:
-            await conn.serve()
-        finally:
-            self._connection_gone(conn)
-        return ws
+    def rest_outage(
+        self, seconds: float, *, status: int = 503, endpoints: Iterable[str] | None = None
+    ) -> None:
+        """For ``seconds`` from now, answer every REST call (or those of ``endpoints``) with ``status``.
+
+        The answer is the API's error envelope; nothing reaches the engine;
+        each one is counted in :attr:`rest_outage_answers`. Afterwards the
+        endpoints answer normally again; ``seconds=0`` ends an outage now.
+        Raises ValueError for an unknown endpoint or a status outside 400-599.
+        """
+        self._rest.outage(seconds, status, endpoints)
+
+    def delay_cancel_reply(self, seconds: float) -> None:
+        """Apply every cancel at once but send its answer ``seconds`` later (0 turns it off).
+
+        The exchange processes the cancel and publishes its events as usual
+        (``cancel_delay``); only the HTTP answer of ``POST .../cancel``, and the
+        RPC reply of ``command.trade_order.cancel``, wait. ``math.inf``: until
+        set to a finite value again (then at once), or the simulator stops.
+        Raises ValueError for a negative delay.
+        """
+        self._cancels.reply_delay.set(seconds)
