@@ -9,7 +9,13 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, InvalidOrderIdError
 
-__all__ = ["check_account_id", "check_order_id", "check_url", "is_loopback_host"]
+__all__ = [
+    "check_account_id",
+    "check_order_id",
+    "check_proxy_url",
+    "check_url",
+    "is_loopback_host",
+]
 
 MAX_ID_LENGTH: Final = 128
 # Printable ASCII minus space and the characters that change a URL's meaning.
@@ -44,14 +50,32 @@ def check_account_id(value: object) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    """True for exactly ``localhost`` and literal loopback addresses (127.0.0.0/8, ::1).
+
+    Names under ``.localhost`` are not loopback here: a DNS answer (or a
+    resolver that does not special-case them) would decide where a
+    plaintext token goes. ``localhost.`` (with the root dot) is refused too.
+    """
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_proxy_url(url: object) -> str:
+    """Return ``url`` if it is a usable proxy URL (``http://`` or ``https://`` with a host).
+
+    Raises :class:`ConfigurationError`.
+    """
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError("proxy must be a non-empty URL string or None")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError("proxy must be an http:// or https:// URL with a host")
+    return url
 
 
 def check_url(url: str, *, secure: str, insecure: str, allow_insecure: bool, what: str) -> str:

@@ -26,6 +26,13 @@ setting                         meaning                                     defa
 ``reconnect_max_delay``         WebSocket reconnect backoff cap, seconds    20
 ``max_message_size``            largest WebSocket message accepted, bytes   1048576
                                 (larger: close 1009, reconnect, recover)
+``max_response_size``           largest HTTP reply body accepted, bytes     4194304
+                                (larger, or compressed:
+                                ``ResponseTooLargeError``)
+``proxy``                       ``http://`` or ``https://`` proxy URL for   None
+                                both transports; never used for loopback
+                                hosts. Proxy environment variables
+                                (``HTTPS_PROXY``...) are ignored
 ==============================  ==========================================  =========
 
 Environment (``ClientConfig.from_env``): ``CADENZA_TOKEN``, ``CADENZA_API_URL``,
@@ -39,8 +46,9 @@ import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from ._validate import check_account_id, check_url
+from ._validate import check_account_id, check_proxy_url, check_url, is_loopback_host
 from .errors import ConfigurationError
 
 __all__ = [
@@ -133,6 +141,8 @@ class ClientConfig:
     reconnect_min_delay: float = 0.1
     reconnect_max_delay: float = 20.0
     max_message_size: int = 2**20
+    max_response_size: int = 4 * 2**20
+    proxy: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.token, str):
@@ -190,6 +200,21 @@ class ClientConfig:
             or self.max_message_size < 1024
         ):
             raise ConfigurationError("max_message_size must be an int >= 1024 (bytes)")
+        if (
+            not isinstance(self.max_response_size, int)
+            or isinstance(self.max_response_size, bool)
+            or self.max_response_size < 1024
+        ):
+            raise ConfigurationError("max_response_size must be an int >= 1024 (bytes)")
+        if self.proxy is not None:
+            check_proxy_url(self.proxy)
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy to reach ``url`` through: ``proxy``, or None for a loopback host."""
+        if self.proxy is None:
+            return None
+        host = urlsplit(url).hostname
+        return None if host is None or is_loopback_host(host) else self.proxy
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClientConfig:

@@ -14,6 +14,7 @@
         RateLimitError              429 (.retry_after)
         ServerError                 5xx
         UnexpectedResponseError     any other status, or a body that is not the envelope
+          ResponseTooLargeError     a reply body over ``max_response_size`` (or compressed)
       TransportError                connection refused/reset, HTTP timeout, TLS failure
       ConfirmationTimeout           .order_id .last_known (TradeOrder | None)
       StreamError                   WebSocket auth failure, protocol violation, closed for good
@@ -21,12 +22,16 @@
 
 Third-party exceptions (aiohttp, websockets, ssl) are translated at the I/O
 boundary (``http.py``, ``stream.py``) and never chained raw: their reprs can
-carry request headers, bearer token included.
+carry request headers, bearer token included. Messages of :class:`ApiError`
+and :class:`StreamError` (server text, mostly) are passed through
+:func:`~cadenza_async._redact.redact_in_scope` when built.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from ._redact import redact_in_scope
 
 if TYPE_CHECKING:
     from .models import TradeOrder
@@ -44,6 +49,7 @@ __all__ = [
     "OrderNotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "ServerError",
     "StreamError",
     "TransportError",
@@ -88,6 +94,7 @@ class ApiError(CadenzaError):
         errno: int | None = None,
         request_id: str | None = None,
     ) -> None:
+        message = redact_in_scope(message)
         super().__init__(message)
         self.message = message
         self.status = status
@@ -155,6 +162,16 @@ class UnexpectedResponseError(ApiError):
     """The server answered with a status or body this SDK does not understand."""
 
 
+class ResponseTooLargeError(UnexpectedResponseError):
+    """A reply body over ``ClientConfig.max_response_size``, or a compressed one.
+
+    Refused before it is read whole (the connection is dropped): memory per
+    reply stays bounded whatever the server sends. ``limit`` is the cap in bytes.
+    """
+
+    limit: int | None = None
+
+
 class TransportError(CadenzaError):
     """The request failed on the way: refused, reset, timed out, TLS.
 
@@ -194,7 +211,7 @@ class StreamError(CadenzaError):
     """
 
     def __init__(self, message: str, *, code: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact_in_scope(message))
         self.code = code
 
 

@@ -15,17 +15,31 @@ other 400                               :class:`InvalidRequestError`
 403                                     :class:`PermissionDeniedError`
 404                                     :class:`OrderNotFoundError`
 429 (pauses every caller for            :class:`RateLimitError` (``retry_after``)
-``Retry-After``, then retried)
+``Retry-After``, then retried; a
+submit is never retried)
 5xx (retried, full-jitter backoff)      :class:`ServerError`
 3xx, other statuses, a body that is     :class:`UnexpectedResponseError`
 not the envelope, ``success: false``
+a body over ``max_response_size``, or   :class:`ResponseTooLargeError`
+a compressed one (identity is asked)    (an UnexpectedResponseError)
 refused, reset, DNS, TLS, timeout       :class:`TransportError`
 ======================================  ========================================
+
+Replies are bounded: a ``Content-Length`` over ``max_response_size`` is
+refused before the body is read, a body without one is read in chunks and
+refused as soon as it passes the cap, and the connection is dropped either
+way. The client asks for ``Accept-Encoding: identity`` and refuses a
+compressed body instead of inflating it: API replies are small JSON, and
+not inflating at all leaves no decompression bomb to bound. Proxies are
+used only when ``ClientConfig.proxy`` is set (never for a loopback API);
+proxy environment variables are ignored.
 
 Retries on 5xx and transport errors apply to idempotent calls only (cancel,
 look-ups), never to submit. aiohttp exceptions never leave this module and are
 never chained, not even as ``__context__``: their reprs can hold the ``Authorization``
-header.
+header. Error messages built from server text are scrubbed of the tokens in use
+(:mod:`cadenza_async._redact`): a server that echoes the ``Authorization`` header
+does not put the token into an exception.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ from yarl import URL
 
 from ._auth import TokenSource
 from ._ratelimit import RateGate
+from ._redact import redact
 from .config import ClientConfig
 from .errors import (
     ApiError,
@@ -57,6 +72,7 @@ from .errors import (
     OrderNotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
     UnexpectedResponseError,
@@ -194,6 +210,8 @@ class HttpApi:
         "_cancel_url",
         "_closed",
         "_gate",
+        "_max_body",
+        "_proxy",
         "_retry",
         "_session",
         "_short_timeouts",
@@ -208,6 +226,8 @@ class HttpApi:
         self._tokens = tokens
         self._gate = gate
         self._retry = config.retry
+        self._max_body = config.max_response_size
+        self._proxy = config.proxy_for(config.api_url)
         self._timeout = aiohttp.ClientTimeout(
             total=config.timeouts.request, connect=config.timeouts.connect
         )
@@ -299,8 +319,12 @@ class HttpApi:
         limit: int | None = None,
         offset: int | None = None,
         cursor: str | None = None,
+        deadline: float | None = None,
     ) -> OrderPage:
-        """One page of orders matching the filters, with the server's pagination."""
+        """One page of orders matching the filters, with the server's pagination.
+
+        ``deadline`` bounds the call as for :meth:`cancel_order`.
+        """
         params: list[tuple[str, str]] = []
         for key, value in (
             ("tradingAccountId", trading_account_id),
@@ -314,7 +338,9 @@ class HttpApi:
                 params.append((key, quote(str(value), safe="")))
         query = "&".join(f"{k}={v}" for k, v in params)
         url = URL(f"{self._base}{LIST_PATH}" + (f"?{query}" if query else ""), encoded=True)
-        envelope = await self._call("GET", url, None, idempotent=True, paced=False)
+        envelope = await self._call(
+            "GET", url, None, idempotent=True, paced=False, deadline=deadline
+        )
         return OrderPage(self._orders_from(envelope), envelope.pagination)
 
     async def submit_order(
@@ -365,13 +391,21 @@ class HttpApi:
             raise ClientClosedError("the client is closed")
         # The headers every request sends are session defaults, Authorization
         # included (see _call): aiohttp then has no per-request headers to merge.
+        # Identity encoding, no inflating (see the module docstring); no proxy from
+        # the environment (trust_env=False), only the configured one.
         session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=False),
-            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
-            auto_decompress=True,
+            headers={
+                "User-Agent": _USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+            },
+            auto_decompress=False,
             raise_for_status=False,
             cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            proxy=self._proxy,
         )
         self._session = session
         self._auth_header = None
@@ -429,7 +463,7 @@ class HttpApi:
                     timeout=timeout,
                 )
                 try:
-                    raw = await resp.read()
+                    raw = await self._read_body(resp)
                 finally:
                     resp.release()
             except asyncio.CancelledError:
@@ -480,7 +514,8 @@ class HttpApi:
                 pause = retry_after if retry_after is not None else (delay or 0.0)
                 gate.pause_for(min(pause, cap))
                 if (
-                    delay is None
+                    not idempotent  # a submit is never sent twice, not even after a 429
+                    or delay is None
                     or (retry_after is not None and retry_after > cap)
                     or _past(deadline, min(pause, cap))
                 ):
@@ -505,6 +540,54 @@ class HttpApi:
                 # A gateway timeout may have passed the request on; so may an earlier attempt.
                 error.maybe_sent = maybe_sent
             raise error
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The reply body: at most ``max_response_size`` bytes, never inflated.
+
+        Raises :class:`ResponseTooLargeError`, after dropping the connection,
+        for a compressed body, a ``Content-Length`` over the cap (nothing is
+        read) or a body without one that passes the cap (reading stops
+        there). aiohttp errors pass through to :meth:`_call`, which translates them.
+        """
+        limit = self._max_body
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            resp.close()
+            raise self._too_large(
+                resp,
+                f"HTTP {resp.status} with a {encoding[:20]!r}-encoded body refused"
+                " (the client asks for identity and inflates nothing)",
+            )
+        declared = resp.content_length
+        if declared is not None:
+            if declared > limit:
+                resp.close()
+                raise self._too_large(
+                    resp,
+                    f"HTTP {resp.status} with a body of {declared} bytes refused unread"
+                    f" (max_response_size is {limit})",
+                )
+            return await resp.read()  # the parser stops at Content-Length
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                resp.close()
+                raise self._too_large(
+                    resp,
+                    f"HTTP {resp.status} with a body over max_response_size ({limit} bytes);"
+                    " reading stopped there",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, resp: aiohttp.ClientResponse, message: str) -> ResponseTooLargeError:
+        error = ResponseTooLargeError(
+            self._scrub(message), status=resp.status, request_id=self._request_id(None, resp)
+        )
+        error.limit = self._max_body
+        return error
 
     def _timeout_until(self, deadline: float) -> aiohttp.ClientTimeout:
         """The usual timeout, or a shorter one that ends at ``deadline`` (within 5 ms).
@@ -557,10 +640,13 @@ class HttpApi:
             detail = f"{type(exc).__name__}: {exc}"
         else:
             detail = type(exc).__name__
-        message = _clip(f"{method} {url.path}: {detail}")
-        if token in message:  # belt and braces: a token never leaves in a message
-            message = message.replace(token, "***")
+        # Belt and braces: a token never leaves in a message, not even a piece of it.
+        message = _clip(redact(f"{method} {url.path}: {detail}", (token, self._tokens.current)))
         return TransportError(message)
+
+    def _scrub(self, text: str) -> str:
+        """Server text fit for an exception: the tokens in use masked (fragments too), clipped."""
+        return _clip(redact(text, (self._auth_header, self._tokens.current)))
 
     def _success_envelope(self, raw: bytes, status: int, resp: aiohttp.ClientResponse) -> Envelope:
         try:
@@ -569,7 +655,7 @@ class HttpApi:
             raise UnexpectedResponseError(
                 f"HTTP {status} with a body that is not the API envelope",
                 status=status,
-                request_id=resp.headers.get("X-Request-Id"),
+                request_id=self._request_id(None, resp),
             ) from None
         if envelope.success:
             return envelope
@@ -581,14 +667,14 @@ class HttpApi:
         else:
             cls = UnexpectedResponseError
         raise cls(
-            _clip(message), status=status, errno=envelope.errno or None, request_id=request_id
+            self._scrub(message), status=status, errno=envelope.errno or None, request_id=request_id
         )
 
-    @staticmethod
-    def _request_id(envelope: Envelope | None, resp: aiohttp.ClientResponse) -> str | None:
+    def _request_id(self, envelope: Envelope | None, resp: aiohttp.ClientResponse) -> str | None:
         if envelope is not None and envelope.details is not None and envelope.details.request_id:
-            return envelope.details.request_id
-        return resp.headers.get("X-Request-Id")
+            return self._scrub(envelope.details.request_id)
+        header = resp.headers.get("X-Request-Id")
+        return None if header is None else self._scrub(header)
 
     def _api_error(
         self, cls: type[ApiError], status: int, raw: bytes, resp: aiohttp.ClientResponse
@@ -604,7 +690,10 @@ class HttpApi:
             message = f"HTTP {status} {resp.reason or ''}".rstrip()
         errno = envelope.errno if envelope is not None and envelope.errno else None
         return cls(
-            _clip(message), status=status, errno=errno, request_id=self._request_id(envelope, resp)
+            self._scrub(message),
+            status=status,
+            errno=errno,
+            request_id=self._request_id(envelope, resp),
         )
 
     def _error_for_status(self, status: int, raw: bytes, resp: aiohttp.ClientResponse) -> ApiError:
@@ -624,7 +713,7 @@ class HttpApi:
         error = self._api_error(UnexpectedResponseError, status, raw, resp)
         if 300 <= status < 400:
             location = resp.headers.get("Location")
-            error.message = _clip(
+            error.message = self._scrub(
                 f"HTTP {status} redirect"
                 + (f" to {location}" if location else "")
                 + " not followed"

@@ -322,17 +322,18 @@ async def test_429_with_retry_after_beyond_the_cap_raises_at_once(api, http):
     assert len(api.requests) == 1
 
 
-async def test_429_is_retried_even_for_submit(api, http):
+async def test_429_on_submit_is_not_retried(api, http):
     api.reply(429, error_body(0, "slow"), headers={"Retry-After": "0"})
 
-    await http.submit_order(
-        trading_account_id=ACCOUNT_ID,
-        instrument_id="X:A/B",
-        order_side="BUY",
-        order_type="MARKET",
-        quantity="1",
-    )
-    assert len(api.requests) == 2
+    with pytest.raises(RateLimitError):
+        await http.submit_order(
+            trading_account_id=ACCOUNT_ID,
+            instrument_id="X:A/B",
+            order_side="BUY",
+            order_type="MARKET",
+            quantity="1",
+        )
+    assert len(api.requests) == 1
 
 
 def test_retry_after_reads_seconds_and_http_dates():

@@ -59,7 +59,7 @@ def test_id_error_message_is_truncated():
     [
         ("localhost", True),
         ("LOCALHOST", True),
-        ("api.localhost", True),
+        ("api.localhost", False),  # a DNS name, not loopback by itself
         ("127.0.0.1", True),
         ("127.255.0.9", True),
         ("::1", True),
