@@ -78,7 +78,7 @@ async def test_cancel_without_confirm_reports_the_reply_as_unconfirmed(cadenza_s
     env(cadenza_sim)
     oid = cadenza_sim.create_order().trade_order_id
 
-    code = await cli.run(["cancel", oid, "--json"])
+    code = await cli.run(["cancel", oid, "--no-confirm", "--json"])
 
     [line] = json_lines(capsys.readouterr().out)
     assert code == 0
@@ -138,10 +138,13 @@ async def test_rejected_token_is_reported_without_printing_it(cadenza_sim, env, 
     code = await cli.run(["cancel", oid, "--json"])
 
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert canary not in captured.out + captured.err
     assert "Traceback" not in captured.err
-    assert captured.err.startswith("error: ") or json_lines(captured.out)[0]["ok"] is False
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("error: authentication failed: the ")
+    assert "127.0.0.1" in line
+    assert cadenza_sim.get_order(oid).status == "OPEN"
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.01)
@@ -154,7 +157,7 @@ async def test_cancel_many_with_a_missing_id_exits_1_and_lists_it(
     path = tmp_path / "ids.txt"
     path.write_text("# orders to cancel\n" + "\n".join(listed) + "\n\n")
 
-    code = await cli.run(["cancel-many", str(path), "--concurrency", "8", "--plain"])
+    code = await cli.run(["cancel-many", "--file", str(path), "--concurrency", "8", "--plain"])
 
     out = capsys.readouterr().out
     assert code == 1
@@ -173,7 +176,7 @@ async def test_cancel_many_reads_stdin_and_prints_one_json_line_per_order(
     ids = [o.trade_order_id for o in cadenza_sim.create_orders(25)]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join([*ids, ids[0]]) + "\n"))
 
-    code = await cli.run(["cancel-many", "--json"])
+    code = await cli.run(["cancel-many", "-", "--json"])
 
     lines = json_lines(capsys.readouterr().out)
     assert code == 0
@@ -189,7 +192,7 @@ async def test_cancel_many_draws_a_rich_summary_table(cadenza_sim, env, capsys, 
     path = tmp_path / "ids.txt"
     path.write_text("\n".join(ids))
 
-    code = await cli.run(["cancel-many", str(path)])
+    code = await cli.run(["cancel-many", "--file", str(path)])
 
     out = capsys.readouterr().out
     assert code == 0
@@ -243,7 +246,7 @@ def test_missing_token_is_a_configuration_error(env, capsys):
 
     captured = capsys.readouterr()
     assert code == 2
-    assert captured.err.strip() == "error: no token: set CADENZA_TOKEN or pass token="
+    assert captured.err.strip() == "error: no token: set CADENZA_TOKEN or pass --token"
 
 
 def test_usage_error_exits_2(env, capsys):
@@ -277,7 +280,7 @@ async def test_without_rich_the_summary_is_plain_text(cadenza_sim, env, capsys, 
     ids = [o.trade_order_id for o in cadenza_sim.create_orders(5)]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join([*ids, MISSING_ID])))
 
-    code = await cli.run(["cancel-many"])
+    code = await cli.run(["cancel-many", "-"])
 
     out = capsys.readouterr().out
     assert code == 1

@@ -1,64 +1,145 @@
-"""The commands that talk to an API: cancel, cancel-many, cancel-all, watch; and sim."""
+"""The commands that talk to an API: cancel, cancel-many, cancel-all, orders, watch.
+
+Each takes a :class:`Context` and returns the exit status; failures they do
+not turn into an outcome propagate to the entry point, which maps them with
+:func:`~cadenza_async.cli._errors.explain`.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from ..client import CadenzaClient
 from ..errors import CadenzaError, ConfigurationError
-from ..models import CancelResult, TradeOrder
-from ._outcomes import Outcome, Tally, describe, outcome_json, show_tally
-from ._output import Output
+from ..models import TradeOrder, is_terminal
+from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, auth_failure, explain
+from ._outcomes import (
+    Outcome,
+    Tally,
+    describe,
+    is_failure,
+    outcome_id,
+    outcome_json,
+    show_tally,
+)
+from ._output import Output, clean_line
+from ._session import Context
 
-if TYPE_CHECKING:
-    from ..testing import CadenzaSimulator
+__all__ = [
+    "cancel_with_progress",
+    "cmd_cancel",
+    "cmd_cancel_all",
+    "cmd_cancel_many",
+    "cmd_orders",
+    "cmd_watch",
+    "list_open_orders",
+    "read_ids",
+]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+# Paging guards for listing an account's orders: a server that keeps saying "more"
+# without new orders, or pages past this many, ends the listing.
+LIST_PAGE_SIZE = 500
+LIST_MAX_PAGES = 2_000
 
 
-def client_from_args(args: argparse.Namespace, out: Output) -> CadenzaClient:
-    """A client from ``CADENZA_*`` variables, flags winning. Raises ConfigurationError."""
-    if args.token:
-        out.note(
-            "warning: --token is visible to other users in the process list; "
-            "prefer the CADENZA_TOKEN environment variable"
+def _no_confirm_conflicts(args: Any) -> None:
+    """Flags that mean nothing without confirmation are refused, not ignored."""
+    if not args.no_confirm:
+        return
+    if args.via == "ws":
+        raise ConfigurationError(
+            "--via ws needs confirmation: with --no-confirm the cancel goes over HTTP"
         )
-    return CadenzaClient.from_env(
-        token=args.token,
-        api_url=args.api_url,
-        ws_url=args.ws_url,
-        trading_account_id=args.account,
-        cancel_via=args.via,
-        allow_insecure=True if args.allow_insecure else None,
-    )
+    if args.timeout is not None:
+        raise ConfigurationError("--timeout is the confirmation deadline: drop it or --no-confirm")
 
 
-def account_of(args: argparse.Namespace, client: CadenzaClient) -> str | None:
-    account: str | None = args.account or client.config.trading_account_id
-    return account
+# ---- cancel -------------------------------------------------------------------------------
 
 
-def read_ids(source: str) -> list[str]:
-    """Order ids, one per line, from a file or ``-`` (stdin); blank lines and ``#`` comments skipped."""
-    if source == "-":
-        lines: Iterable[str] = sys.stdin.read().splitlines()
+async def cmd_cancel(ctx: Context) -> int:
+    """Cancel one order: confirmed by default, the HTTP reply alone with ``--no-confirm``."""
+    args, out = ctx.args, ctx.out
+    _no_confirm_conflicts(args)
+    outcome: Outcome
+    if args.no_confirm:
+        async with ctx.rest_client() as client:
+            try:
+                outcome = await client.cancel(args.order_id, trading_account_id=args.account)
+            except CadenzaError as exc:
+                outcome = _as_outcome(exc)
     else:
+        async with ctx.client() as client:
+            try:
+                outcome = await client.cancel_and_confirm(
+                    args.order_id, trading_account_id=args.account, timeout=args.timeout
+                )
+            except CadenzaError as exc:
+                outcome = _as_outcome(exc)
+    if out.json_mode:
+        out.emit(outcome_json(args.order_id, outcome))
+    elif is_failure(outcome):
+        assert isinstance(outcome, CadenzaError)
+        message, _ = explain(outcome, ctx.config)
+        out.error(f"{clean_line(args.order_id)}  failed: {message}")
+    else:
+        out.say(describe(args.order_id, outcome))
+    return EXIT_FAILED if is_failure(outcome) else EXIT_OK
+
+
+def _as_outcome(exc: CadenzaError) -> Outcome:
+    """An error that is this order's outcome; settings and refused tokens end the command."""
+    if isinstance(exc, ConfigurationError) or auth_failure(exc) is not None:
+        raise exc
+    return exc
+
+
+# ---- many cancels ---------------------------------------------------------------------------
+
+
+def read_ids(sources: Sequence[str], files: Sequence[str]) -> list[str]:
+    """Order ids from arguments, ``-`` (stdin) and files (one per line; blanks and ``#`` skipped).
+
+    Raises ConfigurationError for an unreadable file, or for an argument that
+    names a file (ids from a file need ``--file``).
+    """
+    ids: list[str] = []
+    for source in sources:
+        if source == "-":
+            ids += _ids_in(sys.stdin.read().splitlines())
+        elif os.path.isfile(source):
+            raise ConfigurationError(
+                f"{source} is a file: pass --file {source} to read ids from it"
+            )
+        else:
+            ids.append(source)
+    for path in files:
+        if path == "-":
+            ids += _ids_in(sys.stdin.read().splitlines())
+            continue
         try:
-            with open(source, encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
+            with open(path, encoding="utf-8") as fh:
+                ids += _ids_in(fh.read().splitlines())
         except OSError as exc:
-            raise ConfigurationError(f"cannot read {source}: {exc.strerror}") from None
+            raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    return ids
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    """Stop an async generator now (not when it is collected)."""
+    aclose: Callable[[], Awaitable[Any]] | None = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _ids_in(lines: Iterable[str]) -> list[str]:
     ids = []
     for line in lines:
         text = line.split("#", 1)[0].strip()
@@ -67,108 +148,190 @@ def read_ids(source: str) -> list[str]:
     return ids
 
 
-async def closing(iterator: AsyncIterator[Any]) -> None:
-    aclose: Callable[[], Awaitable[Any]] | None = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-async def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
-    async with client_from_args(args, out) as client:
-        outcome: Outcome
-        try:
-            if args.confirm:
-                outcome = await client.cancel_and_confirm(
-                    args.order_id, trading_account_id=args.account, timeout=args.timeout
-                )
-            else:
-                outcome = await client.cancel(args.order_id, trading_account_id=args.account)
-        except ConfigurationError:
-            raise
-        except CadenzaError as exc:
-            outcome = exc
-    if out.json_mode:
-        out.emit(outcome_json(args.order_id, outcome))
-    elif isinstance(outcome, CadenzaError):
-        out.error(describe(args.order_id, outcome))
-    else:
-        out.say(describe(args.order_id, outcome))
-    return EXIT_FAILED if isinstance(outcome, CadenzaError) else EXIT_OK
-
-
 async def cancel_with_progress(
     out: Output,
     ids: Sequence[str],
     results: AsyncIterator[Any],
     label: str,
+    tally: Tally | None = None,
 ) -> Tally:
     """Drain ``results`` into a tally, with a progress bar and JSON lines.
 
-    Items are outcomes, or ``(order_id, outcome)`` pairs.
+    Items are outcomes, or ``(order_id, outcome)`` pairs. Cancelled (Ctrl-C),
+    the tally keeps what arrived and counts the rest as ``no_outcome``; the
+    cancellation propagates.
     """
-    tally = Tally()
-    with out.progress(len(set(ids)), label) as bar:
+    tally = Tally() if tally is None else tally
+    expected = len(set(ids))
+    with out.progress(expected, label) as bar:
         try:
             async for item in results:
                 oid, outcome = item if isinstance(item, tuple) else (outcome_id(item), item)
                 tally.add(oid, outcome)
-                bar.advance(failed=isinstance(outcome, CadenzaError))
+                bar.advance(failed=is_failure(outcome))
                 if out.json_mode:
                     out.emit(outcome_json(oid, outcome))
+        except asyncio.CancelledError:
+            tally.no_outcome = max(0, expected - tally.total)
+            raise
         finally:
-            await closing(results)
-    tally.finished = time.perf_counter()
+            tally.finished = time.perf_counter()
+            await _aclose(results)
     return tally
 
 
-async def cmd_cancel_many(args: argparse.Namespace, out: Output) -> int:
-    ids = read_ids(args.file)
-    if not ids:
-        out.note("no order ids given")
-        return EXIT_OK
-    async with client_from_args(args, out) as client:
-        results = client.cancel_many_iter(
-            ids,
-            concurrency=args.concurrency,
-            confirm=not args.no_confirm,
-            timeout=args.timeout,
-            trading_account_id=args.account,
+async def _cancel_and_report(
+    ctx: Context,
+    client: CadenzaClient,
+    ids: Sequence[str],
+    *,
+    confirm: bool,
+    account: str | None,
+    label: str,
+) -> int:
+    """Cancel ``ids`` with a progress bar, then the summary; the exit status.
+
+    Interrupted, the summary covers the outcomes so far and the
+    cancellation propagates (the entry point exits 130).
+    """
+    args, out = ctx.args, ctx.out
+    results = client.cancel_many_iter(
+        ids,
+        concurrency=args.concurrency,
+        confirm=confirm,
+        timeout=args.timeout,
+        trading_account_id=account,
+    )
+    tally = Tally()
+    try:
+        await cancel_with_progress(out, ids, results, label, tally)
+    except asyncio.CancelledError:
+        show_tally(out, tally, ids)
+        out.error(
+            f"interrupted: {tally.no_outcome:,} of {len(set(ids)):,} orders have no outcome "
+            "(each may or may not be cancelled)"
         )
-        tally = await cancel_with_progress(out, ids, results, "cancelling")
+        out.interrupt_reported = True
+        raise
     show_tally(out, tally, ids)
+    auth = tally.auth_error
+    if auth is not None:
+        out.error(explain(auth, ctx.config)[0])
+        return EXIT_USAGE
     return EXIT_FAILED if tally.errors else EXIT_OK
 
 
-async def cmd_cancel_all(args: argparse.Namespace, out: Output) -> int:
-    async with client_from_args(args, out) as client:
-        account = account_of(args, client)
-        if account is None:
-            raise ConfigurationError("cancel-all needs --account or CADENZA_TRADING_ACCOUNT_ID")
+async def cmd_cancel_many(ctx: Context) -> int:
+    """Cancel the ids given as arguments, in ``--file`` files, or on stdin (``-``)."""
+    args = ctx.args
+    _no_confirm_conflicts(args)
+    ids = read_ids(args.ids, args.file)
+    if not ids:
+        raise ConfigurationError("no order ids given: pass IDs, --file FILE, or - to read stdin")
+    if args.no_confirm:
+        async with ctx.rest_client() as client:
+            return await _cancel_and_report(
+                ctx, client, ids, confirm=False, account=args.account, label="cancelling"
+            )
+    async with ctx.client() as client:
+        return await _cancel_and_report(
+            ctx, client, ids, confirm=True, account=args.account, label="cancelling"
+        )
+
+
+# ---- an account's open orders ---------------------------------------------------------------
+
+
+async def list_open_orders(
+    client: CadenzaClient, account: str, instrument: str | None, out: Output
+) -> list[TradeOrder]:
+    """The account's non-terminal orders, page by page.
+
+    Stops when a page brings no order not seen before (a server that keeps
+    saying "more"), and after ``LIST_MAX_PAGES`` pages (with a warning).
+    """
+    seen: dict[str, TradeOrder] = {}
+    offset = 0
+    cursor: str | None = None
+    for _ in range(LIST_MAX_PAGES):
+        page = await client.list_orders(
+            trading_account_id=account,
+            instrument_id=instrument,
+            limit=LIST_PAGE_SIZE,
+            offset=None if cursor else offset,
+            cursor=cursor,
+        )
+        fresh = [o for o in page.orders if o.trade_order_id not in seen]
+        for order in fresh:
+            seen[order.trade_order_id] = order
+        pagination = page.pagination
+        more = pagination.has_next if pagination is not None else None
+        if not fresh or more is False or (more is None and len(page.orders) < LIST_PAGE_SIZE):
+            break
+        offset += len(page.orders)
+        cursor = pagination.cursor if pagination is not None else None
+    else:
+        out.warn(f"stopped listing after {LIST_MAX_PAGES:,} pages ({len(seen):,} orders)")
+    return [order for order in seen.values() if not is_terminal(order.status)]
+
+
+async def cmd_cancel_all(ctx: Context) -> int:
+    """List the account's open orders, then cancel them all with confirmation."""
+    args, out = ctx.args, ctx.out
+    async with ctx.client() as client:
+        account = ctx.account(client, "cancel-all")
         scope = f" on {args.instrument}" if args.instrument else ""
-        out.note(f"cancelling every open order of {account}{scope} ...")
-        tally = Tally()
-        outcomes = await client.cancel_all_open(account, instrument_id=args.instrument)
-        tally.finished = time.perf_counter()
-    order: list[str] = []
-    for outcome in outcomes:
-        oid = outcome_id(outcome)
-        order.append(oid)
-        tally.add(oid, outcome)
-        if out.json_mode:
-            out.emit(outcome_json(oid, outcome))
-    show_tally(out, tally, order)
-    return EXIT_FAILED if tally.errors else EXIT_OK
+        orders = await list_open_orders(client, account, args.instrument, out)
+        if not orders:
+            out.note(f"nothing to cancel: no open orders on {account}{scope}")
+            return EXIT_OK
+        out.note(f"cancelling {len(orders):,} open orders of {account}{scope}")
+        ids = [order.trade_order_id for order in orders]
+        return await _cancel_and_report(
+            ctx, client, ids, confirm=True, account=account, label="cancelling"
+        )
 
 
-def outcome_id(outcome: Outcome) -> str:
-    if isinstance(outcome, CancelResult):
-        return outcome.order_id
-    if isinstance(outcome, TradeOrder):
-        return outcome.trade_order_id
-    return outcome.order_id or "?"
+async def cmd_orders(ctx: Context) -> int:
+    """Print the account's open orders: a table, or one JSON object per order."""
+    args, out = ctx.args, ctx.out
+    async with ctx.rest_client() as client:
+        account = ctx.account(client, "orders")
+        orders = await list_open_orders(client, account, args.instrument, out)
+    scope = f" on {args.instrument}" if args.instrument else ""
+    if out.json_mode:
+        for order in orders:
+            out.emit(msgspec.to_builtins(order))
+            if out.stdout_closed:
+                break
+        return EXIT_OK
+    if not orders:
+        out.say(f"no open orders on {account}{scope}")
+        return EXIT_OK
+    out.table(
+        f"{len(orders):,} open orders of {account}{scope}",
+        ("order id", "status", "side", "quantity", "price", "executed", "instrument"),
+        [
+            (
+                order.trade_order_id,
+                order.status,
+                order.order_side or "",
+                order.quantity or "",
+                order.limit_price or "",
+                order.executed_quantity or "",
+                order.instrument_id or "",
+            )
+            for order in orders
+        ],
+    )
+    return EXIT_OK
+
+
+# ---- watch ----------------------------------------------------------------------------------
 
 
 def order_line(order: TradeOrder) -> str:
+    """One update as a line; every field came from the server, so each is cleaned."""
     stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
     parts = [stamp, order.trade_order_id, order.status]
     if order.order_side:
@@ -181,14 +344,14 @@ def order_line(order: TradeOrder) -> str:
         parts.append(f"@ {order.limit_price}")
     if order.executed_quantity and order.executed_quantity not in ("0", "0.0"):
         parts.append(f"executed {order.executed_quantity}")
-    return "  ".join(parts)
+    return "  ".join(clean_line(part) for part in parts)
 
 
-async def cmd_watch(args: argparse.Namespace, out: Output) -> int:
-    async with client_from_args(args, out) as client:
-        account = account_of(args, client)
-        if account is None:
-            raise ConfigurationError("watch needs --account or CADENZA_TRADING_ACCOUNT_ID")
+async def cmd_watch(ctx: Context) -> int:
+    """Print order updates until Ctrl-C (exit 130), ``--count`` updates, or stdout closes."""
+    args, out = ctx.args, ctx.out
+    async with ctx.client() as client:
+        account = ctx.account(client, "watch")
         until = f"{args.count} updates" if args.count else "Ctrl-C"
         out.note(f"watching order updates on {account} until {until}")
         seen = 0
@@ -200,47 +363,8 @@ async def cmd_watch(args: argparse.Namespace, out: Output) -> int:
                 else:
                     out.say(order_line(order))
                 seen += 1
-                if args.count and seen >= args.count:
+                if out.stdout_closed or (args.count and seen >= args.count):
                     break
         finally:
-            await closing(updates)
-    return EXIT_OK
-
-
-def cmd_sim(args: argparse.Namespace, out: Output) -> int:
-    from ..testing import serve
-
-    def started(sim: CadenzaSimulator) -> None:
-        out.note(
-            "point the command line at it: "
-            f"export CADENZA_API_URL={sim.api_url} CADENZA_WS_URL={sim.ws_url} "
-            f"CADENZA_TOKEN={sim.token} CADENZA_TRADING_ACCOUNT_ID={sim.trading_account_id}"
-        )
-
-    coro = serve(
-        args.host,
-        args.port,
-        orders=args.orders,
-        out=lambda line: print(line, flush=True),
-        started=started,
-        cancel_delay=args.cancel_delay,
-        token=args.sim_token,
-        trading_account_id=args.sim_account,
-        ping_interval=args.ping_interval,
-        history_size=args.history_size,
-        event_shape=args.event_shape,
-    )
-    runner: Callable[[Any], Any] = asyncio.run
-    if not args.no_uvloop:
-        with contextlib.suppress(ImportError):
-            import uvloop
-
-            runner = uvloop.run
-    try:
-        runner(coro)
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except OSError as exc:
-        out.error(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
-        return EXIT_FAILED
+            await _aclose(updates)
     return EXIT_OK

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import time
@@ -13,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from ..client import CadenzaClient
 from ..errors import CadenzaError
 from ..models import OrderStatus
-from ._commands import EXIT_FAILED, EXIT_OK, cancel_with_progress
+from ._commands import cancel_with_progress
+from ._errors import EXIT_FAILED, EXIT_OK
 from ._outcomes import error_text, ms, percentile
 from ._output import Output
+from ._session import Context
 
 if TYPE_CHECKING:
     from ..testing import CadenzaSimulator
@@ -47,7 +48,9 @@ async def _demo_step(
     return step
 
 
-async def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+async def cmd_demo(ctx: Context) -> int:
+    """The tour: five steps, each checked against the simulator's own record."""
+    args, out = ctx.args, ctx.out
     from ..testing import CadenzaSimulator
 
     out.say("cadenza-async demo: an exchange simulator on loopback, no network", style="bold")

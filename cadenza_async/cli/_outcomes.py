@@ -1,4 +1,10 @@
-"""The outcome of each cancel as the command line shows it: JSON lines, one-line verdicts, the summary."""
+"""The outcome of each cancel as the command line shows it: JSON lines, one-line verdicts, the summary.
+
+An outcome is a :class:`CancelResult` (confirmed), a :class:`TradeOrder`
+(the server's reply, ``--no-confirm``), or a :class:`CadenzaError`. One error
+is an outcome, not a failure: :class:`OrderNotCancellableError`, the server
+saying the order is already final.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,42 @@ from typing import Any
 
 import msgspec
 
-from ..errors import CadenzaError
+from ..errors import CadenzaError, OrderNotCancellableError
 from ..models import CancelResult, OrderStatus, TradeOrder
-from ._output import Output
+from ._errors import auth_failure
+from ._output import Output, clean_line
 
-__all__ = ["Outcome", "Tally", "describe", "error_text", "ms", "outcome_json", "show_tally"]
+__all__ = [
+    "Outcome",
+    "Tally",
+    "describe",
+    "error_text",
+    "is_failure",
+    "ms",
+    "outcome_id",
+    "outcome_json",
+    "percentile",
+    "show_tally",
+]
 
 Outcome = CancelResult | TradeOrder | CadenzaError
 
 
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def is_failure(outcome: Outcome) -> bool:
+    """True for an error; an order already final (the cancel refused) is an outcome."""
+    return isinstance(outcome, CadenzaError) and not isinstance(outcome, OrderNotCancellableError)
+
+
+def outcome_id(outcome: Outcome) -> str:
+    if isinstance(outcome, CancelResult):
+        return outcome.order_id
+    if isinstance(outcome, TradeOrder):
+        return outcome.trade_order_id
+    return outcome.order_id or "?"
 
 
 def outcome_json(order_id: str, outcome: Outcome) -> dict[str, Any]:
@@ -46,6 +77,16 @@ def outcome_json(order_id: str, outcome: Outcome) -> dict[str, Any]:
             "confirmed": False,
             "order": msgspec.to_builtins(outcome),
         }
+    if isinstance(outcome, OrderNotCancellableError):
+        return {
+            "order_id": order_id,
+            "ok": True,
+            "cancelled": None,
+            "status": None,
+            "confirmed": False,
+            "already_final": True,
+            "message": str(outcome),
+        }
     return {
         "order_id": order_id,
         "ok": False,
@@ -64,16 +105,18 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 @dataclass
 class Tally:
-    """Counts outcomes of many cancels for the summary table."""
+    """Counts outcomes of many cancels for the summary table; each order counts once."""
 
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     cancelled: int = 0
+    already_final: int = 0
     not_cancelled: Counter[str] = field(default_factory=Counter)
     unconfirmed: Counter[str] = field(default_factory=Counter)
     errors: dict[str, CadenzaError] = field(default_factory=dict)
     sources: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    no_outcome: int = 0  # interrupted before these orders had an outcome
 
     def add(self, order_id: str, outcome: Outcome) -> None:
         if isinstance(outcome, CancelResult):
@@ -85,17 +128,26 @@ class Tally:
                 self.not_cancelled[outcome.status] += 1
         elif isinstance(outcome, TradeOrder):
             self.unconfirmed[outcome.status] += 1
+        elif isinstance(outcome, OrderNotCancellableError):
+            self.already_final += 1
         else:
             self.errors[order_id] = outcome
 
     @property
     def total(self) -> int:
+        """Orders with an outcome."""
         return (
             self.cancelled
+            + self.already_final
             + sum(self.not_cancelled.values())
             + sum(self.unconfirmed.values())
             + len(self.errors)
         )
+
+    @property
+    def auth_error(self) -> CadenzaError | None:
+        """The first error that says the token was refused, if any."""
+        return next((e for e in self.errors.values() if auth_failure(e) is not None), None)
 
     @property
     def elapsed(self) -> float:
@@ -103,16 +155,20 @@ class Tally:
         return end - self.started
 
     def rows(self) -> list[tuple[str, str]]:
-        rows = [("orders", f"{self.total:,}")]
+        rows = [("orders", f"{self.total + self.no_outcome:,}")]
         if self.cancelled or self.latencies:
             rows.append(("cancelled (confirmed)", f"{self.cancelled:,}"))
         for status, n in sorted(self.not_cancelled.items()):
-            rows.append((f"not cancelled: {status}", f"{n:,}"))
+            rows.append((f"not cancelled: {clean_line(status)}", f"{n:,}"))
         for status, n in sorted(self.unconfirmed.items()):
-            rows.append((f"cancel sent, reply {status} (not confirmed)", f"{n:,}"))
+            rows.append((f"cancel sent, reply {clean_line(status)} (not confirmed)", f"{n:,}"))
+        if self.already_final:
+            rows.append(("already final (cancel refused)", f"{self.already_final:,}"))
         errors = Counter(type(exc).__name__ for exc in self.errors.values())
         for name, n in sorted(errors.items()):
             rows.append((f"failed: {name}", f"{n:,}"))
+        if self.no_outcome:
+            rows.append(("no outcome (interrupted)", f"{self.no_outcome:,}"))
         if self.sources:
             shown = ", ".join(f"{src} {n:,}" for src, n in self.sources.most_common())
             rows.append(("confirmed by", shown))
@@ -133,11 +189,13 @@ class Tally:
 
 
 def show_tally(out: Output, tally: Tally, order: Sequence[str], max_errors: int = 20) -> None:
+    """The summary table, then the failed ids (each once, in input order)."""
     out.table("Summary", ("", "value"), tally.rows())
     if not tally.errors:
         return
-    failed = [oid for oid in order if oid in tally.errors]
-    failed += [oid for oid in tally.errors if oid not in set(failed)]
+    failed = [oid for oid in dict.fromkeys(order) if oid in tally.errors]
+    listed = set(failed)
+    failed += [oid for oid in tally.errors if oid not in listed]
     rows = [(oid, error_text(tally.errors[oid])) for oid in failed[:max_errors]]
     if len(failed) > max_errors:
         rows.append(("...", f"{len(failed) - max_errors} more"))
@@ -145,13 +203,23 @@ def show_tally(out: Output, tally: Tally, order: Sequence[str], max_errors: int 
 
 
 def describe(order_id: str, outcome: Outcome) -> str:
+    """One line for one order's outcome (server text cleaned of control characters)."""
+    order_id = clean_line(order_id)
     if isinstance(outcome, CancelResult):
         verdict = "cancelled" if outcome.cancelled else "NOT cancelled"
         acked = f", HTTP/RPC reply after {ms(outcome.acked_after)}" if outcome.acked_after else ""
         return (
-            f"{order_id}  {outcome.status}  {verdict}: confirmed by {outcome.source} "
+            f"{order_id}  {clean_line(outcome.status)}  {verdict}: confirmed by {outcome.source} "
             f"after {ms(outcome.latency)}{acked}"
         )
     if isinstance(outcome, TradeOrder):
-        return f"{order_id}  {outcome.status}  (the server's reply; not confirmed: use --confirm)"
-    return f"{order_id}  failed: {error_text(outcome)}"
+        return (
+            f"{order_id}  {clean_line(outcome.status)}  "
+            "(the server's reply to the cancel; not confirmed: --no-confirm)"
+        )
+    if isinstance(outcome, OrderNotCancellableError):
+        return (
+            f"{order_id}  already final: the server refused the cancel "
+            f"({clean_line(outcome.message)}); without --no-confirm the final state is looked up"
+        )
+    return f"{order_id}  failed: {clean_line(error_text(outcome))}"
