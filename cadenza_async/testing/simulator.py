@@ -68,42 +68,34 @@ class CadenzaSimulator:
     "previousStatus", "newStatus"}``). The token is never shown by ``repr``.
 
     Faults are methods; each is off until called and stays on until turned
-    off (a delay of 0), used up (the ``n``/``times`` ones) or over (an outage).
+    off (a delay of 0), used up (the ``n``/``times`` ones) or over (an
+    outage). ``delay_rest``, ``delay_cancel_reply`` and
+    ``delay_subscribe_replies`` accept ``math.inf``: held until that delay is
+    set to a finite value again, or the simulator stops.
 
-    =================================  ==========================================================
-    WebSocket                          what the client sees
-    =================================  ==========================================================
-    ``disconnect_all(code, reason)``   a close frame with ``code`` on every connection
-                                       (3000-3499: reconnect; 3500-3999, e.g. 3503: do not)
-    ``refuse_websocket(status)``       handshakes answered HTTP ``status`` (None: TCP closed,
-                                       no answer), open connections closed 3001; REST unaffected;
-                                       ``accept_websocket()`` ends it
-    ``stop_pinging()``                 no server pings (``resume_pinging()``)
-    ``delay_subscribe_replies(s)``     every subscribe handled and answered ``s`` seconds late
-    ``refuse_subscribe(account, ...)`` the next subscribes of the account's channel get a
-                                       Centrifugo error reply (e.g. 112, 103)
-    ``send_raw(frame)``                any frame, as is
-    ``lose_history(account)``          a new epoch: the next recovery fails
-    ``pause_publications()``           history only, no live pushes (``resume_publications()``)
-    ``duplicate_next_publications(n)`` / ``reorder_next_publications(n)`` /
-    ``delay_publications(s)``          as named
-    ``restart()``                      every connection closed 3001, every channel a new epoch
-    =================================  ==========================================================
+    WebSocket:
 
-    =================================  ==========================================================
-    REST (endpoints: ``"cancel"``,     what the client sees
-    ``"list"``, ``"submit"``)
-    =================================  ==========================================================
-    ``fail_next_rest(n, status)``      the next ``n`` calls answer ``status`` (5xx)
-    ``rate_limit_next_rest(n, ra)``    the next ``n`` calls answer 429, ``Retry-After: ra``
-    ``delay_rest(s, endpoint=)``       answers ``s`` seconds late; ``math.inf``: never, until
-                                       the delay is set finite again or the simulator stops
-    ``slow_rest(s)``                   ``delay_rest(s)`` on every endpoint
-    ``rest_outage(s, status=)``        for ``s`` seconds every call answers ``status``
-                                       (counted in ``rest_outage_answers``)
-    ``delay_cancel_reply(s)``          the cancel is applied (and published) at once, its HTTP
-                                       or RPC answer comes ``s`` seconds later
-    =================================  ==========================================================
+    - ``disconnect_all(code, reason)``: a close frame with ``code`` on every
+      connection (3000-3499: clients reconnect; 3500-3999, e.g. 3503: they don't).
+    - ``refuse_websocket(status=503)`` / ``accept_websocket()``: handshakes
+      answered HTTP ``status`` (None: TCP closed, no answer), open connections
+      closed with 3001; REST unaffected.
+    - ``delay_subscribe_replies(s)``: every subscribe handled and answered late.
+    - ``refuse_subscribe(account, code=, message=, times=, resubscribe_only=)``:
+      the next subscribes of ``tradingAccount:{account}`` get a Centrifugo error.
+    - ``stop_pinging()``, ``send_raw(frame)``, ``lose_history(account)``,
+      ``pause_publications()``, ``duplicate_next_publications(n)``,
+      ``reorder_next_publications(n)``, ``delay_publications(s)``, ``restart()``.
+
+    REST (``endpoint`` names: ``"cancel"``, ``"list"``, ``"submit"``):
+
+    - ``fail_next_rest(n, status, endpoint=)``, ``rate_limit_next_rest(n,
+      retry_after, endpoint=)``: the next ``n`` calls answer 5xx / 429.
+    - ``delay_rest(s, endpoint=)`` (``slow_rest(s)``: every endpoint): answers late.
+    - ``rest_outage(s, status=503, endpoints=)``: for ``s`` seconds every call
+      answers ``status`` (counted in ``rest_outage_answers``).
+    - ``delay_cancel_reply(s)``: the cancel is applied and published at once,
+      its HTTP answer or RPC reply comes ``s`` seconds later.
 
     What arrived: ``rest_requests`` (every REST call), ``cancel_requests``
     (``(order id, "http" | "ws")`` for every cancel that reached the order
