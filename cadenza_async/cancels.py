@@ -1,20 +1,48 @@
-"""Cancel orchestration: turns a cancel request into exactly one proven outcome.
+"""Cancel orchestration: turns a cancel request into exactly one proven outcome, on time.
 
 This is the asyncio side of :class:`~cadenza_async.protocol.confirm.ConfirmationRegistry`.
 The registry decides *whether* evidence proves a terminal state; this module
-sends the cancels, feeds the registry with what the HTTP reply, the order
+sends the cancels, feeds the registry with what the cancel's reply, the order
 stream and REST look-ups say, and wakes the callers waiting on each order.
 
-The confirmation rules it carries out (DESIGN.md):
+Two principles (DESIGN.md) shape it:
 
-1. the waiter is registered before the cancel is sent;
-2. a terminal state from the WS event, the cancel's own reply or a REST look-up resolves it;
-3. "cannot cancel" -> look the order up and resolve with its terminal state;
-4. transport error / 5xx on the cancel -> reconcile by REST, send again if still open;
-5. a stream gap -> every pending waiter is reconciled by REST (``reconcile_pending``);
-6. deadline -> one final REST look-up, then :class:`ConfirmationTimeout` with the last known state;
-7. duplicates and stale events are harmless (the registry's rules);
-8. one dict look-up per event.
+* **A deadline is a deadline.** Each call's ``timeout`` becomes one deadline
+  (event-loop time) at the call. Every wait inside is bounded by it: the rate
+  gate and a 429 pause, the request, the RPC, subscribing, each look-up, and
+  the final look-up, which starts a reserved slice (:func:`final_slice`)
+  before the deadline. The call returns or raises by the deadline plus the
+  loop's scheduling slack (see the README: tens of milliseconds).
+* **A cancel is a safety operation.** The request goes out first; nothing
+  optional (subscribing the account, the stream being down) delays it. When
+  the stream cannot prove the outcome, REST polling does (``source="rest"``).
+
+How one order's cancel runs:
+
+1. The waiter is registered before the request is sent (the event can beat the reply).
+2. One *job* per order id, driven by one task the canceller owns, sends the
+   cancel and proves its outcome; every caller of that order (concurrent calls,
+   a ``cancel_nowait`` and a ``cancel_and_confirm``) shares the job and waits
+   on a future of its own. The job is bounded by the latest deadline of the
+   callers still waiting; it stops when the last caller leaves. So there is
+   one request at a time per order, a caller leaving never restarts or
+   duplicates it, and an acknowledged cancel is never sent again.
+3. Proof from any source (event, reply, look-up) wakes every caller at once,
+   whatever is still in flight; a request left behind finishes in its task.
+4. "Cannot cancel": the order's own state decides (a look-up).
+5. A send that fails: if it provably never reached the API (refused, DNS,
+   TLS, every answer a 5xx or 429) and the transport's retries are spent, that
+   error is raised at once. If it may have reached it (a timeout, a reset
+   after sending, a 504), the order is looked up and the cancel sent again
+   with backoff while the deadline allows; a timeout then names the last send
+   error as its ``__cause__``.
+6. After the reply, the account's channel is subscribed (bounded by the
+   deadline) and a gap look-up closes the window in which an event could be
+   missed. While the channel is not live (stream down, closed for good, or
+   the channel refused), the order is polled by REST with backoff.
+7. A stream gap reconciles every pending waiter of the account by REST; a
+   channel refused with 103 fails the account's pending cancels with
+   :class:`~cadenza_async.errors.PermissionDeniedError`.
 """
 
 from __future__ import annotations
@@ -22,122 +50,82 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Literal
-
-import msgspec
 
 from ._validate import check_account_id, check_order_id
 from .errors import (
-    ApiError,
     AuthenticationError,
     CadenzaError,
     ClientClosedError,
     ConfirmationTimeout,
-    InvalidRequestError,
     OrderNotCancellableError,
     OrderNotFoundError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
-    StreamError,
+    StreamRpcError,
     TransportError,
-    UnexpectedResponseError,
 )
-from .http import _is_not_cancellable
-from .models import CancelResult, OrderStatus, TradeOrder, encoder
+from .models import CancelResult, OrderStatus, TradeOrder
 from .protocol.confirm import ConfirmationRegistry, Waiter
-from .stream import StreamRpcError
+from .stream import account_of, channel_for
+from .transports import HttpCancel, RpcCancel
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
     from .http import HttpApi
     from .stream import OrderStream
 
-__all__ = ["CancelHandle", "Canceller"]
+__all__ = ["CancelHandle", "Canceller", "final_slice"]
 
 log = logging.getLogger("cadenza_async.cancels")
 
-RPC_CANCEL: Final = "command.trade_order.cancel"
-_CENTRIFUGO_PERMISSION_DENIED: Final = 103
-CHANNEL_PREFIX: Final = "tradingAccount:"
+_PERMISSION_DENIED: Final = 103
+#: REST polling while the stream cannot prove: first look-up after this, doubling up to the cap.
+POLL_FIRST: Final = 0.1
+POLL_MAX: Final = 2.0
+#: How long a stream that just lost its connection gets to come back (and recover the
+#: events it missed) before the jobs it leaves without proof start polling REST.
+RECONNECT_GRACE: Final = 0.5
+#: Backoff between sends of a cancel that may have reached the API.
+RESEND_FIRST: Final = 0.1
+RESEND_MAX: Final = 1.0
+#: Errors that answer the question for good: no retry, no timeout.
+_DEFINITE: Final = (OrderNotFoundError, AuthenticationError, PermissionDeniedError)
 
 
-class _RpcError(msgspec.Struct, omit_defaults=True):
-    code: int = 0
-    message: str = ""
-    temporary: bool = False
-    status: int = 0  # the HTTP status of the same error, when the server says it
+def final_slice(timeout: float) -> float:
+    """The part of a ``timeout`` reserved for the final REST look-up: 20 %, at most 1 s."""
+    return min(1.0, timeout * 0.2)
 
 
-class _RpcCancelReply(msgspec.Struct, omit_defaults=True):
-    data: TradeOrder | None = None
-    error: _RpcError | None = None
-
-
-_rpc_reply_decoder: Final = msgspec.json.Decoder(_RpcCancelReply)
-
-
-def channel_for(account_id: str) -> str:
-    """The Centrifugo channel that carries an account's order updates."""
-    return CHANNEL_PREFIX + account_id
-
-
-_RPC_STATUS_ERRORS: Final[dict[int, type[ApiError]]] = {
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: OrderNotFoundError,
-    429: RateLimitError,
-}
-
-
-def _rpc_error(err: _RpcError) -> ApiError:
-    """Map an RPC cancel error to the HTTP error of the same meaning.
-
-    The error's ``status`` decides when the server sends one (as the HTTP
-    error table); otherwise its code and text do.
-    """
-    text = err.message or "rpc error"
-    lowered = text.lower()
-    kind: type[ApiError]
-    status = err.status
-    if status:
-        if status == 400:
-            kind = (
-                OrderNotCancellableError
-                if _is_not_cancellable(err.code, text)
-                else InvalidRequestError
-            )
-        elif status >= 500:
-            kind = ServerError
-        else:
-            kind = _RPC_STATUS_ERRORS.get(status, UnexpectedResponseError)
-    elif err.code in (404, 102) or "not found" in lowered:
-        kind = OrderNotFoundError
-    elif err.code in (403, 103) or "permission" in lowered or "forbidden" in lowered:
-        kind = PermissionDeniedError
-    elif _is_not_cancellable(err.code, text) or "cannot" in lowered or err.code == 409:
-        kind = OrderNotCancellableError
-    elif err.temporary or err.code in (100, 500, 502, 503, 504):
-        kind = ServerError
-    else:
-        kind = InvalidRequestError
-    return kind(text, status=status or None, errno=err.code)
-
-
-class _Pending:
-    """What the I/O side keeps for one waiter: its callers' wake-up futures and the cancel's fate.
+class _Job:
+    """One order's cancel: its callers' wake-up futures, its driver, what happened so far.
 
     Each caller waits on a future of its own, so cancelling one caller never
-    disturbs the others sharing the waiter.
+    disturbs the others sharing the job.
     """
 
-    __slots__ = ("acked_at", "driver", "error", "futures")
+    __slots__ = (
+        "acked_at",
+        "deadline",
+        "driver",
+        "error",
+        "futures",
+        "maybe_sent",
+        "send_error",
+        "sent_at",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
         self.futures: list[asyncio.Future[None]] = []
-        self.acked_at: float | None = None
-        self.error: BaseException | None = None
+        self.deadline = deadline  # the latest deadline among the callers still waiting
+        self.acked_at: float | None = None  # when the cancel's own reply came
+        self.error: BaseException | None = None  # definite failure: every caller raises it
+        self.send_error: CadenzaError | None = None  # the last failed send (a timeout's cause)
+        self.maybe_sent = False  # a send may have reached the API
+        self.sent_at = 0.0  # when the cancel last went out
         self.driver: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -148,8 +136,19 @@ class _Pending:
                 if not future.done():
                     future.set_result(None)
 
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.wake()
 
-def _expire(future: asyncio.Future[None]) -> None:
+
+def _job(waiter: Waiter) -> _Job:
+    handle = waiter.handle
+    assert isinstance(handle, _Job)
+    return handle
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_result(None)
 
@@ -203,10 +202,11 @@ class CancelHandle:
 
 
 class Canceller:
-    """Runs cancels against the HTTP API or the stream and waits for their proof.
+    """Sends cancels over HTTP or the stream and waits for their proof; owns jobs and their tasks.
 
     Owned by :class:`~cadenza_async.CadenzaClient`, which gives it the HTTP
-    layer, the rate gate, the registry and a way to reach the stream.
+    layer, the rate gate and the registry, attaches the stream, and routes
+    the stream's decoded order events to :meth:`observe_event`.
     """
 
     def __init__(
@@ -215,7 +215,6 @@ class Canceller:
         http: HttpApi,
         gate: RateGate,
         registry: ConfirmationRegistry,
-        ensure_stream: Callable[[], Any],
         cancel_via: Literal["http", "ws"],
         confirm_timeout: float,
         request_timeout: float,
@@ -224,137 +223,137 @@ class Canceller:
         self._http = http
         self._gate = gate
         self._registry = registry
-        self._ensure_stream = ensure_stream
+        self._http_cancel = HttpCancel(http)
+        self._rpc_cancel: RpcCancel | None = None
         self._stream: OrderStream | None = None
-        self._subscribed: set[str] = set()
-        self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._cancel_via = cancel_via
         self._confirm_timeout = confirm_timeout
         self._request_timeout = request_timeout
         self._default_account = default_account
-        self._failure: StreamError | ClientClosedError | None = None
-        self._drivers: set[asyncio.Task[None]] = set()
+        self._closed: ClientClosedError | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._degraded = False
+        self._down_since: float | None = None  # when the stream last lost its connection
+        self._ever_up = False
+        self.rest_polls = 0
+
+    # -- life ------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """The client is closing: every caller still waiting gets ``ClientClosedError`` at once.
 
-        Cancels still being sent are stopped.
+        Requests and look-ups still running are stopped.
         """
-        if self._failure is None:
-            self._failure = ClientClosedError(
+        if self._closed is None:
+            self._closed = ClientClosedError(
                 "the client was closed before the cancel was confirmed"
             )
-        self._wake_all()
-        drivers = list(self._drivers)
-        for task in drivers:
+        for waiter in list(self._registry.pending()):
+            _job(waiter).wake()
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        if drivers:
-            await asyncio.gather(*drivers, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    @property
-    def failure(self) -> StreamError | ClientClosedError | None:
-        """Why no cancel can be confirmed any more (stream failed for good, client closed)."""
-        return self._failure
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a task the canceller owns (cancelled and awaited by :meth:`aclose`)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("cancel task %s failed: %s: %s", task.get_name(), type(exc).__name__, exc)
 
     # -- the stream side -------------------------------------------------------
 
     def attach_stream(self, stream: OrderStream) -> None:
-        """Use ``stream`` for subscriptions and RPC cancels from now on."""
+        """Use ``stream`` for events, subscriptions and (``cancel_via="ws"``) RPC cancels."""
         self._stream = stream
+        self._rpc_cancel = RpcCancel(stream, self._gate, self._request_timeout)
 
-    def stream_failed(self, exc: StreamError) -> None:
-        """The stream stopped for good: every waiter fails with ``exc`` unless already proven."""
-        self._failure = exc
-        self._wake_all()
+    @property
+    def degraded(self) -> bool:
+        """True while the stream cannot prove cancels (down or closed for good): REST polls."""
+        return self._degraded
 
-    def _wake_all(self) -> None:
-        for waiter in list(self._registry.pending()):
-            pending = waiter.handle
-            if isinstance(pending, _Pending):
-                pending.wake()
+    def stream_state(self, state: str) -> None:
+        """The stream's state changed: note entering and leaving degraded mode, once each."""
+        now = asyncio.get_running_loop().time()
+        if state == "connected":
+            self._ever_up = True
+            self._down_since = None
+        elif self._down_since is None and (state != "connecting" or not self._ever_up):
+            self._down_since = now
+        if state == "connecting" or self._closed is not None:
+            return
+        down = state != "connected"
+        if down == self._degraded:
+            return
+        self._degraded = down
+        if down:
+            log.warning(
+                "order stream %s: cancels are proven by REST polling until it is back", state
+            )
+        else:
+            log.info("order stream connected: cancels are proven by its events again")
 
-    def observe_event(self, order: TradeOrder, now: float, channel_account: str | None) -> None:
-        """An order update from the stream; wakes the waiter it resolves, if any."""
-        waiter = self._registry.resolve_from_event(order, now, channel_account=channel_account)
+    def stream_failed(self, exc: CadenzaError) -> None:
+        """The stream stopped for good: cancels go on, proven by REST from now on."""
+        log.error("order stream stopped for good (%s): cancels are proven by REST", exc)
+        self.stream_state("closed")
+
+    def observe_event(self, order: TradeOrder, account: str | None) -> None:
+        """An order update from the stream; wakes the callers of the waiter it resolves."""
+        now = asyncio.get_running_loop().time()
+        waiter = self._registry.resolve_from_event(order, now, channel_account=account)
         if waiter is not None:
-            pending = waiter.handle
-            if isinstance(pending, _Pending):
-                pending.wake()
+            _job(waiter).wake()
 
-    def forget_subscription(self, account_id: str) -> None:
-        """The server dropped the account's channel: the next cancel on it subscribes again."""
-        self._subscribed.discard(account_id)
+    def channel_gap(self, channel: str) -> None:
+        """Continuity on ``channel`` was lost: reconcile its account's pending waiters by REST."""
+        if self._closed is None:
+            self._spawn(self.reconcile_pending(account_of(channel)), f"reconcile {channel}")
 
-    async def ensure_subscribed(self, account_id: str) -> None:
-        """Subscribe to the account's channel once; concurrent callers share the wait.
+    def channel_refused(self, channel: str, error: StreamRpcError) -> None:
+        """The server refused ``channel``; 103 fails its account's pending cancels."""
+        account = account_of(channel)
+        if account is None or error.errno != _PERMISSION_DENIED:
+            return  # the jobs see the channel is not live and poll by REST
+        for waiter in self._registry.pending_for_account(account):
+            failure = PermissionDeniedError(
+                f"no access to trading account {account}: {error.message}", errno=error.errno
+            )
+            failure.order_id = waiter.order_id
+            _job(waiter).fail(failure)
 
-        Raises :class:`PermissionDeniedError` when the token may not see the
-        account, and what ``OrderStream.subscribe`` raises otherwise.
-        """
-        while account_id not in self._subscribed:
-            waiting = self._subscribing.get(account_id)
-            if waiting is None:
-                await self._subscribe(account_id)
-                return
-            await asyncio.wait((waiting,))  # raises only if *this* caller is cancelled
-            if not waiting.cancelled():
-                waiting.result()  # the subscription's own error, if it failed
-                return
-            # The caller that was subscribing was cancelled: try again ourselves.
-
-    async def _subscribe(self, account_id: str) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._subscribing[account_id] = fut
-        try:
-            stream = self._stream
-            if stream is None:
-                await self._ensure_stream()
-                stream = self._stream
-            if stream is None:  # pragma: no cover - ensure_stream attaches one or raises
-                raise StreamError("no order stream")
-            try:
-                await stream.subscribe(channel_for(account_id))
-            except StreamRpcError as exc:
-                if exc.errno != _CENTRIFUGO_PERMISSION_DENIED:
-                    raise
-                raise PermissionDeniedError(
-                    f"no access to trading account {account_id}", errno=exc.errno
-                ) from None
-            self._subscribed.add(account_id)
-            fut.set_result(None)
-        except asyncio.CancelledError:
-            fut.cancel()  # only this caller was cancelled: sharers try again
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: sharers re-raise it
-            raise
-        finally:
-            del self._subscribing[account_id]
-
-    # -- reconciliation --------------------------------------------------------
+    # -- look-ups ----------------------------------------------------------------
 
     async def look_up(self, waiter: Waiter, deadline: float | None = None) -> None:
-        """One REST look-up of a waiter's order; wakes it if the answer is terminal.
+        """One REST look-up of a waiter's order; wakes its callers if the answer is terminal.
 
         Raises what the look-up raises (``TransportError``, ``OrderNotFoundError``, ...).
         """
         order = await self._http.get_order(
             waiter.order_id, trading_account_id=waiter.account_id, deadline=deadline
         )
-        loop = asyncio.get_running_loop()
-        if self._registry.resolve_from_rest(order, loop.time()) is not None:
-            pending = waiter.handle
-            if isinstance(pending, _Pending):
-                pending.wake()
+        if waiter.done:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._registry.resolve_from_rest(order, now) is not None:
+            _job(waiter).wake()
 
     async def reconcile_pending(
         self, account_id: str | None = None, *, concurrency: int = 16
     ) -> int:
         """Look up every pending waiter (of one account, or all) by REST; returns how many.
 
-        Look-up failures are logged and left to the waiters' own deadlines.
+        Each look-up is bounded by its job's deadline; failures are logged and
+        left to the jobs (which poll while the stream cannot prove).
         """
         if account_id is None:
             waiters = list(self._registry.pending())
@@ -370,7 +369,7 @@ class Canceller:
                 if waiter.done:
                     return
                 try:
-                    await self.look_up(waiter)
+                    await self.look_up(waiter, _job(waiter).deadline)
                 except CadenzaError as exc:
                     log.warning(
                         "reconciling order %s failed: %s", waiter.order_id, type(exc).__name__
@@ -379,7 +378,7 @@ class Canceller:
         await asyncio.gather(*(one(w) for w in waiters))
         return len(waiters)
 
-    # -- the cancels -----------------------------------------------------------
+    # -- sending -----------------------------------------------------------------
 
     async def send_cancel(
         self,
@@ -391,44 +390,29 @@ class Canceller:
     ) -> TradeOrder:
         """Send one cancel (paced by the rate gate) and return the order from its reply.
 
-        ``via="ws"`` needs a connected stream and the order's account (the
-        client's default account is tried when none is given, and HTTP when the
-        order is not on it); otherwise the cancel goes over HTTP.
+        ``via="ws"`` uses the RPC when the stream is connected and the order's
+        account is known (the default account is tried when none is given,
+        and HTTP when the order is not on it); otherwise the cancel goes over
+        HTTP. ``deadline`` (event-loop time) bounds the whole send.
         """
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._request_timeout
         via = via or self._cancel_via
         stream = self._stream
-        if via == "ws" and stream is not None and stream.connected:
+        rpc = self._rpc_cancel
+        if via == "ws" and rpc is not None and stream is not None and stream.connected:
             rpc_account = account_id or self._default_account
             if rpc_account is not None:
-                await self._gate.acquire()
                 try:
-                    return await self._rpc_cancel(stream, order_id, rpc_account, deadline)
+                    return await rpc.cancel(order_id, rpc_account, deadline)
                 except (OrderNotFoundError, PermissionDeniedError):
                     if account_id is not None:
                         raise
                     # The default account was a guess and the order is not on it:
                     # the HTTP cancel needs no account, and its reply names it.
-        return await self._http.cancel_order(order_id, account_id, deadline=deadline)
+        return await self._http_cancel.cancel(order_id, account_id, deadline)
 
-    async def _rpc_cancel(
-        self, stream: OrderStream, order_id: str, account_id: str, deadline: float | None
-    ) -> TradeOrder:
-        payload = encoder.encode({"tradingAccountId": account_id, "tradeOrderId": order_id})
-        timeout = self._request_timeout
-        if deadline is not None:
-            timeout = min(timeout, deadline - asyncio.get_running_loop().time())
-            if timeout <= 0:
-                raise TransportError("the deadline passed before the cancel could be sent")
-        raw = await stream.rpc(RPC_CANCEL, payload, timeout=timeout)
-        try:
-            reply = _rpc_reply_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise UnexpectedResponseError("malformed reply to the cancel RPC") from None
-        if reply.error is not None:
-            raise _rpc_error(reply.error)
-        if reply.data is None:
-            raise UnexpectedResponseError("the cancel RPC replied without an order")
-        return reply.data
+    # -- the call ------------------------------------------------------------------
 
     async def cancel_and_confirm(
         self,
@@ -445,44 +429,44 @@ class Canceller:
             timeout = self._confirm_timeout
         elif not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds")
-        if self._failure is not None:
-            raise self._failure
+        if self._closed is not None:
+            raise ClientClosedError("the client is closed")
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout
-        if trading_account_id is not None and trading_account_id not in self._subscribed:
-            await self.ensure_subscribed(trading_account_id)
         registry = self._registry
-        waiter, created = registry.register(order_id, loop.time(), account_id=trading_account_id)
+        waiter, created = registry.register(order_id, started, account_id=trading_account_id)
+        job: _Job | None = None
         try:
             if waiter.done:
                 return self._result(waiter, started)
             if created:
-                pending = _Pending()
-                waiter.handle = pending
-                await self._drive_inline(waiter, pending, started, deadline)
+                job = _Job(deadline)
+                waiter.handle = job
             else:
-                handle = waiter.handle
-                if not isinstance(handle, _Pending):  # pragma: no cover - set at creation
-                    raise RuntimeError("waiter without a future")
-                pending = handle
-            if not waiter.done:
-                await self._wait(waiter, pending, deadline)
-            if _proven(waiter):
+                job = _job(waiter)
+                job.deadline = max(job.deadline, deadline)
+            driver = job.driver
+            if driver is None or driver.done():
+                job.driver = self._spawn(self._drive(waiter, job), f"cancel {order_id}")
+            await self._wait(waiter, job, deadline - final_slice(timeout))
+            if not waiter.done and job.error is None and self._closed is None:
+                # Rule 6: the final look-up, inside the deadline; proof from any source
+                # still ends the wait, and so does the look-up's answer.
+                final = self._spawn(self._final_look_up(waiter, deadline), f"look up {order_id}")
+                try:
+                    await self._wait(waiter, job, deadline)
+                finally:
+                    final.cancel()
+            if waiter.outcome is not None:  # (not ``done``: mypy keeps its pre-await narrowing)
                 return self._result(waiter, started)
-            failure = self.failure
-            if pending.error is not None:
-                if failure is not None and isinstance(pending.error, TransportError):
-                    raise failure  # the root cause: the stream stopped for good
-                raise pending.error
-            if failure is not None:
-                raise failure
-            # Rule 6: one last look-up, then a timeout that tells what is known.
-            with contextlib.suppress(CadenzaError):
-                await self.look_up(waiter, loop.time() + self._request_timeout)
-            if _proven(waiter):
-                return self._result(waiter, started)
-            raise ConfirmationTimeout(order_id, waiter.last_known, timeout)
+            if job.error is not None:
+                raise job.error
+            if self._closed is not None:
+                raise ClientClosedError(
+                    f"the client was closed before the cancel of {order_id} was confirmed"
+                )
+            raise ConfirmationTimeout(order_id, waiter.last_known, timeout) from job.send_error
         except CadenzaError as exc:
             # One error can reach many callers (a dropped link fails every RPC at
             # once): each caller's error names its own order.
@@ -493,143 +477,170 @@ class Canceller:
             raise
         finally:
             registry.release(waiter)
-            if waiter.refs == 0 and not waiter.done:
-                # Every caller gave up (deadline or cancelled): stop sending for nobody.
-                handle = waiter.handle
-                if isinstance(handle, _Pending) and handle.driver is not None:
-                    handle.driver.cancel()
+            if waiter.refs == 0 and not waiter.done and job is not None and job.driver:
+                # Every caller gave up (deadline or cancelled): stop working for nobody.
+                job.driver.cancel()
 
-    async def _drive_inline(
-        self, waiter: Waiter, pending: _Pending, started: float, deadline: float
-    ) -> None:
-        """Send the cancel from the caller's own task: no extra task, no extra loop turn.
-
-        Every request it makes is bounded by the caller's deadline. If the
-        caller is cancelled while others share the waiter, a task of its own
-        takes the sending over for them (a cancel is idempotent).
-        """
-        try:
-            await self._drive(waiter, pending, started, deadline)
-        except asyncio.CancelledError:
-            if waiter.refs > 1 and not waiter.done and self._failure is None:
-                pending.driver = self._start_driver(waiter, pending, started, deadline)
-            raise
-
-    def _start_driver(
-        self, waiter: Waiter, pending: _Pending, started: float, deadline: float
-    ) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(
-            self._drive(waiter, pending, started, deadline), name=f"cancel {waiter.order_id}"
-        )
-        self._drivers.add(task)
-        task.add_done_callback(self._driver_done)
-        return task
-
-    def _driver_done(self, task: asyncio.Task[None]) -> None:
-        self._drivers.discard(task)
-        if not task.cancelled():
-            task.exception()  # its error reached the callers through ``pending.error``
-
-    async def _wait(self, waiter: Waiter, pending: _Pending, deadline: float) -> None:
-        """Return when the waiter is proven, failed, or the deadline passed."""
+    async def _wait(self, waiter: Waiter, job: _Job, until: float) -> None:
+        """Return when the waiter is proven, the job failed, the client closed, or at ``until``."""
         loop = asyncio.get_running_loop()
-        while not waiter.done and pending.error is None and self._failure is None:
-            if loop.time() >= deadline:
+        while not waiter.done and job.error is None and self._closed is None:
+            if loop.time() >= until:
                 return
-            future: asyncio.Future[None] = loop.create_future()
-            pending.futures.append(future)
-            timer = loop.call_at(deadline, _expire, future)
-            try:
-                await future  # only this caller's own future: cancelling it harms no sharer
-            finally:
-                timer.cancel()
-                if pending.futures:  # still listed after a timeout or a cancellation
-                    with contextlib.suppress(ValueError):
-                        pending.futures.remove(future)
+            await self._sleep(job, until)
 
-    async def _drive(
-        self, waiter: Waiter, pending: _Pending, started: float, deadline: float
-    ) -> None:
-        """Send the cancel and fold its reply into the registry; fatal errors are raised."""
+    @staticmethod
+    async def _sleep(job: _Job, until: float, also: asyncio.Future[Any] | None = None) -> None:
+        """Sleep until ``until``; woken early by the job (proof, failure, close) or ``also``."""
         loop = asyncio.get_running_loop()
-        account = waiter.account_id
-        subscribed_before = frozenset(self._subscribed) if account is None else frozenset()
+        future: asyncio.Future[None] = loop.create_future()
+        job.futures.append(future)
+        timer = loop.call_at(until, _expire, future)
+        wake: Callable[[asyncio.Future[Any]], None] | None = None
+        if also is not None:
+
+            def wake(_: asyncio.Future[Any]) -> None:
+                _expire(future)
+
+            also.add_done_callback(wake)
         try:
-            order = await self.send_cancel(waiter.order_id, account, deadline=deadline)
-        except OrderNotCancellableError:
-            # Rule 3: already final (or racing a fill): the order's own state decides.
-            pending.acked_at = loop.time()
-            try:
-                await self.look_up(waiter, deadline)
-            except CadenzaError as exc:
-                pending.error = exc
-                pending.wake()
-                raise
-            return
-        except (TransportError, ServerError) as exc:
-            # Rule 4: the exchange may have applied it. Reconcile, then try again if still open.
-            await self._after_failed_send(waiter, pending, exc, deadline)
-            return
-        except asyncio.CancelledError:
-            raise  # only this caller is cancelled; sharers keep their own deadlines
-        except Exception as exc:
-            pending.error = exc
-            pending.wake()
-            raise
-        now = loop.time()
-        pending.acked_at = now
-        if self._registry.resolve_from_http(order, now) is not None:
-            pending.wake()
-            return
-        if account is None:
-            account = order.trading_account_id
-            self._registry.learn_account(waiter, account)
-            try:
-                await self.ensure_subscribed(account)
-            except CadenzaError as exc:
-                log.warning("could not subscribe to the order's account: %s", exc)
-            if not waiter.done and account not in subscribed_before:
-                # The event may have come before the subscription: close the gap once.
-                try:
-                    await self.look_up(waiter, deadline)
-                except CadenzaError as exc:
-                    log.warning("gap look-up of %s failed: %s", waiter.order_id, exc)
+            await future  # this caller's own future: cancelling it harms no sharer
+        finally:
+            timer.cancel()
+            if wake is not None and also is not None:
+                also.remove_done_callback(wake)
+            if job.futures:
+                with contextlib.suppress(ValueError):
+                    job.futures.remove(future)
 
-    async def _after_failed_send(
-        self, waiter: Waiter, pending: _Pending, exc: CadenzaError, deadline: float
-    ) -> None:
-        loop = asyncio.get_running_loop()
+    async def _final_look_up(self, waiter: Waiter, deadline: float) -> None:
         try:
             await self.look_up(waiter, deadline)
-        except (OrderNotFoundError, AuthenticationError, PermissionDeniedError) as lookup_exc:
-            # A definite answer: it explains more than the failed send did.
-            pending.error = lookup_exc
-            pending.wake()
-            return
-        except CadenzaError:
-            stream = self._stream
-            if stream is None or not stream.connected:
-                # Nothing can prove anything: say so now rather than at the deadline.
-                pending.error = exc
-                pending.wake()
-            return
-        if waiter.done or loop.time() >= deadline:
-            return
-        last = waiter.last_known
-        if last is not None and last.status == OrderStatus.PENDING_CANCEL:
-            return  # the first attempt got through; the event will follow
+        except CadenzaError as exc:
+            log.debug("final look-up of %s failed: %s", waiter.order_id, type(exc).__name__)
+
+    # -- the job -------------------------------------------------------------------
+
+    async def _drive(self, waiter: Waiter, job: _Job) -> None:
+        """Send the cancel until acknowledged, then prove its outcome; for every caller."""
         try:
-            order = await self.send_cancel(waiter.order_id, waiter.account_id, deadline=deadline)
-        except OrderNotCancellableError:
-            with contextlib.suppress(CadenzaError):
-                await self.look_up(waiter, deadline)
+            if job.acked_at is None:
+                await self._send(waiter, job)
+            if not waiter.done and job.error is None:
+                await self._prove(waiter, job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a definite answer (or a bug): every caller learns it now
+            job.fail(exc)
+
+    async def _send(self, waiter: Waiter, job: _Job) -> None:
+        """Send until a reply acknowledges the cancel (or proves the order final).
+
+        Raises a definite error: never sent (refused, rate limited past the
+        deadline, every answer a 5xx) or refused by the API.
+        """
+        loop = asyncio.get_running_loop()
+        delay = RESEND_FIRST
+        while not waiter.done and loop.time() < job.deadline:
+            job.sent_at = loop.time()
+            try:
+                order = await self.send_cancel(
+                    waiter.order_id, waiter.account_id, deadline=job.deadline
+                )
+            except OrderNotCancellableError:
+                # Rule 3: already final (or racing a fill): the order's own state decides.
+                job.acked_at = loop.time()
+                with contextlib.suppress(*_RETRIABLE):
+                    await self.look_up(waiter, job.deadline)
+                return
+            except (TransportError, ServerError, RateLimitError) as exc:
+                if loop.time() >= job.deadline and job.maybe_sent:
+                    job.send_error = exc
+                    return  # the deadline, not this error, ends it: a timeout with its cause
+                job.maybe_sent = job.maybe_sent or exc.maybe_sent
+                job.send_error = exc
+                if not job.maybe_sent:
+                    raise  # provably never reached the API, retries spent: say so now
+                # Rule 4: it may have been applied. Look, then send again if still open.
+                with contextlib.suppress(*_RETRIABLE):
+                    await self.look_up(waiter, job.deadline)
+                last = waiter.last_known
+                proven = waiter.outcome is not None
+                if proven or (last is not None and last.status == OrderStatus.PENDING_CANCEL):
+                    job.acked_at = loop.time()  # an earlier attempt got through
+                    return
+                await self._sleep(job, min(job.deadline, loop.time() + delay))
+                delay = min(delay * 2, RESEND_MAX)
+                continue
+            if waiter.outcome is not None:
+                return  # proven while the reply travelled: nothing to add
+            now = loop.time()
+            job.acked_at = now
+            if self._registry.resolve_from_http(order, now) is not None:
+                job.wake()
+            elif waiter.account_id is None:
+                self._registry.learn_account(waiter, order.trading_account_id)
             return
-        except (TransportError, ServerError):
-            return  # the waiter's deadline and final look-up decide
-        now = loop.time()
-        pending.acked_at = now
-        if self._registry.resolve_from_http(order, now) is not None:
-            pending.wake()
+
+    async def _prove(self, waiter: Waiter, job: _Job) -> None:
+        """Wait for proof: the stream's events while the channel is live, REST polling otherwise."""
+        loop = asyncio.get_running_loop()
+        stream = self._stream
+        account = waiter.account_id
+        channel = None if account is None else channel_for(account)
+        if stream is not None and channel is not None:
+            since = stream.live_since(channel)
+            if since is None:
+                await self._subscribe(stream, channel, job.deadline)
+            if (since is None or since > job.sent_at) and not waiter.done:
+                # The event may have come before the subscription: close the gap once.
+                await self._poll(waiter, job)
+        delay = POLL_FIRST
+        next_poll: float | None = None
+        while not waiter.done and job.error is None:
+            now = loop.time()
+            if now >= job.deadline:
+                return
+            changed = None if stream is None else stream.changed()
+            if stream is not None and channel is not None and stream.is_live(channel):
+                await self._sleep(job, job.deadline, changed)
+                delay, next_poll = POLL_FIRST, None
+                continue
+            if next_poll is None:
+                next_poll = now + delay
+                down_since = self._down_since
+                if down_since is not None and stream is not None and stream.failure is None:
+                    # A stream that just dropped gets a moment to come back and recover.
+                    next_poll = max(next_poll, down_since + RECONNECT_GRACE)
+            if now < next_poll:
+                await self._sleep(job, min(job.deadline, next_poll), changed)
+                continue
+            self.rest_polls += 1
+            await self._poll(waiter, job)
+            delay, next_poll = min(delay * 2, POLL_MAX), None
+
+    async def _subscribe(self, stream: OrderStream, channel: str, deadline: float) -> None:
+        """Subscribe the order's channel, bounded by ``deadline``; failures only mean polling."""
+        if stream.failure is not None:
+            return
+        try:
+            if stream.connected:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining > 0:
+                    await stream.subscribe(channel, timeout=remaining)
+            else:
+                stream.want(channel)  # subscribed when the stream is back
+        except StreamRpcError as exc:
+            log.warning("could not subscribe to %s: %s", channel, exc)
+        except CadenzaError as exc:
+            log.debug("subscribing %s: %s", channel, type(exc).__name__)
+
+    async def _poll(self, waiter: Waiter, job: _Job) -> None:
+        """One look-up for the job; a definite answer (not found, auth) fails it."""
+        try:
+            await self.look_up(waiter, job.deadline)
+        except _RETRIABLE as exc:
+            log.debug("look-up of %s failed: %s", waiter.order_id, type(exc).__name__)
 
     @staticmethod
     def _result(waiter: Waiter, started: float) -> CancelResult:
@@ -637,17 +648,21 @@ class Canceller:
         assert order is not None
         assert waiter.source is not None
         resolved_at = waiter.resolved_at if waiter.resolved_at is not None else started
-        pending = waiter.handle
-        acked_at = pending.acked_at if isinstance(pending, _Pending) else None
-        source: Literal["ws", "http", "rest"]
-        source = "ws" if waiter.source == "ws" else "http" if waiter.source == "http" else "rest"
+        handle = waiter.handle
+        acked_at = handle.acked_at if isinstance(handle, _Job) else None
         return CancelResult(
             order=order,
             cancelled=order.status == OrderStatus.CANCELLED,
-            source=source,
+            source=waiter.source,
             latency=max(0.0, resolved_at - started),
-            acked_after=None if acked_at is None else max(0.0, acked_at - started),
+            acked_after=None
+            if acked_at is None or acked_at > resolved_at
+            else max(0.0, acked_at - started),
         )
+
+
+#: Look-up failures that leave the question open (the job polls or resends).
+_RETRIABLE: Final = (TransportError, ServerError, RateLimitError)
 
 
 def _for_order(exc: CadenzaError, order_id: str) -> CadenzaError:
@@ -657,8 +672,3 @@ def _for_order(exc: CadenzaError, order_id: str) -> CadenzaError:
     clone.__dict__.update(exc.__dict__)
     clone.order_id = order_id
     return clone
-
-
-def _proven(waiter: Waiter) -> bool:
-    """``waiter.done`` read afresh (an await may have changed it)."""
-    return waiter.done

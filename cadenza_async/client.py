@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from decimal import Decimal
 from types import TracebackType
@@ -16,14 +15,21 @@ from ._auth import TokenSource
 from ._ratelimit import RateGate
 from ._validate import check_account_id, check_order_id
 from .bulk import run_bulk, run_bulk_iter
-from .cancels import CHANNEL_PREFIX, CancelHandle, Canceller
+from .cancels import CancelHandle, Canceller
 from .config import ClientConfig, TokenProvider
-from .errors import CadenzaError, ClientClosedError, StreamError
+from .errors import (
+    CadenzaError,
+    ClientClosedError,
+    PermissionDeniedError,
+    StreamAuthenticationError,
+    StreamError,
+    StreamRpcError,
+    TransportError,
+)
 from .http import HttpApi, OrderPage
-from .models import CancelResult, TradeOrder, decode_order_event, is_terminal
-from .protocol.centrifugo import UNDECODABLE_DATA
+from .models import CancelResult, TradeOrder, is_terminal
 from .protocol.confirm import ConfirmationRegistry
-from .stream import OrderStream
+from .stream import OrderStream, channel_for
 from .updates import OrderUpdates
 
 log = logging.getLogger("cadenza_async.client")
@@ -39,6 +45,8 @@ class ClientStats(msgspec.Struct, frozen=True):
     confirmed_by: dict[str, int]
     stream_connected: bool
     stream_reconnects: int
+    degraded: bool
+    rest_polls: int
     bad_events: int
     updates_dropped: int
     account_mismatches: int
@@ -54,8 +62,15 @@ class CadenzaClient:
     """The Cadenza API client. Use it as ``async with CadenzaClient(...) as client:``.
 
     ``async with`` connects the order stream and subscribes the default
-    account before the body runs; leaving it waits (up to ``drain_timeout``)
-    for every fire-and-forget cancel, then closes the stream and the HTTP
+    account before the body runs (waiting up to ``timeouts.connect``). It
+    raises :class:`~cadenza_async.errors.StreamAuthenticationError` (an
+    ``AuthenticationError``) when the WebSocket refuses the token and
+    :class:`~cadenza_async.errors.PermissionDeniedError` when the token may
+    not see the default account; a WebSocket that cannot be reached does not
+    stop it: the stream goes on connecting in the background and cancels are
+    sent over HTTP and proven by REST meanwhile (degraded mode, see
+    :meth:`stats`). Leaving the block waits (up to ``drain_timeout``) for
+    every fire-and-forget cancel, then closes the stream and the HTTP
     session. A closed client cannot be reopened: every call after
     :meth:`aclose` raises :class:`~cadenza_async.errors.ClientClosedError`.
 
@@ -99,21 +114,24 @@ class CadenzaClient:
             http=self._http,
             gate=self._gate,
             registry=self._registry,
-            ensure_stream=self._ensure_stream,
             cancel_via=config.cancel_via,
             confirm_timeout=config.timeouts.confirm,
             request_timeout=config.timeouts.request,
             default_account=config.trading_account_id,
         )
         self._on_background_error = on_background_error
-        self._stream: OrderStream | None = None
-        self._stream_ready: asyncio.Future[None] | None = None
+        self._stream = OrderStream(
+            config,
+            self._tokens,
+            on_order=(self._canceller.observe_event, self._updates.on_order),
+            on_gap=self._canceller.channel_gap,
+            on_refused=self._canceller.channel_refused,
+            on_failure=self._canceller.stream_failed,
+            on_state=self._canceller.stream_state,
+        )
+        self._canceller.attach_stream(self._stream)
+        self._stream_start: asyncio.Task[None] | None = None
         self._background: dict[asyncio.Task[CancelResult], str] = {}
-        self._chores: set[asyncio.Task[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._channel_accounts: dict[str, str] = {}
-        self.bad_events = 0
-        self._last_bad_event_log = 0.0
 
     @classmethod
     def from_env(
@@ -160,10 +178,10 @@ class CadenzaClient:
     async def aclose(self) -> None:
         """Drain fire-and-forget cancels (up to ``drain_timeout``), then stop everything.
 
-        A background cancel still unfinished at the drain deadline is logged
-        and reported to ``on_background_error`` with a
-        :class:`~cadenza_async.errors.ClientClosedError`, then cancelled:
-        nothing is dropped silently. Safe to call twice.
+        A background cancel still unfinished at the drain deadline ends with
+        :class:`~cadenza_async.errors.ClientClosedError` (in its handle, in
+        the log and in ``on_background_error``): nothing is dropped silently.
+        Safe to call twice.
         """
         if self._closed:
             return
@@ -171,15 +189,14 @@ class CadenzaClient:
         try:
             await self._drain_for_close()
         finally:
-            for task in self._chores:
-                task.cancel()
-            if self._chores:
-                await asyncio.gather(*self._chores, return_exceptions=True)
+            start = self._stream_start
+            if start is not None and not start.done():
+                start.cancel()
+                await asyncio.gather(start, return_exceptions=True)
             await self._canceller.aclose()
+            await self._finish_background()
             self._updates.close()
-            stream = self._stream
-            if stream is not None:
-                await stream.aclose()
+            await self._stream.aclose()
             await self._http.aclose()
 
     async def _drain_for_close(self) -> None:
@@ -187,22 +204,29 @@ class CadenzaClient:
         if not background:
             return
         _done, unfinished = await asyncio.wait(background, timeout=self.config.drain_timeout)
-        if not unfinished:
+        if unfinished:
+            ids = sorted(self._background.get(task, task.get_name()) for task in unfinished)
+            log.error(
+                "closing with %d fire-and-forget cancel(s) unconfirmed after %.1fs: %s",
+                len(ids),
+                self.config.drain_timeout,
+                ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""),
+            )
+
+    async def _finish_background(self) -> None:
+        """After the canceller closed: the background cancels end with ClientClosedError.
+
+        Each one's own task raises it (its handle and ``on_background_error``
+        see it); one that does not end within a second is cancelled.
+        """
+        tasks = set(self._background)
+        if not tasks:
             return
-        ids = sorted(self._background.get(task, task.get_name()) for task in unfinished)
-        log.error(
-            "closing with %d fire-and-forget cancel(s) unconfirmed after %.1fs: %s",
-            len(ids),
-            self.config.drain_timeout,
-            ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""),
-        )
-        for task in unfinished:
+        _done, stuck = await asyncio.wait(tasks, timeout=1.0)
+        for task in stuck:  # pragma: no cover - every wait is woken by the canceller's close
             task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
-        for order_id in ids:
-            exc = ClientClosedError(f"client closed before the cancel of {order_id} was confirmed")
-            exc.order_id = order_id
-            self._report_background_error(exc, order_id)
+        if stuck:  # pragma: no cover
+            await asyncio.gather(*stuck, return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait until every fire-and-forget cancel started so far has its outcome."""
@@ -211,91 +235,59 @@ class CadenzaClient:
 
     # -- the order stream ---------------------------------------------------------------
 
-    async def _ensure_stream(self) -> None:
-        """Start the stream once (concurrent callers share the start); raise if it cannot."""
-        ready = self._stream_ready
-        if ready is not None and ready.done() and ready.exception() is None:
-            return
-        if ready is None or ready.done():
+    def _start_stream(self) -> asyncio.Task[None]:
+        """Start the stream once, in a task of the client's (cancels never wait for it)."""
+        start = self._stream_start
+        if start is None:
             self._check_open()
-            loop = asyncio.get_running_loop()
-            self._loop = loop
-            ready = self._stream_ready = loop.create_future()
-            try:
-                stream = self._stream
-                if stream is None:
-                    stream = self._stream = OrderStream(
-                        self.config,
-                        self._tokens,
-                        on_publication=self._on_publication,
-                        on_gap=self._on_gap,
-                        on_failure=self._on_stream_failure,
-                    )
-                    self._canceller.attach_stream(stream)
-                await stream.start()
-                account = self.config.trading_account_id
-                if account is not None:
-                    await self._canceller.ensure_subscribed(account)
-            except BaseException as exc:
-                ready.set_exception(exc)
-                ready.exception()
-                stream = self._stream
-                self._stream = None
-                if stream is not None:
-                    await stream.aclose()
-                raise
-            ready.set_result(None)
-            return
-        await asyncio.shield(ready)
+            start = self._stream_start = asyncio.get_running_loop().create_task(
+                self._connect_stream(), name="cadenza-async-stream-start"
+            )
+            start.add_done_callback(_retrieve)
+        return start
 
-    def _on_publication(self, channel: str, data: msgspec.Raw, offset: int | None) -> None:
-        try:
-            order = decode_order_event(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if data == UNDECODABLE_DATA:
-                self._bad_event(channel, "undecodable order event (nested too deeply)")
-            else:
-                self._bad_event(channel, f"malformed order event: {exc}")
-            return
-        if order is None:
-            return
-        account = self._channel_accounts.get(channel)
-        if account is None and channel.startswith(CHANNEL_PREFIX):
-            account = self._channel_accounts[channel] = channel[len(CHANNEL_PREFIX) :]
-        if account is not None and order.trading_account_id != account:
-            self._bad_event(channel, "order event for another account")
-            return
-        loop = self._loop
-        now = loop.time() if loop is not None else time.monotonic()
-        self._canceller.observe_event(order, now, account)
-        if self._updates:
-            self._updates.publish(order)
+    async def _ensure_stream(self) -> None:
+        """Wait (up to ``timeouts.connect``) for the stream's first connection attempt.
 
-    def _bad_event(self, channel: str, what: str) -> None:
-        self.bad_events += 1
-        now = time.monotonic()
-        if now - self._last_bad_event_log >= 1.0:
-            self._last_bad_event_log = now
-            log.warning("%s on %s dropped (%d so far)", what, channel, self.bad_events)
+        Raises only what entering the client raises (a refused token, no
+        access to the default account); an unreachable WebSocket is logged
+        and the stream keeps connecting in the background.
+        """
+        await asyncio.shield(self._start_stream())
 
-    def _on_gap(self, channel: str) -> None:
-        account = channel[len(CHANNEL_PREFIX) :] if channel.startswith(CHANNEL_PREFIX) else None
-        if self._closed:
-            return
+    async def _connect_stream(self) -> None:
         stream = self._stream
-        if account is not None and stream is not None and channel not in stream.channels:
-            # Unsubscribed by the server for good: no event will come on it any more.
-            self._canceller.forget_subscription(account)
-        self._spawn_chore(self._canceller.reconcile_pending(account))
-
-    def _on_stream_failure(self, exc: StreamError) -> None:
-        log.error("order stream stopped: %s", exc)
-        self._canceller.stream_failed(exc)
-
-    def _spawn_chore(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
+        try:
+            await stream.start(keep_trying=True)
+        except TransportError as exc:
+            log.warning(
+                "order stream not connected (%s): cancels go over HTTP and are proven by REST "
+                "until it connects",
+                exc,
+            )
+            self._canceller.stream_state("disconnected")
+        except StreamAuthenticationError:
+            raise
+        except StreamError as exc:
+            log.error("order stream refused (%s): cancels are proven by REST", exc)
+            return
+        account = self.config.trading_account_id
+        if account is None or stream.failure is not None:
+            return
+        channel = channel_for(account)
+        if not stream.connected:
+            stream.want(channel)
+            return
+        try:
+            await stream.subscribe(channel, timeout=self.config.timeouts.connect)
+        except StreamRpcError as exc:
+            if exc.errno == 103:
+                raise PermissionDeniedError(
+                    f"no access to trading account {account}", errno=exc.errno
+                ) from None
+            log.warning("could not subscribe to the default account: %s", exc)
+        except TransportError as exc:
+            log.warning("the default account's subscription is not confirmed yet: %s", exc)
 
     # -- cancels with confirmation ------------------------------------------------------
 
@@ -311,20 +303,27 @@ class CadenzaClient:
         Returns a :class:`CancelResult` for every terminal state: ``cancelled``
         is True for CANCELLED (also when it was cancelled before this call),
         False for FILLED, REJECTED, EXPIRED, ... ``source`` says what proved it.
+        ``timeout`` (default ``timeouts.confirm``) bounds the whole call: it
+        returns or raises by then plus a few milliseconds of scheduling slack.
+        The cancel goes out at once, whatever the stream's state; when the
+        stream cannot prove the outcome, REST polling does (``source="rest"``).
+
         Raises ``ValueError`` for a malformed id (nothing is sent),
         :class:`~cadenza_async.errors.OrderNotFoundError`, the other
-        :class:`~cadenza_async.errors.ApiError` subclasses,
-        :class:`~cadenza_async.errors.TransportError` when nothing can be
-        reached, :class:`~cadenza_async.errors.StreamError` when the stream
-        stopped for good, and :class:`~cadenza_async.errors.ConfirmationTimeout`
-        (with ``last_known``) when no terminal state was proven in ``timeout``
-        seconds (default ``timeouts.confirm``). Concurrent calls for one order
+        :class:`~cadenza_async.errors.ApiError` subclasses (a
+        :class:`~cadenza_async.errors.RateLimitError` at once when a rate-limit
+        pause outlasts the deadline: nothing was sent),
+        :class:`~cadenza_async.errors.TransportError` or
+        :class:`~cadenza_async.errors.ServerError` at once when the cancel
+        provably never reached the API and retries are spent,
+        :class:`~cadenza_async.errors.ClientClosedError` when the client
+        closes first, and :class:`~cadenza_async.errors.ConfirmationTimeout`
+        (with ``last_known``, and the last failed send as ``__cause__``) when
+        no terminal state was proven in time. Concurrent calls for one order
         share one request.
         """
         self._check_open()
-        ready = self._stream_ready
-        if ready is None or not ready.done() or ready.exception() is not None:
-            await self._ensure_stream()
+        self._start_stream()
         return await self._canceller.cancel_and_confirm(
             order_id, trading_account_id=trading_account_id, timeout=timeout
         )
@@ -360,9 +359,8 @@ class CadenzaClient:
     ) -> CancelResult:
         # Not through cancel_and_confirm: a cancel started before close must
         # still run while the client drains.
-        ready = self._stream_ready
-        if ready is None or not ready.done() or ready.exception() is not None:
-            await self._ensure_stream()
+        if self._stream_start is None and not self._closed:
+            self._start_stream()
         return await self._canceller.cancel_and_confirm(
             order_id, trading_account_id=trading_account_id, timeout=timeout
         )
@@ -461,31 +459,70 @@ class CadenzaClient:
         concurrency: int = 64,
         timeout: float | None = None,
         page_size: int = 500,
+        max_pages: int = 10_000,
     ) -> list[BulkOutcome]:
         """Cancel, with confirmation, every non-terminal order of an account.
 
-        Lists the account's orders page by page, then runs :meth:`cancel_many`.
+        Lists the account's orders page by page (by the server's ``cursor``
+        when it gives one, else by offset), then runs :meth:`cancel_many`
+        on the open ones. A listing that stops making progress (a page with
+        no order not already listed, a cursor that does not move) or reaches
+        ``max_pages`` ends there with a warning, and what was found is
+        cancelled. The listing runs within ``timeout`` (``timeouts.confirm``
+        when None): past it, :class:`~cadenza_async.errors.TransportError`
+        and nothing is cancelled; with a ``timeout`` the cancels get the
+        time the listing left.
         """
         self._check_open()
         check_account_id(trading_account_id)
+        if max_pages < 1:
+            raise ValueError("max_pages must be >= 1")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.timeouts.confirm if timeout is None else timeout)
         open_ids: list[str] = []
+        listed: set[str] = set()
         offset = 0
-        while True:
+        cursor: str | None = None
+        for pages in range(1, max_pages + 1):
             page = await self._http.list_orders(
                 trading_account_id=trading_account_id,
                 instrument_id=instrument_id,
                 limit=page_size,
-                offset=offset,
+                offset=None if cursor is not None else offset,
+                cursor=cursor,
+                deadline=deadline,
             )
-            open_ids += [o.trade_order_id for o in page.orders if not is_terminal(o.status)]
+            new = [o for o in page.orders if o.trade_order_id not in listed]
+            listed.update(o.trade_order_id for o in new)
+            open_ids += [o.trade_order_id for o in new if not is_terminal(o.status)]
             offset += len(page.orders)
-            more = page.pagination.has_next if page.pagination is not None else None
+            pagination = page.pagination
+            more = pagination.has_next if pagination is not None else None
             if not page.orders or more is False or (more is None and len(page.orders) < page_size):
                 break
+            stalled = not new
+            if pagination is not None and pagination.cursor is not None:
+                stalled = stalled or pagination.cursor == cursor
+                cursor = pagination.cursor
+            if stalled:
+                log.warning(
+                    "cancel_all_open: the order listing stopped advancing after %d pages; "
+                    "cancelling the %d open orders found",
+                    pages,
+                    len(open_ids),
+                )
+                break
+        else:
+            log.warning(
+                "cancel_all_open: the order listing still had more after max_pages=%d pages; "
+                "cancelling the %d open orders found",
+                max_pages,
+                len(open_ids),
+            )
         return await self.cancel_many(
             open_ids,
             concurrency=concurrency,
-            timeout=timeout,
+            timeout=None if timeout is None else max(0.0, deadline - loop.time()),
             trading_account_id=trading_account_id,
         )
 
@@ -510,13 +547,20 @@ class CadenzaClient:
             pending_cancels=self._registry.pending_count,
             background_cancels=len(self._background),
             confirmed_by=dict(registry.resolved_by_source),
-            stream_connected=stream is not None and stream.connected,
-            stream_reconnects=stream.reconnects if stream is not None else 0,
-            bad_events=self.bad_events,
+            stream_connected=stream.connected,
+            stream_reconnects=stream.reconnects,
+            degraded=self._canceller.degraded,
+            rest_polls=self._canceller.rest_polls,
+            bad_events=stream.bad_events,
             updates_dropped=self._updates.dropped,
-            account_mismatches=registry.account_mismatches,
+            account_mismatches=registry.account_mismatches + stream.account_mismatches,
             terminal_conflicts=registry.terminal_conflicts,
         )
+
+    @property
+    def bad_events(self) -> int:
+        """Order events dropped as undecodable or naming another account than their channel."""
+        return self._stream.bad_events
 
     @property
     def updates_dropped(self) -> int:
@@ -528,7 +572,16 @@ class CadenzaClient:
         self._check_open()
         check_account_id(trading_account_id)
         await self._ensure_stream()
-        await self._canceller.ensure_subscribed(trading_account_id)
+        try:
+            await self._stream.subscribe(
+                channel_for(trading_account_id), timeout=self.config.timeouts.connect
+            )
+        except StreamRpcError as exc:
+            if exc.errno == 103:
+                raise PermissionDeniedError(
+                    f"no access to trading account {trading_account_id}", errno=exc.errno
+                ) from None
+            raise
 
     # -- REST calls -------------------------------------------------------------------
 
@@ -621,3 +674,9 @@ class CadenzaClient:
             time_in_force=time_in_force,
             client_order_id=client_order_id,
         )
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a task's exception as seen (whoever needs it awaits the task itself)."""
+    if not task.cancelled():
+        task.exception()

@@ -17,7 +17,10 @@
           ResponseTooLargeError     a reply body over ``max_response_size`` (or compressed)
       TransportError                connection refused/reset, HTTP timeout, TLS failure
       ConfirmationTimeout           .order_id .last_known (TradeOrder | None)
-      StreamError                   WebSocket auth failure, protocol violation, closed for good
+      StreamError                   WebSocket protocol violation, terminal close: closed for good
+        StreamAuthenticationError   the WebSocket refused the token (also an AuthenticationError)
+    ApiError
+      StreamRpcError                a Centrifugo error reply to a subscribe or RPC (.errno, .temporary)
       ClientClosedError             call after aclose()
 
 Third-party exceptions (aiohttp, websockets, ssl) are translated at the I/O
@@ -29,7 +32,7 @@ and :class:`StreamError` (server text, mostly) are passed through
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ._redact import redact_in_scope
 
@@ -51,9 +54,13 @@ __all__ = [
     "RateLimitError",
     "ResponseTooLargeError",
     "ServerError",
+    "StreamAuthenticationError",
     "StreamError",
+    "StreamRpcError",
     "TransportError",
     "UnexpectedResponseError",
+    "error_for_rpc",
+    "is_not_cancellable",
 ]
 
 
@@ -215,5 +222,101 @@ class StreamError(CadenzaError):
         self.code = code
 
 
+class StreamAuthenticationError(AuthenticationError, StreamError):
+    """The WebSocket refused the token (connect refused, close 3500, refreshes refused).
+
+    Both an :class:`AuthenticationError` (catch it with the REST one) and a
+    :class:`StreamError` (the stream stopped for good); ``code`` and
+    ``errno`` hold the Centrifugo code.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message, errno=code)
+        self.code = code
+
+
+class StreamRpcError(ApiError):
+    """A Centrifugo error reply to a subscribe or an RPC; ``errno`` is the Centrifugo code.
+
+    ``temporary`` is True when retrying later may succeed.
+    """
+
+    def __init__(self, message: str, *, errno: int, temporary: bool = False) -> None:
+        super().__init__(message, errno=errno)
+        self.temporary = temporary
+
+
 class ClientClosedError(CadenzaError):
     """The client was closed; a closed client cannot be reopened."""
+
+
+# --------------------------------------------------------------------------- tables
+
+#: errno the API gives for "order cannot be cancelled" (already filled/cancelled).
+ERRNO_NOT_CANCELLABLE: Final = -111001
+_NOT_CANCELLABLE_TEXT: Final = (
+    "cannot cancel",
+    "cannot be cancel",
+    "can not be cancel",
+    "not cancellable",
+    "not cancelable",
+    "already filled",
+    "already cancel",
+)
+
+
+def is_not_cancellable(errno: int | None, message: str) -> bool:
+    """True when an error answer means "already final, cannot cancel" (errno or text)."""
+    if errno == ERRNO_NOT_CANCELLABLE:
+        return True
+    text = message.lower()
+    return any(marker in text for marker in _NOT_CANCELLABLE_TEXT)
+
+
+_STATUS_ERRORS: Final[dict[int, type[ApiError]]] = {
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: OrderNotFoundError,
+    429: RateLimitError,
+}
+
+
+def error_for_rpc(code: int, message: str, *, status: int = 0, temporary: bool = False) -> ApiError:
+    """The error of the same meaning as an RPC error reply (one table for both transports).
+
+    The reply's HTTP ``status`` decides when the server sends one (as the
+    REST error table); otherwise its code, then its text:
+
+    ==========================================  ============================
+    code / text                                 error
+    ==========================================  ============================
+    404, 102, "not found"                       :class:`OrderNotFoundError`
+    403, 103, "permission", "forbidden"         :class:`PermissionDeniedError`
+    -111001, 409, "cannot cancel", "cannot"...  :class:`OrderNotCancellableError`
+    temporary, 100, 500, 502, 503, 504          :class:`ServerError`
+    anything else                               :class:`InvalidRequestError`
+    ==========================================  ============================
+    """
+    text = message or "rpc error"
+    lowered = text.lower()
+    kind: type[ApiError]
+    if status:
+        if status == 400:
+            kind = (
+                OrderNotCancellableError if is_not_cancellable(code, text) else InvalidRequestError
+            )
+        elif status >= 500:
+            kind = ServerError
+        else:
+            kind = _STATUS_ERRORS.get(status, UnexpectedResponseError)
+    elif code in (404, 102) or "not found" in lowered:
+        kind = OrderNotFoundError
+    elif code in (403, 103) or "permission" in lowered or "forbidden" in lowered:
+        kind = PermissionDeniedError
+    elif is_not_cancellable(code, text) or "cannot" in lowered or code == 409:
+        kind = OrderNotCancellableError
+    elif temporary or code in (100, 500, 502, 503, 504):
+        kind = ServerError
+    else:
+        kind = InvalidRequestError
+    return kind(text, status=status or None, errno=code)

@@ -56,6 +56,8 @@ from urllib.parse import quote
 
 import aiohttp
 import msgspec
+from aiohttp.typedefs import LooseHeaders
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._auth import TokenSource
@@ -76,6 +78,7 @@ from .errors import (
     ServerError,
     TransportError,
     UnexpectedResponseError,
+    is_not_cancellable,
 )
 from .models import (
     Envelope,
@@ -94,17 +97,6 @@ CANCEL_PATH: Final = "/api/v3/tradeOrder/cancel"
 LIST_PATH: Final = "/api/v3/tradeOrder/list"
 SUBMIT_PATH: Final = "/api/v3/tradeOrder/submit"
 
-#: errno the API gives for "order cannot be cancelled" (already filled/cancelled).
-ERRNO_NOT_CANCELLABLE: Final = -111001
-_NOT_CANCELLABLE_TEXT: Final = (
-    "cannot cancel",
-    "cannot be cancel",
-    "can not be cancel",
-    "not cancellable",
-    "not cancelable",
-    "already filled",
-    "already cancel",
-)
 _USER_AGENT: Final = "cadenza-async/0.1"
 _JSON: Final = "application/json"
 _MAX_MESSAGE: Final = 300
@@ -168,13 +160,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
-def _is_not_cancellable(errno: int | None, message: str) -> bool:
-    if errno == ERRNO_NOT_CANCELLABLE:
-        return True
-    text = message.lower()
-    return any(marker in text for marker in _NOT_CANCELLABLE_TEXT)
-
-
 def _budget(deadline: float | None) -> float | None:
     """Seconds left until ``deadline`` (event-loop time), or ``None`` without one."""
     return None if deadline is None else deadline - asyncio.get_running_loop().time()
@@ -195,6 +180,28 @@ def _fmt_decimal(value: str | Decimal | int | None) -> str | None:
     if isinstance(value, float):
         raise TypeError("pass quantities and prices as str or Decimal, not float")
     return str(value)
+
+
+class _ProxiedRequest(aiohttp.ClientRequest):
+    """A request whose proxy headers never carry the bearer token.
+
+    aiohttp builds a proxy's headers from the session's default headers,
+    where the ``Authorization`` header lives (see ``HttpApi._call``), and
+    sends that header on to the proxy as ``Proxy-Authorization``: the token
+    would reach the proxy even through an ``https://`` tunnel. Credentials
+    for the proxy itself go in the proxy URL.
+    """
+
+    def update_proxy(
+        self,
+        proxy: URL | None,
+        proxy_auth: aiohttp.BasicAuth | None,
+        proxy_headers: LooseHeaders | None,
+    ) -> None:
+        if proxy_headers is not None:
+            proxy_headers = CIMultiDict(proxy_headers)
+            proxy_headers.popall("Authorization", None)
+        super().update_proxy(proxy, proxy_auth, proxy_headers)
 
 
 class HttpApi:
@@ -406,6 +413,7 @@ class HttpApi:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             proxy=self._proxy,
+            request_class=aiohttp.ClientRequest if self._proxy is None else _ProxiedRequest,
         )
         self._session = session
         self._auth_header = None
@@ -662,7 +670,7 @@ class HttpApi:
         message = envelope.error or "the server answered success=false"
         request_id = self._request_id(envelope, resp)
         cls: type[ApiError]
-        if _is_not_cancellable(envelope.errno, message):
+        if is_not_cancellable(envelope.errno, message):
             cls = OrderNotCancellableError
         else:
             cls = UnexpectedResponseError
@@ -699,7 +707,7 @@ class HttpApi:
     def _error_for_status(self, status: int, raw: bytes, resp: aiohttp.ClientResponse) -> ApiError:
         if status == 400:
             error = self._api_error(InvalidRequestError, status, raw, resp)
-            if _is_not_cancellable(error.errno, error.message):
+            if is_not_cancellable(error.errno, error.message):
                 return OrderNotCancellableError(
                     error.message, status=status, errno=error.errno, request_id=error.request_id
                 )

@@ -59,8 +59,7 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -70,16 +69,22 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from ._auth import TokenSource
+from ._redact import redact, scope_secrets
 from .config import ClientConfig
 from .errors import (
-    ApiError,
     AuthenticationError,
+    CadenzaError,
     ClientClosedError,
+    StreamAuthenticationError,
     StreamError,
+    StreamRpcError,
     TransportError,
 )
+from .models import TradeOrder, decode_order_event
 from .protocol.centrifugo import (
     ERROR_ALREADY_SUBSCRIBED,
+    ERROR_UNAUTHORIZED,
+    UNDECODABLE_DATA,
     CentrifugoProtocol,
     CommandTimedOut,
     Connected,
@@ -98,13 +103,38 @@ from .protocol.centrifugo import (
     reconnect_delays,
 )
 
-__all__ = ["MAX_TOKEN_REFUSALS", "OrderStream", "StreamRpcError"]
+__all__ = [
+    "CHANNEL_PREFIX",
+    "MAX_TOKEN_REFUSALS",
+    "OrderStream",
+    "StreamRpcError",
+    "account_of",
+    "channel_for",
+]
 
 _log = logging.getLogger("cadenza_async.stream")
 
 PublicationCallback = Callable[[str, msgspec.Raw, "int | None"], None]
+OrderCallback = Callable[[TradeOrder, "str | None"], None]
 
 _CLOSE_EXPIRED = 3005
+_CLOSE_INVALID_TOKEN = 3500
+_ERROR_PERMISSION_DENIED = 103
+_ERROR_UNRECOVERABLE_POSITION = 112
+
+#: The channel that carries an account's order updates is this prefix plus the account id.
+CHANNEL_PREFIX = "tradingAccount:"
+
+
+def channel_for(account_id: str) -> str:
+    """The Centrifugo channel that carries an account's order updates."""
+    return CHANNEL_PREFIX + account_id
+
+
+def account_of(channel: str) -> str | None:
+    """The account whose order updates ``channel`` carries, or ``None`` for another channel."""
+    return channel[len(CHANNEL_PREFIX) :] if channel.startswith(CHANNEL_PREFIX) else None
+
 
 MAX_TOKEN_REFUSALS = 3
 """The stream fails when this many tokens in a row were refused (error 109 or a failed refresh).
@@ -114,35 +144,10 @@ provider call and at most one connect.
 """
 
 
-class StreamRpcError(ApiError):
-    """A Centrifugo error reply to an RPC or subscribe; ``errno`` is the Centrifugo code.
-
-    ``temporary`` is True when retrying later may succeed.
-    """
-
-    def __init__(self, message: str, *, errno: int, temporary: bool = False) -> None:
-        super().__init__(message, errno=errno)
-        self.temporary = temporary
-
-
 # --------------------------------------------------------------------------- redaction
 
-_REDACTIONS = (
-    (re.compile(r'("token"\s*:\s*")[^"]*("?)'), r"\1***\2"),
-    (re.compile(r"(\\\"token\\\"\s*:\s*\\\")[^\\]*"), r"\1***"),
-    (re.compile(r"((?:Authorization|Cookie|Set-Cookie):\s*)[^\r\n']*", re.IGNORECASE), r"\1***"),
-    (re.compile(r"([?&](?:token|access_token)=)[^&\s']*", re.IGNORECASE), r"\1***"),
-)
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """``text`` with tokens, authorization headers and any of ``secrets`` replaced by ``***``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    for pattern, repl in _REDACTIONS:
-        text = pattern.sub(repl, text)
-    return text
+# ``redact`` (imported above from ``_redact``, the one implementation) stays
+# importable from here under its old name.
 
 
 class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -164,6 +169,23 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         kwargs.pop("exc_info", None)  # tracebacks can carry frames with secrets
         kwargs.pop("stack_info", None)
         self.logger.log(level, text, **kwargs)
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+class _NoRedirectConnect(connect):
+    """websockets' ``connect`` that never follows a redirect.
+
+    websockets follows a 3xx handshake answer to another host (it refuses
+    only wss -> ws), and the connect frame that carries the token would go
+    there. Here every 3xx surfaces as the ``InvalidStatus`` it is, and
+    ``OrderStream._open`` also checks that the URI it ends up with is the
+    configured one before anything is sent.
+    """
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
 
 
 # --------------------------------------------------------------------------- liveness
@@ -213,7 +235,7 @@ class _Drop(Exception):
 class _Fatal(Exception):
     """Stop for good with ``error`` (``start()`` raises TransportError instead when ``transport``)."""
 
-    def __init__(self, error: StreamError, *, transport: bool = False) -> None:
+    def __init__(self, error: CadenzaError, *, transport: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.transport = transport
@@ -222,12 +244,19 @@ class _Fatal(Exception):
 class OrderStream:
     """The account stream over one WebSocket at a time; see the module docstring.
 
-    Callbacks run synchronously in the reader and must not block:
-    ``on_publication(channel, data, offset)`` for each publication in order,
-    ``on_gap(channel)`` when continuity on a channel was lost (reconcile by
-    REST), ``on_state(state)`` with ``"connecting"``, ``"connected"``,
+    The stream is the one owner of channels: it knows which are wanted,
+    subscribes them (again after each reconnect, with recovery) and decodes
+    their publications. Callbacks run synchronously in the reader and must
+    not block: each ``on_order`` listener ``(order, account)`` for every
+    decoded order event (``account`` from the channel; events naming another
+    account are dropped and counted), ``on_publication(channel, data,
+    offset)`` with the raw data of each publication, ``on_gap(channel)``
+    when continuity on a channel was lost (reconcile by REST),
+    ``on_refused(channel, error)`` when the server refused a channel for good
+    (112 is not: the channel is resubscribed from now, with ``on_gap``),
+    ``on_state(state)`` with ``"connecting"``, ``"connected"``,
     ``"disconnected"``, ``"closed"``, and ``on_failure(error)`` once when the
-    stream stops for good.
+    stream stops for good. :meth:`changed` gives a future for the next change.
 
     Tuning comes from ``config`` (``ping_grace``, ``reconnect_min_delay``,
     ``reconnect_max_delay``, ``max_message_size``); the keyword arguments of
@@ -242,10 +271,12 @@ class OrderStream:
         config: ClientConfig,
         tokens: TokenSource,
         *,
-        on_publication: PublicationCallback,
+        on_publication: PublicationCallback | None = None,
         on_gap: Callable[[str], None],
-        on_failure: Callable[[StreamError], None],
+        on_failure: Callable[[CadenzaError], None],
         on_state: Callable[[str], None] | None = None,
+        on_order: Sequence[OrderCallback] = (),
+        on_refused: Callable[[str, StreamRpcError], None] | None = None,
         ping_grace: float | None = None,
         rng: random.Random | None = None,
         max_size: int | None = None,
@@ -259,6 +290,8 @@ class OrderStream:
         self._on_gap = on_gap
         self._on_failure = on_failure
         self._on_state = on_state
+        self._on_order = tuple(on_order)
+        self._on_refused = on_refused
         self._rng = rng
         self._max_size = config.max_message_size if max_size is None else max_size
         self._min_delay = (
@@ -283,7 +316,13 @@ class OrderStream:
         self._timer_when = 0.0
         self._ready: asyncio.Future[None] | None = None
         self._connected_event: asyncio.Event | None = None
-        self._failure: StreamError | None = None
+        self._failure: CadenzaError | None = None
+        self._keep_trying = False
+        self._change: asyncio.Future[None] | None = None
+        self._live_since: dict[str, float] = {}
+        self.bad_events = 0
+        self.account_mismatches = 0
+        self._last_bad_log = -1e9
         self._started = False
         self._closing = False
         self._ever_connected = False
@@ -322,27 +361,98 @@ class OrderStream:
         """The channels this stream keeps subscribed."""
         return frozenset(self._wanted)
 
-    async def start(self) -> None:
+    async def start(self, *, keep_trying: bool = False) -> None:
         """Connect and return once the connect command succeeded.
 
         Retries with backoff for up to ``timeouts.connect`` seconds. Raises
-        :class:`StreamError` on a refused token or a terminal close code and
+        :class:`StreamAuthenticationError` on a refused token,
+        :class:`StreamError` on a terminal close code and
         :class:`TransportError` when no connection succeeded in time.
+
+        ``keep_trying``: after that :class:`TransportError` the stream goes on
+        reconnecting in the background (with backoff, for as long as it is
+        open) instead of stopping; :meth:`changed` tells when it connects.
         """
         if self._closing:
             raise ClientClosedError("the stream was closed")
         if self._started:
             raise RuntimeError("OrderStream.start() may be called once")
         self._started = True
+        self._keep_trying = keep_trying
         loop = asyncio.get_running_loop()
-        self._ready = loop.create_future()
+        ready = self._ready = loop.create_future()
         self._connected_event = asyncio.Event()
         self._task = loop.create_task(self._run(), name="cadenza-async-stream")
+        if not keep_trying:
+            try:
+                await ready
+            except BaseException:
+                await self._stop_task()
+                raise
+            return
         try:
-            await self._ready
-        except BaseException:
-            await self._stop_task()
-            raise
+            await asyncio.wait_for(asyncio.shield(ready), self._config.timeouts.connect)
+        except asyncio.TimeoutError:
+            raise TransportError(
+                f"no WebSocket connection within {self._config.timeouts.connect:g}s "
+                f"({self._drop_reason or 'no answer'}); reconnecting in the background",
+                maybe_sent=False,
+            ) from None
+
+    @property
+    def failure(self) -> CadenzaError | None:
+        """Why the stream stopped for good, or ``None`` while it runs (or tries to)."""
+        return self._failure
+
+    def want(self, channel: str) -> None:
+        """Keep ``channel`` subscribed from now on, without waiting for anything.
+
+        Subscribed at once when connected (nobody waits for the reply; a
+        refusal is reported like any other, see ``on_refused``), else on the
+        next connect. Raises what :meth:`subscribe` raises for a failed or
+        closed stream.
+        """
+        self._check_usable()
+        if channel in self._wanted:
+            return
+        self._wanted.add(channel)
+        if self._proto.connected and self._ws is not None:
+            self._proto.send_subscribe(channel, asyncio.get_running_loop().time())
+            self._spawn_aux(self._after_commands())
+
+    def is_live(self, channel: str) -> bool:
+        """True while connected with ``channel`` subscribed: its events arrive as they happen."""
+        return self._ws is not None and self._proto.is_subscribed(channel)
+
+    def live_since(self, channel: str) -> float | None:
+        """Since when (event-loop time) ``channel``'s events have arrived without a gap.
+
+        ``None`` while the channel is not live. A reconnect whose recovery went
+        through keeps the time; one that lost continuity reports ``on_gap``.
+        """
+        if not self.is_live(channel):
+            return None
+        return self._live_since.get(channel)
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future that completes at the next change of connection or subscription state.
+
+        Shared by every caller; awaiting it (shielded or not) never disturbs the stream.
+        """
+        change = self._change
+        if change is None or change.done():
+            change = self._change = asyncio.get_running_loop().create_future()
+        return change
+
+    def _notify(self) -> None:
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
+
+    def _spawn_aux(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._aux.add(task)
+        task.add_done_callback(self._aux.discard)
 
     async def subscribe(self, channel: str, *, timeout: float | None = None) -> None:
         """Subscribe ``channel`` and return once the server confirmed it.
@@ -389,6 +499,7 @@ class OrderStream:
             return
         self._wanted.discard(channel)
         self._fresh.discard(channel)
+        self._live_since.pop(channel, None)
         if self._proto.connected:
             self._proto.send_unsubscribe(channel, asyncio.get_running_loop().time())
             await self._after_commands()
@@ -397,6 +508,7 @@ class OrderStream:
         for waiter in self._sub_waiters.pop(channel, []):
             if not waiter.done():
                 waiter.set_exception(StreamError(f"unsubscribed from {channel}"))
+        self._notify()
 
     async def rpc(self, method: str, data: bytes, timeout: float) -> msgspec.Raw:
         """Send a Centrifugo RPC and return its reply ``data`` (undecoded JSON).
@@ -415,7 +527,7 @@ class OrderStream:
             try:
                 await asyncio.wait_for(self._connected_event.wait(), timeout)
             except asyncio.TimeoutError:
-                raise TransportError("not connected to the stream") from None
+                raise TransportError("not connected to the stream", maybe_sent=False) from None
             self._check_usable()
         try:
             msgspec.json.decode(data)
@@ -459,8 +571,11 @@ class OrderStream:
         return self._closing
 
     def _check_usable(self) -> None:
-        if self._failure is not None:
-            raise StreamError(str(self._failure), code=self._failure.code)
+        failure = self._failure
+        if failure is not None:
+            if isinstance(failure, StreamAuthenticationError):
+                raise StreamAuthenticationError(failure.message, code=failure.code)
+            raise StreamError(str(failure), code=getattr(failure, "code", None))
         if self._closing:
             raise ClientClosedError("the stream was closed")
         if not self._started:
@@ -494,6 +609,7 @@ class OrderStream:
         self._aux.clear()
 
     def _state(self, state: str) -> None:
+        self._notify()
         if self._on_state is not None:
             try:
                 self._on_state(state)
@@ -522,7 +638,7 @@ class OrderStream:
                 if immediate:
                     continue
                 delay = next(delays)
-                if not self._ever_connected:
+                if not self._ever_connected and not self._keep_trying:
                     remaining = start_deadline - loop.time()
                     if remaining <= 0:
                         raise _Fatal(
@@ -536,17 +652,19 @@ class OrderStream:
             self._log.error("stream: reader failed: %s", type(exc).__name__)
             self._fail(StreamError(f"stream reader failed: {type(exc).__name__}"))
 
-    def _fail(self, error: StreamError, *, transport: bool = False) -> None:
+    def _fail(self, error: CadenzaError, *, transport: bool = False) -> None:
         if self._failure is not None or self._closing:
             return
         self._failure = error
         self._cancel_timer()
         self._fail_waiters(error)
         ready = self._ready
-        if ready is not None and not ready.done():
-            exc: Exception = TransportError(str(error)) if transport else error
-            ready.set_exception(exc)
-        else:
+        starting = ready is not None and not ready.done()
+        if ready is not None and starting:
+            ready.set_exception(TransportError(str(error)) if transport else error)
+            if self._keep_trying:
+                ready.exception()  # retrieved: start() may have returned already
+        if not starting or self._keep_trying:
             try:
                 self._on_failure(error)
             except Exception:
@@ -576,8 +694,8 @@ class OrderStream:
         refused = self._refused
         if refused is not None and self._token_refusals >= MAX_TOKEN_REFUSALS:
             raise _Fatal(
-                StreamError(
-                    f"the server refused {self._token_refusals} tokens in a row from the "
+                StreamAuthenticationError(
+                    f"the WebSocket refused {self._token_refusals} tokens in a row from the "
                     "token provider",
                     code=self._refused_code,
                 )
@@ -588,11 +706,13 @@ class OrderStream:
                 return await self._tokens.get(timeout=timeout)
             token = await self._tokens.refresh(refused, timeout=timeout)
         except AuthenticationError as exc:
-            raise _Fatal(StreamError(f"no token for the stream: {exc.message}")) from None
+            raise _Fatal(
+                StreamAuthenticationError(f"no token for the WebSocket: {exc.message}")
+            ) from None
         if token == refused and self._refused_counts:
             raise _Fatal(
-                StreamError(
-                    f"the server refused the token ({self._refused_code}) and the token "
+                StreamAuthenticationError(
+                    f"the WebSocket refused the token ({self._refused_code}) and the token "
                     "provider has no other",
                     code=self._refused_code,
                 )
@@ -617,28 +737,61 @@ class OrderStream:
         return self._token_refusals <= 1
 
     async def _open(self) -> ClientConnection:
-        timeouts = self._config.timeouts
+        """Open a socket to exactly ``ws_url``: no redirect followed, no proxy unless configured.
+
+        Runs in the reader task, and declares the stream's tokens as that
+        task's secrets: every error it builds from server text (refusals,
+        close reasons) is scrubbed of them. A 3xx answer, or a handshake that
+        ended anywhere but ``ws_url``, is a failed connect (``_Drop``): the
+        token, sent only in the connect frame after the handshake, never
+        reaches a redirect target. Raises ``_Drop`` or ``_Fatal``.
+        """
+        config = self._config
+        timeouts = config.timeouts
+        url = config.ws_url
+        scope_secrets(self._secrets_in_use)
+        connector = _NoRedirectConnect(
+            url,
+            max_size=self._max_size,
+            compression=None,
+            open_timeout=timeouts.connect,
+            ping_interval=None,
+            close_timeout=min(2.0, timeouts.connect),
+            user_agent_header="cadenza-async",
+            logger=self._ws_logger,
+            create_connection=_LiveConnection,
+            proxy=config.proxy_for(url),  # None: no proxy, whatever the environment says
+        )
         try:
-            return await connect(
-                self._config.ws_url,
-                max_size=self._max_size,
-                compression=None,
-                open_timeout=timeouts.connect,
-                ping_interval=None,
-                close_timeout=min(2.0, timeouts.connect),
-                user_agent_header="cadenza-async",
-                logger=self._ws_logger,
-                create_connection=_LiveConnection,
-            )
+            ws = await connector
         except InvalidStatus as exc:
             status = exc.response.status_code
-            if status in (401, 403):
+            if 300 <= status < 400:
+                raise _Drop(
+                    f"WebSocket handshake answered HTTP {status}; redirects are not followed"
+                ) from None
+            if status == 401:
                 raise _Fatal(
-                    StreamError(f"WebSocket handshake refused: HTTP {status}", code=status)
+                    StreamAuthenticationError(
+                        "the WebSocket refused the token: handshake HTTP 401", code=status
+                    )
+                ) from None
+            if status == 403:
+                raise _Fatal(
+                    StreamError("WebSocket handshake refused: HTTP 403", code=status)
                 ) from None
             raise _Drop(f"WebSocket handshake failed: HTTP {status}") from None
         except (OSError, asyncio.TimeoutError, WebSocketException, ValueError) as exc:
             raise _Drop(f"cannot connect: {type(exc).__name__}") from None
+        if connector.uri != url:  # belt and braces, should websockets follow one after all
+            ws.transport.abort()
+            raise _Drop("the WebSocket handshake ended at another URI; redirects are not followed")
+        return ws
+
+    def _secrets_in_use(self) -> tuple[str | None, ...]:
+        """The tokens this stream holds, sent or was refused: scrubbed from its errors."""
+        cmd = self._refresh_cmd
+        return (self._tokens.current, self._conn_token, self._refused, cmd[1] if cmd else None)
 
     async def _session(self) -> tuple[bool, bool, bool]:
         """One connection, from open to loss.
@@ -663,7 +816,7 @@ class OrderStream:
         reason = ""
         immediate = False
         poisoned = False
-        fatal: StreamError | None = None
+        fatal: CadenzaError | None = None
         try:
             from . import __version__
 
@@ -733,6 +886,14 @@ class OrderStream:
         elif session_connected:
             self._poison_positions = None
         if not lost.reconnect:
+            if code == _CLOSE_INVALID_TOKEN:
+                raise _Fatal(
+                    StreamAuthenticationError(
+                        f"the WebSocket refused the token: {reason or 'invalid token'} "
+                        f"(close {code})",
+                        code=code,
+                    )
+                )
             raise _Fatal(StreamError(f"stream closed by the server: {reason or code}", code=code))
         if code == _CLOSE_EXPIRED:
             self._token_refused(self._conn_token, code, count=False)
@@ -785,10 +946,49 @@ class OrderStream:
             pass  # the reader sees the loss and fails what waits on a reply
 
     def _deliver(self, event: Publication) -> None:
+        """Hand a publication on: raw to ``on_publication``, decoded to ``on_order``.
+
+        An order event that does not decode, or names another account than
+        its channel's, is dropped and counted (``bad_events``), with at most
+        one warning a second.
+        """
+        channel = event.channel
+        if self._on_publication is not None:
+            try:
+                self._on_publication(channel, event.data, event.offset)
+            except Exception:
+                self._log.exception("on_publication callback failed for %s", channel)
+        listeners = self._on_order
+        if not listeners:
+            return
+        data = event.data
         try:
-            self._on_publication(event.channel, event.data, event.offset)
-        except Exception:
-            self._log.exception("on_publication callback failed for %s", event.channel)
+            order = decode_order_event(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if bytes(data) == UNDECODABLE_DATA:
+                self._bad_event(channel, "undecodable order event (nested too deeply)")
+            else:
+                self._bad_event(channel, f"malformed order event: {exc}")
+            return
+        if order is None:
+            return
+        account = account_of(channel)
+        if account is not None and order.trading_account_id != account:
+            self.account_mismatches += 1
+            self._bad_event(channel, "order event for another account")
+            return
+        for listener in listeners:
+            try:
+                listener(order, account)
+            except Exception:
+                self._log.exception("on_order listener failed for %s", channel)
+
+    def _bad_event(self, channel: str, what: str) -> None:
+        self.bad_events += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._last_bad_log >= 1.0:
+            self._last_bad_log = now
+            self._log.warning("%s on %s dropped (%d so far)", what, channel, self.bad_events)
 
     def _gap(self, channel: str) -> None:
         try:
@@ -835,9 +1035,12 @@ class OrderStream:
                 poisoned.pop(channel, None)  # this position recovered: not stuck
             if event.gap or fresh:
                 self._gap(channel)
+            if channel not in self._live_since:
+                self._live_since[channel] = asyncio.get_running_loop().time()
             for waiter in self._sub_waiters.pop(event.channel, []):
                 if not waiter.done():
                     waiter.set_result(None)
+            self._notify()
         elif isinstance(event, Reply):
             if event.method == "refresh":
                 cmd = self._refresh_cmd
@@ -862,9 +1065,11 @@ class OrderStream:
                 self._proto.send_subscribe(event.channel, asyncio.get_running_loop().time())
             else:
                 self._wanted.discard(event.channel)
+                self._live_since.pop(event.channel, None)
                 self._log.warning(
                     "stream: server unsubscribed %s (code %d)", event.channel, event.code
                 )
+                self._notify()
                 self._gap(event.channel)
         elif isinstance(event, Disconnected):
             if not event.reconnect:
@@ -894,17 +1099,60 @@ class OrderStream:
         if event.temporary or event.code == ERROR_ALREADY_SUBSCRIBED:
             raise _Drop(f"{event.method}: temporary error {event.code}")
         if event.method == "connect":
+            if event.code == ERROR_UNAUTHORIZED:
+                raise _Fatal(
+                    StreamAuthenticationError(
+                        f"the WebSocket refused the token: {event.message}", code=event.code
+                    )
+                )
             raise _Fatal(StreamError(f"connect refused: {event.message}", code=event.code))
         if event.method == "subscribe" and event.channel is not None:
-            self._wanted.discard(event.channel)
-            self._proto.forget(event.channel)
-            for sub_waiter in self._sub_waiters.pop(event.channel, []):
-                if not sub_waiter.done():
-                    sub_waiter.set_exception(error)
+            self._subscribe_refused(event.channel, error)
             return
         if event.method == "refresh":
             self._token_refused(self._refused_by(event), event.code)
             raise _Drop(f"refresh refused ({event.code})")
+
+    def _subscribe_refused(self, channel: str, error: StreamRpcError) -> None:
+        """A subscribe was refused: never a silent drop.
+
+        112 (unrecoverable position): subscribe again from the current
+        position, without recovery, and ``on_gap`` so the application
+        reconciles by REST. Anything else (103 permission denied, ...): the
+        channel is no longer wanted (a later :meth:`subscribe` or
+        :meth:`want` asks again), its subscribe callers get the error and
+        ``on_refused(channel, error)`` tells the application.
+        """
+        proto = self._proto
+        if error.errno == _ERROR_UNRECOVERABLE_POSITION and channel in self._wanted:
+            self._log.warning(
+                "stream: %s cannot be recovered (112); resubscribing from now and reconciling",
+                channel,
+            )
+            proto.forget(channel)
+            if proto.connected:
+                proto.send_subscribe(channel, asyncio.get_running_loop().time(), recover=False)
+                self._spawn_aux(self._after_commands())
+            self._gap(channel)
+            return
+        was_wanted = channel in self._wanted
+        self._wanted.discard(channel)
+        self._live_since.pop(channel, None)
+        self._fresh.discard(channel)
+        proto.forget(channel)
+        for sub_waiter in self._sub_waiters.pop(channel, []):
+            if not sub_waiter.done():
+                sub_waiter.set_exception(error)
+        if was_wanted:
+            self._log.warning(
+                "stream: subscribe to %s refused (%d %s)", channel, error.errno, error.message
+            )
+        self._notify()
+        if self._on_refused is not None:
+            try:
+                self._on_refused(channel, error)
+            except Exception:
+                self._log.exception("on_refused callback failed for %s", channel)
 
     def _refused_by(self, event: ReplyError) -> str:
         """The token ``event`` refused: the one a refresh carried, else the connection's."""

@@ -43,6 +43,11 @@ class OrderUpdates:
     def __bool__(self) -> bool:
         return bool(self._readers)
 
+    def on_order(self, order: TradeOrder, account: str | None) -> None:
+        """An order event from the stream (its listener signature): published to every reader."""
+        if self._readers:
+            self.publish(order)
+
     def publish(self, order: TradeOrder) -> None:
         """Give ``order`` to every reader; called from the stream's reader, never blocks."""
         for reader in self._readers:

@@ -13,7 +13,7 @@ from cadenza_async import (
     OrderNotFoundError,
     PermissionDeniedError,
 )
-from cadenza_async.cancels import _rpc_error, _RpcError
+from cadenza_async.errors import error_for_rpc
 from cadenza_async.testing import CadenzaSimulator
 
 
@@ -67,23 +67,20 @@ async def test_ws_cancel_with_an_explicit_wrong_account_is_a_typed_error(cadenza
 
 
 @pytest.mark.parametrize(
-    ("error", "kind"),
+    ("code", "message", "status", "kind"),
     [
-        (
-            _RpcError(code=-111001, message="Order is already filled", status=400),
-            OrderNotCancellableError,
-        ),
-        (_RpcError(code=-111002, message="Order not found", status=404), OrderNotFoundError),
-        (_RpcError(code=-100403, message="Forbidden", status=403), PermissionDeniedError),
-        (_RpcError(code=102, message="unknown"), OrderNotFoundError),
-        (_RpcError(code=7, message="already cancelled"), OrderNotCancellableError),
+        (-111001, "Order is already filled", 400, OrderNotCancellableError),
+        (-111002, "Order not found", 404, OrderNotFoundError),
+        (-100403, "Forbidden", 403, PermissionDeniedError),
+        (102, "unknown", 0, OrderNotFoundError),
+        (7, "already cancelled", 0, OrderNotCancellableError),
     ],
 )
-def test_rpc_errors_map_to_the_http_error_of_the_same_meaning(error, kind):
-    mapped = _rpc_error(error)
+def test_rpc_errors_map_to_the_http_error_of_the_same_meaning(code, message, status, kind):
+    mapped = error_for_rpc(code, message, status=status)
     assert type(mapped) is kind
-    assert mapped.errno == error.code
-    assert mapped.status == (error.status or None)
+    assert mapped.errno == code
+    assert mapped.status == (status or None)
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.01)

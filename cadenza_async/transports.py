@@ -1,0 +1,96 @@
+"""The two ways a cancel goes out: an HTTP request or a Centrifugo RPC, behind one interface.
+
+Each transport sends one cancel, bounded by the caller's deadline (event-loop
+time), and returns the order from its reply or raises the SDK error of the
+same meaning, translated here, at its own boundary, through the one table in
+:mod:`cadenza_async.errors`. Neither keeps state about orders: the
+orchestration (:mod:`cadenza_async.cancels`) picks one per send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Final, Protocol
+
+import msgspec
+
+from .errors import TransportError, UnexpectedResponseError, error_for_rpc
+from .models import TradeOrder, encoder
+
+if TYPE_CHECKING:
+    from ._ratelimit import RateGate
+    from .http import HttpApi
+    from .stream import OrderStream
+
+__all__ = ["RPC_CANCEL", "CancelTransport", "HttpCancel", "RpcCancel"]
+
+RPC_CANCEL: Final = "command.trade_order.cancel"
+
+
+class CancelTransport(Protocol):
+    """Sends one cancel and returns the order as the reply shows it."""
+
+    async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> TradeOrder:
+        """Raise the SDK's errors (``ApiError`` subclasses, ``TransportError``)."""
+        ...
+
+
+class HttpCancel:
+    """``POST /api/v3/tradeOrder/cancel``: paced, retried and translated by :class:`HttpApi`."""
+
+    __slots__ = ("_http",)
+
+    def __init__(self, http: HttpApi) -> None:
+        self._http = http
+
+    async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> TradeOrder:
+        return await self._http.cancel_order(order_id, account_id, deadline=deadline)
+
+
+class _RpcError(msgspec.Struct, omit_defaults=True):
+    code: int = 0
+    message: str = ""
+    temporary: bool = False
+    status: int = 0  # the HTTP status of the same error, when the server says it
+
+
+class _RpcCancelReply(msgspec.Struct, omit_defaults=True):
+    data: TradeOrder | None = None
+    error: _RpcError | None = None
+
+
+_rpc_reply_decoder: Final = msgspec.json.Decoder(_RpcCancelReply)
+
+
+class RpcCancel:
+    """The cancel as a Centrifugo RPC on the open WebSocket; needs the order's account."""
+
+    __slots__ = ("_gate", "_request_timeout", "_stream")
+
+    def __init__(self, stream: OrderStream, gate: RateGate, request_timeout: float) -> None:
+        self._stream = stream
+        self._gate = gate
+        self._request_timeout = request_timeout
+
+    async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> TradeOrder:
+        if account_id is None:
+            raise ValueError("an RPC cancel needs the order's trading account")
+        loop = asyncio.get_running_loop()
+        await self._gate.acquire(deadline - loop.time())
+        timeout = min(self._request_timeout, deadline - loop.time())
+        if timeout <= 0:
+            raise TransportError(
+                "the deadline passed before the cancel could be sent", maybe_sent=False
+            )
+        payload = encoder.encode({"tradingAccountId": account_id, "tradeOrderId": order_id})
+        raw = await self._stream.rpc(RPC_CANCEL, payload, timeout=timeout)
+        try:
+            reply = _rpc_reply_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UnexpectedResponseError("malformed reply to the cancel RPC") from None
+        if reply.error is not None:
+            err = reply.error
+            raise error_for_rpc(err.code, err.message, status=err.status, temporary=err.temporary)
+        if reply.data is None:
+            raise UnexpectedResponseError("the cancel RPC replied without an order")
+        return reply.data
