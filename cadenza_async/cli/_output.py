@@ -179,7 +179,7 @@ class Output:
 
     def _stderr(self, text: str, style: str) -> None:
         if self.err_console is not None:
-            self._rich(self.err_console, text, style=style)
+            self._rich(self.err_console, text, style=style, soft_wrap=True)  # one line stays one
             return
         with contextlib.suppress(BrokenPipeError):
             print(text, file=sys.stderr, flush=True)
