@@ -29,9 +29,9 @@ from cadenza_async import (
     TransportError,
 )
 from cadenza_async._auth import TokenSource
+from cadenza_async._ratelimit import RateGate
 from cadenza_async.config import ClientConfig
 from cadenza_async.http import HttpApi
-from cadenza_async._ratelimit import RateGate
 from cadenza_async.stream import OrderStream, _NoRedirectConnect
 from cadenza_async.testing import CadenzaSimulator
 
@@ -122,7 +122,9 @@ class RecordingProxy:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
             self.heads.append(head.decode("latin-1"))
-            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
             pass
@@ -150,8 +152,10 @@ async def proxy() -> AsyncIterator[RecordingProxy]:
         await server.close()
 
 
-def make_stream(ws_url: str, token: str = CANARY, **options: Any) -> OrderStream:
-    failures: list[StreamError] = []
+def make_stream(
+    ws_url: str, token: str = CANARY, failures: list[StreamError] | None = None, **options: Any
+) -> OrderStream:
+    failures = [] if failures is None else failures
     config = ClientConfig(
         token=token,
         api_url="http://127.0.0.1:9",
@@ -383,12 +387,19 @@ class EchoingCentrifugo:
 async def test_centrifugo_texts_that_quote_the_token_are_scrubbed(how: str):
     server = EchoingCentrifugo(how)
     await server.server.start_server()
-    stream = make_stream(server.ws_url, connect=2.0)
+    failures: list[StreamError] = []
+    stream = make_stream(server.ws_url, failures=failures, connect=2.0)
+
+    async def start_and_wait_for_the_failure() -> None:
+        await stream.start()  # a refused connect raises here
+        for _ in range(200):  # a close or a push comes after the connect succeeded
+            if failures:
+                raise failures[0]
+            await asyncio.sleep(0.01)
+
     try:
         with pytest.raises(CadenzaError) as info:
-            await stream.start()
-            await asyncio.sleep(1.0)  # close/push arrive after the connect succeeded
-            await stream.subscribe("tradingAccount:x", timeout=0.5)
+            await start_and_wait_for_the_failure()
     finally:
         await stream.aclose()
         await server.server.close()
