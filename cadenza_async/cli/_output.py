@@ -198,7 +198,15 @@ class Output:
 
     # -- tables and progress -----------------------------------------------------------
 
-    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    def table(
+        self,
+        title: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[str]],
+        *,
+        whole: Sequence[int] = (0,),
+    ) -> None:
+        """A table on stdout (not in JSON mode); the ``whole`` columns (ids) are never shortened."""
         if self.json_mode:
             return
         cells = [[self.redact(clean_line(str(cell))) for cell in row] for row in rows]
@@ -207,8 +215,12 @@ class Output:
             from rich.text import Text
 
             table = Table(title=title, title_justify="left", show_lines=False)
-            for name in columns:
-                table.add_column(name)
+            for i, name in enumerate(columns):
+                if i in whole:
+                    widest = max([len(name)] + [len(row[i]) for row in cells])
+                    table.add_column(name, no_wrap=True, min_width=widest)
+                else:
+                    table.add_column(name)
             for row in cells:
                 table.add_row(*(Text(cell) for cell in row))
             self._rich(self.console, table)
