@@ -6,9 +6,13 @@ subscribe, ``cancel_and_confirm`` over HTTP and over the WebSocket RPC, a
 token expiry (REST 401 and close 3005) refreshed through a callable provider,
 a reconnect (3001), a terminal close (3500) that fails the stream for good,
 and a provider that fails while quoting its secret. Every token the provider
-handed out is a canary: none may appear in any log record (message, args,
-formatted traceback), nor in ``repr``/``str`` of any object or exception seen
-(with its whole ``__cause__``/``__context__`` chain).
+handed out is a canary: no piece of one (any run of 8 or more of its
+characters, not only the whole token: a logger that truncates a frame still
+leaks a prefix) may appear in any log record (message, args, formatted
+traceback), nor in ``repr``/``str`` of any object or exception seen (with its
+whole ``__cause__``/``__context__`` chain). A second test proves the check
+can fail: with redaction switched off, websockets' truncated frame log is
+caught, though it does not hold the whole token.
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ from cadenza_async import (
     StreamError,
     Timeouts,
 )
+from cadenza_async import stream as stream_module
 from cadenza_async.testing import CadenzaSimulator
 
-CANARY = "canary-" + secrets.token_hex(16)
+# No hex digits after the prefix: a run of the canary cannot match an order id by chance.
+CANARY = "canary-" + "".join(secrets.choice("GHJKLMNPQRSTVWXYZ") for _ in range(32))
+FRAGMENT = 8
 LOGGERS = [
     None,
     "cadenza_async",
@@ -71,6 +78,28 @@ def texts_of(obj: object) -> list[str]:
         for link in chain(obj):
             texts += [repr(link), str(link), repr(link.args), repr(vars(link))]
     return texts
+
+
+def leaked_pieces(text: str, secrets_seen: set[str]) -> list[str]:
+    """Every FRAGMENT-long run of a secret that appears in ``text``."""
+    return [
+        secret[i : i + FRAGMENT]
+        for secret in secrets_seen
+        for i in range(len(secret) - FRAGMENT + 1)
+        if secret[i : i + FRAGMENT] in text
+    ]
+
+
+def leaks_in_records(records: list[logging.LogRecord], secrets_seen: set[str]) -> list[str]:
+    leaks = []
+    for record in records:
+        texts = [record.getMessage(), repr(record.args), record.name]
+        if record.exc_info:
+            texts.append(logging.Formatter().formatException(record.exc_info))
+        for text in texts:
+            if leaked_pieces(text, secrets_seen):
+                leaks.append(f"log {record.name}: {text[:200]}")
+    return leaks
 
 
 @pytest.fixture
@@ -148,14 +177,30 @@ async def test_no_token_appears_in_any_log_repr_or_error_over_a_full_client_life
 
     secrets_seen = {CANARY, *handed_out, *tokens}
     assert len(debug_logs.records) > 20, "DEBUG capture is not on: the test would prove nothing"
-    leaks = []
-    for record in debug_logs.records:
-        texts = [record.getMessage(), repr(record.args), record.name]
-        if record.exc_info:
-            texts.append(logging.Formatter().formatException(record.exc_info))
-        for text in texts:
-            leaks += [f"log {record.name}: {text[:200]}" for s in secrets_seen if s in text]
+    leaks = leaks_in_records(debug_logs.records, secrets_seen)
     for obj in seen:
         for text in texts_of(obj):
-            leaks += [f"{type(obj).__name__}: {text[:200]}" for s in secrets_seen if s in text]
+            if leaked_pieces(text, secrets_seen):
+                leaks.append(f"{type(obj).__name__}: {text[:200]}")
     assert not leaks, "\n".join(leaks[:10])
+
+
+async def test_the_canary_check_catches_a_truncated_token_when_redaction_is_off(
+    debug_logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redaction off in the websockets logger: its frame log shows the connect
+    # frame cut short, a prefix of the token and not the whole of it.
+    monkeypatch.setattr(stream_module, "redact", lambda text, secrets=(): text)
+    async with CadenzaSimulator(token=CANARY) as sim:
+        async with CadenzaClient(
+            token=CANARY,
+            api_url=sim.api_url,
+            ws_url=sim.ws_url,
+            trading_account_id=sim.trading_account_id,
+            timeouts=Timeouts(connect=2.0, request=2.0, confirm=STEP),
+        ):
+            pass
+    frame_logs = [r for r in debug_logs.records if r.name.startswith("websockets")]
+    assert any('"connect"' in r.getMessage() for r in frame_logs)
+    assert not any(CANARY in r.getMessage() for r in frame_logs)  # a whole-token check passes
+    assert leaks_in_records(frame_logs, {CANARY})  # the fragment check does not

@@ -1,4 +1,8 @@
-"""A canary token must never leak: not in logs at DEBUG, reprs, errors or their chains."""
+"""A canary token must never leak: not in logs at DEBUG, reprs, errors or their chains.
+
+"Leak" means any run of 8 or more of the canary's characters, not only the
+whole token: a logger or a server that truncates still gives a prefix away.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from conftest import ORDER_ID, ScriptedApi, envelope
 from cadenza_async import CadenzaClient, CadenzaError
 from cadenza_async.config import RetryPolicy, Timeouts
 
-CANARY = "canary-" + secrets.token_hex(16)
+# No hex digits after the prefix: a run of the canary cannot match an order id by chance.
+CANARY = "canary-" + "".join(secrets.choice("GHJKLMNPQRSTVWXYZ") for _ in range(32))
+FRAGMENT = 8
 WS = "ws://127.0.0.1:9/connection/websocket"
 LOGGERS = [
     None,  # root
@@ -39,6 +45,14 @@ def chain(exc: BaseException | None):
         exc = exc.__context__
 
 
+def canary_piece_in(text: str) -> str | None:
+    """The first FRAGMENT-long run of the canary found in ``text``, or None."""
+    for i in range(len(CANARY) - FRAGMENT + 1):
+        if CANARY[i : i + FRAGMENT] in text:
+            return CANARY[i : i + FRAGMENT]
+    return None
+
+
 def assert_no_canary(*objects: object) -> None:
     for obj in objects:
         texts = [repr(obj), str(obj)]
@@ -46,7 +60,8 @@ def assert_no_canary(*objects: object) -> None:
             for link in chain(obj):
                 texts += [repr(link), str(link), repr(link.args), repr(vars(link))]
         for text in texts:
-            assert CANARY not in text, f"canary leaked via {type(obj).__name__}: {text[:200]}"
+            piece = canary_piece_in(text)
+            assert piece is None, f"canary {piece!r} leaked via {type(obj).__name__}: {text[:200]}"
 
 
 @pytest.fixture
@@ -125,7 +140,7 @@ async def test_canary_token_leaks_nowhere_across_success_and_failures(api: Scrip
     assert debug_logs.records, "DEBUG logging captured nothing: the test would prove nothing"
     for record in debug_logs.records:
         text = record.getMessage() + repr(record.args) + repr(record.exc_info)
-        assert CANARY not in text, f"canary in log {record.name}: {text[:200]}"
+        assert canary_piece_in(text) is None, f"canary in log {record.name}: {text[:200]}"
 
 
 async def test_failing_provider_error_hides_the_providers_message(api, debug_logs):
@@ -141,7 +156,15 @@ async def test_failing_provider_error_hides_the_providers_message(api, debug_log
 
     assert api.requests == []
     assert_no_canary(info.value)
-    assert all(CANARY not in r.getMessage() for r in debug_logs.records)
+    assert all(canary_piece_in(r.getMessage()) is None for r in debug_logs.records)
+
+
+def test_the_canary_check_catches_a_piece_of_the_token():
+    assert canary_piece_in(f"Bearer {CANARY[:19]}...") is not None
+    assert canary_piece_in(f"...{CANARY[-8:]}") is not None
+    assert canary_piece_in(f"{CANARY[:7]} 770e8400-e29b-41d4") is None
+    with pytest.raises(AssertionError):
+        assert_no_canary(RuntimeError(f"token {CANARY[5:20]} refused"))
 
 
 def test_string_token_is_not_in_client_or_config_reprs():
