@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, suppress
 from decimal import Decimal
@@ -139,6 +140,14 @@ class BlockingCadenzaClient:
         state = "closed" if self._closed else "open"
         return f"<BlockingCadenzaClient {self._client.config.api_url} {state}>"
 
+    def __del__(self) -> None:
+        # Only a client that was built whole and never closed: its loop thread is still running.
+        if getattr(self, "_closed", True) or not hasattr(self, "_portal_cm"):
+            return
+        warnings.warn(
+            f"unclosed {self!r}: call close() or use 'with'", ResourceWarning, stacklevel=1
+        )
+
     @property
     def config(self) -> ClientConfig:
         """The settings of the client (read-only)."""
@@ -231,12 +240,13 @@ class BlockingCadenzaClient:
         end. Returns once the loop thread has ended. Safe to call twice and
         from several threads (later callers wait for the first).
         """
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("close() cannot be called from the client's own event loop thread")
         with self._lock:
             first = not self._closed
             self._closed = True
         if not first:
-            if threading.get_ident() != self._loop_thread:
-                self._stopped.wait()
+            self._stopped.wait()
             return
         portal = self._portal
         try:

@@ -417,3 +417,23 @@ def test_calling_the_client_from_its_own_loop_thread_is_refused(sim: ThreadedSim
 
         with pytest.raises(RuntimeError, match="event loop thread"):
             client.run(nested)
+
+        async def close_inside(_client: CadenzaClient) -> None:
+            client.close()
+
+        with pytest.raises(RuntimeError, match="own event loop thread"):
+            client.run(close_inside)
+        assert not client.closed
+        assert client.get_order(oid).trade_order_id == oid
+
+
+def test_an_unclosed_client_warns_when_it_is_collected(sim: ThreadedSim) -> None:
+    baseline = threading.active_count()
+    client = sim.client()
+    portal, portal_cm, inner = client._portal, client._portal_cm, client._client
+    with pytest.warns(ResourceWarning, match="unclosed <BlockingCadenzaClient"):
+        del client  # the last reference: collected here
+    portal.call(inner.aclose)  # what close() would have done
+    portal.call(portal.stop, True)
+    portal_cm.__exit__(None, None, None)
+    assert threading.active_count() == baseline
