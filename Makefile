@@ -85,3 +85,84 @@ test-pythons:
 
 clean:
 	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache build dist site
+
+# ------------------------------------------------------------------ security
+
+# The lowest version of each runtime dependency pyproject.toml allows, as == pins.
+define MIN_PINS_PY
+import re
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the copy pip vendors
+    from pip._vendor import tomli as tomllib
+with open("pyproject.toml", "rb") as f:
+    deps = tomllib.load(f)["project"]["dependencies"]
+for dep in deps:
+    m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*>=\s*([^,;\s]+)\s*", dep)
+    if m is None:
+        raise SystemExit(f"no plain lower bound in {dep!r}")
+    print(f"{m[1]}=={m[2]}")
+endef
+export MIN_PINS_PY
+
+.PHONY: test-min audit
+
+# The whole suite on exactly the lowest runtime dependency versions pyproject.toml
+# allows (dev tools at their usual versions), in a venv of its own. Not in `make test`.
+VENV_MIN := .venv-min
+
+test-min:
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_MIN)/bin/python -c "$$MIN_PINS_PY" > $(VENV_MIN)/min-pins.txt
+	@echo "test-min: runtime dependencies pinned to:"; cat $(VENV_MIN)/min-pins.txt
+	$(VENV_MIN)/bin/python -m pip install --quiet -c $(VENV_MIN)/min-pins.txt -e '.[dev]'
+	$(VENV_MIN)/bin/python -m pip check
+	$(VENV_MIN)/bin/python -m pip list 2>/dev/null | grep -Ei '^(aiohttp|msgspec|websockets|anyio) '
+	$(VENV_MIN)/bin/python -X dev -m pytest -q -p no:cacheprovider
+
+# Known-vulnerability audit with pip-audit (the `audit` extra) of the lowest allowed
+# runtime versions and of the dev environment. It needs a vulnerability database: PyPI's
+# JSON API (AUDIT_SERVICE=pypi, the default) or OSV (AUDIT_SERVICE=osv). It first asks
+# about AUDIT_PROBE, a release with published advisories: when none come back the database
+# is out of reach, and the audit says it did not run and exits 2, never a silent pass.
+AUDIT_SERVICE ?= pypi
+AUDIT_PROBE   ?= aiohttp==3.9.0
+
+# Exit 0 when pip-audit's JSON report on the probe lists an advisory; else say why not.
+define AUDIT_PROBE_PY
+import json, sys
+try:
+    deps = json.load(open(sys.argv[1]))["dependencies"]
+except (OSError, ValueError, KeyError) as exc:
+    sys.exit(f"audit:   no report from pip-audit ({type(exc).__name__})")
+if not any(dep.get("vulns") for dep in deps):
+    for dep in deps:
+        print(f"audit:   {dep.get('name')}: {dep.get('skip_reason') or 'no advisory returned'}")
+    sys.exit(1)
+endef
+export AUDIT_PROBE_PY
+
+$(VENV)/.audit: pyproject.toml $(VENV)/.dev
+	$(BIN)/python -m pip install --quiet -e '.[dev,audit]'
+	touch $@
+
+audit: $(VENV)/.audit
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "$(AUDIT_PROBE)" > $$tmp/probe.txt; \
+	$(BIN)/python -m pip_audit -s $(AUDIT_SERVICE) --no-deps --disable-pip \
+		-r $$tmp/probe.txt -f json -o $$tmp/probe.json > $$tmp/probe.log 2>&1; \
+	if ! $(BIN)/python -c "$$AUDIT_PROBE_PY" $$tmp/probe.json > $$tmp/probe.why 2>&1; then \
+		echo "audit: NOT RUN: the vulnerability database ($(AUDIT_SERVICE)) is out of reach."; \
+		echo "audit: it reported no advisory for $(AUDIT_PROBE), which has published ones:"; \
+		cat $$tmp/probe.why; tail -n 3 $$tmp/probe.log | sed 's/^/audit:   /'; \
+		exit 2; \
+	fi; \
+	$(BIN)/python -c "$$MIN_PINS_PY" > $$tmp/min-pins.txt; \
+	status=0; \
+	echo "audit: the lowest versions pyproject.toml allows:"; \
+	$(BIN)/python -m pip_audit -s $(AUDIT_SERVICE) --no-deps --disable-pip -r $$tmp/min-pins.txt || status=1; \
+	echo "audit: the dev environment ($(VENV)):"; \
+	$(BIN)/python -m pip_audit -s $(AUDIT_SERVICE) --skip-editable || status=1; \
+	exit $$status
