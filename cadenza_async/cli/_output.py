@@ -8,8 +8,9 @@ Everything printed passes through here, and three rules hold on the way out:
   them before anything reaches a terminal. JSON lines keep the data intact:
   the encoder escapes C0 controls, and :meth:`Output.emit` escapes C1, DEL
   and bidirectional overrides too, so a terminal showing the JSON sees none.
-* **No secrets.** The token (flag or ``CADENZA_TOKEN``) and anything shaped
-  like a credential are replaced by ``***`` (:meth:`Output.redact`).
+* **No secrets.** The token (flag or ``CADENZA_TOKEN``), fragments of it,
+  and anything shaped like a credential are replaced by ``***``
+  (:meth:`Output.redact`, the SDK's one redaction module).
 * **A closed stdout ends quietly.** When the reader goes away (``| head``),
   output stops without a traceback, ``stdout_closed`` is set, and the command
   exits 141 (128 + SIGPIPE), as a process killed by SIGPIPE would.
@@ -29,6 +30,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
+
+from .._redact import redact
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -64,14 +67,6 @@ _CONTROLS_TEXT = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 _SPACING = re.compile(r"[\t\n\r\v\f]")
 # Characters JSON leaves raw but a terminal may act on; escaped as \\uXXXX (still valid JSON).
 _JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{_BIDI}]")
-
-# Credentials that may appear in server text (an echoed header, a query string, a JSON body).
-_CREDENTIALS = (
-    (re.compile(r'("token"\s*:\s*")[^"]*'), r"\1***"),
-    (re.compile(r"((?:Authorization|Cookie|Set-Cookie):\s*)[^\r\n',;]*", re.IGNORECASE), r"\1***"),
-    (re.compile(r"(Bearer\s+)[^\s'\",;]+", re.IGNORECASE), r"\1***"),
-    (re.compile(r"([?&](?:token|access_token)=)[^&\s']*", re.IGNORECASE), r"\1***"),
-)
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer killed by SIGPIPE
 
@@ -127,13 +122,8 @@ class Output:
         self.interrupt_reported = False
 
     def redact(self, text: str) -> str:
-        """``text`` with the known secrets and credential-shaped values replaced by ``***``."""
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        for pattern, replacement in _CREDENTIALS:
-            text = pattern.sub(replacement, text)
-        return text
+        """``text`` with the known secrets (and fragments of them) and credentials masked."""
+        return redact(text, self.secrets)
 
     # -- stdout ------------------------------------------------------------------------
 

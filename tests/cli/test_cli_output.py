@@ -180,3 +180,11 @@ def test_output_module_never_imports_rich_in_plain_mode(monkeypatch):
     monkeypatch.setitem(sys.modules, "rich.console", None)
     out = Output(plain=True)
     assert out.console is None
+
+
+def test_a_truncated_token_echoed_by_a_server_is_still_redacted(capsys):
+    out = Output(plain=True)
+    out.secrets = ["eyJhbGciOiJIUzI1NiJ9.payload.signature"]
+    out.error("401: token eyJhbGciOiJIUzI1NiJ9.pay... refused")
+
+    assert "eyJhbGciOiJIUzI1NiJ9" not in capsys.readouterr().err
