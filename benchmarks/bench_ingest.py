@@ -153,14 +153,14 @@ def bytes_per_waiter(n: int = 100_000) -> dict[str, float]:
         registry_only = tracemalloc.get_traced_memory()[0] - before
         loop = asyncio.new_event_loop()
         try:
-            from cadenza_async.cancels import _Pending  # the client's per-waiter slot
+            from cadenza_async.cancels import _Job  # the client's per-waiter slot
 
             for oid in ids:
                 waiter = reg.get(oid)
                 assert waiter is not None
-                pending = _Pending()
-                pending.futures.append(loop.create_future())  # one caller waiting
-                waiter.handle = pending
+                job = _Job(0.0)
+                job.futures.append(loop.create_future())  # one caller waiting
+                waiter.handle = job
             with_future = tracemalloc.get_traced_memory()[0] - before
         finally:
             loop.close()

@@ -466,7 +466,10 @@ class Canceller:
                 raise ClientClosedError(
                     f"the client was closed before the cancel of {order_id} was confirmed"
                 )
-            raise ConfirmationTimeout(order_id, waiter.last_known, timeout) from job.send_error
+            cause = job.send_error
+            if cause is None and job.acked_at is None and job.sent_at:
+                cause = TransportError("the cancel got no answer before the deadline")
+            raise ConfirmationTimeout(order_id, waiter.last_known, timeout) from cause
         except CadenzaError as exc:
             # One error can reach many callers (a dropped link fails every RPC at
             # once): each caller's error names its own order.
@@ -583,18 +586,18 @@ class Canceller:
             return
 
     async def _prove(self, waiter: Waiter, job: _Job) -> None:
-        """Wait for proof: the stream's events while the channel is live, REST polling otherwise."""
+        """Wait for proof: the stream's events while the channel is live, REST polling otherwise.
+
+        Nothing here waits on the stream: the account's channel is asked for
+        (:meth:`OrderStream.want`) and used once live. A channel that became
+        live after the cancel went out may have missed its event: one gap
+        look-up closes that window.
+        """
         loop = asyncio.get_running_loop()
         stream = self._stream
         account = waiter.account_id
         channel = None if account is None else channel_for(account)
-        if stream is not None and channel is not None:
-            since = stream.live_since(channel)
-            if since is None:
-                await self._subscribe(stream, channel, job.deadline)
-            if (since is None or since > job.sent_at) and not waiter.done:
-                # The event may have come before the subscription: close the gap once.
-                await self._poll(waiter, job)
+        gap_closed = asked = False
         delay = POLL_FIRST
         next_poll: float | None = None
         while not waiter.done and job.error is None:
@@ -602,10 +605,19 @@ class Canceller:
             if now >= job.deadline:
                 return
             changed = None if stream is None else stream.changed()
-            if stream is not None and channel is not None and stream.is_live(channel):
+            since = None if stream is None or channel is None else stream.live_since(channel)
+            if since is not None:
+                if since > job.sent_at and not gap_closed:
+                    gap_closed = True  # the event may have come before the subscription
+                    await self._poll(waiter, job)
+                    continue
                 await self._sleep(job, job.deadline, changed)
                 delay, next_poll = POLL_FIRST, None
                 continue
+            if not asked and stream is not None and channel is not None:
+                asked = True  # once per job: a channel the server refuses is not asked again
+                with contextlib.suppress(CadenzaError):
+                    stream.want(channel)  # subscribed now, or when the stream is back
             if next_poll is None:
                 next_poll = now + delay
                 down_since = self._down_since
@@ -616,24 +628,9 @@ class Canceller:
                 await self._sleep(job, min(job.deadline, next_poll), changed)
                 continue
             self.rest_polls += 1
+            gap_closed = True
             await self._poll(waiter, job)
             delay, next_poll = min(delay * 2, POLL_MAX), None
-
-    async def _subscribe(self, stream: OrderStream, channel: str, deadline: float) -> None:
-        """Subscribe the order's channel, bounded by ``deadline``; failures only mean polling."""
-        if stream.failure is not None:
-            return
-        try:
-            if stream.connected:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining > 0:
-                    await stream.subscribe(channel, timeout=remaining)
-            else:
-                stream.want(channel)  # subscribed when the stream is back
-        except StreamRpcError as exc:
-            log.warning("could not subscribe to %s: %s", channel, exc)
-        except CadenzaError as exc:
-            log.debug("subscribing %s: %s", channel, type(exc).__name__)
 
     async def _poll(self, waiter: Waiter, job: _Job) -> None:
         """One look-up for the job; a definite answer (not found, auth) fails it."""

@@ -319,6 +319,7 @@ class OrderStream:
         self._failure: CadenzaError | None = None
         self._keep_trying = False
         self._change: asyncio.Future[None] | None = None
+        self._first_failure: asyncio.Future[None] | None = None
         self._live_since: dict[str, float] = {}
         self.bad_events = 0
         self.account_mismatches = 0
@@ -369,8 +370,9 @@ class OrderStream:
         :class:`StreamError` on a terminal close code and
         :class:`TransportError` when no connection succeeded in time.
 
-        ``keep_trying``: after that :class:`TransportError` the stream goes on
-        reconnecting in the background (with backoff, for as long as it is
+        ``keep_trying``: the :class:`TransportError` comes as soon as the first
+        attempt failed (refused, an HTTP error, a timeout), and the stream goes
+        on reconnecting in the background (with backoff, for as long as it is
         open) instead of stopping; :meth:`changed` tells when it connects.
         """
         if self._closing:
@@ -390,14 +392,23 @@ class OrderStream:
                 await self._stop_task()
                 raise
             return
+        first = self._first_failure = loop.create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(ready), self._config.timeouts.connect)
-        except asyncio.TimeoutError:
-            raise TransportError(
-                f"no WebSocket connection within {self._config.timeouts.connect:g}s "
-                f"({self._drop_reason or 'no answer'}); reconnecting in the background",
-                maybe_sent=False,
-            ) from None
+            await asyncio.wait(
+                (ready, first),
+                timeout=self._config.timeouts.connect,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            first.cancel()
+        if ready.done():
+            ready.result()  # the refusal that stopped the stream, if any
+            return
+        raise TransportError(
+            f"no WebSocket connection to {self._config.ws_url} "
+            f"({self._drop_reason or 'no answer'}); reconnecting in the background",
+            maybe_sent=False,
+        )
 
     @property
     def failure(self) -> CadenzaError | None:
@@ -637,6 +648,9 @@ class OrderStream:
                     delays = reconnect_delays(self._min_delay, self._max_delay, self._rng)
                 if immediate:
                     continue
+                first = self._first_failure
+                if not connected and first is not None and not first.done():
+                    first.set_result(None)  # start(keep_trying=True) stops waiting now
                 delay = next(delays)
                 if not self._ever_connected and not self._keep_trying:
                     remaining = start_deadline - loop.time()

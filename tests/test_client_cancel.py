@@ -184,13 +184,16 @@ async def test_client_created_and_closed_without_requests_leaves_nothing_open(ap
     assert api.requests == []
 
 
-async def test_entering_a_client_whose_stream_cannot_connect_raises_typed_and_closes(api):
+async def test_entering_a_client_whose_stream_cannot_connect_still_cancels_over_http(api):
+    # A risk system must be able to pull its orders while the event stream is down.
     client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS, timeouts=Timeouts(connect=0.3))
-    with pytest.raises(TransportError):
-        async with client:
-            pytest.fail("the body must not run without a stream")
+    async with client:
+        assert not client.stats().stream_connected
+        order = await client.cancel(ORDER_ID)
+        assert order.trade_order_id == ORDER_ID
     assert client.closed
-    assert api.requests == []
+    [req] = api.requests
+    assert (req.method, req.path) == ("POST", "/api/v3/tradeOrder/cancel")
 
 
 async def test_client_exposes_tokens_gate_and_http_for_the_layers_above(api):

@@ -167,7 +167,7 @@ async def test_every_call_after_close_raises_client_closed_error(cadenza_sim):
 # --------------------------------------------------------------------------- failing to start
 
 
-async def test_unreachable_server_raises_transport_error_and_leaks_nothing():
+async def test_unreachable_server_fails_cancels_at_once_and_leaks_nothing():
     port = free_port()
     before = other_tasks()
     client = CadenzaClient(
@@ -178,9 +178,14 @@ async def test_unreachable_server_raises_transport_error_and_leaks_nothing():
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(TransportError):
-            async with client:
-                pytest.fail("entered a client that never connected")
+        loop = asyncio.get_running_loop()
+        async with client:  # an unreachable stream does not stop the client
+            started = loop.time()
+            with pytest.raises(TransportError) as info:
+                await client.cancel_and_confirm("some-order", timeout=5)
+            # Refused: provably never sent, so it says so at once, not at the deadline.
+            assert loop.time() - started < 2.0
+            assert info.value.maybe_sent is False
         gc.collect()
 
     assert other_tasks() - before == set()

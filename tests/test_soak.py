@@ -340,7 +340,7 @@ async def run_soak(seed: int, cancels: int, *, concurrency: int = 24) -> Soak:
             for client in clients.values():
                 if len(client._registry) or client._registry.pending_count:
                     soak.problems.append(f"waiters left in {client!r}: {len(client._registry)}")
-                if client._background or client._chores:
+                if client._background or client._canceller._tasks:
                     soak.problems.append(f"background work left in {client!r}")
             await px.wait_for_idle(timeout=10.0)
             await sim.wait_for(lambda: sim.connections == 0, timeout=10.0)

@@ -74,9 +74,14 @@ async def test_row10_bad_tls_certificate_fails_closed_with_a_typed_error_and_no_
             "timeouts": Timeouts(connect=1.0, request=1.0, confirm=2.0),
             "retry": RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01),
         }
-        # The stream (wss) at start: refused, typed, bounded.
-        with pytest.raises((TransportError, StreamError)) as stream_error:
-            await asyncio.wait_for(CadenzaClient(**settings).__aenter__(), STEP)
+        # The stream (wss) at start: refused, so the client enters without it
+        # (degraded); the cancel still goes out over https and fails typed, at
+        # once: a TLS failure provably never sent anything.
+        async with CadenzaClient(**settings) as entered:
+            assert not entered.stats().stream_connected
+            with pytest.raises(TransportError) as stream_error:
+                await asyncio.wait_for(entered.cancel_and_confirm("order-1"), STEP)
+            assert stream_error.value.maybe_sent is False
         # The REST cancel (https) on its own.
         client = CadenzaClient(**settings)
         try:
