@@ -1,4 +1,4 @@
-"""The ``cadenza-async`` command line: demo, sim, cancel, cancel-many, cancel-all, watch.
+"""The ``cadenza-async`` command line: demo, sim, orders, cancel, cancel-many, cancel-all, watch.
 
 Real endpoints come from the ``CADENZA_*`` environment variables (or flags);
 ``--json`` prints one JSON object per line for scripts. Progress bars and
@@ -6,9 +6,16 @@ tables use ``rich`` when it is installed (the ``cli`` extra) and plain text
 otherwise; the library itself never imports it.
 
 Exit status: 0 every order reached a final state (an order that filled before
-the cancel is an outcome, shown with ``cancelled: false``); 1 at least one
-cancel failed with an error; 2 a usage or configuration error; 130 interrupted.
-Errors print one line, never a traceback, never the token.
+the cancel, or was already final, is an outcome); 1 at least one cancel failed
+with an error; 2 a usage or configuration error, or a refused token; 130
+interrupted; 141 stdout closed by its reader (``| head``). Errors print one
+line, never a traceback, never the token; text from a server is printed
+without its control characters.
+
+The package: ``_main`` (parser, entry points), ``_session`` (the client from
+flags and environment), ``_commands``, ``_sim``, ``_demo``, ``_outcomes``
+(what each cancel came to), ``_errors`` (what a failure means), ``_output``
+(where everything is written).
 """
 
 from __future__ import annotations

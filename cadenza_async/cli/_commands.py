@@ -69,20 +69,16 @@ async def cmd_cancel(ctx: Context) -> int:
     args, out = ctx.args, ctx.out
     _no_confirm_conflicts(args)
     outcome: Outcome
-    if args.no_confirm:
-        async with ctx.rest_client() as client:
-            try:
+    async with ctx.session() as client:
+        try:
+            if args.no_confirm:
                 outcome = await client.cancel(args.order_id, trading_account_id=args.account)
-            except CadenzaError as exc:
-                outcome = _as_outcome(exc)
-    else:
-        async with ctx.client() as client:
-            try:
+            else:
                 outcome = await client.cancel_and_confirm(
                     args.order_id, trading_account_id=args.account, timeout=args.timeout
                 )
-            except CadenzaError as exc:
-                outcome = _as_outcome(exc)
+        except CadenzaError as exc:
+            outcome = _as_outcome(exc)
     if out.json_mode:
         out.emit(outcome_json(args.order_id, outcome))
     elif is_failure(outcome):
@@ -228,14 +224,9 @@ async def cmd_cancel_many(ctx: Context) -> int:
     ids = read_ids(args.ids, args.file)
     if not ids:
         raise ConfigurationError("no order ids given: pass IDs, --file FILE, or - to read stdin")
-    if args.no_confirm:
-        async with ctx.rest_client() as client:
-            return await _cancel_and_report(
-                ctx, client, ids, confirm=False, account=args.account, label="cancelling"
-            )
-    async with ctx.client() as client:
+    async with ctx.session() as client:
         return await _cancel_and_report(
-            ctx, client, ids, confirm=True, account=args.account, label="cancelling"
+            ctx, client, ids, confirm=not args.no_confirm, account=args.account, label="cancelling"
         )
 
 
@@ -278,7 +269,7 @@ async def list_open_orders(
 async def cmd_cancel_all(ctx: Context) -> int:
     """List the account's open orders, then cancel them all with confirmation."""
     args, out = ctx.args, ctx.out
-    async with ctx.client() as client:
+    async with ctx.session() as client:
         account = ctx.account(client, "cancel-all")
         scope = f" on {args.instrument}" if args.instrument else ""
         orders = await list_open_orders(client, account, args.instrument, out)
@@ -295,7 +286,7 @@ async def cmd_cancel_all(ctx: Context) -> int:
 async def cmd_orders(ctx: Context) -> int:
     """Print the account's open orders: a table, or one JSON object per order."""
     args, out = ctx.args, ctx.out
-    async with ctx.rest_client() as client:
+    async with ctx.session() as client:
         account = ctx.account(client, "orders")
         orders = await list_open_orders(client, account, args.instrument, out)
     scope = f" on {args.instrument}" if args.instrument else ""

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from ..client import CadenzaClient
 from ..config import ClientConfig
-from ..errors import ConfigurationError
-from ._errors import flag_words
+from ..errors import ConfigurationError, StreamError
+from ._errors import auth_failure, flag_words
 from ._output import Output
 
 __all__ = ["Context"]
@@ -27,8 +27,8 @@ class Context:
     def client(self) -> CadenzaClient:
         """A client from ``CADENZA_*`` variables, flags winning. Raises ConfigurationError.
 
-        Nothing is connected yet: ``async with`` starts the order stream;
-        calls that need only REST work without it.
+        Nothing is connected yet: ``async with`` starts the order stream
+        (and fails if it cannot); :meth:`session` leaves that to the calls.
         """
         args = self.args
         if args.token:
@@ -51,13 +51,34 @@ class Context:
         return CadenzaClient(config=config)
 
     @contextlib.asynccontextmanager
-    async def rest_client(self) -> AsyncIterator[CadenzaClient]:
-        """A client for REST calls alone: no WebSocket is opened; closed on the way out."""
+    async def session(self) -> AsyncIterator[CadenzaClient]:
+        """A client closed on the way out, whose order stream starts only when a call needs it.
+
+        Cancels go out even when the WebSocket cannot connect (REST then
+        proves them), and REST-only calls never open it.
+        """
         client = self.client()
         try:
+            await self._stream_first(client)
             yield client
         finally:
             await client.aclose()
+
+    async def _stream_first(self, client: CadenzaClient) -> None:
+        """With ``--via ws``, connect the stream before the first cancel so the cancel can use it.
+
+        A WebSocket that cannot connect is a warning (cancels then go over
+        HTTP, proven by REST); a refused token ends the command.
+        """
+        account = self.args.account or client.config.trading_account_id
+        if getattr(self.args, "via", None) != "ws" or account is None:
+            return
+        try:
+            await client.subscribe_account(account)
+        except StreamError as exc:
+            if auth_failure(exc) is not None:
+                raise
+            self.out.warn(f"the WebSocket is unavailable ({exc}): cancels go over HTTP")
 
     def account(self, client: CadenzaClient, verb: str) -> str:
         """The account a command acts on; raises ConfigurationError when none is given."""

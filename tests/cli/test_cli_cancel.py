@@ -158,3 +158,34 @@ async def test_escape_sequences_in_a_server_error_never_reach_the_terminal(
         assert "\x1b]0;pwned" in line["message"]  # the data intact, escaped on the wire
     else:
         assert "no such order boom" in captured.err
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.02)
+async def test_a_cancel_goes_out_and_is_proven_by_rest_when_the_websocket_is_down(
+    cadenza_sim, capsys, monkeypatch
+):
+    clear_env(monkeypatch)(cadenza_sim)
+    monkeypatch.setenv("CADENZA_WS_URL", f"ws://127.0.0.1:{_closed_port()}/connection/websocket")
+    oid = cadenza_sim.create_order().trade_order_id
+
+    code = await cli.run(["cancel", oid, "--json"])
+
+    [line] = json_lines(capsys.readouterr().out)
+    assert code == 0
+    assert line["cancelled"] is True
+    assert line["source"] == "rest"
+
+
+async def test_cancel_many_with_a_refused_token_exits_2_after_the_summary(
+    cadenza_sim, capsys, monkeypatch
+):
+    clear_env(monkeypatch)(cadenza_sim, token="not-the-token-b1e4")
+    oid = cadenza_sim.create_order().trade_order_id
+
+    code = await cli.run(["cancel-many", oid, MISSING_ID, "--no-confirm", "--plain"])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "failed: AuthenticationError" in captured.out
+    assert "error: authentication failed: the REST API at" in captured.err
+    assert "not-the-token" not in captured.out + captured.err
