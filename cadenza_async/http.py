@@ -444,6 +444,7 @@ class HttpApi:
         delays: Iterator[float] | None = None
         refreshed = False
         maybe_sent = False
+        retried: CadenzaError | None = None  # what the last retry answered, if any
         while True:
             # The rate gate waits no longer than the deadline allows: a pause
             # that outlasts it raises RateLimitError now (nothing was sent).
@@ -461,7 +462,15 @@ class HttpApi:
                 self._auth_header = token
             failure: TransportError | ClientClosedError | None = None
             retryable = False
-            timeout = self._timeout if deadline is None else self._timeout_until(deadline)
+            if deadline is None:
+                timeout = self._timeout
+            else:
+                try:
+                    timeout = self._timeout_until(deadline)
+                except TransportError:
+                    if retried is not None:
+                        raise retried from None  # the answer that used the time up tells more
+                    raise
             try:
                 resp = await session.request(
                     method,
@@ -497,6 +506,7 @@ class HttpApi:
                 if delay is None or _past(deadline, delay):
                     raise failure from None
                 log.debug("%s %s: %s; retrying in %.3fs", method, url.path, failure, delay)
+                retried = failure
                 await asyncio.sleep(delay)
                 continue
 
@@ -532,6 +542,9 @@ class HttpApi:
                         error.retry_after = retry_after
                     raise error
                 log.debug("%s %s: 429, pausing %.3fs", method, url.path, min(pause, cap))
+                retried = self._api_error(RateLimitError, status, raw, resp)
+                if isinstance(retried, RateLimitError):
+                    retried.retry_after = retry_after
                 continue
             if status == 504:
                 maybe_sent = True
@@ -541,6 +554,8 @@ class HttpApi:
                 delay = next(delays, None)
                 if delay is not None and not _past(deadline, delay):
                     log.debug("%s %s: %d; retrying in %.3fs", method, url.path, status, delay)
+                    retried = self._error_for_status(status, raw, resp)
+                    retried.maybe_sent = maybe_sent
                     await asyncio.sleep(delay)
                     continue
             error = self._error_for_status(status, raw, resp)

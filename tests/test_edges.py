@@ -459,3 +459,21 @@ async def test_confirmed_cancels_leave_no_live_timer_on_the_loop(cadenza_sim, cl
     with contextlib.suppress(Exception):
         await asyncio.sleep(0)
     assert live_timers() <= before + 2  # not one per confirmed cancel
+
+
+# --------------------------------------------------------------------------- 10: small
+
+
+@pytest.mark.cadenza_sim(cancel_delay=1000)
+async def test_an_over_nested_event_is_logged_as_undecodable_not_malformed(
+    cadenza_sim, client, caplog
+):
+    caplog.set_level(logging.WARNING, logger="cadenza_async.stream")
+    marker = cadenza_sim.create_order()
+    cadenza_sim.publish_raw_order_update(None, b"[" * 5000 + b"]" * 5000)
+    cadenza_sim.fill(marker.trade_order_id)  # published after it: once seen, it was handled
+    await cadenza_sim.wait_for(lambda: client.bad_events >= 1, timeout=STEP)
+
+    texts = [r.getMessage() for r in caplog.records if r.name == "cadenza_async.stream"]
+    assert any("undecodable order event (nested too deeply)" in t for t in texts), texts
+    assert not any("malformed order event" in t for t in texts)

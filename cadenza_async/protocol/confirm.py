@@ -381,8 +381,8 @@ class ConfirmationRegistry:
         outcome = waiter.outcome
         if outcome is not None:
             stats.duplicates_ignored += 1
-            if status != outcome.status:
-                stats.terminal_conflicts += 1
+            if terminal and status != outcome.status:
+                stats.terminal_conflicts += 1  # (a stale non-terminal one is no conflict)
             return None
         if terminal:
             # A terminal state is final at the exchange: no non-terminal state can

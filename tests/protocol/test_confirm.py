@@ -135,6 +135,21 @@ def test_http_pending_cancel_then_event_cancelled_resolves_from_ws(
 # -- rule 7: sticky terminal, stale and duplicate --------------------------------
 
 
+def test_stale_non_terminal_events_after_the_outcome_are_duplicates_not_conflicts(
+    reg: ConfirmationRegistry,
+) -> None:
+    waiter, _ = reg.register("o1", 0.0)
+    reg.resolve_from_http(order(OrderStatus.CANCELLED, updated_at=10), 1.0)
+
+    # The PENDING_CANCEL event the exchange sent first arrives after the proof.
+    assert reg.resolve_from_event(order(OrderStatus.PENDING_CANCEL, updated_at=5), 2.0) is None
+
+    assert waiter.outcome is not None
+    assert waiter.outcome.status == OrderStatus.CANCELLED
+    assert reg.stats.duplicates_ignored == 1
+    assert reg.stats.terminal_conflicts == 0
+
+
 def test_cancelled_then_filled_stays_cancelled(reg: ConfirmationRegistry) -> None:
     waiter, _ = reg.register("o1", 0.0)
     cancelled = order(OrderStatus.CANCELLED, updated_at=10)
