@@ -135,6 +135,8 @@ _NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ClientSSLError)
 #: Granularity of deadline-shortened request timeouts (seconds), and how many are kept.
 _TIMEOUT_STEP: Final = 0.005
 _TIMEOUT_CACHE: Final = 64
+#: Fresh tokens one call may ask for after 401s, each for a different refused token.
+_MAX_REFRESHES: Final = 3
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -442,7 +444,8 @@ class HttpApi:
         tokens = self._tokens
         gate = self._gate
         delays: Iterator[float] | None = None
-        refreshed = False
+        refused: list[str] = []  # tokens this call saw refused (each refreshed once)
+        fresh_untried = False  # the token was just refreshed and not yet answered
         maybe_sent = False
         retried: CadenzaError | None = None  # what the last retry answered, if any
         while True:
@@ -490,6 +493,7 @@ class HttpApi:
                 retryable = idempotent and not isinstance(exc, _NOT_RETRIED_TRANSPORT)
                 maybe_sent = maybe_sent or not isinstance(exc, _NOT_SENT)
             if failure is not None:
+                fresh_untried = False  # no answer about the token: it may expire meanwhile
                 if isinstance(failure, TransportError):
                     # Any attempt that may have reached the server taints the whole call.
                     failure.maybe_sent = maybe_sent
@@ -511,14 +515,32 @@ class HttpApi:
                 continue
 
             status = resp.status
+            if status != 401:
+                fresh_untried = False
             if 200 <= status < 300:
                 return self._success_envelope(raw, status, resp)
             if status == 401:
-                if not refreshed and tokens.refreshable:
-                    refreshed = True
-                    fresh = await tokens.refresh(token)
-                    if fresh != token:
-                        log.debug("%s %s: 401, retrying once with a fresh token", method, url.path)
+                # A token refused is refreshed once. A fresh token refused at once is
+                # final (the server does not take the provider's tokens); one refused
+                # after other answers (a long call: resets, retries, pauses) may have
+                # expired meanwhile and is refreshed again, at most _MAX_REFRESHES times.
+                if (
+                    not fresh_untried
+                    and token not in refused
+                    and len(refused) < _MAX_REFRESHES
+                    and tokens.refreshable
+                ):
+                    refused.append(token)
+                    budget = _budget(deadline)
+                    if budget is not None and budget <= 0:
+                        raise TransportError(
+                            "the deadline passed before a fresh token could be fetched",
+                            maybe_sent=False,
+                        )
+                    fresh = await tokens.refresh(token, timeout=budget)
+                    fresh_untried = True
+                    if fresh != token and fresh not in refused:
+                        log.debug("%s %s: 401, retrying with a fresh token", method, url.path)
                         continue
                 error = self._api_error(AuthenticationError, status, raw, resp)
                 error.message = "the REST API refused the token: " + error.message

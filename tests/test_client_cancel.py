@@ -12,7 +12,6 @@ from cadenza_async import (
     ConfigurationError,
     Timeouts,
     TradeOrder,
-    TransportError,
 )
 from cadenza_async.config import RetryPolicy
 

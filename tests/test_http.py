@@ -470,7 +470,7 @@ async def test_second_401_raises_authentication_error_without_a_refresh_loop(api
     finally:
         await http.aclose()
 
-    assert info.value.message == "still expired"
+    assert info.value.message == "the REST API refused the token: still expired"
     assert len(calls) == 2
     assert len(api.requests) == 2
 
@@ -800,3 +800,30 @@ async def test_deadline_beyond_the_request_timeout_keeps_the_usual_timeout():
     http = make_http("http://127.0.0.1:9", timeouts=Timeouts(connect=1.0, request=3.0))
     timeout = http._timeout_until(asyncio.get_running_loop().time() + 60.0)
     assert (timeout.total, timeout.connect) == (3.0, 1.0)
+
+
+async def test_a_fresh_token_that_expires_during_a_long_call_is_refreshed_again(api):
+    # tok-1 is refused; tok-2 meets a 503 (the call goes on, retrying), then is
+    # refused too (it expired meanwhile): one more refresh, and the call succeeds.
+    calls = []
+
+    def provider():
+        calls.append(1)
+        return f"tok-{len(calls)}"
+
+    http = make_http(api.url, token=provider)
+    try:
+        api.reply(401, error_body(-2, "expired"))
+        api.reply(503, error_body(-3, "busy"))
+        api.reply(401, error_body(-2, "expired again"))
+        order = await http.cancel_order(ORDER_ID)  # then the default answer: CANCELLED
+    finally:
+        await http.aclose()
+
+    assert order.status == "CANCELLED"
+    assert [r.headers["Authorization"] for r in api.requests] == [
+        "Bearer tok-1",
+        "Bearer tok-2",
+        "Bearer tok-2",
+        "Bearer tok-3",
+    ]

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import random
 import time
@@ -84,12 +85,16 @@ STATUSES = {s: s for s in (*TERMINAL_STATUSES, OrderStatus.OPEN, OrderStatus.PEN
 
 TIMEOUTS = Timeouts(connect=3.0, request=2.0, confirm=6.0)
 RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.1, max_retry_after=1.0)
-# A call that has no outcome after this long is counted as lost (a hang). It is
-# not ``confirm + request``: while the cancel is being sent the SDK does not
-# watch the deadline (see test_cancel_and_confirm_returns_near_its_timeout...),
-# so one call can take send (3 attempts) + look-up (3) + resend (3) + the final
-# look-up, plus Retry-After pauses, on a loaded two-core machine.
-CALL_BOUND = TIMEOUTS.confirm + 10 * TIMEOUTS.request + 15.0
+# A call that has no outcome after this long is counted as lost (a hang). Each
+# order's cancel ends by its deadline (``confirm``) plus a little slack; a
+# bulk call runs its orders at most ``concurrency`` at a time (16 ids, 8 at once).
+CALL_BOUND = 2 * TIMEOUTS.confirm + 5.0
+# A single call (not bulk) must end within its deadline plus this.
+DEADLINE_SLACK = 0.5
+# Faults stack up (a 5xx burst on every attempt, a pause past the deadline, a
+# link down for the whole deadline): some cancels end in an honest error. More
+# than this share means the SDK gives up where it should have kept proving.
+MAX_ERROR_SHARE = 0.2
 TOKEN_GRACE = 2.0
 FAULT_GAP = (0.005, 0.05)
 FAULT_LANES = 3
@@ -121,6 +126,7 @@ class Soak:
     early_mid: int = 0
     early_end: int = 0
     seconds: float = 0.0
+    max_overrun: float = -math.inf
 
     def record(self, call: Call, outcome: Any) -> None:
         """Reduce an outcome to plain strings at once, so memory checks see no test-held SDK objects."""
@@ -161,7 +167,9 @@ class Soak:
             + ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
             + f" (total {sum(self.faults.values())})",
             "  outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items())),
-            f"  lost={lost} background_errors_reported={self.background_errors} "
+            f"  lost={lost} errors={sum(1 for c in self.calls if c.outcomes and c.outcomes[0][0] == 'error')} "
+            f"max_overrun_of_single_calls={self.max_overrun * 1000:.1f}ms "
+            f"background_errors_reported={self.background_errors} "
             f"  traced memory: peak={self.peak_memory / 1e6:.1f} MB, client-held at mid="
             f"{self.memory_mid / 1e6:.2f} MB end={self.memory_end / 1e6:.2f} MB "
             f"(early buffer {self.early_mid}->{self.early_end} entries)",
@@ -252,6 +260,12 @@ async def fault_scheduler(
         ("rest_5xx", 3),
         ("token_expiry", 1),
         ("latency", 1),
+        ("slow_list", 1),
+        ("hung_cancel", 1),
+        ("rest_outage", 1),
+        ("long_retry_after", 1),
+        ("websocket_refused", 1),
+        ("slow_subscribe", 1),
     ]
     names = [k for k, _ in kinds]
     weights = [w for _, w in kinds]
@@ -298,6 +312,31 @@ async def fault_scheduler(
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), rng.uniform(0.1, 0.4))
             px.latency = 0.0
+        elif kind == "slow_list":  # look-ups (gap, polling, the final one) are slow or hung
+            sim.delay_rest(rng.choice([0.3, 1.5, math.inf]), endpoint="list")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), rng.uniform(0.1, 1.0))
+            sim.delay_rest(0, endpoint="list")
+        elif kind == "hung_cancel":  # the cancel endpoint holds requests for a while
+            sim.delay_rest(math.inf, endpoint="cancel")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), rng.uniform(0.05, 0.5))
+            sim.delay_rest(0, endpoint="cancel")
+        elif kind == "rest_outage":
+            sim.rest_outage(rng.uniform(0.1, 0.6), status=rng.choice([502, 503]))
+        elif kind == "long_retry_after":  # a pause longer than the cap: RateLimitError
+            sim.rate_limit_next_rest(1, retry_after=rng.uniform(1.5, 4.0))
+        elif kind == "websocket_refused":  # degraded mode: REST proves what is pending
+            await sim.refuse_websocket(rng.choice([503, None]))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), rng.uniform(0.2, 1.5))
+            sim.accept_websocket()
+        elif kind == "slow_subscribe":
+            sim.delay_subscribe_replies(rng.uniform(0.1, 1.0))
+            await sim.disconnect_all(3001, "shutdown")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), rng.uniform(0.2, 1.0))
+            sim.delay_subscribe_replies(0)
 
 
 async def run_soak(seed: int, cancels: int, *, concurrency: int = 24) -> Soak:
@@ -409,6 +448,8 @@ async def run_workload(
         return ids
 
     async def bounded(coro: Any, calls: list[Call]) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         try:
             outcome = await asyncio.wait_for(coro, CALL_BOUND)
         except asyncio.TimeoutError:
@@ -417,6 +458,14 @@ async def run_workload(
             return
         except Exception as exc:
             outcome = [exc] * len(calls) if len(calls) > 1 else exc
+        elapsed = loop.time() - began
+        if calls[0].kind != "bulk":
+            soak.max_overrun = max(soak.max_overrun, elapsed - TIMEOUTS.confirm)
+        if calls[0].kind != "bulk" and elapsed > TIMEOUTS.confirm + DEADLINE_SLACK:
+            soak.problems.append(
+                f"{calls[0].order_id}: ended {elapsed:.3f}s after its call, "
+                f"deadline {TIMEOUTS.confirm}s"
+            )
         if len(calls) == 1 and not isinstance(outcome, list):
             soak.record(calls[0], outcome)
         else:
@@ -524,6 +573,11 @@ def check(soak: Soak, memory_margin: int = MEMORY_MARGIN) -> None:
     assert not soak.problems, "\n".join(soak.problems[:30])
     assert not lost, f"{len(lost)} cancels without an outcome"
     assert sum(soak.faults.values()) > 0
+    errors = sum(1 for c in soak.calls if c.outcomes and c.outcomes[0][0] == "error")
+    assert errors <= MAX_ERROR_SHARE * len(soak.calls), (
+        f"{errors} of {len(soak.calls)} cancels ended in an error "
+        f"(allowed {MAX_ERROR_SHARE:.0%}): the SDK gives up too easily\n{soak.summary()}"
+    )
     allowance = memory_margin + max(0, soak.early_end - soak.early_mid) * EARLY_ENTRY_BYTES
     growth = soak.memory_end - soak.memory_mid
     assert growth <= allowance, (

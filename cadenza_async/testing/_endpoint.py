@@ -173,9 +173,19 @@ class WebSocketEndpoint:
 
 
 def _all_done(futures: Iterable[asyncio.Future[None]]) -> asyncio.Future[None]:
-    """A future done once every one of ``futures`` is (no task is started for it)."""
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    """A future done once every one of ``futures`` is (no task is started for it).
+
+    Callable outside the running loop (a test driving the loop step by step):
+    the future then belongs to the loop of the futures it waits for.
+    """
     pending = set(futures)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        if not pending:
+            raise
+        loop = next(iter(pending)).get_loop()
+    done: asyncio.Future[None] = loop.create_future()
 
     def one_done(future: asyncio.Future[None]) -> None:
         pending.discard(future)

@@ -396,7 +396,9 @@ class CadenzaSimulator:
         if info is None:
             raise KeyError("unknown token")
         info.expires_at = time.time()
-        self._ws.close_where(3005, "connection expired", lambda conn: conn.token_info is info)
+        if any(conn.token_info is info for conn in self._ws.connections):
+            # (callable outside the running loop: nothing to wait for then)
+            self._ws.close_where(3005, "connection expired", lambda conn: conn.token_info is info)
 
     def create_order(
         self,

@@ -247,6 +247,8 @@ async def test_row09_failing_handshakes_back_off_with_full_jitter_and_a_cap_one_
             reconnect_min_delay=low,
             reconnect_max_delay=high,
         ) as client:
+            # The client entered at the first refusal (degraded); the stream keeps trying.
+            await wait_until(lambda: client.stats().stream_connected, what="connected")
             order = cadenza_sim.create_order()
             result = await client.cancel_and_confirm(order.trade_order_id)
 

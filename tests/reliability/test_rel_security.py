@@ -18,7 +18,6 @@ from cadenza_async.config import RetryPolicy, Timeouts
 from cadenza_async.errors import (
     CadenzaError,
     ConfigurationError,
-    StreamError,
     TransportError,
     UnexpectedResponseError,
 )
