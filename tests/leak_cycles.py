@@ -4,6 +4,9 @@ Run by tests/test_leaks.py as ``python -X dev -W error tests/leak_cycles.py N``.
 10th cycle also cancels an order (``cancel_and_confirm``) and every 7th starts a
 fire-and-forget cancel that the close must drain. Prints one JSON line per
 checkpoint: ``{"cycle": n, "rss": bytes, "traced": bytes (simulator excluded), "tasks": n}``.
+
+``CADENZA_LEAK_INJECT=1`` keeps every closed client alive and leaves one task
+pending per cycle: a deliberate leak, so that the test shows its checks can fail.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import resource
 import sys
 import tracemalloc
@@ -20,6 +24,8 @@ from cadenza_async import CadenzaClient
 from cadenza_async.testing import CadenzaSimulator
 
 CHECKPOINTS = (100, 1000)
+INJECT = os.environ.get("CADENZA_LEAK_INJECT") == "1"
+_kept: list[object] = []  # what the injected leak holds on to
 
 
 def rss() -> int:
@@ -61,6 +67,9 @@ async def main(cycles: int) -> None:
                     assert result.cancelled
                 if cycle % 7 == 0:
                     client.cancel_nowait(sim.create_order().trade_order_id)
+            if INJECT:
+                _kept.append(client)
+                _kept.append(asyncio.ensure_future(asyncio.Event().wait()))
             if cycle in CHECKPOINTS or cycle == cycles:
                 await sim.wait_for(lambda: sim.connections == 0, timeout=5.0)
                 # The simulator's handler of the last connection may still be returning.
