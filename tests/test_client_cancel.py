@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from conftest import ACCOUNT_ID, ORDER_ID, SEED_ORDER, ScriptedApi, envelope
+from support import ACCOUNT_ID, ORDER_ID, SEED_ORDER, ScriptedApi, envelope
 
 from cadenza_async import (
     CadenzaClient,

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
-from conftest import ACCOUNT_ID, ORDER_ID, SEED_ORDER, ScriptedApi, envelope
+from support import ACCOUNT_ID, ORDER_ID, SEED_ORDER, ScriptedApi, envelope
 
 from cadenza_async._auth import TokenSource
 from cadenza_async._ratelimit import RateGate

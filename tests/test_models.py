@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import msgspec
 import pytest
-from conftest import ORDER_ID, SEED_ORDER
+from support import ORDER_ID, SEED_ORDER
 
 from cadenza_async.models import (
     TERMINAL_STATUSES,

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 from aiohttp import web
-from conftest import ORDER_ID, ScriptedApi, envelope
+from support import ORDER_ID, ScriptedApi, envelope
 
 from cadenza_async import CadenzaClient, CadenzaError
 from cadenza_async.config import RetryPolicy, Timeouts

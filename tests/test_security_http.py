@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp import web
-from conftest import ACCOUNT_ID, ORDER_ID, SEED_ORDER, ScriptedApi, envelope
+from support import ACCOUNT_ID, ORDER_ID, SEED_ORDER, ScriptedApi, envelope
 
 from cadenza_async import (
     ApiError,

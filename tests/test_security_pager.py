@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from conftest import ACCOUNT_ID, SEED_ORDER
+from support import ACCOUNT_ID, SEED_ORDER
 
 from cadenza_async import CadenzaClient, RetryPolicy, Timeouts, TransportError
 from cadenza_async.http import LIST_PATH
