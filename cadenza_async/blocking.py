@@ -38,8 +38,9 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .background import BackgroundErrorHandler
 from .cancels import CancelHandle
-from .client import BackgroundErrorHandler, BulkOutcome, CadenzaClient, ClientStats
+from .client import BulkOutcome, CadenzaClient, ClientStats
 from .config import ClientConfig, TokenProvider
 from .errors import ClientClosedError
 from .http import OrderPage

@@ -50,9 +50,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ._tasks import TaskOwner
 from ._validate import check_account_id, check_order_id
 from .errors import (
     AuthenticationError,
@@ -70,12 +71,14 @@ from .errors import (
 from .models import CancelResult, OrderStatus, TradeOrder
 from .protocol.confirm import ConfirmationRegistry, Waiter
 from .stream import account_of, channel_for
-from .transports import HttpCancel, RpcCancel
+from .transports import CancelTransport, RpcCancel
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
-    from .http import HttpApi
     from .stream import OrderStream
+
+#: ``look_up(order_id, account_id, deadline)``: the order's current state by REST.
+LookUp = Callable[[str, "str | None", "float | None"], Awaitable[TradeOrder]]
 
 __all__ = ["CancelHandle", "Canceller", "final_slice"]
 
@@ -204,15 +207,18 @@ class CancelHandle:
 class Canceller:
     """Sends cancels over HTTP or the stream and waits for their proof; owns jobs and their tasks.
 
-    Owned by :class:`~cadenza_async.CadenzaClient`, which gives it the HTTP
-    layer, the rate gate and the registry, attaches the stream, and routes
-    the stream's decoded order events to :meth:`observe_event`.
+    Owned by :class:`~cadenza_async.CadenzaClient`, which gives it the
+    transports (the HTTP cancel and the REST look-up; :meth:`attach_stream`
+    adds the RPC cancel), the rate gate and the registry, and routes the
+    stream's decoded order events to :meth:`observe_event`. Tests give it
+    fakes of the same shape.
     """
 
     def __init__(
         self,
         *,
-        http: HttpApi,
+        http_cancel: CancelTransport,
+        look_up_order: LookUp,
         gate: RateGate,
         registry: ConfirmationRegistry,
         cancel_via: Literal["http", "ws"],
@@ -220,18 +226,18 @@ class Canceller:
         request_timeout: float,
         default_account: str | None = None,
     ) -> None:
-        self._http = http
+        self._get_order = look_up_order
         self._gate = gate
         self._registry = registry
-        self._http_cancel = HttpCancel(http)
-        self._rpc_cancel: RpcCancel | None = None
+        self._http_cancel = http_cancel
+        self._rpc_cancel: CancelTransport | None = None
         self._stream: OrderStream | None = None
         self._cancel_via = cancel_via
         self._confirm_timeout = confirm_timeout
         self._request_timeout = request_timeout
         self._default_account = default_account
         self._closed: ClientClosedError | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner(log)
         self._degraded = False
         self._down_since: float | None = None  # when the stream last lost its connection
         self._ever_up = False
@@ -250,24 +256,11 @@ class Canceller:
             )
         for waiter in list(self._registry.pending()):
             _job(waiter).wake()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.aclose()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start a task the canceller owns (cancelled and awaited by :meth:`aclose`)."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("cancel task %s failed: %s: %s", task.get_name(), type(exc).__name__, exc)
+        return self._tasks.spawn(coro, name)
 
     # -- the stream side -------------------------------------------------------
 
@@ -338,9 +331,7 @@ class Canceller:
 
         Raises what the look-up raises (``TransportError``, ``OrderNotFoundError``, ...).
         """
-        order = await self._http.get_order(
-            waiter.order_id, trading_account_id=waiter.account_id, deadline=deadline
-        )
+        order = await self._get_order(waiter.order_id, waiter.account_id, deadline)
         if waiter.done:
             return
         now = asyncio.get_running_loop().time()

@@ -14,6 +14,7 @@ import msgspec
 from ._auth import TokenSource
 from ._ratelimit import RateGate
 from ._validate import check_account_id, check_order_id
+from .background import BackgroundCancels, BackgroundErrorHandler
 from .bulk import run_bulk, run_bulk_iter
 from .cancels import CancelHandle, Canceller
 from .config import ClientConfig, TokenProvider
@@ -30,11 +31,10 @@ from .http import HttpApi, OrderPage
 from .models import CancelResult, TradeOrder, is_terminal
 from .protocol.confirm import ConfirmationRegistry
 from .stream import OrderStream, channel_for
+from .transports import HttpCancel, http_look_up
 from .updates import OrderUpdates
 
 log = logging.getLogger("cadenza_async.client")
-
-BackgroundErrorHandler = Callable[[BaseException, str], object]
 
 
 class ClientStats(msgspec.Struct, frozen=True):
@@ -111,7 +111,8 @@ class CadenzaClient:
         self._registry = ConfirmationRegistry(settled_capacity=10_000)
         self._updates = OrderUpdates(config.order_updates_buffer)
         self._canceller = Canceller(
-            http=self._http,
+            http_cancel=HttpCancel(self._http),
+            look_up_order=http_look_up(self._http),
             gate=self._gate,
             registry=self._registry,
             cancel_via=config.cancel_via,
@@ -119,7 +120,7 @@ class CadenzaClient:
             request_timeout=config.timeouts.request,
             default_account=config.trading_account_id,
         )
-        self._on_background_error = on_background_error
+        self._background = BackgroundCancels(on_background_error)
         self._stream = OrderStream(
             config,
             self._tokens,
@@ -131,7 +132,6 @@ class CadenzaClient:
         )
         self._canceller.attach_stream(self._stream)
         self._stream_start: asyncio.Task[None] | None = None
-        self._background: dict[asyncio.Task[CancelResult], str] = {}
 
     @classmethod
     def from_env(
@@ -187,51 +187,21 @@ class CadenzaClient:
             return
         self._closed = True
         try:
-            await self._drain_for_close()
+            await self._background.drain_for_close(self.config.drain_timeout)
         finally:
             start = self._stream_start
             if start is not None and not start.done():
                 start.cancel()
                 await asyncio.gather(start, return_exceptions=True)
             await self._canceller.aclose()
-            await self._finish_background()
+            await self._background.finish()
             self._updates.close()
             await self._stream.aclose()
             await self._http.aclose()
 
-    async def _drain_for_close(self) -> None:
-        background = set(self._background)
-        if not background:
-            return
-        _done, unfinished = await asyncio.wait(background, timeout=self.config.drain_timeout)
-        if unfinished:
-            ids = sorted(self._background.get(task, task.get_name()) for task in unfinished)
-            log.error(
-                "closing with %d fire-and-forget cancel(s) unconfirmed after %.1fs: %s",
-                len(ids),
-                self.config.drain_timeout,
-                ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""),
-            )
-
-    async def _finish_background(self) -> None:
-        """After the canceller closed: the background cancels end with ClientClosedError.
-
-        Each one's own task raises it (its handle and ``on_background_error``
-        see it); one that does not end within a second is cancelled.
-        """
-        tasks = set(self._background)
-        if not tasks:
-            return
-        _done, stuck = await asyncio.wait(tasks, timeout=1.0)
-        for task in stuck:  # pragma: no cover - every wait is woken by the canceller's close
-            task.cancel()
-        if stuck:  # pragma: no cover
-            await asyncio.gather(*stuck, return_exceptions=True)
-
     async def drain(self) -> None:
         """Wait until every fire-and-forget cancel started so far has its outcome."""
-        while self._background:
-            await asyncio.wait(set(self._background))
+        await self._background.drain()
 
     # -- the order stream ---------------------------------------------------------------
 
@@ -346,13 +316,9 @@ class CadenzaClient:
         check_order_id(order_id)
         if trading_account_id is not None:
             check_account_id(trading_account_id)
-        task = asyncio.ensure_future(
-            self._confirm_in_background(order_id, trading_account_id, timeout)
+        return self._background.start(
+            order_id, self._confirm_in_background(order_id, trading_account_id, timeout)
         )
-        handle = CancelHandle(order_id, task)
-        self._background[task] = order_id
-        task.add_done_callback(lambda t: self._background_done(t, handle))
-        return handle
 
     async def _confirm_in_background(
         self, order_id: str, trading_account_id: str | None, timeout: float | None
@@ -364,24 +330,6 @@ class CadenzaClient:
         return await self._canceller.cancel_and_confirm(
             order_id, trading_account_id=trading_account_id, timeout=timeout
         )
-
-    def _background_done(self, task: asyncio.Task[CancelResult], handle: CancelHandle) -> None:
-        self._background.pop(task, None)
-        if task.cancelled():
-            return
-        exc = task.exception()  # retrieved here: never "exception was never retrieved"
-        if exc is not None and not handle.observed:
-            self._report_background_error(exc, handle.order_id)
-
-    def _report_background_error(self, exc: BaseException, order_id: str) -> None:
-        log.error("fire-and-forget cancel of %s failed: %s: %s", order_id, type(exc).__name__, exc)
-        callback = self._on_background_error
-        if callback is None:
-            return
-        try:
-            callback(exc, order_id)
-        except Exception:
-            log.exception("on_background_error raised")
 
     async def cancel_many(
         self,

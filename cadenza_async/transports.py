@@ -10,6 +10,7 @@ orchestration (:mod:`cadenza_async.cancels`) picks one per send.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .http import HttpApi
     from .stream import OrderStream
 
-__all__ = ["RPC_CANCEL", "CancelTransport", "HttpCancel", "RpcCancel"]
+__all__ = ["RPC_CANCEL", "CancelTransport", "HttpCancel", "RpcCancel", "http_look_up"]
 
 RPC_CANCEL: Final = "command.trade_order.cancel"
 
@@ -45,6 +46,15 @@ class HttpCancel:
 
     async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> TradeOrder:
         return await self._http.cancel_order(order_id, account_id, deadline=deadline)
+
+
+def http_look_up(http: HttpApi) -> Callable[[str, str | None, float | None], Awaitable[TradeOrder]]:
+    """The REST look-up of one order, in the shape the orchestration takes."""
+
+    async def look_up(order_id: str, account_id: str | None, deadline: float | None) -> TradeOrder:
+        return await http.get_order(order_id, trading_account_id=account_id, deadline=deadline)
+
+    return look_up
 
 
 class _RpcError(msgspec.Struct, omit_defaults=True):

@@ -1,0 +1,80 @@
+"""TaskOwner: the one way this package starts a task that outlives the call that started it.
+
+Every such task has an owner that keeps a strong reference to it until it
+ends, retrieves its exception (so nothing is "never retrieved"), and on
+:meth:`TaskOwner.aclose` cancels what is still running and waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+__all__ = ["TaskOwner"]
+
+T = TypeVar("T")
+
+
+class TaskOwner:
+    """Owns background tasks: keeps them alive, sees their end, stops them on close.
+
+    ``on_error(task, exc)`` is called for a task that ended with an exception
+    (default: logged at ERROR on ``logger``). Starting a task after
+    :meth:`aclose` raises ``RuntimeError``.
+    """
+
+    __slots__ = ("_closed", "_log", "_on_error", "_tasks")
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        on_error: Callable[[asyncio.Task[Any], BaseException], None] | None = None,
+    ) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._log = logger
+        self._on_error = on_error
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter(list(self._tasks))
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+        """Start ``coro`` as a task of this owner and return it."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this task owner is closed")
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if self._on_error is not None:
+            self._on_error(task, exc)
+        else:
+            self._log.error("task %s failed: %s: %s", task.get_name(), type(exc).__name__, exc)
+
+    def cancel_all(self) -> list[asyncio.Task[Any]]:
+        """Cancel every running task; returns them (to await)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def aclose(self) -> None:
+        """Refuse new tasks, cancel the running ones and wait until each has ended."""
+        self._closed = True
+        tasks = self.cancel_all()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
