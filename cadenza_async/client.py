@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -17,7 +17,7 @@ from ._validate import check_account_id, check_order_id
 from .background import BackgroundCancels, BackgroundErrorHandler
 from .bulk import run_bulk, run_bulk_iter
 from .cancels import CancelHandle, Canceller
-from .config import ClientConfig, TokenProvider
+from .config import ClientConfig, RetryPolicy, Timeouts, TokenProvider
 from .errors import (
     CadenzaError,
     ClientClosedError,
@@ -88,14 +88,40 @@ class CadenzaClient:
         *,
         config: ClientConfig | None = None,
         on_background_error: BackgroundErrorHandler | None = None,
-        **options: Any,
+        timeouts: Timeouts | Mapping[str, float] | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
+        cancel_via: Literal["http", "ws"] | None = None,
+        allow_insecure: bool | None = None,
+        drain_timeout: float | None = None,
+        max_rate: float | None = None,
+        order_updates_buffer: int | None = None,
+        ping_grace: float | None = None,
+        reconnect_min_delay: float | None = None,
+        reconnect_max_delay: float | None = None,
+        max_message_size: int | None = None,
+        max_response_size: int | None = None,
+        proxy: str | None = None,
     ) -> None:
-        given = {
+        # Every setting of ClientConfig by name (None: not given; ``config`` or
+        # the defaults decide). Mappings for ``timeouts``/``retry`` are accepted.
+        given: dict[str, Any] = {
             "token": token,
             "api_url": api_url,
             "ws_url": ws_url,
             "trading_account_id": trading_account_id,
-            **options,
+            "timeouts": timeouts,
+            "retry": retry,
+            "cancel_via": cancel_via,
+            "allow_insecure": allow_insecure,
+            "drain_timeout": drain_timeout,
+            "max_rate": max_rate,
+            "order_updates_buffer": order_updates_buffer,
+            "ping_grace": ping_grace,
+            "reconnect_min_delay": reconnect_min_delay,
+            "reconnect_max_delay": reconnect_max_delay,
+            "max_message_size": max_message_size,
+            "max_response_size": max_response_size,
+            "proxy": proxy,
         }
         given = {k: v for k, v in given.items() if v is not None}
         if config is None:

@@ -45,7 +45,7 @@ import os
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from ._validate import check_account_id, check_proxy_url, check_url, is_loopback_host
@@ -118,6 +118,23 @@ class RetryPolicy:
             yield uniform(0.0, min(self.max_delay, self.base_delay * (2**n)))
 
 
+_S = TypeVar("_S", "Timeouts", "RetryPolicy")
+
+
+def _settings(kind: type[_S], value: object, name: str) -> _S:
+    """``value`` as a ``kind``: one already, or a mapping of its fields (``{"confirm": 1}``)."""
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return kind(**value)
+        except TypeError as exc:
+            raise ConfigurationError(f"{name}: {exc}") from None
+    raise ConfigurationError(
+        f"{name} must be a {kind.__name__} or a mapping of its fields, not {type(value).__name__}"
+    )
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Everything a :class:`~cadenza_async.CadenzaClient` needs; see the module table.
@@ -145,6 +162,8 @@ class ClientConfig:
     proxy: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "timeouts", _settings(Timeouts, self.timeouts, "timeouts"))
+        object.__setattr__(self, "retry", _settings(RetryPolicy, self.retry, "retry"))
         if isinstance(self.token, str):
             if not self.token:
                 raise ConfigurationError("token must not be empty")
