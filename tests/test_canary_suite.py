@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import client_for
 
 from cadenza_async import (
     AuthenticationError,
-    CadenzaClient,
     CadenzaError,
     RetryPolicy,
     StreamError,
@@ -126,14 +126,11 @@ async def test_no_token_appears_in_any_log_repr_or_error_over_a_full_client_life
 
         options: dict[str, Any] = {
             "token": provider,
-            "api_url": sim.api_url,
-            "ws_url": sim.ws_url,
-            "trading_account_id": sim.trading_account_id,
             "timeouts": Timeouts(connect=2.0, request=2.0, confirm=STEP),
             "retry": RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02),
         }
-        http_client = CadenzaClient(**options)
-        ws_client = CadenzaClient(cancel_via="ws", **options)
+        http_client = client_for(sim, **options)
+        ws_client = client_for(sim, cancel_via="ws", **options)
         seen += [http_client, ws_client, http_client.config, sim]
         async with http_client, ws_client:
             # connect + subscribe happened in __aenter__; cancel both ways
@@ -192,12 +189,8 @@ async def test_the_canary_check_catches_a_truncated_token_when_redaction_is_off(
     # frame cut short, a prefix of the token and not the whole of it.
     monkeypatch.setattr(stream_module, "redact", lambda text, secrets=(): text)
     async with CadenzaSimulator(token=CANARY) as sim:
-        async with CadenzaClient(
-            token=CANARY,
-            api_url=sim.api_url,
-            ws_url=sim.ws_url,
-            trading_account_id=sim.trading_account_id,
-            timeouts=Timeouts(connect=2.0, request=2.0, confirm=STEP),
+        async with client_for(
+            sim, token=CANARY, timeouts=Timeouts(connect=2.0, request=2.0, confirm=STEP)
         ):
             pass
     frame_logs = [r for r in debug_logs.records if r.name.startswith("websockets")]

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+from support import client_for, other_tasks
 
 from cadenza_async import (
     CadenzaClient,
@@ -18,30 +19,6 @@ from cadenza_async import (
     TradeOrder,
 )
 from cadenza_async.http import HttpApi
-from cadenza_async.testing import CadenzaSimulator
-
-
-def make_client(sim: CadenzaSimulator, **options: Any) -> CadenzaClient:
-    return CadenzaClient(
-        token=sim.token,
-        api_url=sim.api_url,
-        ws_url=sim.ws_url,
-        trading_account_id=sim.trading_account_id,
-        **options,
-    )
-
-
-def _server_side(task: asyncio.Task[Any]) -> bool:
-    code = getattr(task.get_coro(), "cr_code", None)
-    filename = code.co_filename if code is not None else ""
-    return "aiohttp/web" in filename or "cadenza_async/testing" in filename
-
-
-def other_tasks() -> set[asyncio.Task[Any]]:
-    """The running tasks but this one and the in-process simulator's own."""
-    return {
-        t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not _server_side(t)
-    }
 
 
 class InFlight:
@@ -74,7 +51,7 @@ class InFlight:
 async def test_cancel_nowait_handle_resolves_to_the_confirmed_result(cadenza_sim):
     order = cadenza_sim.create_order()
     seen: list[Any] = []
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         handle = client.cancel_nowait(order.trade_order_id)
         assert not handle.done()
         with pytest.raises(asyncio.InvalidStateError):
@@ -93,7 +70,7 @@ async def test_cancel_nowait_handle_resolves_to_the_confirmed_result(cadenza_sim
 async def test_background_failure_nobody_awaited_is_reported_once(cadenza_sim, caplog):
     errors: list[tuple[BaseException, str]] = []
     caplog.set_level(logging.ERROR, logger="cadenza_async")
-    async with make_client(
+    async with client_for(
         cadenza_sim, on_background_error=lambda exc, oid: errors.append((exc, oid))
     ) as client:
         client.cancel_nowait("no-such-order")
@@ -109,7 +86,7 @@ async def test_background_failure_nobody_awaited_is_reported_once(cadenza_sim, c
 
 async def test_awaited_background_failure_is_not_reported_again(cadenza_sim):
     errors: list[Any] = []
-    async with make_client(
+    async with client_for(
         cadenza_sim, on_background_error=lambda exc, oid: errors.append(oid)
     ) as client:
         handle = client.cancel_nowait("missing-order")
@@ -120,7 +97,7 @@ async def test_awaited_background_failure_is_not_reported_again(cadenza_sim):
 
 
 async def test_cancel_nowait_refuses_bad_ids_at_once_and_sends_nothing(cadenza_sim):
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         for bad in ["", "a/b", "x\r\ny", 42]:
             with pytest.raises(ValueError):
                 client.cancel_nowait(bad)  # type: ignore[arg-type]
@@ -133,7 +110,7 @@ async def test_exit_drains_150_fire_and_forget_cancels_each_reaching_the_exchang
     orders = cadenza_sim.create_orders(150)
     errors: list[Any] = []
     handles = []
-    async with make_client(
+    async with client_for(
         cadenza_sim, on_background_error=lambda exc, oid: errors.append((oid, exc))
     ) as client:
         handles = [client.cancel_nowait(o.trade_order_id) for o in orders]
@@ -154,7 +131,7 @@ async def test_drain_deadline_reports_every_unfinished_cancel_and_leaves_no_task
     errors: list[tuple[BaseException, str]] = []
     before = other_tasks()
     caplog.set_level(logging.ERROR, logger="cadenza_async")
-    async with make_client(
+    async with client_for(
         cadenza_sim,
         drain_timeout=0.2,
         on_background_error=lambda exc, oid: errors.append((exc, oid)),
@@ -172,7 +149,7 @@ async def test_drain_deadline_reports_every_unfinished_cancel_and_leaves_no_task
 
 
 async def test_cancel_nowait_after_close_raises_client_closed(cadenza_sim):
-    client = make_client(cadenza_sim)
+    client = client_for(cadenza_sim)
     async with client:
         pass
     with pytest.raises(ClientClosedError):
@@ -187,7 +164,7 @@ async def test_cancel_many_of_1000_keeps_input_order_and_puts_the_error_in_place
     orders = cadenza_sim.create_orders(1000)
     ids = [o.trade_order_id for o in orders]
     ids.insert(500, "missing-in-the-middle")
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         results = await client.cancel_many(ids, concurrency=64)
     assert len(results) == 1001
     missing = results[500]
@@ -204,7 +181,7 @@ async def test_cancel_many_in_flight_never_exceeds_concurrency(cadenza_sim, monk
     orders = cadenza_sim.create_orders(120)
     cadenza_sim.slow_rest(0.005)
     counter = InFlight(monkeypatch)
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         results = await client.cancel_many([o.trade_order_id for o in orders], concurrency=8)
     assert all(isinstance(r, CancelResult) and r.cancelled for r in results)
     assert counter.calls == 120
@@ -214,7 +191,7 @@ async def test_cancel_many_in_flight_never_exceeds_concurrency(cadenza_sim, monk
 async def test_cancel_many_cancels_repeated_ids_once(cadenza_sim):
     a, b = cadenza_sim.create_orders(2)
     ids = [a.trade_order_id, b.trade_order_id, a.trade_order_id, a.trade_order_id]
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         results = await client.cancel_many(ids)
     assert [r.order_id for r in results] == ids  # type: ignore[union-attr]
     assert results[0] is results[2] is results[3]
@@ -225,7 +202,7 @@ async def test_cancel_many_cancels_repeated_ids_once(cadenza_sim):
 
 async def test_cancel_many_reports_bad_ids_in_place_without_sending_them(cadenza_sim):
     good = cadenza_sim.create_order()
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         results = await client.cancel_many(["", good.trade_order_id, "../x"])
     assert isinstance(results[0], InvalidOrderIdError)
     assert isinstance(results[1], CancelResult)
@@ -235,7 +212,7 @@ async def test_cancel_many_reports_bad_ids_in_place_without_sending_them(cadenza
 
 async def test_cancel_many_without_confirmation_returns_the_http_orders(cadenza_sim):
     orders = cadenza_sim.create_orders(3)
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         results = await client.cancel_many([o.trade_order_id for o in orders], confirm=False)
     assert all(isinstance(r, TradeOrder) for r in results)
     assert [r.trade_order_id for r in results] == [o.trade_order_id for o in orders]  # type: ignore[union-attr]
@@ -246,7 +223,7 @@ async def test_cancel_many_iter_yields_every_outcome_once_with_its_order_id(cade
     orders = cadenza_sim.create_orders(50)
     ids = [o.trade_order_id for o in orders] + ["nope-1"]
     seen: list[str] = []
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         async for item in client.cancel_many_iter(ids, concurrency=16):
             if isinstance(item, CancelResult):
                 seen.append(item.order_id)
@@ -271,7 +248,7 @@ async def test_rate_limit_retry_after_pauses_every_cancel_not_only_the_one_that_
 
     cadenza_sim.rest_requests = Timed()
     orders = cadenza_sim.create_orders(11)
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         cadenza_sim.rate_limit_next_rest(1, retry_after=0.5)
         first = asyncio.ensure_future(client.cancel_and_confirm(orders[0].trade_order_id))
         await cadenza_sim.wait_for(lambda: client._gate.paused_until > loop.time())
@@ -289,7 +266,7 @@ async def test_rate_limit_retry_after_pauses_every_cancel_not_only_the_one_that_
 async def test_max_rate_paces_every_cancel(cadenza_sim):
     orders = cadenza_sim.create_orders(30)
     loop = asyncio.get_running_loop()
-    async with make_client(cadenza_sim, max_rate=100.0) as client:
+    async with client_for(cadenza_sim, max_rate=100.0) as client:
         start = loop.time()
         results = await client.cancel_many([o.trade_order_id for o in orders])
         elapsed = loop.time() - start
@@ -301,7 +278,7 @@ async def test_max_rate_paces_every_cancel(cadenza_sim):
 @pytest.mark.cadenza_sim(cancel_delay=5.0)
 async def test_cancelling_the_bulk_caller_cancels_its_work_and_leaves_no_task(cadenza_sim):
     orders = cadenza_sim.create_orders(40)
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         before = other_tasks()
         bulk = asyncio.ensure_future(
             client.cancel_many([o.trade_order_id for o in orders], concurrency=10)
@@ -320,7 +297,7 @@ async def test_cancel_all_open_cancels_only_open_orders_across_pages(cadenza_sim
     filled = cadenza_sim.create_orders(5)
     for o in filled:
         cadenza_sim.fill(o.trade_order_id)
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         results = await client.cancel_all_open(cadenza_sim.trading_account_id, page_size=50)
     assert sorted(r.order_id for r in results) == sorted(  # type: ignore[union-attr]
         o.trade_order_id for o in open_orders
@@ -333,7 +310,7 @@ async def test_cancel_all_open_cancels_only_open_orders_across_pages(cadenza_sim
 async def test_leaving_cancel_many_iter_early_stops_the_work_in_flight_at_once(cadenza_sim):
     orders = cadenza_sim.create_orders(30)
     cadenza_sim.fill(orders[0].trade_order_id)  # an outcome that arrives at once
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         before = other_tasks()
         ids = [o.trade_order_id for o in orders]
         async with contextlib.aclosing(
@@ -353,7 +330,7 @@ async def test_leaving_cancel_many_iter_early_stops_the_work_in_flight_at_once(c
 async def test_a_dropped_cancel_many_iter_is_cleaned_up_by_the_loop(cadenza_sim):
     orders = cadenza_sim.create_orders(10)
     cadenza_sim.fill(orders[0].trade_order_id)
-    async with make_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim) as client:
         before = other_tasks()
         ids = [o.trade_order_id for o in orders]
         async for _item in client.cancel_many_iter(ids, concurrency=5, timeout=30):

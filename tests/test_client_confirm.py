@@ -11,11 +11,11 @@ timeouts, never by sleeping.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import pytest
+from support import cancels_of, client_for
 
 import cadenza_async
 from cadenza_async import (
@@ -30,29 +30,6 @@ from cadenza_async.testing.faults import FaultProxy
 
 # Generous bound for one await: a hang fails the test instead of the session.
 STEP = 5.0
-
-
-@pytest.fixture
-async def clients(cadenza_sim: CadenzaSimulator):
-    """``await clients(**options)``: a connected client on the simulator, closed after the test."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make(**options) -> CadenzaClient:
-            settings = {
-                "token": cadenza_sim.token,
-                "api_url": cadenza_sim.api_url,
-                "ws_url": cadenza_sim.ws_url,
-                "trading_account_id": cadenza_sim.trading_account_id,
-                **options,
-            }
-            return await stack.enter_async_context(CadenzaClient(**settings))
-
-        yield make
-
-
-def cancels_of(sim: CadenzaSimulator, order_id: str) -> list[str]:
-    """How each cancel of ``order_id`` reached the simulator (``"http"`` or ``"ws"``)."""
-    return [via for oid, via in sim.cancel_requests if oid == order_id]
 
 
 def lookups(sim: CadenzaSimulator) -> list[dict]:
@@ -72,8 +49,10 @@ def background(coro) -> asyncio.Task:
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.2)
-async def test_exchange_delay_is_confirmed_by_the_event_after_a_pending_reply(cadenza_sim, clients):
-    client = await clients()
+async def test_exchange_delay_is_confirmed_by_the_event_after_a_pending_reply(
+    cadenza_sim, open_client
+):
+    client = await open_client()
     order = cadenza_sim.create_order()
 
     result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
@@ -90,8 +69,8 @@ async def test_exchange_delay_is_confirmed_by_the_event_after_a_pending_reply(ca
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0)
-async def test_immediate_cancel_is_confirmed_by_the_http_reply(cadenza_sim, clients):
-    client = await clients()
+async def test_immediate_cancel_is_confirmed_by_the_http_reply(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
     cadenza_sim.pause_publications()  # only the HTTP reply can prove it
 
@@ -130,8 +109,8 @@ async def test_event_before_http_response_still_confirms(cadenza_sim):
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
-async def test_order_filled_before_the_cancel_is_a_result_not_an_error(cadenza_sim, clients):
-    client = await clients()
+async def test_order_filled_before_the_cancel_is_a_result_not_an_error(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
     cadenza_sim.fill_on_next_cancel(order.trade_order_id)
 
@@ -144,8 +123,8 @@ async def test_order_filled_before_the_cancel_is_a_result_not_an_error(cadenza_s
 
 
 @pytest.mark.cadenza_sim(cancel_delay=30)
-async def test_fill_during_the_exchange_delay_ends_filled(cadenza_sim, clients):
-    client = await clients()
+async def test_fill_during_the_exchange_delay_ends_filled(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
     task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
     await wait_status(cadenza_sim, order.trade_order_id, "PENDING_CANCEL")
@@ -160,8 +139,10 @@ async def test_fill_during_the_exchange_delay_ends_filled(cadenza_sim, clients):
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
-async def test_already_cancelled_order_is_a_success_proven_by_a_rest_lookup(cadenza_sim, clients):
-    client = await clients()
+async def test_already_cancelled_order_is_a_success_proven_by_a_rest_lookup(
+    cadenza_sim, open_client
+):
+    client = await open_client()
     order = cadenza_sim.create_order(status="CANCELLED")  # no event was ever published
 
     result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
@@ -174,12 +155,12 @@ async def test_already_cancelled_order_is_a_success_proven_by_a_rest_lookup(cade
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
 async def test_cancellation_seen_on_the_stream_confirms_without_sending_a_cancel(
-    cadenza_sim, clients
+    cadenza_sim, open_client
 ):
     # An order cancelled elsewhere while the client listens: the terminal
     # event waits in the early buffer, and a later cancel_and_confirm is
     # proven by it at once (an event is authoritative; nothing to send).
-    client = await clients()
+    client = await open_client()
     order = cadenza_sim.create_order()
     updates = client.order_updates()
     reader = background(updates.__anext__())
@@ -200,8 +181,8 @@ async def test_cancellation_seen_on_the_stream_confirms_without_sending_a_cancel
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
-async def test_unknown_order_raises_order_not_found(cadenza_sim, clients):
-    client = await clients()
+async def test_unknown_order_raises_order_not_found(cadenza_sim, open_client):
+    client = await open_client()
 
     with pytest.raises(OrderNotFoundError) as info:
         await client.cancel_and_confirm("no-such-order", timeout=STEP)
@@ -225,8 +206,8 @@ async def test_unknown_order_raises_order_not_found(cadenza_sim, clients):
         "int",
     ],
 )
-async def test_malformed_ids_raise_value_error_and_send_nothing(cadenza_sim, clients, bad_id):
-    client = await clients()
+async def test_malformed_ids_raise_value_error_and_send_nothing(cadenza_sim, open_client, bad_id):
+    client = await open_client()
     before = list(cadenza_sim.rest_requests)
 
     with pytest.raises(ValueError):
@@ -241,9 +222,9 @@ async def test_malformed_ids_raise_value_error_and_send_nothing(cadenza_sim, cli
 
 @pytest.mark.cadenza_sim(cancel_delay=1000)
 async def test_timeout_raises_with_the_last_known_state_after_one_final_lookup(
-    cadenza_sim, clients
+    cadenza_sim, open_client
 ):
-    client = await clients()
+    client = await open_client()
     order = cadenza_sim.create_order()
     cadenza_sim.pause_publications()
 
@@ -268,8 +249,8 @@ async def test_timeout_raises_with_the_last_known_state_after_one_final_lookup(
 
 
 @pytest.mark.cadenza_sim(cancel_delay=1000)
-async def test_reconnect_with_recovery_confirms_by_the_recovered_event(cadenza_sim, clients):
-    client = await clients()
+async def test_reconnect_with_recovery_confirms_by_the_recovered_event(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
     updates = client.order_updates()
     seen: list[str] = []
@@ -306,8 +287,8 @@ async def test_reconnect_with_recovery_confirms_by_the_recovered_event(cadenza_s
 
 
 @pytest.mark.cadenza_sim(cancel_delay=1000)
-async def test_unrecovered_gap_reconciles_by_rest(cadenza_sim, clients):
-    client = await clients()
+async def test_unrecovered_gap_reconciles_by_rest(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
     task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
     await wait_status(cadenza_sim, order.trade_order_id, "PENDING_CANCEL")
@@ -328,9 +309,9 @@ async def test_unrecovered_gap_reconciles_by_rest(cadenza_sim, clients):
 @pytest.mark.parametrize("code", [3500, 3501, 3503])
 @pytest.mark.cadenza_sim(cancel_delay=1000)
 async def test_terminal_close_code_leaves_cancels_to_rest_without_reconnecting(
-    cadenza_sim, clients, code
+    cadenza_sim, open_client, code
 ):
-    client = await clients()
+    client = await open_client()
     order = cadenza_sim.create_order()
     task = background(client.cancel_and_confirm(order.trade_order_id, timeout=30))
     await wait_status(cadenza_sim, order.trade_order_id, "PENDING_CANCEL")
@@ -354,8 +335,10 @@ async def test_terminal_close_code_leaves_cancels_to_rest_without_reconnecting(
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05, ping_interval=0.1, pong_timeout=0.5)
-async def test_pings_are_answered_over_many_intervals_without_reconnecting(cadenza_sim, clients):
-    client = await clients()
+async def test_pings_are_answered_over_many_intervals_without_reconnecting(
+    cadenza_sim, open_client
+):
+    client = await open_client()
 
     await cadenza_sim.wait_for(lambda: cadenza_sim.pings_sent >= 15, timeout=STEP)
     order = cadenza_sim.create_order()
@@ -371,8 +354,8 @@ async def test_pings_are_answered_over_many_intervals_without_reconnecting(caden
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05, event_shape="status_change")
-async def test_status_change_event_shape_confirms(cadenza_sim, clients):
-    client = await clients()
+async def test_status_change_event_shape_confirms(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
 
     result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
@@ -381,8 +364,10 @@ async def test_status_change_event_shape_confirms(cadenza_sim, clients):
 
 
 @pytest.mark.cadenza_sim(cancel_delay=1000)
-async def test_unknown_status_is_not_terminal_and_unknown_fields_are_ignored(cadenza_sim, clients):
-    client = await clients()
+async def test_unknown_status_is_not_terminal_and_unknown_fields_are_ignored(
+    cadenza_sim, open_client
+):
+    client = await open_client()
     order = cadenza_sim.create_order()
     task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
     await wait_status(cadenza_sim, order.trade_order_id, "PENDING_CANCEL")
@@ -458,9 +443,9 @@ def _scenario_already_cancelled(sim):
     ids=["delay", "immediate", "filled", "not-found", "already-cancelled"],
 )
 async def test_both_cancel_paths_give_the_same_results_and_errors(
-    cadenza_sim, clients, via, scenario
+    cadenza_sim, open_client, via, scenario
 ):
-    client = await clients(cancel_via=via)
+    client = await open_client(cancel_via=via)
     order_id, expected = scenario(cadenza_sim)
     account = cadenza_sim.trading_account_id
 
@@ -480,8 +465,10 @@ async def test_both_cancel_paths_give_the_same_results_and_errors(
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.3)
-async def test_account_learned_from_the_http_reply_is_subscribed_and_confirms(cadenza_sim, clients):
-    client = await clients(trading_account_id=None)  # subscribes nothing at start
+async def test_account_learned_from_the_http_reply_is_subscribed_and_confirms(
+    cadenza_sim, open_client
+):
+    client = await open_client(trading_account_id=None)  # subscribes nothing at start
     order = cadenza_sim.create_order()
 
     result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
@@ -502,9 +489,9 @@ async def test_account_learned_from_the_http_reply_is_subscribed_and_confirms(ca
 
 @pytest.mark.cadenza_sim(cancel_delay=0.1)
 async def test_concurrent_cancels_of_one_order_share_one_request_and_one_result(
-    cadenza_sim, clients
+    cadenza_sim, open_client
 ):
-    client = await clients()
+    client = await open_client()
     order = cadenza_sim.create_order()
 
     results = await asyncio.wait_for(
@@ -523,12 +510,12 @@ async def test_concurrent_cancels_of_one_order_share_one_request_and_one_result(
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
 async def test_sharer_is_confirmed_when_the_caller_that_sent_the_cancel_is_cancelled(
-    cadenza_sim, clients
+    cadenza_sim, open_client
 ):
     # The rate gate holds the first caller's cancel before it is sent; a
     # second caller joins; then the first caller is cancelled. The second
     # must still get the cancel sent and confirmed.
-    client = await clients(max_rate=1.0)
+    client = await open_client(max_rate=1.0)
     await client.cancel(cadenza_sim.create_order().trade_order_id)  # spends the burst
     order_id = cadenza_sim.create_order().trade_order_id
     first = background(client.cancel_and_confirm(order_id, timeout=STEP))
@@ -546,10 +533,10 @@ async def test_sharer_is_confirmed_when_the_caller_that_sent_the_cancel_is_cance
 
 
 @pytest.mark.cadenza_sim(cancel_delay=1000)
-async def test_timeout_is_kept_while_the_cancel_reply_is_late(cadenza_sim, clients):
+async def test_timeout_is_kept_while_the_cancel_reply_is_late(cadenza_sim, open_client):
     # The server holds the cancel request 3 s; the caller's 0.5 s deadline
     # must not wait for it (only the final look-up, answered at once, follows).
-    client = await clients()
+    client = await open_client()
     order = cadenza_sim.create_order()
     cadenza_sim.slow_rest(3.0)
     started = time.monotonic()
@@ -574,12 +561,7 @@ async def test_caller_sharing_a_subscription_survives_the_subscriber_being_cance
     second_account = cadenza_sim.add_account()
     order = cadenza_sim.create_order(account_id=second_account)
     async with FaultProxy(target_host="127.0.0.1", target_port=cadenza_sim.port) as proxy:
-        async with CadenzaClient(
-            token=cadenza_sim.token,
-            api_url=cadenza_sim.api_url,
-            ws_url=proxy.url(cadenza_sim.ws_url),
-            trading_account_id=cadenza_sim.trading_account_id,
-        ) as client:
+        async with client_for(cadenza_sim, ws_url=proxy.url(cadenza_sim.ws_url)) as client:
             proxy.downstream.latency = 0.3  # the subscribe reply takes a while
             first = background(
                 client.cancel_and_confirm(
@@ -611,8 +593,8 @@ async def test_caller_sharing_a_subscription_survives_the_subscriber_being_cance
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
-async def test_server_error_on_the_cancel_is_retried_and_applied_once(cadenza_sim, clients):
-    client = await clients()
+async def test_server_error_on_the_cancel_is_retried_and_applied_once(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
     cadenza_sim.fail_next_rest(1, status=503)
 
@@ -624,8 +606,8 @@ async def test_server_error_on_the_cancel_is_retried_and_applied_once(cadenza_si
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
-async def test_server_errors_past_the_retry_policy_raise_at_once(cadenza_sim, clients):
-    client = await clients()
+async def test_server_errors_past_the_retry_policy_raise_at_once(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
     cadenza_sim.fail_next_rest(3, status=502)  # every attempt of the cancel
 
@@ -645,9 +627,9 @@ async def test_server_errors_past_the_retry_policy_raise_at_once(cadenza_sim, cl
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
 async def test_gateway_timeouts_may_have_reached_the_api_so_it_reconciles_then_cancels_again(
-    cadenza_sim, clients
+    cadenza_sim, open_client
 ):
-    client = await clients()
+    client = await open_client()
     order = cadenza_sim.create_order()
     cadenza_sim.fail_next_rest(3, status=504)  # every attempt of the first send
 
@@ -661,11 +643,13 @@ async def test_gateway_timeouts_may_have_reached_the_api_so_it_reconciles_then_c
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
-async def test_http_timeout_after_the_exchange_got_the_cancel_is_applied_once(cadenza_sim, clients):
+async def test_http_timeout_after_the_exchange_got_the_cancel_is_applied_once(
+    cadenza_sim, open_client
+):
     # The first request is held 0.6 s by the server and times out on the
     # client (0.2 s); the retry is answered at once. The held request then
     # reaches the exchange too: the cancel must still be applied only once.
-    client = await clients(timeouts=Timeouts(request=0.2, confirm=STEP))
+    client = await open_client(timeouts=Timeouts(request=0.2, confirm=STEP))
     order = cadenza_sim.create_order()
     cadenza_sim.slow_rest(0.6)
     task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
@@ -683,8 +667,8 @@ async def test_http_timeout_after_the_exchange_got_the_cancel_is_applied_once(ca
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.01)
-async def test_order_updates_receives_the_updates_of_subscribed_accounts(cadenza_sim, clients):
-    client = await clients()
+async def test_order_updates_receives_the_updates_of_subscribed_accounts(cadenza_sim, open_client):
+    client = await open_client()
     order = cadenza_sim.create_order()
     updates = client.order_updates()
     first = background(updates.__anext__())
@@ -702,9 +686,9 @@ async def test_order_updates_receives_the_updates_of_subscribed_accounts(cadenza
 
 @pytest.mark.cadenza_sim(cancel_delay=0.01)
 async def test_slow_update_reader_never_delays_confirmations_and_overflow_is_reported(
-    cadenza_sim, clients, caplog
+    cadenza_sim, open_client, caplog
 ):
-    client = await clients(order_updates_buffer=2)
+    client = await open_client(order_updates_buffer=2)
     orders = cadenza_sim.create_orders(5)
     updates = client.order_updates()
     stuck = background(updates.__anext__())  # reads one update, then never again

@@ -14,6 +14,7 @@ import socket
 import warnings
 
 import pytest
+from support import client_for, other_tasks
 
 from cadenza_async import (
     CadenzaClient,
@@ -23,39 +24,9 @@ from cadenza_async import (
     Timeouts,
     TransportError,
 )
-from cadenza_async.testing import CadenzaSimulator
 
 STEP = 5.0
 OTHER_ACCOUNT = "6f1e0000-0000-4000-8000-000000000000"
-
-
-def client_for(sim: CadenzaSimulator, **options) -> CadenzaClient:
-    settings = {
-        "token": sim.token,
-        "api_url": sim.api_url,
-        "ws_url": sim.ws_url,
-        "trading_account_id": sim.trading_account_id,
-        **options,
-    }
-    return CadenzaClient(**settings)
-
-
-def _server_side(task: asyncio.Task) -> bool:
-    code = getattr(task.get_coro(), "cr_code", None)
-    filename = code.co_filename if code is not None else ""
-    return "aiohttp/web" in filename or "cadenza_async/testing" in filename
-
-
-def other_tasks() -> set[asyncio.Task]:
-    """The running tasks but this one and the in-process simulator's own.
-
-    The simulator's per-connection handlers end a few loop turns after the
-    client closed its sockets (Python 3.12 schedules that later than 3.11):
-    they are the server's, not the client's.
-    """
-    return {
-        t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not _server_side(t)
-    }
 
 
 def free_port() -> int:

@@ -3,66 +3,49 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
+from support import cancels_of, client_for
 
 from cadenza_async import (
-    CadenzaClient,
     OrderNotCancellableError,
     OrderNotFoundError,
     PermissionDeniedError,
 )
 from cadenza_async.errors import error_for_rpc
-from cadenza_async.testing import CadenzaSimulator
-
-
-def ws_client(sim: CadenzaSimulator, **options: Any) -> CadenzaClient:
-    options.setdefault("cancel_via", "ws")
-    return CadenzaClient(
-        token=sim.token,
-        api_url=sim.api_url,
-        ws_url=sim.ws_url,
-        trading_account_id=sim.trading_account_id,
-        **options,
-    )
-
-
-def vias(sim: CadenzaSimulator, order_id: str) -> list[str]:
-    return [via for oid, via in sim.cancel_requests if oid == order_id]
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.01)
 async def test_ws_cancel_without_an_account_uses_the_default_account(cadenza_sim):
     order = cadenza_sim.create_order()
-    async with ws_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim, cancel_via="ws") as client:
         result = await client.cancel_and_confirm(order.trade_order_id)
     assert result.cancelled
-    assert vias(cadenza_sim, order.trade_order_id) == ["ws"]
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["ws"]
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.01)
 async def test_ws_cancel_of_an_order_on_another_account_falls_back_to_http(cadenza_sim):
     other = cadenza_sim.add_account()
     order = cadenza_sim.create_order(account_id=other)
-    async with ws_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim, cancel_via="ws") as client:
         result = await client.cancel_and_confirm(order.trade_order_id)
     assert result.cancelled
     assert result.order.trading_account_id == other
     # the guess on the default account was refused; HTTP found the order
-    assert vias(cadenza_sim, order.trade_order_id) == ["ws", "http"]
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["ws", "http"]
     assert cadenza_sim.cancels_applied[order.trade_order_id] == 1
 
 
 async def test_ws_cancel_with_an_explicit_wrong_account_is_a_typed_error(cadenza_sim):
     other = cadenza_sim.add_account()
     order = cadenza_sim.create_order(account_id=other)
-    async with ws_client(cadenza_sim) as client:
+    async with client_for(cadenza_sim, cancel_via="ws") as client:
         with pytest.raises((OrderNotFoundError, PermissionDeniedError)):
             await client.cancel_and_confirm(
                 order.trade_order_id, trading_account_id=cadenza_sim.trading_account_id
             )
-    assert vias(cadenza_sim, order.trade_order_id) == ["ws"]
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["ws"]
     assert cadenza_sim.cancels_applied[order.trade_order_id] == 0
 
 
@@ -86,7 +69,7 @@ def test_rpc_errors_map_to_the_http_error_of_the_same_meaning(code, message, sta
 @pytest.mark.cadenza_sim(cancel_delay=0.01)
 async def test_stats_count_what_confirmed_each_cancel(cadenza_sim):
     orders = cadenza_sim.create_orders(3)
-    async with ws_client(cadenza_sim, cancel_via="http") as client:
+    async with client_for(cadenza_sim, cancel_via="http") as client:
         before = client.stats()
         for order in orders:
             await client.cancel_and_confirm(order.trade_order_id)
@@ -104,7 +87,7 @@ async def test_a_channel_the_server_unsubscribed_is_subscribed_again_by_the_next
 ):
     first, second = cadenza_sim.create_orders(2)
     account = cadenza_sim.trading_account_id
-    async with ws_client(cadenza_sim, cancel_via="http") as client:
+    async with client_for(cadenza_sim, cancel_via="http") as client:
         await client.cancel_and_confirm(first.trade_order_id)
         stream = client._stream
         channel = f"tradingAccount:{account}"

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from support import client_for
 from websockets.asyncio.client import connect
 
 from cadenza_async import (
@@ -259,12 +260,10 @@ async def test_proxy_environment_variables_are_ignored_by_both_transports(
 ):
     set_proxy_environment(monkeypatch, proxy.url)
     async with CadenzaSimulator(token=CANARY, cancel_delay=0.01) as sim:
-        async with CadenzaClient(
+        async with client_for(
+            sim,
             token=CANARY,
-            api_url=sim.api_url,
-            ws_url=sim.ws_url,
-            trading_account_id=sim.trading_account_id,
-            cancel_via=cancel_via,  # type: ignore[arg-type]
+            cancel_via=cancel_via,
             timeouts=Timeouts(connect=2.0, request=2.0, confirm=5.0),
         ) as client:
             result = await client.cancel_and_confirm(sim.create_order().trade_order_id)
@@ -275,11 +274,9 @@ async def test_proxy_environment_variables_are_ignored_by_both_transports(
 
 async def test_a_configured_proxy_is_not_used_for_loopback_hosts(proxy: RecordingProxy):
     async with CadenzaSimulator(token=CANARY, cancel_delay=0.01) as sim:
-        async with CadenzaClient(
+        async with client_for(
+            sim,
             token=CANARY,
-            api_url=sim.api_url,
-            ws_url=sim.ws_url,
-            trading_account_id=sim.trading_account_id,
             proxy=proxy.url,
             timeouts=Timeouts(connect=2.0, request=2.0, confirm=5.0),
         ) as client:

@@ -6,13 +6,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_rel_support import (
+from rel_support import (
     STEP,
     assert_consistent,
-    cancels_of,
     client_on,
     wait_until,
 )
+from support import cancels_of
 
 from cadenza_async import CancelResult
 from cadenza_async.config import Timeouts

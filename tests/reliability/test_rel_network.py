@@ -12,16 +12,16 @@ import os
 import random
 
 import pytest
-from test_rel_support import (
+from rel_support import (
     STEP,
     HandshakeGate,
     UpdateLog,
     assert_consistent,
-    cancels_of,
     client_on,
     seed_stream_rng,
     wait_until,
 )
+from support import cancels_of
 
 from cadenza_async.config import Timeouts
 from cadenza_async.protocol.centrifugo import reconnect_delays

@@ -11,7 +11,7 @@ import ssl
 import pytest
 import trustme
 from aiohttp import web
-from test_rel_support import STEP, client_on
+from rel_support import STEP, client_on
 
 from cadenza_async import CadenzaClient
 from cadenza_async.config import RetryPolicy, Timeouts

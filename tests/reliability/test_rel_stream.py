@@ -12,7 +12,7 @@ import os
 import msgspec
 import pytest
 from aiohttp import WSMsgType
-from test_rel_support import (
+from rel_support import (
     STEP,
     UpdateLog,
     assert_consistent,

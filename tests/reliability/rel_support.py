@@ -1,9 +1,7 @@
 """Helpers for the reliability matrix (spec/reliability.md): clients on the simulator, checks, gates.
 
-This is a plain module imported by the ``test_rel_*`` files (it holds no
-tests). It is not a ``conftest.py`` on purpose: a second ``conftest.py``
-outside a package replaces ``sys.modules["conftest"]`` and breaks the
-``from conftest import ...`` of the top-level tests.
+A plain module imported by the ``test_rel_*`` files (it holds no tests);
+what every test file shares is in ``tests/support.py``.
 
 Everything here waits on conditions with bounded timeouts; nothing sleeps
 to synchronise. ``STEP`` bounds a single await so a hang fails one test
@@ -16,10 +14,11 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
+from support import client_for
 
 import cadenza_async.client as client_module
 from cadenza_async import CadenzaClient, CancelResult
@@ -44,11 +43,6 @@ async def wait_until(predicate: Callable[[], T], timeout: float = STEP, what: st
         if loop.time() >= deadline:
             raise AssertionError(f"not met within {timeout:g}s: {what or predicate}")
         await asyncio.sleep(0.002)
-
-
-def cancels_of(sim: CadenzaSimulator, order_id: str) -> list[str]:
-    """How each cancel of ``order_id`` reached the simulator (``"http"`` or ``"ws"``)."""
-    return [via for oid, via in sim.cancel_requests if oid == order_id]
 
 
 def lookups(sim: CadenzaSimulator) -> list[str | None]:
@@ -101,25 +95,20 @@ def seed_stream_rng(monkeypatch: pytest.MonkeyPatch, rng: random.Random) -> list
     return built
 
 
-def client_settings(sim: CadenzaSimulator, **options: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "token": sim.token,
-        "api_url": sim.api_url,
-        "ws_url": sim.ws_url,
-        "trading_account_id": sim.trading_account_id,
-        "timeouts": Timeouts(connect=3.0, request=2.0, confirm=STEP),
-        "retry": RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
-        "drain_timeout": 2.0,
-    }
-    settings.update(options)
-    return settings
+#: The rows' client settings: short timeouts and quick retries, so a fault shows fast.
+QUICK: dict[str, Any] = {
+    "timeouts": Timeouts(connect=3.0, request=2.0, confirm=STEP),
+    "retry": RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
+    "drain_timeout": 2.0,
+}
 
 
-@contextlib.asynccontextmanager
-async def client_on(sim: CadenzaSimulator, **options: Any) -> AsyncIterator[CadenzaClient]:
-    """A connected client on the simulator (short timeouts), closed on exit."""
-    async with CadenzaClient(**client_settings(sim, **options)) as client:
-        yield client
+def client_on(sim: CadenzaSimulator, **options: Any) -> CadenzaClient:
+    """A client on the simulator with the ``QUICK`` settings (``options`` win), not entered yet.
+
+    Use it as ``async with client_on(sim) as client:``.
+    """
+    return client_for(sim, **{**QUICK, **options})
 
 
 class UpdateLog:
