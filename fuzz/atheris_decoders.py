@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of the frame and payload decoders with atheris (optional, not in make test).
 
-    pip install atheris
-    python tests/fuzz_atheris.py -atheris_runs=200000      # or -max_total_time=300
+    pip install -e '.[fuzz]'        # atheris
+    python fuzz/atheris_decoders.py -atheris_runs=200000      # or -max_total_time=300
 
 Each input goes to ``CentrifugoProtocol.receive_frame`` (which must never raise
 and may end its events with one ``ProtocolViolation``), ``decode_envelope`` and
