@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import CadenzaError
 from ._commands import cmd_cancel, cmd_cancel_all, cmd_cancel_many, cmd_orders, cmd_watch
 from ._demo import cmd_demo
+from ._doctor import add_doctor_parser
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, explain
 from ._outcomes import error_text
 from ._output import EXIT_BROKEN_PIPE, LogHandler, Output, detach_stdout
@@ -212,6 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--count", type=_positive_int, help="stop after N updates")
     watch.set_defaults(handler=cmd_watch)
+
+    add_doctor_parser(commands, parents=common)
     return parser
 
 
