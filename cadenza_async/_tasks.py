@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -48,7 +49,13 @@ class TaskOwner:
         if self._closed:
             coro.close()
             raise RuntimeError("this task owner is closed")
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        loop = asyncio.get_running_loop()
+        task: asyncio.Task[T]
+        if sys.version_info >= (3, 12):
+            # Run the coroutine at once up to its first real wait: one loop turn less.
+            task = asyncio.Task(coro, loop=loop, name=name, eager_start=True)
+        else:
+            task = loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task

@@ -53,6 +53,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ._alarm import Alarm
 from ._tasks import TaskOwner
 from ._validate import check_account_id, check_order_id
 from .errors import (
@@ -112,10 +113,12 @@ class _Job:
 
     __slots__ = (
         "acked_at",
+        "asked",
         "deadline",
         "driver",
         "error",
         "futures",
+        "gap_closed",
         "maybe_sent",
         "send_error",
         "sent_at",
@@ -129,6 +132,8 @@ class _Job:
         self.send_error: CadenzaError | None = None  # the last failed send (a timeout's cause)
         self.maybe_sent = False  # a send may have reached the API
         self.sent_at = 0.0  # when the cancel last went out
+        self.asked = False  # the account's channel was asked for (once per job)
+        self.gap_closed = False  # the look-up after a late subscription was done
         self.driver: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -238,6 +243,7 @@ class Canceller:
         self._default_account = default_account
         self._closed: ClientClosedError | None = None
         self._tasks = TaskOwner(log)
+        self._alarm = Alarm()  # one loop timer for every wait
         self._degraded = False
         self._down_since: float | None = None  # when the stream last lost its connection
         self._ever_up = False
@@ -257,6 +263,7 @@ class Canceller:
         for waiter in list(self._registry.pending()):
             _job(waiter).wake()
         await self._tasks.aclose()
+        self._alarm.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start a task the canceller owns (cancelled and awaited by :meth:`aclose`)."""
@@ -289,6 +296,7 @@ class Canceller:
             return
         self._degraded = down
         if down:
+            self._resume()
             log.warning(
                 "order stream %s: cancels are proven by REST polling until it is back", state
             )
@@ -310,19 +318,41 @@ class Canceller:
     def channel_gap(self, channel: str) -> None:
         """Continuity on ``channel`` was lost: reconcile its account's pending waiters by REST."""
         if self._closed is None:
-            self._spawn(self.reconcile_pending(account_of(channel)), f"reconcile {channel}")
+            account = account_of(channel)
+            self._spawn(self.reconcile_pending(account), f"reconcile {channel}")
+            self._resume(account)  # a channel dropped for good leaves its jobs to REST
 
     def channel_refused(self, channel: str, error: StreamRpcError) -> None:
         """The server refused ``channel``; 103 fails its account's pending cancels."""
         account = account_of(channel)
-        if account is None or error.errno != _PERMISSION_DENIED:
-            return  # the jobs see the channel is not live and poll by REST
+        if account is None:
+            return
+        if error.errno != _PERMISSION_DENIED:
+            self._resume(account)  # the jobs see the channel is not live and poll by REST
+            return
         for waiter in self._registry.pending_for_account(account):
             failure = PermissionDeniedError(
                 f"no access to trading account {account}: {error.message}", errno=error.errno
             )
             failure.order_id = waiter.order_id
             _job(waiter).fail(failure)
+
+    def _resume(self, account: str | None = None) -> None:
+        """Start proving again for the acknowledged jobs (of one account) no task drives now."""
+        if self._closed is not None:
+            return
+        pending = (
+            self._registry.pending()
+            if account is None
+            else self._registry.pending_for_account(account)
+        )
+        for waiter in list(pending):
+            job = waiter.handle
+            if not isinstance(job, _Job) or job.acked_at is None or job.error is not None:
+                continue
+            driver = job.driver
+            if driver is None or driver.done():
+                job.driver = self._spawn(self._drive(waiter, job), f"cancel {waiter.order_id}")
 
     # -- look-ups ----------------------------------------------------------------
 
@@ -483,13 +513,14 @@ class Canceller:
                 return
             await self._sleep(job, until)
 
-    @staticmethod
-    async def _sleep(job: _Job, until: float, also: asyncio.Future[Any] | None = None) -> None:
+    async def _sleep(
+        self, job: _Job, until: float, also: asyncio.Future[Any] | None = None
+    ) -> None:
         """Sleep until ``until``; woken early by the job (proof, failure, close) or ``also``."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         job.futures.append(future)
-        timer = loop.call_at(until, _expire, future)
+        alarm = self._alarm
+        alarm.add(until, future)
         wake: Callable[[asyncio.Future[Any]], None] | None = None
         if also is not None:
 
@@ -500,7 +531,7 @@ class Canceller:
         try:
             await future  # this caller's own future: cancelling it harms no sharer
         finally:
-            timer.cancel()
+            alarm.done()
             if wake is not None and also is not None:
                 also.remove_done_callback(wake)
             if job.futures:
@@ -577,36 +608,35 @@ class Canceller:
             return
 
     async def _prove(self, waiter: Waiter, job: _Job) -> None:
-        """Wait for proof: the stream's events while the channel is live, REST polling otherwise.
+        """Prove the outcome: leave it to the stream's events while the channel is live, else poll.
 
         Nothing here waits on the stream: the account's channel is asked for
         (:meth:`OrderStream.want`) and used once live. A channel that became
         live after the cancel went out may have missed its event: one gap
-        look-up closes that window.
+        look-up closes that window. While the channel is live this returns
+        (the event wakes the callers); when the stream goes down, the
+        canceller starts it again for every pending job (:meth:`_resume`).
         """
         loop = asyncio.get_running_loop()
         stream = self._stream
         account = waiter.account_id
         channel = None if account is None else channel_for(account)
-        gap_closed = asked = False
         delay = POLL_FIRST
         next_poll: float | None = None
         while not waiter.done and job.error is None:
             now = loop.time()
             if now >= job.deadline:
                 return
-            changed = None if stream is None else stream.changed()
             since = None if stream is None or channel is None else stream.live_since(channel)
             if since is not None:
-                if since > job.sent_at and not gap_closed:
-                    gap_closed = True  # the event may have come before the subscription
+                if since > job.sent_at and not job.gap_closed:
+                    job.gap_closed = True  # the event may have come before the subscription
                     await self._poll(waiter, job)
                     continue
-                await self._sleep(job, job.deadline, changed)
-                delay, next_poll = POLL_FIRST, None
-                continue
-            if not asked and stream is not None and channel is not None:
-                asked = True  # once per job: a channel the server refuses is not asked again
+                return  # live: the event proves it
+            changed = None if stream is None else stream.changed()
+            if not job.asked and stream is not None and channel is not None:
+                job.asked = True  # once per job: a channel the server refuses is not asked again
                 with contextlib.suppress(CadenzaError):
                     stream.want(channel)  # subscribed now, or when the stream is back
             if next_poll is None:
@@ -619,7 +649,7 @@ class Canceller:
                 await self._sleep(job, min(job.deadline, next_poll), changed)
                 continue
             self.rest_polls += 1
-            gap_closed = True
+            job.gap_closed = True
             await self._poll(waiter, job)
             delay, next_poll = min(delay * 2, POLL_MAX), None
 

@@ -1,0 +1,91 @@
+"""Alarm: one event-loop timer for many waits, each woken at its own deadline.
+
+A confirmed cancel usually ends long before its deadline; a loop timer per
+wait would then be created and cancelled for nothing, and the loop keeps
+cancelled timers in its heap until their time (thousands at a high cancel
+rate). The alarm keeps ``(when, future)`` entries in one heap and arms a
+single loop timer for the earliest; with equal timeouts deadlines only grow,
+so a new wait almost never re-arms it. Entries whose wait is over are
+dropped lazily (at the top of the heap, or in a sweep once they outnumber
+the live ones), so the heap holds no more than about twice the waits in
+progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+
+__all__ = ["Alarm"]
+
+_SWEEP_MIN = 64  # a heap smaller than this is never swept
+
+
+class Alarm:
+    """Sets each registered future's result (``None``) at its time, if nobody did before."""
+
+    __slots__ = ("_armed", "_heap", "_live", "_loop", "_seq", "_timer")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        self._seq = 0
+        self._live = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        """Entries held (live waits plus ended ones not dropped yet)."""
+        return len(self._heap)
+
+    def add(self, when: float, future: asyncio.Future[None]) -> None:
+        """Wake ``future`` at ``when`` (event-loop time); pair with :meth:`done` when the wait ends."""
+        self._seq += 1
+        self._live += 1
+        heap = self._heap
+        heapq.heappush(heap, (when, self._seq, future))
+        if when < self._armed:
+            self._arm(when)
+        elif len(heap) >= _SWEEP_MIN and len(heap) > 2 * self._live:
+            self._sweep()
+
+    def done(self) -> None:
+        """One wait ended (woken, or left): its entry may be dropped from now on."""
+        self._live -= 1
+
+    def close(self) -> None:
+        """Stop the timer and forget every entry (the waits are woken otherwise)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._armed = math.inf
+        self._heap.clear()
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = when
+        self._timer = loop.call_at(when, self._ring)
+
+    def _ring(self) -> None:
+        self._timer = None
+        self._armed = math.inf
+        heap = self._heap
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            _, _, future = heapq.heappop(heap)
+            if not future.done():
+                future.set_result(None)
+        if heap:
+            self._arm(heap[0][0])
+
+    def _sweep(self) -> None:
+        """Drop the entries of waits that are over (their futures are done)."""
+        self._heap = [entry for entry in self._heap if not entry[2].done()]
+        heapq.heapify(self._heap)
