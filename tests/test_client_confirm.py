@@ -504,7 +504,7 @@ async def test_concurrent_cancels_of_one_order_share_one_request_and_one_result(
     assert cancels_of(cadenza_sim, order.trade_order_id) == ["http"]
     assert {(r.cancelled, r.status, r.source) for r in results} == {(True, "CANCELLED", "ws")}
     assert len({r.order.updated_at for r in results}) == 1
-    assert client._registry.pending_count == 0
+    assert client.stats().pending_cancels == 0
     assert len(client._registry) == 0  # every caller released the shared waiter
 
 
@@ -519,7 +519,7 @@ async def test_sharer_is_confirmed_when_the_caller_that_sent_the_cancel_is_cance
     await client.cancel(cadenza_sim.create_order().trade_order_id)  # spends the burst
     order_id = cadenza_sim.create_order().trade_order_id
     first = background(client.cancel_and_confirm(order_id, timeout=STEP))
-    await cadenza_sim.wait_for(lambda: client._registry.get(order_id), timeout=STEP)
+    await cadenza_sim.wait_for(lambda: client.stats().pending_cancels == 1, timeout=STEP)
     second = background(client.cancel_and_confirm(order_id, timeout=STEP))
     await cadenza_sim.wait_for(lambda: client._registry.get(order_id).refs == 2, timeout=STEP)
     assert cancels_of(cadenza_sim, order_id) == []  # still held at the gate

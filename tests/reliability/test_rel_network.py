@@ -60,8 +60,7 @@ async def test_row01_300ms_latency_both_ways_confirms_without_false_timeouts(cad
                 assert cancels_of(cadenza_sim, order_id) == ["http"]
             assert cadenza_sim.pongs_received >= 1  # pings crossed the slow link
             assert cadenza_sim.connect_count == 1
-            assert client._stream is not None
-            assert client._stream.reconnects == 0
+            assert client.stats().stream_reconnects == 0
 
 
 # --------------------------------------------------------------------------- row 2
@@ -95,8 +94,7 @@ async def test_row02_one_byte_writes_and_joined_frames_give_the_same_events_as_u
             assert plain.seen[:8] == expected
             assert cut.seen == plain.seen
             assert [(r.cancelled, r.source) for r in results] == [(True, "ws")] * 8
-            assert sliced._stream is not None
-            assert sliced._stream.reconnects == 0
+            assert sliced.stats().stream_reconnects == 0
 
 
 # --------------------------------------------------------------------------- row 3
@@ -110,8 +108,6 @@ async def test_row03_bandwidth_cap_during_a_big_recovery_reply_is_not_a_missing_
         async with client_on(
             cadenza_sim, **via(px, cadenza_sim, api=False), **FAST_RECONNECT, ping_grace=0.4
         ) as client:
-            stream = client._stream
-            assert stream is not None
             # 200 updates go into history while the client is away: one ~80 KB recovery reply.
             cadenza_sim.pause_publications()
             orders = [
@@ -124,12 +120,14 @@ async def test_row03_bandwidth_cap_during_a_big_recovery_reply_is_not_a_missing_
             async with UpdateLog(client) as log:
                 # ends at all 200 updates, or at the first spurious reconnect
                 await wait_until(
-                    lambda: len(log.seen) >= 200 or stream.reconnects >= 2, timeout=4 * STEP
+                    lambda: len(log.seen) >= 200 or client.stats().stream_reconnects >= 2,
+                    timeout=4 * STEP,
                 )
             px.downstream.bandwidth = None
 
             assert [oid for oid, _ in log.seen] == [o.trade_order_id for o in orders]
-            assert stream.reconnects == 1  # the 3001 only: no spurious "no ping" drop
+            # the 3001 only: no spurious "no ping" drop
+            assert client.stats().stream_reconnects == 1
             assert cadenza_sim.connect_count == 2
 
 
@@ -179,14 +177,14 @@ async def test_row05_half_open_link_is_detected_within_ping_plus_grace_and_cance
         async with client_on(
             cadenza_sim, **via(px, cadenza_sim, api=False), **FAST_RECONNECT, ping_grace=grace
         ) as client:
-            stream = client._stream
-            assert stream is not None
             order = cadenza_sim.create_order()
             loop = asyncio.get_running_loop()
             px.blackhole()  # no FIN, no RST: the socket looks alive
             silent_at = loop.time()
             task = asyncio.ensure_future(client.cancel_and_confirm(order.trade_order_id))
-            await wait_until(lambda: not stream.connected, what="half-open link detected")
+            await wait_until(
+                lambda: not client.stats().stream_connected, what="half-open link detected"
+            )
             detected = loop.time() - silent_at
             await px.wait_for_connections(2)  # it dials again (held by the blackhole)
             px.restore()
@@ -197,7 +195,9 @@ async def test_row05_half_open_link_is_detected_within_ping_plus_grace_and_cance
             assert_consistent(cadenza_sim, order.trade_order_id, result)
             assert result.cancelled
             assert cadenza_sim.cancels_applied[order.trade_order_id] == 1
-            await wait_until(lambda: stream.connected and stream.reconnects >= 1)
+            await wait_until(
+                lambda: client.stats().stream_connected and client.stats().stream_reconnects >= 1
+            )
 
 
 # --------------------------------------------------------------------------- row 6
@@ -209,8 +209,6 @@ async def test_row06_server_that_stops_pinging_is_dropped_within_a_bounded_time(
 ):
     grace = 0.3
     async with client_on(cadenza_sim, **FAST_RECONNECT, ping_grace=grace) as client:
-        stream = client._stream
-        assert stream is not None
         loop = asyncio.get_running_loop()
         await wait_until(lambda: cadenza_sim.pongs_received >= 1)
         cadenza_sim.stop_pinging()
@@ -224,7 +222,7 @@ async def test_row06_server_that_stops_pinging_is_dropped_within_a_bounded_time(
         # last ping at most one interval before the stop, then interval + grace of silence
         assert detected < 2 * 0.2 + grace + 2.0
         assert (result.cancelled, result.source) == (True, "ws")
-        assert stream.reconnects >= 1
+        assert client.stats().stream_reconnects >= 1
 
 
 # --------------------------------------------------------------------------- row 9
