@@ -218,6 +218,7 @@ class Link:
     def __init__(self, transport: asyncio.Transport, protocol: _Quiet, elapsed: float) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._gone = False  # closed under us (a failed TLS handshake closes the socket)
         self.tcp_elapsed = elapsed
 
     @classmethod
@@ -255,6 +256,7 @@ class Link:
         """The verified TLS handshake on this connection: the certificate and the handshake's time."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self._gone = True  # until the handshake succeeds: asyncio closes the socket if it fails
         try:
             tls = await loop.start_tls(
                 self._transport,
@@ -286,6 +288,7 @@ class Link:
                 "a proxy or firewall may be cutting TLS: check the network path",
             )
         self._transport = tls
+        self._gone = False
         ssl_object = tls.get_extra_info("ssl_object")
         if ssl_object is None:
             raise ProbeFailure("no TLS session after the handshake", "report this as a bug")
@@ -294,6 +297,8 @@ class Link:
     async def close(self) -> None:
         """Drop the connection (no TLS close_notify exchange) and wait until it is gone."""
         self._transport.abort()
+        if self._gone:
+            return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._protocol.lost), _CLOSE_WAIT)
 
