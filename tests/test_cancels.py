@@ -214,7 +214,8 @@ async def test_a_may_have_arrived_cancel_seen_pending_is_not_sent_again(closing)
 
 
 async def test_a_definite_answer_is_every_callers_error(closing):
-    send, look = Script(OrderNotFoundError("no such order", status=404)), Script()
+    # The answer comes a moment later: both callers have joined by then.
+    send, look = Script(("after", 0.01, OrderNotFoundError("no such order", status=404))), Script()
     c = canceller(send, look)
     closing(c)
 

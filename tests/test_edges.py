@@ -470,7 +470,7 @@ async def test_an_over_nested_event_is_logged_as_undecodable_not_malformed(
 ):
     caplog.set_level(logging.WARNING, logger="cadenza_async.stream")
     marker = cadenza_sim.create_order()
-    cadenza_sim.publish_raw_order_update(None, b"[" * 5000 + b"]" * 5000)
+    cadenza_sim.publish_raw_order_update(None, b"[" * 30_000 + b"]" * 30_000)
     cadenza_sim.fill(marker.trade_order_id)  # published after it: once seen, it was handled
     await cadenza_sim.wait_for(lambda: client.bad_events >= 1, timeout=STEP)
 

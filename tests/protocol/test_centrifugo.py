@@ -742,11 +742,11 @@ def test_unknown_push_kinds_and_fields_are_ignored():
         '{"push": {"channel": 5}}',
         '{"push": {"channel": "c", "pub": {"offset": "x"}}}',
         '{"push": {"channel": "c", "pub": {"offset": -1}}}',
-        "[" * 5000 + "]" * 5000,
-        '{"push": {"channel": "c", "junk": ' + "[" * 5000 + "]" * 5000 + "}}",
-        '{"push": {"channel": "c", "pub": {"tags": ' + "[" * 5000 + "]" * 5000 + "}}}",
-        '{"push": {"channel": "c", "pub": {"data": ' + "[" * 5000 + "]" * 4999 + "}}}",
-        '{"push": {"channel": "c", "pub": {"data": ["' + "[" * 5000 + "]}}}",
+        "[" * 30_000 + "]" * 30_000,
+        '{"push": {"channel": "c", "junk": ' + "[" * 30_000 + "]" * 30_000 + "}}",
+        '{"push": {"channel": "c", "pub": {"tags": ' + "[" * 30_000 + "]" * 30_000 + "}}}",
+        '{"push": {"channel": "c", "pub": {"data": ' + "[" * 30_000 + "]" * 29_999 + "}}}",
+        '{"push": {"channel": "c", "pub": {"data": ["' + "[" * 30_000 + "]}}}",
         b"\xff\xfe{}",
         '{"id": -3}',
     ],
@@ -759,7 +759,7 @@ def test_bad_frames_become_a_protocol_violation(frame):
     assert proto.receive_frame("{}", 0.0) == []  # broken until the connection is replaced
 
 
-DEEP = "[" * 5000 + "]" * 5000
+DEEP = "[" * 30_000 + "]" * 30_000
 
 
 def test_live_publication_with_too_deep_data_is_passed_on_as_undecodable():
