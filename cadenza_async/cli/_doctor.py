@@ -32,26 +32,21 @@ Exit status: 0 when no check failed (a SKIP is no failure), 1 when one
 did, 2 for a usage error (flags that do not go together, a live order that
 cannot be confirmed).
 
-The live order is refused when the price is not at least 20% away from the
-last fill price of the instrument on the account (its recent orders), on
-the passive side: a BUY at most 80% of it, a SELL at least 120%. With no
-fill to compare with, the price cannot be checked, and the confirmation
-prompt says so.
+What a failure means is in :mod:`~cadenza_async.cli._doctor_explain`; the
+live order, and the 20% rule that guards it, in
+:mod:`~cadenza_async.cli._doctor_live`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from .. import __version__
@@ -59,48 +54,29 @@ from .._validate import check_account_id, check_url, is_loopback_host
 from ..client import CadenzaClient
 from ..config import DEFAULT_API_URL, DEFAULT_WS_URL, ClientConfig, Timeouts
 from ..errors import (
-    ApiError,
-    AuthenticationError,
     CadenzaError,
     ConfigurationError,
     OrderNotFoundError,
     PermissionDeniedError,
-    RateLimitError,
-    ServerError,
-    TransportError,
     error_for_rpc,
 )
-from ..models import TradeOrder
 from ..transports import RPC_CANCEL
 from ._doctor_config import environment_of, human_duration, shown_url, token_facts
+from ._doctor_explain import error_data, rest_failure, ws_error_data, ws_failure
+from ._doctor_live import LiveOrder, live_order_request, positive_decimal, prove_live
 from ._doctor_report import CheckReport
 from ._errors import flag_words
 from ._netprobe import Endpoint, Link, ProbeFailure, resolve, server_clock, tls_context
-from ._outcomes import error_text, ms, percentile
+from ._outcomes import ms, percentile
 from ._session import Context
 from ._wsprobe import CentrifugoProbe, WsProbeError, decode_rpc_answer
 
-__all__ = [
-    "FAR_FROM_MARKET",
-    "LATENCY_CALLS",
-    "MAX_CLOCK_SKEW",
-    "LiveOrder",
-    "add_doctor_parser",
-    "ask",
-    "cmd_doctor",
-    "last_fill_price",
-    "live_order_request",
-    "price_refusal",
-]
+__all__ = ["LATENCY_CALLS", "MAX_CLOCK_SKEW", "add_doctor_parser", "cmd_doctor"]
 
-#: How far from the last fill price a test order must be (a fraction of it), on the passive side.
-FAR_FROM_MARKET: Final = Decimal("0.20")
 #: The read-only REST calls timed for the median and p99.
 LATENCY_CALLS: Final = 20
 #: Seconds of clock skew beyond which ``clock.skew`` fails.
 MAX_CLOCK_SKEW: Final = 2.0
-#: Orders looked at for the instrument's last fill price.
-_PRICE_LOOKBACK: Final = 50
 _CERT_SOON: Final = 14 * 86400
 
 _EPILOG = (
@@ -109,25 +85,8 @@ _EPILOG = (
     "failure), 1 a check failed, 2 usage error, 130 interrupted."
 )
 
-_PROOF_SOURCES: Final = {
-    "ws": "the WebSocket event",
-    "http": "the cancel's HTTP reply",
-    "rest": "a REST look-up",
-}
-
 
 # ---- flags ----------------------------------------------------------------------------------
-
-
-def positive_decimal(text: str) -> Decimal:
-    """An argparse type: a finite decimal above zero."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive number")
-    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -182,139 +141,6 @@ def add_doctor_parser(
     live.add_argument("--yes", action="store_true", help="place the test order without asking")
     doctor.set_defaults(handler=cmd_doctor)
     return doctor
-
-
-@dataclass(frozen=True)
-class LiveOrder:
-    """The test order asked for with ``--place-test-order``."""
-
-    instrument: str
-    side: str
-    price: Decimal
-    quantity: Decimal
-
-
-def _stdin_is_terminal() -> bool:
-    try:
-        return sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def live_order_request(args: argparse.Namespace) -> LiveOrder | None:
-    """The test order the flags ask for, or None; raises ConfigurationError (exit 2) for flags that do not fit."""
-    extras = [
-        flag
-        for flag, value in (
-            ("--instrument", args.instrument),
-            ("--price", args.price),
-            ("--quantity", args.quantity),
-            ("--side", args.side),
-            ("--yes", args.yes or None),
-        )
-        if value is not None
-    ]
-    if not args.place_test_order:
-        if extras:
-            raise ConfigurationError(f"{', '.join(extras)}: only with --place-test-order")
-        return None
-    missing = [
-        flag
-        for flag, value in (
-            ("--instrument", args.instrument),
-            ("--price", args.price),
-            ("--quantity", args.quantity),
-        )
-        if value is None
-    ]
-    if missing:
-        raise ConfigurationError(f"--place-test-order needs {', '.join(missing)}")
-    if not args.instrument.strip():
-        raise ConfigurationError("--instrument must not be empty")
-    if not args.yes and not _stdin_is_terminal():
-        raise ConfigurationError(
-            "--place-test-order asks for confirmation on a terminal: "
-            "pass --yes to place the order without asking"
-        )
-    return LiveOrder(args.instrument.strip(), args.side or "BUY", args.price, args.quantity)
-
-
-async def ask(question: str) -> str:
-    """Print ``question`` on stderr and read one line from stdin (Ctrl-C cancels the wait)."""
-    sys.stderr.write(question)
-    sys.stderr.flush()
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    try:
-        fd = sys.stdin.fileno()
-        loop.add_reader(fd, readable)
-    except (NotImplementedError, ValueError, OSError):  # no reader support: a plain read
-        return sys.stdin.readline()
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-    return sys.stdin.readline()
-
-
-# ---- prices ---------------------------------------------------------------------------------
-
-
-def _fill_price(order: TradeOrder) -> Decimal | None:
-    try:
-        executed = Decimal(order.executed_quantity or "0")
-        if not executed.is_finite() or executed <= 0:
-            return None
-        if order.executed_price:
-            price = Decimal(order.executed_price)
-        elif order.executed_cost:
-            price = Decimal(order.executed_cost) / executed
-        else:
-            return None
-    except (InvalidOperation, ArithmeticError):
-        return None
-    return price if price.is_finite() and price > 0 else None
-
-
-def last_fill_price(orders: Sequence[TradeOrder]) -> Decimal | None:
-    """The price of the most recent fill among ``orders`` (executed price, or cost / quantity)."""
-    best: tuple[int, Decimal] | None = None
-    for order in orders:
-        price = _fill_price(order)
-        if price is None:
-            continue
-        stamp = order.updated_at or order.created_at or 0
-        if best is None or stamp > best[0]:
-            best = (stamp, price)
-    return None if best is None else best[1]
-
-
-def price_refusal(side: str, price: Decimal, last: Decimal) -> str | None:
-    """Why ``price`` is too near ``last`` for a test order (None when it is far enough).
-
-    Far means at least :data:`FAR_FROM_MARKET` away on the passive side: a
-    BUY at most 80% of the last price, a SELL at least 120%.
-    """
-    if side == "BUY":
-        bound = last * (1 - FAR_FROM_MARKET)
-        if price > bound:
-            return (
-                f"a BUY at {price} is not at least 20% below the last fill price {last} "
-                f"(at most {bound.normalize():f})"
-            )
-        return None
-    bound = last * (1 + FAR_FROM_MARKET)
-    if price < bound:
-        return (
-            f"a SELL at {price} is not at least 20% above the last fill price {last} "
-            f"(at least {bound.normalize():f})"
-        )
-    return None
 
 
 # ---- the checks -----------------------------------------------------------------------------
@@ -628,8 +454,8 @@ class _Doctor:
         try:
             page = await client.list_orders(trading_account_id=account, limit=1)
         except CadenzaError as exc:
-            reason, fix = _rest_failure(exc, settings)
-            report.fail(name, reason, fix, data=_error_data(exc))
+            reason, fix = rest_failure(exc, settings.api_url, settings.account)
+            report.fail(name, reason, fix, data=error_data(exc))
             return
         elapsed = time.perf_counter() - started
         report.ok(
@@ -679,8 +505,8 @@ class _Doctor:
             handshake = await probe.open()
             connected, reply = await probe.connect(__version__)
         except WsProbeError as exc:
-            reason, fix = _ws_failure(exc, "connect")
-            report.fail(name, reason, fix, data=_ws_error_data(exc))
+            reason, fix = ws_failure(exc, "connect")
+            report.fail(name, reason, fix, data=ws_error_data(exc))
             return False
         elapsed = handshake + reply
         if connected.ping > 0:
@@ -716,8 +542,8 @@ class _Doctor:
         try:
             sub, elapsed = await probe.subscribe(channel)
         except WsProbeError as exc:
-            reason, fix = _ws_failure(exc, "subscribe", account=account)
-            report.fail(name, reason, fix, data={"channel": channel, **_ws_error_data(exc)})
+            reason, fix = ws_failure(exc, "subscribe", account=account)
+            report.fail(name, reason, fix, data={"channel": channel, **ws_error_data(exc)})
             return exc.kind == "reply"
         data = {
             "channel": channel,
@@ -756,8 +582,8 @@ class _Doctor:
             raw, elapsed = await probe.rpc(RPC_CANCEL, payload)
             answer = decode_rpc_answer(raw)
         except WsProbeError as exc:
-            reason, fix = _ws_failure(exc, "rpc", account=account)
-            report.fail(name, reason, fix, data={**data, **_ws_error_data(exc)})
+            reason, fix = ws_failure(exc, "rpc", account=account)
+            report.fail(name, reason, fix, data={**data, **ws_error_data(exc)})
             return
         data["elapsed"] = elapsed
         if answer.error is None:
@@ -806,7 +632,7 @@ class _Doctor:
             try:
                 await client.list_orders(trading_account_id=settings.account, limit=1)
             except CadenzaError as exc:
-                reason, fix = _rest_failure(exc, settings)
+                reason, fix = rest_failure(exc, settings.api_url, settings.account)
                 report.fail(name, f"call {n + 1} of {LATENCY_CALLS}: {reason}", fix)
                 return
             samples.append(time.perf_counter() - started)
@@ -874,277 +700,19 @@ class _Doctor:
                 "--quantity Q (one LIMIT order far from the market, then cancelled)",
             )
             return
-        failed = self._report.count("FAIL")
+        failed = report.count("FAIL")
         if failed:
             report.skip(name, f"not placed: {failed} check(s) failed above")
             return
-        account = settings.account
-        if client is None or account is None:  # a FAIL above says why
+        if client is None or settings.account is None:  # a FAIL above says why
             report.skip(name, "not placed: no client or no account")
             return
-        try:
-            page = await client.list_orders(
-                trading_account_id=account, instrument_id=live.instrument, limit=_PRICE_LOOKBACK
-            )
-        except CadenzaError as exc:
-            report.fail(
-                name,
-                f"nothing placed: cannot look up the last price of {live.instrument} "
-                f"({error_text(exc)})",
-                "see rest.auth",
-            )
-            return
-        last = last_fill_price(page.orders)
-        if last is not None:
-            refusal = price_refusal(live.side, live.price, last)
-            if refusal is not None:
-                report.fail(
-                    name,
-                    f"refused, nothing placed: {refusal}",
-                    "choose a price at least 20% away from the market on the passive side "
-                    "(BUY below, SELL above)",
-                    data={"last_price": str(last)},
-                )
-                return
-            gap = abs(live.price - last) / last * 100
-            where = "below" if live.side == "BUY" else "above"
-            price_note = f"{gap:.0f}% {where} the last fill price {last}"
-        else:
-            price_note = (
-                f"no recent fill of {live.instrument} on this account: the price could not "
-                "be checked against the market"
-            )
-        env = environment_of(settings.api_url)
-        what = (
-            f"a {live.side} LIMIT order for {live.quantity:f} {live.instrument} at "
-            f"{live.price:f} ({price_note}) on the {env} account {account}"
+        await prove_live(
+            report,
+            self._out,
+            client,
+            settings.account,
+            live,
+            environment=environment_of(settings.api_url),
+            confirmed=bool(self._args.yes),
         )
-        if self._args.yes:
-            self._out.note(f"placing {what}, then cancelling it")
-        else:
-            answer = await ask(f"Place {what}, then cancel it? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                report.skip(name, "declined at the prompt: nothing placed")
-                return
-        await self._place_and_cancel(client, account, live, last)
-
-    async def _place_and_cancel(
-        self, client: CadenzaClient, account: str, live: LiveOrder, last: Decimal | None
-    ) -> None:
-        report, name = self._report, "live.order"
-        data: dict[str, Any] = {"last_price": None if last is None else str(last)}
-        try:
-            await client.subscribe_account(account)
-        except CadenzaError as exc:
-            report.fail(
-                name,
-                f"nothing placed: the order stream cannot subscribe the account ({error_text(exc)})",
-                "see ws.connect and ws.subscribe",
-                data=data,
-            )
-            return
-        started = time.perf_counter()
-        try:
-            order = await client.submit_order(
-                instrument_id=live.instrument,
-                order_side=live.side,
-                order_type="LIMIT",
-                quantity=f"{live.quantity:f}",
-                limit_price=f"{live.price:f}",
-                time_in_force="GTC",
-                trading_account_id=account,
-            )
-        except TransportError as exc:
-            report.fail(
-                name,
-                f"the submit got no answer ({exc}): the order may or may not exist",
-                f"look with `cadenza-async orders --instrument {live.instrument}` and cancel it "
-                "if it is there",
-                data=data,
-            )
-            return
-        except CadenzaError as exc:
-            report.fail(
-                name,
-                f"the order was refused, nothing placed: {error_text(exc)}",
-                "check the instrument, price and quantity against the venue's rules",
-                data=data,
-            )
-            return
-        submitted = time.perf_counter() - started
-        oid = order.trade_order_id
-        data.update(order_id=oid, submit_ack=submitted, submit_status=order.status)
-        if order.is_terminal:
-            reason = f": {order.reject_reason}" if order.reject_reason else ""
-            report.fail(
-                name,
-                f"the exchange answered the test order {oid} with {order.status}{reason}",
-                "check the instrument, price and quantity against the venue's rules",
-                data=data,
-            )
-            return
-        self._out.note(f"placed test order {oid} ({order.status}); cancelling it")
-        try:
-            result = await client.cancel_and_confirm(oid, trading_account_id=account)
-        except CadenzaError as exc:
-            report.fail(
-                name,
-                f"test order {oid}: the cancel was not proven ({error_text(exc)}); "
-                "it may still be live",
-                f"cancel it now: cadenza-async cancel {oid}",
-                data=data,
-            )
-            return
-        data.update(
-            status=result.status,
-            cancelled=result.cancelled,
-            source=result.source,
-            cancel_ack=result.acked_after,
-            confirm_latency=result.latency,
-        )
-        proof = _PROOF_SOURCES.get(result.source, result.source)
-        if not result.cancelled:
-            report.fail(
-                name,
-                f"test order {oid} ended {result.status}, not CANCELLED (proven by {proof})",
-                "the price was not far enough from the market: check the account's positions",
-                data=data,
-            )
-            return
-        report.ok(
-            name,
-            f"placed {oid} (submit acknowledged in {ms(submitted)}) and cancelled it: "
-            f"cancel acknowledged in {ms(result.acked_after)}, confirmed in "
-            f"{ms(result.latency)} by {proof} ({result.source})",
-            elapsed=submitted + result.latency,
-            data=data,
-        )
-
-
-# ---- what a failure means -------------------------------------------------------------------
-
-
-def _error_data(exc: CadenzaError) -> dict[str, Any]:
-    data: dict[str, Any] = {"error": type(exc).__name__}
-    if isinstance(exc, ApiError):
-        data.update(status=exc.status, errno=exc.errno)
-    return data
-
-
-def _rest_failure(exc: CadenzaError, settings: _Settings) -> tuple[str, str]:
-    """The reason and the fix for a failed read-only REST call."""
-    env = environment_of(settings.api_url)
-    if isinstance(exc, AuthenticationError):
-        return (
-            f"HTTP 401 Unauthorized: the REST API refused the token ({exc.message})",
-            f"the token is wrong, expired or for another environment (these endpoints are "
-            f"{env}): get a fresh token into CADENZA_TOKEN",
-        )
-    if isinstance(exc, PermissionDeniedError):
-        return (
-            f"HTTP 403 Forbidden: the token may not list the orders of account "
-            f"{settings.account} ({exc.message})",
-            "check CADENZA_TRADING_ACCOUNT_ID: the account must belong to this token",
-        )
-    if isinstance(exc, RateLimitError):
-        return (f"HTTP 429: rate limited ({exc.message})", "wait a minute, then run again")
-    if isinstance(exc, ServerError):
-        return (
-            f"HTTP {exc.status}: the server failed ({exc.message})",
-            "the API has trouble: try again later",
-        )
-    if isinstance(exc, ApiError):
-        status = f"HTTP {exc.status}" if exc.status else type(exc).__name__
-        return (
-            f"{status}: {exc.message}",
-            "check CADENZA_API_URL: it should be the API's base URL",
-        )
-    if isinstance(exc, TransportError):
-        return (f"no answer: {exc}", "see rest.tcp and rest.tls")
-    return (error_text(exc), "run with -v to see the SDK's log")
-
-
-def _ws_error_data(exc: WsProbeError) -> dict[str, Any]:
-    return {"failure": exc.kind, "code": exc.code, "status": exc.status}
-
-
-_WS_TOKEN_FIX: Final = (
-    "the token is wrong, expired or for another environment: get a fresh token into CADENZA_TOKEN"
-)
-
-
-def _ws_failure(exc: WsProbeError, step: str, account: str | None = None) -> tuple[str, str]:
-    """The reason and the fix for a failed WebSocket step."""
-    message = exc.message
-    if exc.kind == "handshake":
-        status = exc.status
-        if status == 401:
-            return (f"the WebSocket refused the token: {message}", _WS_TOKEN_FIX)
-        if status == 403:
-            return (
-                f"the WebSocket refused the connection: {message}",
-                "the token, or this machine's address, is not allowed",
-            )
-        if status == 404:
-            return (
-                f"no WebSocket endpoint there: {message}",
-                "check CADENZA_WS_URL: it ends in /connection/websocket",
-            )
-        if status is not None and 300 <= status < 400:
-            return (
-                f"{message}: a redirect, not followed (the token would go elsewhere)",
-                "put the final URL in CADENZA_WS_URL",
-            )
-        if status is not None and status >= 500:
-            return (
-                f"the WebSocket service refused the connection: {message}",
-                "the WebSocket is down or overloaded: cancels still go over HTTP and REST "
-                "proves them, but slower; try again later",
-            )
-        return (f"the WebSocket handshake failed: {message}", "check CADENZA_WS_URL")
-    if exc.kind == "transport":
-        return (f"{message}", "see ws.tcp and ws.tls")
-    if exc.kind == "timeout":
-        return (
-            f"{step}: {message}",
-            "the server is slow or a proxy holds the connection: try a longer --timeout",
-        )
-    if exc.kind == "closed":
-        code = f" {exc.code}" if exc.code is not None else ""
-        if exc.code == 3500:  # Centrifugo's "invalid token"
-            return (
-                f"the server closed the connection on {step} (code 3500: {message})",
-                _WS_TOKEN_FIX,
-            )
-        return (
-            f"the server closed the connection on {step} (code{code}: {message})",
-            "run the doctor again; if it persists, the WebSocket service has trouble",
-        )
-    if exc.kind == "reply":
-        errno = exc.code
-        if errno == 109:
-            return (f"token expired (Centrifugo error 109: {message})", _WS_TOKEN_FIX)
-        if errno == 101:
-            return (f"unauthorized (Centrifugo error 101: {message})", _WS_TOKEN_FIX)
-        if errno == 103:
-            return (
-                f"no access to this account (Centrifugo error 103: {message})",
-                f"the token may not see trading account {account}: check "
-                "CADENZA_TRADING_ACCOUNT_ID, or use a token of that account",
-            )
-        if errno == 102:
-            return (
-                f"unknown channel (Centrifugo error 102: {message})",
-                "check CADENZA_TRADING_ACCOUNT_ID: no such account channel",
-            )
-        if errno == 104 and step == "rpc":
-            return (
-                f"the server offers no cancel RPC (Centrifugo error 104: {message})",
-                "cancels over HTTP (the default) are unaffected; do not use --via ws",
-            )
-        temporary = ", temporary" if exc.temporary else ""
-        return (
-            f"{step} refused (Centrifugo error {errno}{temporary}: {message})",
-            "run the doctor again; if it persists, ask the API's operators",
-        )
-    return (f"protocol error on {step}: {message}", "run with -v and report it")

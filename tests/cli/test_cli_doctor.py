@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from cadenza_async import cli
-from cadenza_async.cli import _doctor, _netprobe
+from cadenza_async.cli import _doctor_explain, _doctor_live, _netprobe
 from cadenza_async.cli._doctor_config import (
     environment_of,
     human_duration,
@@ -429,7 +429,7 @@ async def test_a_refused_websocket_fails_connect_while_rest_passes(
 
 
 def test_websocket_failures_are_named_with_what_to_do():
-    explain = _doctor._ws_failure
+    explain = _doctor_explain.ws_failure
     reason, fix = explain(WsProbeError("reply", "method not found", code=104), "rpc")
     assert "no cancel RPC" in reason
     assert "--via ws" in fix
@@ -672,12 +672,12 @@ async def test_a_test_order_near_or_across_the_last_fill_price_is_refused(
 
 def test_far_from_the_market_means_20_percent_on_the_passive_side():
     last = Decimal("100")
-    assert _doctor.price_refusal("BUY", Decimal("80"), last) is None
-    assert _doctor.price_refusal("BUY", Decimal("80.01"), last) is not None
-    assert _doctor.price_refusal("BUY", Decimal("150"), last) is not None  # marketable
-    assert _doctor.price_refusal("SELL", Decimal("120"), last) is None
-    assert _doctor.price_refusal("SELL", Decimal("119.99"), last) is not None
-    assert _doctor.price_refusal("SELL", Decimal("50"), last) is not None
+    assert _doctor_live.price_refusal("BUY", Decimal("80"), last) is None
+    assert _doctor_live.price_refusal("BUY", Decimal("80.01"), last) is not None
+    assert _doctor_live.price_refusal("BUY", Decimal("150"), last) is not None  # marketable
+    assert _doctor_live.price_refusal("SELL", Decimal("120"), last) is None
+    assert _doctor_live.price_refusal("SELL", Decimal("119.99"), last) is not None
+    assert _doctor_live.price_refusal("SELL", Decimal("50"), last) is not None
 
 
 def test_the_last_fill_price_is_the_most_recent_fill():
@@ -690,22 +690,22 @@ def test_the_last_fill_price_is_the_most_recent_fill():
         order(status="OPEN", limit_price="99", executed_quantity="0", updated_at=9),
         order(executed_quantity="1", executed_price="20", updated_at=2),
     ]
-    assert _doctor.last_fill_price(orders) == Decimal("30")
-    assert _doctor.last_fill_price(orders[2:3]) is None
+    assert _doctor_live.last_fill_price(orders) == Decimal("30")
+    assert _doctor_live.last_fill_price(orders[2:3]) is None
 
 
 async def test_without_a_known_price_the_order_is_placed_and_says_so(
     cadenza_sim, capsys, monkeypatch
 ):
     clear_env(monkeypatch)(cadenza_sim)
-    monkeypatch.setattr(_doctor, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(_doctor_live, "_stdin_is_terminal", lambda: True)
     questions: list[str] = []
 
     async def answer_yes(question: str) -> str:
         questions.append(question)
         return "yes\n"
 
-    monkeypatch.setattr(_doctor, "ask", answer_yes)
+    monkeypatch.setattr(_doctor_live, "ask", answer_yes)
 
     code, checks, _err = await doctor(*LIVE, "--price", "10", capsys=capsys)
 
@@ -718,12 +718,12 @@ async def test_without_a_known_price_the_order_is_placed_and_says_so(
 
 async def test_declined_at_the_prompt_nothing_is_placed(cadenza_sim, capsys, monkeypatch):
     clear_env(monkeypatch)(cadenza_sim)
-    monkeypatch.setattr(_doctor, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(_doctor_live, "_stdin_is_terminal", lambda: True)
 
     async def answer_no(question: str) -> str:
         return "n\n"
 
-    monkeypatch.setattr(_doctor, "ask", answer_no)
+    monkeypatch.setattr(_doctor_live, "ask", answer_no)
 
     code, checks, _err = await doctor(*LIVE, "--price", "10", capsys=capsys)
 
