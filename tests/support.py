@@ -154,3 +154,22 @@ def other_tasks() -> set[asyncio.Task[Any]]:
     return {
         t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not _server_side(t)
     }
+
+
+# -- what no public surface shows yet ---------------------------------------------------------
+# Each reads a private attribute of CadenzaClient, here and nowhere else in the
+# shared tests, so a public surface that appears replaces it in one place.
+
+
+def has_update_reader(client: CadenzaClient) -> bool:
+    """True once an ``order_updates()`` reader has registered (and until it stops)."""
+    return bool(client._updates)
+
+
+def waiters_held(client: CadenzaClient) -> int:
+    """The confirmation waiters the client holds, resolved ones included until released.
+
+    ``stats().pending_cancels`` counts only the unresolved ones: this also
+    sees a waiter a caller forgot to release.
+    """
+    return len(client._registry)

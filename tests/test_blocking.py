@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from support import has_update_reader
 
 from cadenza_async import (
     BlockingCadenzaClient,
@@ -300,7 +301,7 @@ def test_order_updates_is_a_blocking_iterator_that_ends_on_close(sim: ThreadedSi
 
 
 async def _readers_registered(client: CadenzaClient) -> bool:
-    return bool(client._updates)
+    return has_update_reader(client)
 
 
 # -- lifecycle: close, threads, errors after close -------------------------------------------

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import pytest
-from support import client_for, other_tasks
+from support import client_for, other_tasks, waiters_held
 
 from cadenza_async import (
     CadenzaClient,
@@ -288,7 +288,7 @@ async def test_cancelling_the_bulk_caller_cancels_its_work_and_leaves_no_task(ca
         with pytest.raises(asyncio.CancelledError):
             await bulk
         assert other_tasks() <= before
-        assert len(client._registry) == 0  # every waiter released
+        assert waiters_held(client) == 0  # every waiter released
     assert len(cadenza_sim.cancel_requests) == 10  # no cancel was started after the caller left
 
 
@@ -321,7 +321,7 @@ async def test_leaving_cancel_many_iter_early_stops_the_work_in_flight_at_once(c
                 assert item.status == "FILLED"
                 break
         assert other_tasks() <= before  # gone as the block is left, not later
-        assert len(client._registry) == 0
+        assert waiters_held(client) == 0
     # the five first in flight, and the one the finished worker took next
     assert len(cadenza_sim.cancel_requests) <= 6
 
@@ -335,7 +335,7 @@ async def test_a_dropped_cancel_many_iter_is_cleaned_up_by_the_loop(cadenza_sim)
         ids = [o.trade_order_id for o in orders]
         async for _item in client.cancel_many_iter(ids, concurrency=5, timeout=30):
             break
-        await cadenza_sim.wait_for(lambda: other_tasks() <= before and len(client._registry) == 0)
+        await cadenza_sim.wait_for(lambda: other_tasks() <= before and waiters_held(client) == 0)
 
 
 async def test_from_env_takes_the_background_error_handler(cadenza_sim, monkeypatch):

@@ -15,7 +15,7 @@ import logging
 import time
 
 import pytest
-from support import cancels_of, client_for
+from support import cancels_of, client_for, has_update_reader, waiters_held
 
 import cadenza_async
 from cadenza_async import (
@@ -164,7 +164,7 @@ async def test_cancellation_seen_on_the_stream_confirms_without_sending_a_cancel
     order = cadenza_sim.create_order()
     updates = client.order_updates()
     reader = background(updates.__anext__())
-    await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)  # reader registered
+    await cadenza_sim.wait_for(lambda: has_update_reader(client), timeout=STEP)  # reader registered
     cadenza_sim.set_status(order.trade_order_id, "CANCELLED")
     seen = await asyncio.wait_for(reader, STEP)  # dispatched to the registry before readers
     assert seen.status == "CANCELLED"
@@ -264,7 +264,7 @@ async def test_reconnect_with_recovery_confirms_by_the_recovered_event(cadenza_s
                     all_seen.set()
 
     reader = background(read())
-    await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)
+    await cadenza_sim.wait_for(lambda: has_update_reader(client), timeout=STEP)
     task = background(client.cancel_and_confirm(order.trade_order_id, timeout=STEP))
     await cadenza_sim.wait_for(lambda: "PENDING_CANCEL" in seen, timeout=STEP)
 
@@ -505,7 +505,7 @@ async def test_concurrent_cancels_of_one_order_share_one_request_and_one_result(
     assert {(r.cancelled, r.status, r.source) for r in results} == {(True, "CANCELLED", "ws")}
     assert len({r.order.updated_at for r in results}) == 1
     assert client.stats().pending_cancels == 0
-    assert len(client._registry) == 0  # every caller released the shared waiter
+    assert waiters_held(client) == 0  # every caller released the shared waiter
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
@@ -672,7 +672,7 @@ async def test_order_updates_receives_the_updates_of_subscribed_accounts(cadenza
     order = cadenza_sim.create_order()
     updates = client.order_updates()
     first = background(updates.__anext__())
-    await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)
+    await cadenza_sim.wait_for(lambda: has_update_reader(client), timeout=STEP)
 
     await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
     got = [await asyncio.wait_for(first, STEP), await asyncio.wait_for(anext(updates), STEP)]
@@ -692,7 +692,7 @@ async def test_slow_update_reader_never_delays_confirmations_and_overflow_is_rep
     orders = cadenza_sim.create_orders(5)
     updates = client.order_updates()
     stuck = background(updates.__anext__())  # reads one update, then never again
-    await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)
+    await cadenza_sim.wait_for(lambda: has_update_reader(client), timeout=STEP)
 
     with caplog.at_level(logging.WARNING, logger="cadenza_async.updates"):
         results = await asyncio.wait_for(

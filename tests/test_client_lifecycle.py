@@ -14,7 +14,7 @@ import socket
 import warnings
 
 import pytest
-from support import client_for, other_tasks
+from support import client_for, has_update_reader, other_tasks
 
 from cadenza_async import (
     CadenzaClient,
@@ -79,7 +79,7 @@ async def test_close_leaves_no_task_and_no_warning_behind(cadenza_sim):
             await client.cancel_many([o.trade_order_id for o in orders[2:]], timeout=STEP)
             updates = client.order_updates()
             reader = asyncio.ensure_future(updates.__anext__())
-            await cadenza_sim.wait_for(lambda: client._updates, timeout=STEP)
+            await cadenza_sim.wait_for(lambda: has_update_reader(client), timeout=STEP)
             assert other_tasks() - before  # the client runs tasks while open
         assert (await handle).cancelled
         with pytest.raises(StopAsyncIteration):

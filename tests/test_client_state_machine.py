@@ -38,6 +38,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from support import waiters_held
 
 from cadenza_async import (
     CadenzaClient,
@@ -222,7 +223,7 @@ class ClientAndSimulator(RuleBasedStateMachine):
             self.results_match_the_exchange()
             self.every_finished_cancel_has_one_outcome()
             for client in self.clients.values():
-                assert len(client._registry) == 0
+                assert waiters_held(client) == 0
         finally:
             for _, _, future in self.inflight:
                 future.cancel()

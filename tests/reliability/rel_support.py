@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
-from support import client_for
+from support import client_for, has_update_reader
 
 import cadenza_async.client as client_module
 from cadenza_async import CadenzaClient, CancelResult
@@ -123,7 +123,9 @@ class UpdateLog:
 
     async def __aenter__(self) -> UpdateLog:
         self._task = asyncio.ensure_future(self._read())
-        await wait_until(lambda: self._client._updates, what="order_updates reader registered")
+        await wait_until(
+            lambda: has_update_reader(self._client), what="order_updates reader registered"
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -20,6 +20,7 @@ from rel_support import (
     lookups,
     wait_until,
 )
+from support import has_update_reader
 
 from cadenza_async.errors import (
     AuthenticationError,
@@ -94,7 +95,7 @@ async def test_row08_stuck_update_reader_keeps_a_bounded_buffer_and_confirmation
     async with client_on(cadenza_sim, order_updates_buffer=4) as client:
         stuck = client.order_updates()
         first = asyncio.ensure_future(stuck.__anext__())  # reads one, then never again
-        await wait_until(lambda: client._updates)
+        await wait_until(lambda: has_update_reader(client))
         orders = cadenza_sim.create_orders(40)
 
         results = await asyncio.wait_for(
@@ -355,7 +356,7 @@ BAD_FRAMES = {
     "empty": "",
     "null": "null",
     "deeply-nested": "[" * 30_000 + "]" * 30_000,
-    "nested-object": '{"a":' * 3000 + "1" + "}" * 3000,
+    "nested-object": '{"a":' * 30_000 + "1" + "}" * 30_000,
 }
 
 
