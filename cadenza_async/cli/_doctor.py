@@ -358,6 +358,11 @@ class _Doctor:
                 report.skip(name, f"{endpoint.host} did not resolve ({dns})")
             return False
         addresses = list(resolved.addresses)
+        if not addresses:
+            report.fail(dns, f"{endpoint.host} resolved to no address", "check the DNS records")
+            for name in (tcp, tls):
+                report.skip(name, f"{endpoint.host} has no address ({dns})")
+            return False
         if resolved.literal:
             found = f"{endpoint.host} is an address: nothing to resolve"
         else:

@@ -8,6 +8,7 @@ that offers no cancel RPC (104) is told apart from one that is down.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from ..errors import (
@@ -25,6 +26,9 @@ from ._wsprobe import WsProbeError
 
 __all__ = ["error_data", "rest_failure", "ws_error_data", "ws_failure"]
 
+# The SDK's own wording of a refused token, not repeated after "the REST API refused the token".
+_ALREADY_SAID: Final = re.compile(r"^the REST API refused the token:\s*", re.IGNORECASE)
+
 
 def error_data(exc: CadenzaError) -> dict[str, Any]:
     """The error's type, and its HTTP status and errno when the API answered, for ``--json``."""
@@ -39,7 +43,8 @@ def rest_failure(exc: CadenzaError, api_url: str, account: str | None) -> tuple[
     env = environment_of(api_url)
     if isinstance(exc, AuthenticationError):
         return (
-            f"HTTP 401 Unauthorized: the REST API refused the token ({exc.message})",
+            f"HTTP 401 Unauthorized: the REST API refused the token "
+            f"({_ALREADY_SAID.sub('', exc.message)})",
             f"the token is wrong, expired or for another environment (these endpoints are "
             f"{env}): get a fresh token into CADENZA_TOKEN",
         )

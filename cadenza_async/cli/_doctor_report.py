@@ -97,10 +97,6 @@ class CheckReport:
                 }
             )
             return code
-        verdict = (
-            f"{fail} failed: fix the FAIL lines above, then run the doctor again"
-            if fail
-            else "no check failed"
-        )
+        verdict = "fix the FAIL lines above, then run again" if fail else "no check failed"
         self._out.say(f"\n{ok} OK, {fail} FAIL, {skip} SKIP: {verdict}")
         return code

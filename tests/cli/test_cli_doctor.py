@@ -360,7 +360,9 @@ async def test_a_wrong_token_is_named_401_on_rest_and_refused_by_the_websocket(
     assert code == 1
     auth = checks["rest.auth"]
     assert auth["status"] == "FAIL"
-    assert auth["message"].startswith("HTTP 401 Unauthorized")
+    assert auth["message"] == (
+        "HTTP 401 Unauthorized: the REST API refused the token (Unauthorized: invalid token)"
+    )
     assert "CADENZA_TOKEN" in auth["fix"]
     assert auth["data"]["status"] == 401
     connect = checks["ws.connect"]
