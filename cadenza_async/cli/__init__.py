@@ -1,4 +1,4 @@
-"""The ``cadenza-async`` command line: demo, sim, orders, cancel, cancel-many, cancel-all, watch.
+"""The ``cadenza-async`` command line: demo, sim, orders, cancel, cancel-many, cancel-all, watch, doctor.
 
 Real endpoints come from the ``CADENZA_*`` environment variables (or flags);
 ``--json`` prints one JSON object per line for scripts. Progress bars and
@@ -15,7 +15,9 @@ without its control characters.
 The package: ``_main`` (parser, entry points), ``_session`` (the client from
 flags and environment), ``_commands``, ``_sim``, ``_demo``, ``_outcomes``
 (what each cancel came to), ``_errors`` (what a failure means), ``_output``
-(where everything is written).
+(where everything is written); ``doctor`` lives in ``_doctor`` and the
+modules it names (``_netprobe``, ``_wsprobe`` and the other ``_doctor_*``),
+with its own exit statuses (0 no check failed, 1 one did, 2 usage).
 """
 
 from __future__ import annotations
