@@ -502,7 +502,7 @@ class _Doctor:
             if await self._ws_subscribe(probe, account):
                 await self._ws_rpc(probe, account)
             else:
-                report.skip("ws.rpc", "the connection ended (ws.subscribe)")
+                report.skip("ws.rpc", "the connection is no longer usable (ws.subscribe)")
 
     async def _ws_connect(self, probe: CentrifugoProbe) -> bool:
         report, name = self._report, "ws.connect"

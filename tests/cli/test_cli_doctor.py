@@ -10,6 +10,8 @@ import email.utils
 import ipaddress
 import json
 import logging
+import math
+import os
 import secrets
 import socket
 import ssl
@@ -430,6 +432,22 @@ async def test_a_refused_websocket_fails_connect_while_rest_passes(
     assert cadenza_sim.websocket_refusals == 1
 
 
+async def test_a_subscribe_without_reply_fails_within_the_timeout_and_skips_the_rpc(
+    cadenza_sim, capsys, monkeypatch
+):
+    clear_env(monkeypatch)(cadenza_sim)
+    cadenza_sim.delay_subscribe_replies(math.inf)
+
+    code, checks, _err = await doctor("--timeout", "0.3", capsys=capsys)
+
+    assert code == 1
+    assert checks["ws.connect"]["status"] == "OK"
+    assert checks["ws.subscribe"]["status"] == "FAIL"
+    assert checks["ws.subscribe"]["message"] == "subscribe: no reply within 0.3 s"
+    assert checks["ws.rpc"]["status"] == "SKIP"
+    assert checks["rest.latency"]["status"] == "OK"
+
+
 def test_websocket_failures_are_named_with_what_to_do():
     explain = _doctor_explain.ws_failure
     reason, fix = explain(WsProbeError("reply", "method not found", code=104), "rpc")
@@ -716,6 +734,19 @@ async def test_without_a_known_price_the_order_is_placed_and_says_so(
     assert "could not be checked" in question
     assert "simulator/loopback" in question
     assert checks["live.order"]["data"]["cancelled"] is True
+
+
+async def test_the_question_is_answered_from_stdin_without_blocking_the_loop(capsys, monkeypatch):
+    read_fd, write_fd = os.pipe()
+    with open(read_fd, encoding="utf-8") as stdin:
+        monkeypatch.setattr("sys.stdin", stdin)
+        answer = asyncio.ensure_future(_doctor_live.ask("Place it? [y/N] "))
+        await asyncio.sleep(0.05)
+        assert not answer.done()  # waiting, and the loop runs meanwhile
+        os.write(write_fd, b"yes\n")
+        assert await asyncio.wait_for(answer, 5) == "yes\n"
+    os.close(write_fd)
+    assert capsys.readouterr().err == "Place it? [y/N] "
 
 
 async def test_declined_at_the_prompt_nothing_is_placed(cadenza_sim, capsys, monkeypatch):
