@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -76,10 +77,13 @@ from .transports import CancelTransport, RpcCancel
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
+    from .http import OrderPage
     from .stream import OrderStream
 
 #: ``look_up(order_id, account_id, deadline)``: the order's current state by REST.
 LookUp = Callable[[str, "str | None", "float | None"], Awaitable[TradeOrder]]
+#: ``list_page(account_id, limit, offset, deadline)``: one page of the account's orders.
+ListPage = Callable[[str, int, int, float], Awaitable["OrderPage"]]
 
 __all__ = ["CancelHandle", "Canceller", "final_slice"]
 
@@ -92,6 +96,12 @@ POLL_MAX: Final = 2.0
 #: How long a stream that just lost its connection gets to come back (and recover the
 #: events it missed) before the jobs it leaves without proof start polling REST.
 RECONNECT_GRACE: Final = 0.5
+#: Reconciliation by listing: an account with at least BATCH_MIN pending waiters is
+#: listed (PAGE_SIZE orders a page, at most RECONCILE_PAGES pages) instead of
+#: looked up order by order.
+BATCH_MIN: Final = 4
+PAGE_SIZE: Final = 500
+RECONCILE_PAGES: Final = 20
 #: Backoff between sends of a cancel that may have reached the API.
 RESEND_FIRST: Final = 0.1
 RESEND_MAX: Final = 1.0
@@ -120,6 +130,7 @@ class _Job:
         "futures",
         "gap_closed",
         "maybe_sent",
+        "polled_at",
         "send_error",
         "sent_at",
     )
@@ -134,6 +145,7 @@ class _Job:
         self.sent_at = 0.0  # when the cancel last went out
         self.asked = False  # the account's channel was asked for (once per job)
         self.gap_closed = False  # the look-up after a late subscription was done
+        self.polled_at = 0.0  # when REST was last asked about this order
         self.driver: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -225,6 +237,7 @@ class Canceller:
         http_cancel: CancelTransport,
         look_up_order: LookUp,
         gate: RateGate,
+        list_page: ListPage | None = None,
         registry: ConfirmationRegistry,
         cancel_via: Literal["http", "ws"],
         confirm_timeout: float,
@@ -246,6 +259,11 @@ class Canceller:
         self._alarm = Alarm()  # one loop timer for every wait
         self._degraded = False
         self._down_since: float | None = None  # when the stream last lost its connection
+        self._list_page = list_page
+        self._listings: dict[str, asyncio.Task[set[str]]] = {}
+        self._listed_at: dict[str, float] = {}  # when the last listing of an account started
+        self.reconcile_lists = 0
+        self.list_requests = 0
         self._ever_up = False
         self.rest_polls = 0
 
@@ -371,10 +389,14 @@ class Canceller:
     async def reconcile_pending(
         self, account_id: str | None = None, *, concurrency: int = 16
     ) -> int:
-        """Look up every pending waiter (of one account, or all) by REST; returns how many.
+        """Reconcile every pending waiter (of one account, or all) by REST; returns how many.
 
-        Each look-up is bounded by its job's deadline; failures are logged and
-        left to the jobs (which poll while the stream cannot prove).
+        Per account: the account's orders are listed page by page (at most
+        :data:`RECONCILE_PAGES` pages of :data:`PAGE_SIZE`, stopping once every
+        pending waiter of the account was seen), and only the waiters the
+        pages did not cover are looked up one by one (``concurrency`` at a
+        time). Failures are logged and left to the jobs, which poll while the
+        stream cannot prove.
         """
         if account_id is None:
             waiters = list(self._registry.pending())
@@ -383,7 +405,20 @@ class Canceller:
             waiters += [w for w in self._registry.pending() if w.account_id is None]
         if not waiters:
             return 0
+        by_account: dict[str | None, list[Waiter]] = {}
+        for waiter in waiters:
+            by_account.setdefault(waiter.account_id, []).append(waiter)
         limit = asyncio.Semaphore(concurrency)
+        leftovers: list[Waiter] = []
+
+        async def account(acc: str | None, group: list[Waiter]) -> None:
+            if acc is None or self._list_page is None or len(group) < BATCH_MIN:
+                leftovers.extend(group)
+                return
+            async with limit:
+                leftovers.extend(await self._list_account(acc, group))
+
+        await asyncio.gather(*(account(acc, group) for acc, group in by_account.items()))
 
         async def one(waiter: Waiter) -> None:
             async with limit:
@@ -396,8 +431,60 @@ class Canceller:
                         "reconciling order %s failed: %s", waiter.order_id, type(exc).__name__
                     )
 
-        await asyncio.gather(*(one(w) for w in waiters))
+        await asyncio.gather(*(one(w) for w in leftovers))
         return len(waiters)
+
+    async def _list_account(
+        self, account: str, waiters: list[Waiter], deadline: float | None = None
+    ) -> list[Waiter]:
+        """List ``account``'s orders to settle ``waiters``; returns the ones the pages missed.
+
+        Shared: a listing of the account already under way is joined, not
+        repeated. ``deadline`` bounds this caller's wait (the listing goes on).
+        """
+        running = self._listings.get(account)
+        if running is None:
+            self._listed_at[account] = asyncio.get_running_loop().time()
+            running = self._spawn(self._list_pages(account), f"list {account}")
+            self._listings[account] = running
+            running.add_done_callback(lambda _t: self._listings.pop(account, None))
+        timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        await asyncio.wait((running,), timeout=timeout)
+        seen: set[str] = set()
+        if running.done() and not running.cancelled():
+            exc = running.exception()
+            if exc is None:
+                seen = running.result()
+            else:
+                log.warning("listing the orders of %s failed: %s", account, type(exc).__name__)
+        return [w for w in waiters if not w.done and w.order_id not in seen]
+
+    async def _list_pages(self, account: str) -> set[str]:
+        """The account's orders, page by page, fed to the registry; the ids the pages held."""
+        list_page = self._list_page
+        assert list_page is not None
+        loop = asyncio.get_running_loop()
+        wanted = {w.order_id for w in self._registry.pending_for_account(account)}
+        deadline = loop.time() + self._request_timeout
+        seen: set[str] = set()
+        offset = 0
+        self.reconcile_lists += 1
+        for _ in range(RECONCILE_PAGES):
+            page = await list_page(account, PAGE_SIZE, offset, deadline)
+            self.list_requests += 1
+            now = loop.time()
+            for order in page.orders:
+                seen.add(order.trade_order_id)
+                waiter = self._registry.resolve_from_rest(order, now)
+                if waiter is not None:
+                    _job(waiter).wake()
+            more = page.pagination.has_next if page.pagination is not None else None
+            if not page.orders or wanted <= seen or more is False:
+                break
+            if more is None and len(page.orders) < PAGE_SIZE:
+                break
+            offset += len(page.orders)
+        return seen
 
     # -- sending -----------------------------------------------------------------
 
@@ -654,7 +741,24 @@ class Canceller:
             delay, next_poll = min(delay * 2, POLL_MAX), None
 
     async def _poll(self, waiter: Waiter, job: _Job) -> None:
-        """One look-up for the job; a definite answer (not found, auth) fails it."""
+        """One look-up for the job; a definite answer (not found, auth) fails it.
+
+        When many jobs of one account poll (the stream down, a gap), they
+        share one listing of the account instead of one look-up each.
+        """
+        account = waiter.account_id
+        polled_before = max(job.polled_at, job.sent_at)
+        job.polled_at = asyncio.get_running_loop().time()
+        if (
+            account is not None
+            and self._list_page is not None
+            and self._registry.pending_count_for_account(account) >= BATCH_MIN
+        ):
+            if self._listed_at.get(account, -math.inf) > polled_before:
+                return  # a listing that started since this job's last look covered it
+            missed = await self._list_account(account, [waiter], job.deadline)
+            if not missed:
+                return
         try:
             await self.look_up(waiter, job.deadline)
         except _RETRIABLE as exc:

@@ -31,7 +31,7 @@ from .http import HttpApi, OrderPage
 from .models import CancelResult, TradeOrder, is_terminal
 from .protocol.confirm import ConfirmationRegistry
 from .stream import OrderStream, channel_for
-from .transports import HttpCancel, http_look_up
+from .transports import HttpCancel, http_list_page, http_look_up
 from .updates import OrderUpdates
 
 log = logging.getLogger("cadenza_async.client")
@@ -139,6 +139,7 @@ class CadenzaClient:
         self._canceller = Canceller(
             http_cancel=HttpCancel(self._http),
             look_up_order=http_look_up(self._http),
+            list_page=http_list_page(self._http),
             gate=self._gate,
             registry=self._registry,
             cancel_via=config.cancel_via,

@@ -20,10 +20,17 @@ from .models import TradeOrder, encoder
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
-    from .http import HttpApi
+    from .http import HttpApi, OrderPage
     from .stream import OrderStream
 
-__all__ = ["RPC_CANCEL", "CancelTransport", "HttpCancel", "RpcCancel", "http_look_up"]
+__all__ = [
+    "RPC_CANCEL",
+    "CancelTransport",
+    "HttpCancel",
+    "RpcCancel",
+    "http_list_page",
+    "http_look_up",
+]
 
 RPC_CANCEL: Final = "command.trade_order.cancel"
 
@@ -55,6 +62,17 @@ def http_look_up(http: HttpApi) -> Callable[[str, str | None, float | None], Awa
         return await http.get_order(order_id, trading_account_id=account_id, deadline=deadline)
 
     return look_up
+
+
+def http_list_page(http: HttpApi) -> Callable[[str, int, int, float], Awaitable[OrderPage]]:
+    """One page of an account's orders by REST, in the shape the reconciliation takes."""
+
+    async def list_page(account_id: str, limit: int, offset: int, deadline: float) -> OrderPage:
+        return await http.list_orders(
+            trading_account_id=account_id, limit=limit, offset=offset, deadline=deadline
+        )
+
+    return list_page
 
 
 class _RpcError(msgspec.Struct, omit_defaults=True):

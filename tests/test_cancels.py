@@ -349,3 +349,60 @@ async def test_a_channel_refused_with_103_fails_that_accounts_cancels(closing):
 
     assert isinstance(error, PermissionDeniedError)
     assert error.order_id == "o1"
+
+
+# --------------------------------------------------------------------------- reconciliation
+
+
+class Pages:
+    """A fake list transport: the account's orders, ``size`` a page, minus ``hidden`` ids."""
+
+    def __init__(self, orders: list[TradeOrder], hidden: set[str] = frozenset()) -> None:
+        self.orders = [o for o in orders if o.trade_order_id not in hidden]
+        self.calls: list[tuple[str, int, int]] = []
+
+    async def __call__(self, account: str, limit: int, offset: int, deadline: float):
+        from cadenza_async.http import OrderPage
+        from cadenza_async.models import Pagination
+
+        self.calls.append((account, limit, offset))
+        await asyncio.sleep(0)
+        page = self.orders[offset : offset + limit]
+        more = offset + len(page) < len(self.orders)
+        return OrderPage(page, Pagination(offset=offset, limit=limit, has_next=more))
+
+
+async def test_reconciliation_lists_the_account_and_looks_up_only_what_the_pages_missed(closing):
+    ids = [f"o{i}" for i in range(30)]
+    send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
+    pages = Pages([order(i, "CANCELLED", 9) for i in ids], hidden={"o7"})
+    look = Script(default=order("o7", "CANCELLED", 9))
+    c = canceller(send, look, list_page=pages)
+    closing(c)
+    tasks = [asyncio.ensure_future(c.cancel_and_confirm(i, timeout=3.0)) for i in ids]
+    while len(send.calls) < len(ids):
+        await asyncio.sleep(0.01)
+
+    await c.reconcile_pending(ACCOUNT)
+    results = await asyncio.wait_for(asyncio.gather(*tasks), STEP)
+
+    assert all(r.cancelled and r.source == "rest" for r in results)
+    assert len(pages.calls) == 1  # 29 of 30 on one page of 500
+    assert [oid for oid, _, _ in look.calls] == ["o7"]  # the one the pages missed
+
+
+async def test_many_polling_jobs_of_one_account_share_one_listing(closing):
+    ids = [f"p{i}" for i in range(40)]
+    send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
+    pages = Pages([order(i, "CANCELLED", 9) for i in ids])
+    look = Script(default=order("none", "OPEN"))
+    c = canceller(send, look, list_page=pages)
+    closing(c)
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(c.cancel_and_confirm(i, timeout=3.0) for i in ids)), STEP
+    )
+
+    assert all(r.cancelled for r in results)
+    assert look.calls == []
+    assert len(pages.calls) <= 2  # not 40 look-ups

@@ -315,6 +315,11 @@ class ConfirmationRegistry:
         bucket = self._by_account.get(account_id)
         return list(bucket.values()) if bucket else []
 
+    def pending_count_for_account(self, account_id: str) -> int:
+        """How many unresolved waiters are bound to ``account_id``; O(1)."""
+        bucket = self._by_account.get(account_id)
+        return len(bucket) if bucket else 0
+
     def accounts(self) -> list[str]:
         """The accounts that have at least one unresolved waiter."""
         return list(self._by_account)
