@@ -7,6 +7,7 @@ actually processed the cancellation, not when the HTTP call returned.
 from __future__ import annotations
 
 from ._default import aclose_default_client, cancel_and_confirm, default_client
+from ._version import __version__
 from .blocking import BlockingCadenzaClient, BlockingCancelHandle
 from .cancels import CancelHandle
 from .client import CadenzaClient, ClientStats
@@ -32,9 +33,8 @@ from .errors import (
     TransportError,
     UnexpectedResponseError,
 )
+from .http import OrderPage
 from .models import TERMINAL_STATUSES, CancelResult, OrderStatus, TradeOrder, is_terminal
-
-__version__ = "0.1.0"
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -55,6 +55,7 @@ __all__ = [
     "InvalidRequestError",
     "OrderNotCancellableError",
     "OrderNotFoundError",
+    "OrderPage",
     "OrderStatus",
     "PermissionDeniedError",
     "RateLimitError",

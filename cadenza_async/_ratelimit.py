@@ -50,11 +50,6 @@ class TokenBucket:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
             self._stamp = now
 
-    def available(self, now: float) -> float:
-        """Tokens available at ``now`` (negative while reservations are queued)."""
-        self._refill(now)
-        return self._tokens
-
     def reserve(self, now: float) -> float:
         """Take one token; return the seconds to wait before using it (0.0: go now)."""
         self._refill(now)

@@ -29,13 +29,14 @@ of them, without threading the token through each call.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["FRAGMENT", "redact", "redact_in_scope", "scope_secrets"]
+__all__ = ["FRAGMENT", "RedactingLogger", "redact", "redact_in_scope", "scope_secrets"]
 
 #: The shortest run of a secret's characters that counts as a leak of it.
 FRAGMENT: Final = 8
@@ -118,3 +119,28 @@ def scope_secrets(source: SecretSource) -> None:
     Call it only from a task the SDK owns (it stays set for the rest of that task).
     """
     _scope.set(source)
+
+
+class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for third-party code (the websockets client log) whose records are redacted.
+
+    Each record is formatted here and passed through :func:`redact` with
+    ``secrets()`` (read at every record, so a refreshed token is covered)
+    before ``logger`` sees it; tracebacks and stack information are dropped,
+    since their frames can hold secrets.
+    """
+
+    def __init__(self, logger: logging.Logger, secrets: SecretSource) -> None:
+        super().__init__(logger, {})
+        self._secrets = secrets
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = str(msg)
+        kwargs.pop("exc_info", None)
+        kwargs.pop("stack_info", None)
+        self.logger.log(level, redact(text, self._secrets()), **kwargs)

@@ -63,6 +63,7 @@ from yarl import URL
 from ._auth import TokenSource
 from ._ratelimit import RateGate
 from ._redact import redact
+from ._version import __version__
 from .config import ClientConfig
 from .errors import (
     ApiError,
@@ -97,7 +98,7 @@ CANCEL_PATH: Final = "/api/v3/tradeOrder/cancel"
 LIST_PATH: Final = "/api/v3/tradeOrder/list"
 SUBMIT_PATH: Final = "/api/v3/tradeOrder/submit"
 
-_USER_AGENT: Final = "cadenza-async/0.1"
+_USER_AGENT: Final = "cadenza-async/" + __version__
 _JSON: Final = "application/json"
 _MAX_MESSAGE: Final = 300
 

@@ -69,7 +69,9 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from ._auth import TokenSource
-from ._redact import redact, scope_secrets
+from ._redact import RedactingLogger, scope_secrets
+from ._redact import redact as redact  # the old import path of the one implementation
+from ._version import __version__
 from .config import ClientConfig
 from .errors import (
     AuthenticationError,
@@ -142,33 +144,6 @@ MAX_TOKEN_REFUSALS = 3
 "In a row": without a successful connect in between. Each refusal costs one
 provider call and at most one connect.
 """
-
-
-# --------------------------------------------------------------------------- redaction
-
-# ``redact`` (imported above from ``_redact``, the one implementation) stays
-# importable from here under its old name.
-
-
-class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger adapter that formats each record itself and redacts secrets before emitting."""
-
-    def __init__(self, logger: logging.Logger, tokens: TokenSource) -> None:
-        super().__init__(logger, {})
-        self._tokens = tokens
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
-        try:
-            text = str(msg) % args if args else str(msg)
-        except (TypeError, ValueError):
-            text = str(msg)
-        current = self._tokens.current
-        text = redact(text, (current,) if current else ())
-        kwargs.pop("exc_info", None)  # tracebacks can carry frames with secrets
-        kwargs.pop("stack_info", None)
-        self.logger.log(level, text, **kwargs)
 
 
 # --------------------------------------------------------------------------- connecting
@@ -301,7 +276,9 @@ class OrderStream:
             config.reconnect_max_delay if max_reconnect_delay is None else max_reconnect_delay
         )
         self._log = logger or _log
-        self._ws_logger = _RedactingLogger(logging.getLogger("websockets.client"), tokens)
+        self._ws_logger = RedactingLogger(
+            logging.getLogger("websockets.client"), lambda: (tokens.current,)
+        )
         self._proto = CentrifugoProtocol(
             max_ping_delay=config.ping_grace if ping_grace is None else ping_grace,
             command_timeout=config.timeouts.connect,
@@ -832,8 +809,6 @@ class OrderStream:
         poisoned = False
         fatal: CadenzaError | None = None
         try:
-            from . import __version__
-
             proto.send_connect(token, loop.time(), version=__version__)
             for frame in proto.data_to_send():
                 await ws.send(frame)

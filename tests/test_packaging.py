@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import cadenza_async
+import cadenza_async._version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,7 +28,8 @@ def test_the_version_is_written_once_in_the_package() -> None:
     project = pyproject()
     assert "version" not in project["project"]
     assert "version" in project["project"]["dynamic"]
-    assert project["tool"]["hatch"]["version"]["path"] == "cadenza_async/__init__.py"
+    assert project["tool"]["hatch"]["version"]["path"] == "cadenza_async/_version.py"
+    assert cadenza_async.__version__ is cadenza_async._version.__version__
     assert re.fullmatch(r"\d+\.\d+\.\d+([abc]|rc|\.dev|\.post)?\d*", cadenza_async.__version__)
     assert importlib.metadata.version("cadenza-async") == cadenza_async.__version__
 

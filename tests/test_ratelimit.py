@@ -30,8 +30,10 @@ def test_bucket_refills_with_time_but_never_above_burst():
     bucket.reserve(0.0)
     bucket.reserve(0.0)
 
-    assert bucket.available(0.5) == pytest.approx(1.0)
-    assert bucket.available(100.0) == pytest.approx(2.0)
+    assert bucket.reserve(0.5) == 0.0  # one slot came back in half a second
+    assert bucket.reserve(0.5) == pytest.approx(0.5)  # the next one is half a second away
+    # A long idle time refills up to the burst and no further.
+    assert [bucket.reserve(100.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]
 
 
 def test_bucket_refund_returns_a_reserved_slot():
@@ -112,4 +114,5 @@ async def test_cancelled_acquire_refunds_its_rate_slot():
         await waiter
 
     assert gate._bucket is not None
-    assert gate._bucket.available(clock.now) == pytest.approx(0.0)
+    # The slot came back: the next reservation waits one interval, not two.
+    assert gate._bucket.reserve(clock.now) == pytest.approx(1.0)

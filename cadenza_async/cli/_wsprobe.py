@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from .._redact import redact
+from .._redact import RedactingLogger
 from ..protocol.centrifugo import (
     CentrifugoProtocol,
     Connected,
@@ -91,25 +91,6 @@ def decode_rpc_answer(raw: msgspec.Raw) -> RpcAnswer:
         raise WsProbeError("protocol", "the RPC reply is not the expected JSON object") from None
 
 
-class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """The websockets client log with the token scrubbed from every record (frames included)."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__(logging.getLogger("websockets.client"), {})
-        self._secret = secret
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
-        try:
-            text = str(msg) % args if args else str(msg)
-        except (TypeError, ValueError):
-            text = str(msg)
-        kwargs.pop("exc_info", None)
-        kwargs.pop("stack_info", None)
-        self.logger.log(level, redact(text, (self._secret,)), **kwargs)
-
-
 class _NoRedirectConnect(connect):
     """websockets' ``connect`` that surfaces a 3xx as the ``InvalidStatus`` it is."""
 
@@ -156,7 +137,7 @@ class CentrifugoProbe:
             ping_interval=None,  # Centrifugo pings in its own protocol
             close_timeout=min(2.0, self._timeout),
             user_agent_header="cadenza-async doctor",
-            logger=_RedactingLogger(self._token),
+            logger=RedactingLogger(logging.getLogger("websockets.client"), lambda: (self._token,)),
             proxy=None,
         )
         try:

@@ -54,7 +54,9 @@ from typing import Annotated, NamedTuple
 import msgspec
 
 __all__ = [
+    "ERROR_ALREADY_SUBSCRIBED",
     "ERROR_TOKEN_EXPIRED",
+    "ERROR_UNAUTHORIZED",
     "MAX_DATA_DEPTH",
     "UNDECODABLE_DATA",
     "CentrifugoProtocol",
@@ -538,7 +540,9 @@ class _Channel:
         self.ever_subscribed = False
 
 
-class _Pending:
+class _AwaitedReply:
+    """A command sent and not yet answered: what it was, and until when its reply may come."""
+
     __slots__ = ("channel", "deadline", "method", "recover")
 
     def __init__(self, method: str, deadline: float, channel: str | None, recover: bool) -> None:
@@ -570,7 +574,7 @@ class CentrifugoProtocol:
         self.refresh_margin = refresh_margin
         self._state = _IDLE
         self._channels: dict[str, _Channel] = {}
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, _AwaitedReply] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._next_id = 0
         self._out: list[str] = []
@@ -607,10 +611,6 @@ class CentrifugoProtocol:
         """True when ``channel`` is subscribed on the current connection."""
         ch = self._channels.get(channel)
         return ch is not None and ch.state == _SUBSCRIBED
-
-    def pending_commands(self) -> dict[int, str]:
-        """Command id -> method of every command still waiting for its reply."""
-        return {cid: p.method for cid, p in self._pending.items()}
 
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`check_timeouts` has something to report, or ``None``."""
@@ -749,7 +749,7 @@ class CentrifugoProtocol:
         cid = command.id = self._next_id
         self._out.append(_ENCODER.encode(command).decode())
         deadline = now + (self.command_timeout if timeout is None else timeout)
-        self._pending[cid] = _Pending(method, deadline, channel, recover)
+        self._pending[cid] = _AwaitedReply(method, deadline, channel, recover)
         heapq.heappush(self._deadlines, (deadline, cid))
         return cid
 
@@ -921,7 +921,9 @@ class CentrifugoProtocol:
         else:
             self._refresh_at = None
 
-    def _subscribed(self, cid: int, pending: _Pending, res: _SubscribeResult) -> Subscribed | None:
+    def _subscribed(
+        self, cid: int, pending: _AwaitedReply, res: _SubscribeResult
+    ) -> Subscribed | None:
         channel = pending.channel
         assert channel is not None
         ch = self._channels.get(channel)

@@ -32,7 +32,7 @@ from cadenza_async import (
     StreamError,
     Timeouts,
 )
-from cadenza_async import stream as stream_module
+from cadenza_async import _redact as redact_module
 from cadenza_async.testing import CadenzaSimulator
 
 # No hex digits after the prefix: a run of the canary cannot match an order id by chance.
@@ -187,7 +187,7 @@ async def test_the_canary_check_catches_a_truncated_token_when_redaction_is_off(
 ) -> None:
     # Redaction off in the websockets logger: its frame log shows the connect
     # frame cut short, a prefix of the token and not the whole of it.
-    monkeypatch.setattr(stream_module, "redact", lambda text, secrets=(): text)
+    monkeypatch.setattr(redact_module, "redact", lambda text, secrets=(): text)
     async with CadenzaSimulator(token=CANARY) as sim:
         async with client_for(
             sim, token=CANARY, timeouts=Timeouts(connect=2.0, request=2.0, confirm=STEP)
