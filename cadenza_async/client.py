@@ -428,39 +428,81 @@ class CadenzaClient:
 
     async def cancel_all_open(
         self,
-        trading_account_id: str,
+        trading_account_id: str | None = None,
         *,
+        account_ids: Iterable[str] | None = None,
         instrument_id: str | None = None,
         concurrency: int = 64,
         timeout: float | None = None,
         page_size: int = 500,
         max_pages: int = 10_000,
     ) -> list[BulkOutcome]:
-        """Cancel, with confirmation, every non-terminal order of an account.
+        """Cancel, with confirmation, every non-terminal order of an account (or of many).
 
-        Lists the account's orders page by page (by the server's ``cursor``
-        when it gives one, else by offset), then runs :meth:`cancel_many`
-        on the open ones. A listing that stops making progress (a page with
-        no order not already listed, a cursor that does not move) or reaches
-        ``max_pages`` ends there with a warning, and what was found is
-        cancelled. The listing runs within ``timeout`` (``timeouts.confirm``
-        when None): past it, :class:`~cadenza_async.errors.TransportError`
-        and nothing is cancelled; with a ``timeout`` the cancels get the
-        time the listing left.
+        ``trading_account_id`` names one account; ``account_ids`` many (both
+        may be given). Each account's orders are listed page by page (by the
+        server's ``cursor`` when it gives one, else by offset; the accounts
+        ``concurrency`` at a time), then every open order found is cancelled
+        in one bulk with one bounded ``concurrency``: one outcome per order,
+        in listing order (see :meth:`cancel_many`). A listing that stops
+        making progress (a page with no order not already listed, a cursor
+        that does not move) or reaches ``max_pages`` ends there with a
+        warning, and what was found is cancelled. The listing runs within
+        ``timeout`` (``timeouts.confirm`` when None): past it,
+        :class:`~cadenza_async.errors.TransportError` and nothing is
+        cancelled; with a ``timeout`` the cancels get the time the listing left.
         """
         self._check_open()
-        check_account_id(trading_account_id)
+        accounts = [] if trading_account_id is None else [trading_account_id]
+        if account_ids is not None:
+            if isinstance(account_ids, str):
+                raise TypeError("account_ids must be an iterable of account ids, not a string")
+            accounts += [a for a in account_ids if a not in accounts]
+        if not accounts:
+            raise ValueError("cancel_all_open needs trading_account_id or account_ids")
+        for account in accounts:
+            check_account_id(account)
         if max_pages < 1:
             raise ValueError("max_pages must be >= 1")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.config.timeouts.confirm if timeout is None else timeout)
+        limit = asyncio.Semaphore(concurrency)
+
+        async def listed(account: str) -> list[str]:
+            async with limit:
+                return await self._list_open(account, instrument_id, page_size, max_pages, deadline)
+
+        per_account = await asyncio.gather(*(listed(a) for a in accounts))
+        account_of = {
+            order_id: account
+            for account, ids in zip(accounts, per_account, strict=True)
+            for order_id in ids
+        }
+        remaining = None if timeout is None else max(0.0, deadline - loop.time())
+
+        async def one(order_id: str) -> BulkOutcome:
+            return await self.cancel_and_confirm(
+                order_id, trading_account_id=account_of[order_id], timeout=remaining
+            )
+
+        return await run_bulk(list(account_of), one, concurrency=concurrency)
+
+    async def _list_open(
+        self,
+        account: str,
+        instrument_id: str | None,
+        page_size: int,
+        max_pages: int,
+        deadline: float,
+    ) -> list[str]:
+        """The ids of an account's open orders, listed within ``deadline`` (see cancel_all_open)."""
         open_ids: list[str] = []
         listed: set[str] = set()
         offset = 0
         cursor: str | None = None
         for pages in range(1, max_pages + 1):
             page = await self._http.list_orders(
-                trading_account_id=trading_account_id,
+                trading_account_id=account,
                 instrument_id=instrument_id,
                 limit=page_size,
                 offset=None if cursor is not None else offset,
@@ -474,32 +516,28 @@ class CadenzaClient:
             pagination = page.pagination
             more = pagination.has_next if pagination is not None else None
             if not page.orders or more is False or (more is None and len(page.orders) < page_size):
-                break
+                return open_ids
             stalled = not new
             if pagination is not None and pagination.cursor is not None:
                 stalled = stalled or pagination.cursor == cursor
                 cursor = pagination.cursor
             if stalled:
                 log.warning(
-                    "cancel_all_open: the order listing stopped advancing after %d pages; "
+                    "cancel_all_open: the order listing of %s stopped advancing after %d pages; "
                     "cancelling the %d open orders found",
+                    account,
                     pages,
                     len(open_ids),
                 )
-                break
-        else:
-            log.warning(
-                "cancel_all_open: the order listing still had more after max_pages=%d pages; "
-                "cancelling the %d open orders found",
-                max_pages,
-                len(open_ids),
-            )
-        return await self.cancel_many(
-            open_ids,
-            concurrency=concurrency,
-            timeout=None if timeout is None else max(0.0, deadline - loop.time()),
-            trading_account_id=trading_account_id,
+                return open_ids
+        log.warning(
+            "cancel_all_open: the order listing of %s still had more after max_pages=%d pages; "
+            "cancelling the %d open orders found",
+            account,
+            max_pages,
+            len(open_ids),
         )
+        return open_ids
 
     async def order_updates(self) -> AsyncIterator[TradeOrder]:
         """Every order update on the subscribed accounts, as it arrives.
