@@ -2,9 +2,22 @@
 
 No sockets here. The engine changes orders and hands every change to a
 ``publish`` callback as ready-made event bytes; timers (the exchange's cancel
-delay) go through a ``call_later`` callback whose handles the engine keeps and
-cancels in :meth:`Engine.close`. REST, RPC and the Python API all go through
-the same methods, so they behave alike.
+delay, its acceptance delay) go through a ``call_later`` callback whose
+handles the engine keeps and cancels in :meth:`Engine.close`. REST, RPC and
+the Python API all go through the same methods, so they behave alike.
+
+Placing: a submit is idempotent by ``clientOrderId`` (per account: the same
+id again answers the order it placed, never a second one). With
+``accept_delay`` > 0 the order starts SUBMITTED and becomes OPEN (or
+REJECTED) after the delay; with 0 the answer already shows OPEN or
+REJECTED. An order is rejected (``rejectReason``) by rule, a LIMIT price
+outside its instrument's band (:meth:`Engine.set_price_band`), or on demand
+(:meth:`Engine.reject_next_submits`).
+
+Every order is counted live (not final) or not at each change, per account
+and instrument, with the peak kept: :meth:`Engine.live_orders` and
+:meth:`Engine.peak_live` tell a test how many of a quoting loop's orders
+were live on the exchange at the same instant.
 """
 
 from __future__ import annotations
@@ -219,11 +232,24 @@ class Engine:
         self.cancel_delay = cancel_delay
         self.event_shape = event_shape
         self.orders: dict[str, TradeOrder] = {}
+        # account id -> order ids, in creation order (an account's listing need not scan all)
+        self._order_ids_by_account: dict[str, dict[str, None]] = {}
         self.accounts: set[str] = set()
         self.tokens: dict[str, TokenInfo] = {}
         self._pending_cancels: dict[str, Any] = {}
         self._fill_on_cancel: set[str] = set()
         self.cancels_applied: dict[str, int] = {}
+        # placing
+        self.accept_delay = 0.0
+        self._pending_accepts: dict[str, Any] = {}
+        self._by_client_id: dict[tuple[str, str], str] = {}
+        self._price_bands: dict[str | None, tuple[Decimal, Decimal]] = {}
+        self._reject_next: deque[str] = deque()
+        self.submits_applied = 0
+        self.duplicate_submits = 0
+        # (account, instrument) -> ids of its orders not final now, and the most at once
+        self._live: dict[tuple[str, str | None], set[str]] = {}
+        self._peak_live: dict[tuple[str, str | None], int] = {}
 
     # ---- accounts and tokens -------------------------------------------------
 
@@ -295,6 +321,8 @@ class Engine:
             **values,
         )
         self.orders[order_id] = order
+        self._order_ids_by_account.setdefault(account_id, {})[order_id] = None
+        self._track(order)
         if publish:
             self._emit(order, None)
         return order
@@ -302,12 +330,46 @@ class Engine:
     def get(self, order_id: str) -> TradeOrder | None:
         return self.orders.get(order_id)
 
+    def orders_of(self, account_id: str) -> list[TradeOrder]:
+        """The account's orders (current state), in creation order."""
+        ids = self._order_ids_by_account.get(account_id, {})
+        return [self.orders[oid] for oid in ids]
+
     def _touch(self, order: TradeOrder) -> int:
         stamp = now_ms()
         if order.updated_at is not None and stamp <= order.updated_at:
             stamp = order.updated_at + 1
         order.updated_at = stamp
+        self._track(order)
         return stamp
+
+    def _track(self, order: TradeOrder) -> None:
+        """Count the order live (not final) or not, after each change of its status."""
+        key = (order.trading_account_id, order.instrument_id)
+        live = self._live.get(key)
+        if order.status in TERMINAL_STATUSES:
+            if live is not None:
+                live.discard(order.trade_order_id)
+            return
+        if live is None:
+            live = self._live[key] = set()
+        live.add(order.trade_order_id)
+        if len(live) > self._peak_live.get(key, 0):
+            self._peak_live[key] = len(live)
+
+    def live_orders(self, account_id: str, instrument_id: str | None) -> list[TradeOrder]:
+        """The account's orders on ``instrument_id`` that are not final now."""
+        ids = self._live.get((account_id, instrument_id), ())
+        return [self.orders[oid] for oid in ids]
+
+    def peak_live(self, account_id: str, instrument_id: str | None) -> int:
+        """The most of the account's orders on ``instrument_id`` ever live at the same instant."""
+        return self._peak_live.get((account_id, instrument_id), 0)
+
+    def reset_peak_live(self, account_id: str, instrument_id: str | None) -> None:
+        """Start counting the peak again from the orders live now."""
+        key = (account_id, instrument_id)
+        self._peak_live[key] = len(self._live.get(key, ()))
 
     def _emit(self, order: TradeOrder, previous: str | None) -> None:
         order_bytes = _encode(order)
@@ -495,13 +557,100 @@ class Engine:
                 fields[name] = value
         if fields.get("order_type") == "MARKET":
             fields.setdefault("limit_price", None)
-        return self.create_order(account, OrderStatus.OPEN, quantity, "0", fields, publish=True)
+        client_id = fields.get("client_order_id")
+        if client_id is not None:
+            if not is_valid_id(client_id):
+                raise ApiFailure(
+                    400, ERRNO_INVALID_REQUEST, "Invalid request: malformed clientOrderId"
+                )
+            placed = self._by_client_id.get((account, client_id))
+            if placed is not None:
+                # The idempotency key: the order this clientOrderId placed, as it is now.
+                self.duplicate_submits += 1
+                return self.orders[placed]
+        self.submits_applied += 1
+        reason = self._rejection(fields)
+        if self.accept_delay > 0:
+            order = self.create_order(
+                account, OrderStatus.SUBMITTED, quantity, "0", fields, publish=True
+            )
+            order_id = order.trade_order_id
+            self._pending_accepts[order_id] = self._call_later(
+                self.accept_delay, lambda: self._complete_accept(order_id, reason)
+            )
+        elif reason is not None:
+            fields["reject_reason"] = reason
+            order = self.create_order(
+                account, OrderStatus.REJECTED, quantity, "0", fields, publish=True
+            )
+        else:
+            order = self.create_order(account, OrderStatus.OPEN, quantity, "0", fields, publish=True)
+        if client_id is not None:
+            self._by_client_id[(account, client_id)] = order.trade_order_id
+        return order
+
+    def find_by_client_id(self, account_id: str, client_order_id: str) -> TradeOrder | None:
+        """The order a submit with this ``clientOrderId`` placed on the account, or None."""
+        order_id = self._by_client_id.get((account_id, client_order_id))
+        return None if order_id is None else self.orders.get(order_id)
+
+    def _rejection(self, fields: dict[str, Any]) -> str | None:
+        """Why the exchange refuses this new order (``rejectReason``), or None to accept it."""
+        if self._reject_next:
+            return self._reject_next.popleft()
+        band = self._price_bands.get(fields.get("instrument_id")) or self._price_bands.get(None)
+        price = fields.get("limit_price")
+        if band is not None and price is not None and fields.get("order_type") != "MARKET":
+            low, high = band
+            try:
+                value = Decimal(price)
+            except InvalidOperation:
+                return "limit price is not a number"
+            if not low <= value <= high:
+                return f"limit price {price} out of band [{_fmt(low)}, {_fmt(high)}]"
+        return None
+
+    def _complete_accept(self, order_id: str, reason: str | None) -> None:
+        self._pending_accepts.pop(order_id, None)
+        order = self.orders.get(order_id)
+        if order is None or order.status != OrderStatus.SUBMITTED:
+            return  # cancelled, filled or forced meanwhile: the exchange has moved on
+        previous = order.status
+        if reason is not None:
+            order.status = OrderStatus.REJECTED
+            order.reject_reason = reason
+        else:
+            order.status = OrderStatus.OPEN
+        self._touch(order)
+        self._emit(order, previous)
+
+    def set_price_band(
+        self, low: str | Decimal | None, high: str | Decimal | None, instrument_id: str | None
+    ) -> None:
+        """Reject LIMIT orders priced outside ``[low, high]`` (None, None: no band)."""
+        if low is None and high is None:
+            self._price_bands.pop(instrument_id, None)
+            return
+        lo = Decimal(str(low)) if low is not None else Decimal("-Infinity")
+        hi = Decimal(str(high)) if high is not None else Decimal("Infinity")
+        if lo > hi:
+            raise ValueError("a price band needs low <= high")
+        self._price_bands[instrument_id] = (lo, hi)
+
+    def reject_next_submits(self, n: int, reason: str) -> None:
+        """Reject the next ``n`` new orders (not repeats of a clientOrderId) with ``reason``."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        self._reject_next.extend([reason] * n)
 
     def close(self) -> None:
         """Cancel every pending exchange timer."""
         for handle in self._pending_cancels.values():
             handle.cancel()
         self._pending_cancels.clear()
+        for handle in self._pending_accepts.values():
+            handle.cancel()
+        self._pending_accepts.clear()
 
     @property
     def pending_cancels(self) -> int:

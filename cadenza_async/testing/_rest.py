@@ -334,6 +334,8 @@ class RestApi:
             if found is not None and found.trading_account_id not in info.accounts:
                 raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this order")
             candidates: Iterable[TradeOrder] = [found] if found is not None else []
+        elif account is not None:
+            candidates = self._engine.orders_of(account)
         else:
             candidates = self._engine.orders.values()
         wanted = set(statuses.split(",")) if statuses else None
