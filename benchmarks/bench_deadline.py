@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import statistics
@@ -41,10 +42,8 @@ async def overruns(concurrency: int) -> list[float]:
 
             async def one(order_id: str) -> float:
                 started = loop.time()
-                try:
+                with contextlib.suppress(ConfirmationTimeout):
                     await client.cancel_and_confirm(order_id, timeout=TIMEOUT)
-                except ConfirmationTimeout:
-                    pass
                 return loop.time() - started - TIMEOUT
 
             late = await asyncio.gather(*(one(o.trade_order_id) for o in orders))

@@ -115,6 +115,8 @@ async def run_bulk(
     Same rules as :func:`run_bulk_iter`; outcomes are written in place by a
     fixed pool of workers (no per-order task, no queue).
     """
+    if isinstance(order_ids, (str, bytes)):
+        raise TypeError("order_ids must be an iterable of order ids, not a single string")
     inputs = list(order_ids)
     unique, invalid = _prepare(inputs, concurrency)
     outcomes: dict[str, T | CadenzaError] = dict(invalid)

@@ -48,3 +48,30 @@ def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
     assert text.endswith("<!-- bench:end -->\ntail\n")
     assert "| sdk_ws |" in text
     assert "PASS" in proc.stdout or "FAIL" in proc.stdout
+
+
+def test_scale_bench_runs_and_proves_every_cancel(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_scale.py"),
+            "--accounts",
+            "1,3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in json.loads(out.read_text()):
+        assert row["cancel_all_failed"] == 0
+        assert row["cancel_all_orders"] == 100 * row["accounts"]
+        for kind in ("recovered", "lost"):
+            assert row[f"reconnect_{kind}_proven"] == row[f"reconnect_{kind}_pending"]
+        # history lost: one listing per account, no order looked up on its own
+        assert row["reconnect_lost_requests"]["list"] <= row["accounts"]

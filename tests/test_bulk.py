@@ -208,11 +208,6 @@ async def test_run_bulk_iter_refuses_a_single_string_as_order_ids():
     assert one.calls == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_bulk turns order_ids into a list before the check: a single string is "
-    "run as one order per character (cancel_many('abc') cancels 'a', 'b' and 'c')",
-)
 async def test_run_bulk_refuses_a_single_string_as_order_ids():
     one = FakeCancel(auto=True)
     with pytest.raises(TypeError, match="single string"):
