@@ -82,6 +82,22 @@ def requests(sim: CadenzaSimulator) -> dict[str, int]:
     return counts
 
 
+def all_pending(sim: CadenzaSimulator, ids: list[str]) -> bool:
+    return all(sim.get_order(i).status == "PENDING_CANCEL" for i in ids)
+
+
+def apply_while_dropped(
+    sim: CadenzaSimulator, ids: list[str], accounts: list[str], lose: bool
+) -> None:
+    """The exchange applies every cancel, its events held; with ``lose`` the history goes."""
+    sim.pause_publications()
+    for i in ids:
+        sim.set_status(i, "CANCELLED", publish=not lose)
+    if lose:
+        for a in accounts:
+            sim.lose_history(a)
+
+
 def client_held() -> int:
     snapshot = tracemalloc.take_snapshot().filter_traces(
         (
@@ -151,23 +167,13 @@ async def one_size(st: SimThread, n_accounts: int) -> dict[str, Any]:
                 for oid, a in pairs
             ]
 
-            def all_pending(ids: list[str] = [p[0] for p in pairs]) -> bool:
-                return all(sim.get_order(i).status == "PENDING_CANCEL" for i in ids)
-
-            while not st.run(all_pending):
+            ids = [p[0] for p in pairs]
+            while not st.run(all_pending, sim, ids):
                 await asyncio.sleep(0.05)
             gc.collect()
             figures[f"bytes_per_pending_{kind}"] = (client_held() - before_pending) / len(pairs)
 
-            def drop(lose: bool = kind == "lost", ids: list[str] = [p[0] for p in pairs]) -> None:
-                sim.pause_publications()
-                for i in ids:
-                    sim.set_status(i, "CANCELLED", publish=not lose)
-                if lose:
-                    for a in accounts:
-                        sim.lose_history(a)
-
-            st.run(drop)
+            st.run(apply_while_dropped, sim, ids, accounts, kind == "lost")
             st.call(sim.disconnect_all(3001))
             st.run(sim.rest_requests.clear)
             reconnects = client.stats().stream_reconnects
