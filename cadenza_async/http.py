@@ -329,11 +329,15 @@ class HttpApi:
         limit: int | None = None,
         offset: int | None = None,
         cursor: str | None = None,
+        start_time: int | None = None,
+        ascending: bool | None = None,
         deadline: float | None = None,
     ) -> OrderPage:
         """One page of orders matching the filters, with the server's pagination.
 
-        ``deadline`` bounds the call as for :meth:`cancel_order`.
+        ``start_time`` (Unix ms) keeps orders created since then; ``ascending``
+        False asks for the newest first. ``deadline`` bounds the call as for
+        :meth:`cancel_order`.
         """
         params: list[tuple[str, str]] = []
         for key, value in (
@@ -343,6 +347,8 @@ class HttpApi:
             ("limit", limit),
             ("offset", offset),
             ("cursor", cursor),
+            ("startTime", start_time),
+            ("ascending", None if ascending is None else str(ascending).lower()),
         ):
             if value is not None:
                 params.append((key, quote(str(value), safe="")))
@@ -365,11 +371,15 @@ class HttpApi:
         stop_price: str | Decimal | None = None,
         time_in_force: str | None = None,
         client_order_id: str | None = None,
+        deadline: float | None = None,
     ) -> TradeOrder:
         """Place a new order; the order as created.
 
-        Not retried on transport errors or 5xx (a submit is not idempotent):
-        a :class:`TransportError` means the order may or may not exist.
+        Not retried on transport errors, 5xx or 429: a
+        :class:`TransportError` means the order may or may not exist (a retry
+        is safe only with the same ``client_order_id``, the API's idempotency
+        key: :mod:`cadenza_async.placing` does that). ``deadline`` bounds the
+        call as for :meth:`cancel_order`.
         """
         body = _encode(
             _SubmitBody(
@@ -384,7 +394,9 @@ class HttpApi:
                 client_order_id=client_order_id,
             )
         )
-        envelope = await self._call("POST", self._submit_url, body, idempotent=False, paced=False)
+        envelope = await self._call(
+            "POST", self._submit_url, body, idempotent=False, paced=False, deadline=deadline
+        )
         return self._order_from(envelope)
 
     async def aclose(self) -> None:

@@ -1,4 +1,4 @@
-"""Typed wire models: TradeOrder, the REST envelope, order events, CancelResult.
+"""Typed wire models: TradeOrder, the REST envelope, order events, NewOrder, and the call results.
 
 Models follow the wire: camelCase on the wire, snake_case in Python (msgspec
 ``rename="camel"``). Inbound models ignore unknown fields, and an unknown
@@ -11,18 +11,24 @@ Decoders and encoders are built once, at import.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .errors import CadenzaError
 
 __all__ = [
     "TERMINAL_STATUSES",
     "CancelResult",
     "Envelope",
     "Fee",
+    "NewOrder",
     "OrderEvent",
     "OrderStatus",
     "Pagination",
+    "ReplaceResult",
+    "SubmitResult",
     "TradeOrder",
     "is_terminal",
 ]
@@ -333,6 +339,96 @@ class CancelResult(msgspec.Struct, frozen=True):
     @property
     def status(self) -> str:
         return self.order.status
+
+
+class NewOrder(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
+    """An order to place: the body of ``POST /api/v3/tradeOrder/submit`` (camelCase on the wire).
+
+    Quantities and prices are decimal strings (pass ``str`` or
+    :class:`~decimal.Decimal`, never float). ``client_order_id`` is the
+    idempotency key of the submit: the same id sent twice places one order.
+    ``trading_account_id`` None means the client's default account.
+    """
+
+    instrument_id: str
+    order_side: str
+    order_type: str
+    quantity: str
+    limit_price: str | None = None
+    stop_price: str | None = None
+    time_in_force: str | None = None
+    client_order_id: str | None = None
+    trading_account_id: str | None = None
+
+
+class SubmitResult(msgspec.Struct, frozen=True):
+    """What ``submit_and_confirm`` proved about a new order.
+
+    ``order`` is the :class:`TradeOrder` that proved it; ``accepted`` is True
+    once the exchange holds the order (ACCEPTED, OPEN, PARTIALLY_FILLED,
+    FILLED; also a final order that traded first) and False when it refused
+    or dropped it before accepting it (REJECTED, with ``order.reject_reason``;
+    EXPIRED or CANCELLED without a fill). ``source`` names what proved it
+    (``"ws"`` event, ``"http"`` reply to the submit, ``"rest"`` look-up);
+    ``latency`` is seconds from the call to the proof and ``acked_after``
+    seconds to the submit's own reply (``None`` when the proof came first or
+    no reply came). ``client_order_id`` is the idempotency key the submit
+    was sent with (generated when the caller gave none).
+    """
+
+    order: TradeOrder
+    accepted: bool
+    source: Literal["ws", "http", "rest"]
+    latency: float
+    acked_after: float | None
+    client_order_id: str
+
+    @property
+    def order_id(self) -> str:
+        return self.order.trade_order_id
+
+    @property
+    def status(self) -> str:
+        return self.order.status
+
+    @property
+    def reject_reason(self) -> str | None:
+        return self.order.reject_reason
+
+
+#: Why ``ReplaceResult.submit`` is what it is.
+ReplaceOutcome = Literal["submitted", "old_filled", "old_not_final", "no_time_left"]
+
+
+class ReplaceResult(msgspec.Struct, frozen=True):
+    """What ``replace_and_confirm`` did: the old order proven final, then the new one placed.
+
+    ``cancel`` is the old order's :class:`CancelResult`, or ``None`` when it
+    could not be proven final (``cancel_error`` says why: a
+    ``ConfirmationTimeout`` with its last known state, a not-found, ...).
+    ``submit`` is the new order's :class:`SubmitResult`, or ``None`` when
+    nothing was sent. ``outcome`` says which case it is:
+
+    ==================  ==================================================
+    ``"submitted"``     the old order is final, the new one was placed and
+                        proven (``submit.accepted`` may still be False: a
+                        rejection)
+    ``"old_filled"``    the old order filled; ``place_if_filled`` was False
+    ``"old_not_final"`` the old order was not proven final: nothing placed
+    ``"no_time_left"``  the old order is final, but the deadline left no
+                        time to place the new one: nothing placed
+    ==================  ==================================================
+    """
+
+    cancel: CancelResult | None
+    submit: SubmitResult | None
+    outcome: ReplaceOutcome
+    cancel_error: CadenzaError | None = None
+
+    @property
+    def replaced(self) -> bool:
+        """True when the new order was placed and accepted by the exchange."""
+        return self.submit is not None and self.submit.accepted
 
 
 def to_builtins(obj: Any) -> Any:

@@ -1,10 +1,11 @@
-"""The two ways a cancel goes out: an HTTP request or a Centrifugo RPC, behind one interface.
+"""The two ways a cancel or a submit goes out: an HTTP request or a Centrifugo RPC, behind one interface.
 
-Each transport sends one cancel, bounded by the caller's deadline (event-loop
-time), and returns the order from its reply or raises the SDK error of the
-same meaning, translated here, at its own boundary, through the one table in
-:mod:`cadenza_async.errors`. Neither keeps state about orders: the
-orchestration (:mod:`cadenza_async.cancels`) picks one per send.
+Each transport sends one cancel (or one submit), bounded by the caller's
+deadline (event-loop time), and returns the order from its reply or raises
+the SDK error of the same meaning, translated here, at its own boundary,
+through the one table in :mod:`cadenza_async.errors`. None keeps state about
+orders: the orchestration (:mod:`cadenza_async.cancels`,
+:mod:`cadenza_async.placing`) picks one per send.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import msgspec
 
 from .errors import TransportError, UnexpectedResponseError, error_for_rpc
-from .models import TradeOrder, encoder
+from .models import NewOrder, TradeOrder, encoder
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
@@ -25,14 +26,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RPC_CANCEL",
+    "RPC_SUBMIT",
     "CancelTransport",
     "HttpCancel",
+    "HttpSubmit",
     "RpcCancel",
+    "RpcSubmit",
+    "SubmitTransport",
     "http_list_page",
     "http_look_up",
 ]
 
 RPC_CANCEL: Final = "command.trade_order.cancel"
+RPC_SUBMIT: Final = "command.trade_order.submit"
 
 
 class CancelTransport(Protocol):
@@ -121,4 +127,75 @@ class RpcCancel:
             raise error_for_rpc(err.code, err.message, status=err.status, temporary=err.temporary)
         if reply.data is None:
             raise UnexpectedResponseError("the cancel RPC replied without an order")
+        return reply.data
+
+
+class SubmitTransport(Protocol):
+    """Sends one submit (``order.trading_account_id`` set) and returns the order its reply shows."""
+
+    async def submit(self, order: NewOrder, deadline: float) -> TradeOrder:
+        """Raise the SDK's errors (``ApiError`` subclasses, ``TransportError``); never retried."""
+        ...
+
+
+class HttpSubmit:
+    """``POST /api/v3/tradeOrder/submit``: translated by :class:`HttpApi`, never retried there."""
+
+    __slots__ = ("_http",)
+
+    def __init__(self, http: HttpApi) -> None:
+        self._http = http
+
+    async def submit(self, order: NewOrder, deadline: float) -> TradeOrder:
+        account = order.trading_account_id
+        if account is None:
+            raise ValueError("a submit needs the order's trading account")
+        return await self._http.submit_order(
+            trading_account_id=account,
+            instrument_id=order.instrument_id,
+            order_side=order.order_side,
+            order_type=order.order_type,
+            quantity=order.quantity,
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+            time_in_force=order.time_in_force,
+            client_order_id=order.client_order_id,
+            deadline=deadline,
+        )
+
+
+class RpcSubmit:
+    """The submit as a Centrifugo RPC (``command.trade_order.submit``) on the open WebSocket.
+
+    Its params are the REST body; its reply is read like the cancel RPC's.
+    """
+
+    __slots__ = ("_gate", "_request_timeout", "_stream")
+
+    def __init__(self, stream: OrderStream, gate: RateGate, request_timeout: float) -> None:
+        self._stream = stream
+        self._gate = gate
+        self._request_timeout = request_timeout
+
+    async def submit(self, order: NewOrder, deadline: float) -> TradeOrder:
+        if order.trading_account_id is None:
+            raise ValueError("an RPC submit needs the order's trading account")
+        loop = asyncio.get_running_loop()
+        if self._gate.paused_until > 0.0:
+            await self._gate.wait_unpaused(deadline - loop.time())
+        timeout = min(self._request_timeout, deadline - loop.time())
+        if timeout <= 0:
+            raise TransportError(
+                "the deadline passed before the submit could be sent", maybe_sent=False
+            )
+        raw = await self._stream.rpc(RPC_SUBMIT, encoder.encode(order), timeout=timeout)
+        try:
+            reply = _rpc_reply_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UnexpectedResponseError("malformed reply to the submit RPC") from None
+        if reply.error is not None:
+            err = reply.error
+            raise error_for_rpc(err.code, err.message, status=err.status, temporary=err.temporary)
+        if reply.data is None:
+            raise UnexpectedResponseError("the submit RPC replied without an order")
         return reply.data

@@ -18,6 +18,7 @@ from ._cancels import CancelDesk
 from ._delays import DelaySwitch
 from ._engine import Engine
 from ._hub import ChannelHub
+from ._submits import SubmitDesk
 from ._wire import CLIENT_ERRORS, TEMPORARY_ERRORS
 from ._ws import Connection, Refusal
 
@@ -44,6 +45,7 @@ class WebSocketEndpoint:
         engine: Engine,
         hub: ChannelHub,
         cancels: CancelDesk,
+        submits: SubmitDesk | None = None,
         ping_interval: float,
         pong_timeout: float,
         max_message_size: int,
@@ -51,6 +53,7 @@ class WebSocketEndpoint:
         self.engine = engine
         self.hub = hub
         self.cancels = cancels
+        self.submits = submits if submits is not None else SubmitDesk()
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
         self.max_message_size = max_message_size

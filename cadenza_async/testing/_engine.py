@@ -584,7 +584,9 @@ class Engine:
                 account, OrderStatus.REJECTED, quantity, "0", fields, publish=True
             )
         else:
-            order = self.create_order(account, OrderStatus.OPEN, quantity, "0", fields, publish=True)
+            order = self.create_order(
+                account, OrderStatus.OPEN, quantity, "0", fields, publish=True
+            )
         if client_id is not None:
             self._by_client_id[(account, client_id)] = order.trade_order_id
         return order

@@ -6,7 +6,9 @@ one per endpoint), an outage answer, the next queued fault (5xx or 429), auth,
 and the handler. A cancel that reached the engine may have its answer held
 by the cancel reply delay; the cancel desk counts it as in flight from the
 moment its body was read until it is answered or its client has gone away.
-A request held by a delay when the simulator stops is answered 503 at once.
+A submit that reached the engine may have its answer held or lost (the
+submit desk's faults). A request held by a delay when the simulator stops is
+answered 503 at once.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ._engine import (
     TokenInfo,
     is_valid_id,
 )
+from ._submits import SubmitDesk
 
 __all__ = ["ENDPOINTS", "MAX_LIST_LIMIT", "RestApi"]
 
@@ -106,9 +109,10 @@ class _Fault:
 class RestApi:
     """The REST handlers and their faults; see the module docstring for the order of things."""
 
-    def __init__(self, engine: Engine, cancels: CancelDesk) -> None:
+    def __init__(self, engine: Engine, cancels: CancelDesk, submits: SubmitDesk) -> None:
         self._engine = engine
         self._cancels = cancels
+        self._submits = submits
         self.requests: list[tuple[str, str, Any]] = []
         self.delays = {name: DelaySwitch() for name in ENDPOINTS}
         self.outage_answers = 0
@@ -278,11 +282,23 @@ class RestApi:
                 _error_body(ERRNO_INVALID_REQUEST, "Invalid request: body must be a JSON object"),
                 400,
             )
+        self._submits.log(body.get("clientOrderId"), "http")
         try:
             order = self._engine.submit(info, body)
         except ApiFailure as failure:
             return _failure(failure)
-        return _json(b'{"data":' + _encode(order) + _OK_TAIL)
+        answer = _json(b'{"data":' + _encode(order) + _OK_TAIL)
+        lost, status = self._submits.take_lost_reply()
+        if lost:
+            if status is not None:
+                return _error_status(status)
+            transport = request.transport
+            if transport is not None:
+                transport.close()  # applied, and the client hears nothing: a reset
+            return answer
+        # Applied already: only the answer waits (delay_submit_reply).
+        await self._hold(self._submits.reply_delay, request, None)
+        return answer
 
     async def _list(self, request: web.Request) -> web.Response:
         await self._read(request)
@@ -314,6 +330,7 @@ class RestApi:
 
         limit = integer("limit", 50, 1, MAX_LIST_LIMIT)
         offset = integer("offset", 0, 0, 10**9)
+        start_time = integer("startTime", 0, 0, 2**62)
         order_id = query.get("tradeOrderId")
         account = query.get("tradingAccountId")
         statuses = query.get("orderStatus")
@@ -346,6 +363,7 @@ class RestApi:
             and (account is None or order.trading_account_id == account)
             and (wanted is None or order.status in wanted)
             and (instrument is None or order.instrument_id == instrument)
+            and (not start_time or (order.created_at or 0) >= start_time)
         ]
         if query.get("ascending", "").lower() == "false":
             matches.reverse()

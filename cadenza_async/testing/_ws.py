@@ -28,11 +28,13 @@ from ._cancels import CancelDesk, CancelTicket
 from ._delays import DelaySwitch, Held
 from ._engine import CHANNEL_PREFIX, ApiFailure, Engine, TokenInfo
 from ._hub import ChannelHub
+from ._submits import SubmitDesk
 from ._wire import Command, SubscribeRequest, decode_command, encode, error_reply, reply
 
-__all__ = ["CANCEL_METHOD", "Connection", "ConnectionHost", "Refusal"]
+__all__ = ["CANCEL_METHOD", "SUBMIT_METHOD", "Connection", "ConnectionHost", "Refusal"]
 
 CANCEL_METHOD: Final = "command.trade_order.cancel"
+SUBMIT_METHOD: Final = "command.trade_order.submit"
 _FLAG_REJECT_UNRECOVERED: Final = 2
 _PING: Final = b"{}"
 
@@ -51,6 +53,7 @@ class ConnectionHost(Protocol):
     engine: Engine  # tokens, and the cancel RPC
     hub: ChannelHub  # channels, subscribe and unsubscribe
     cancels: CancelDesk  # the cancel log, overlap per order, and the cancel reply delay
+    submits: SubmitDesk  # the submit log and the submit reply delay
     subscribe_reply_delay: DelaySwitch
     ping_interval: float
     pong_timeout: float
@@ -479,6 +482,9 @@ class Connection:
     # ---- rpc -------------------------------------------------------------
 
     def _rpc(self, command_id: int, method: str, data: msgspec.Raw) -> None:
+        if method == SUBMIT_METHOD:
+            self._rpc_submit(command_id, data)
+            return
         if method != CANCEL_METHOD:
             self.send(error_reply(command_id, 104, "method not found"))
             return
@@ -522,3 +528,39 @@ class Connection:
         # first drops the answer, and the request is no longer in flight.
         self._tickets.add(ticket)
         self._later(cancels.reply_delay, answer)
+
+    def _rpc_submit(self, command_id: int, data: msgspec.Raw) -> None:
+        """``command.trade_order.submit``: the REST submit's params and answers, as an RPC."""
+        try:
+            params = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            params = None
+        info = self.token_info
+        assert info is not None
+        submits = self._host.submits
+        if not isinstance(params, dict):
+            payload = encode(
+                {"error": {"code": -100400, "message": "Invalid request", "status": 400}}
+            )
+        else:
+            submits.log(params.get("clientOrderId"), "ws")
+            try:
+                order = self._host.engine.submit(info, params)
+            except ApiFailure as failure:
+                payload = encode(
+                    {
+                        "error": {
+                            "code": failure.errno,
+                            "message": failure.message,
+                            "status": failure.status,
+                        }
+                    }
+                )
+            else:
+                payload = b'{"data":' + encode(order) + b"}"
+        message = reply(command_id, "rpc", b'{"data":' + payload + b"}")
+        if not submits.reply_delay.active:
+            self.send(message)
+            return
+        # Applied; only the answer waits. A connection that ends first drops it.
+        self._later(submits.reply_delay, lambda: self.send(message))

@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(**options): options for the cadenza_sim fixture's CadenzaSimulator "
-        "(cancel_delay, ping_interval, pong_timeout, history_size, event_shape, ...)",
+        "(cancel_delay, accept_delay, ping_interval, pong_timeout, history_size, event_shape, ...)",
     )
 
 

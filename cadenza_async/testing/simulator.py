@@ -11,9 +11,18 @@ REST (bearer auth, the seed's envelope and error table):
 ``POST /api/v3/tradeOrder/cancel``, ``GET /api/v3/tradeOrder/list``,
 ``POST /api/v3/tradeOrder/submit``. WebSocket: ``/connection/websocket``
 (Centrifugo JSON protocol: connect, subscribe with history recovery,
-unsubscribe, history, rpc ``command.trade_order.cancel``, refresh, server
-ping/pong). Every change of an order publishes one
-``event.trade_order.updated`` on ``tradingAccount:{account id}``.
+unsubscribe, history, rpc ``command.trade_order.cancel`` and
+``command.trade_order.submit``, refresh, server ping/pong). Every change of
+an order publishes one ``event.trade_order.updated`` on
+``tradingAccount:{account id}``.
+
+Placing (``accept_delay``, :meth:`CadenzaSimulator.set_price_band`,
+:meth:`CadenzaSimulator.reject_next_submits`): a submit is idempotent by
+``clientOrderId``; with an acceptance delay it answers SUBMITTED and the
+event says OPEN (or REJECTED, with ``rejectReason``) later.
+:meth:`CadenzaSimulator.live_orders_of` and
+:meth:`CadenzaSimulator.peak_live_orders` tell how many of an account's
+orders on an instrument are (and ever were at once) live on the exchange.
 
 The parts, one module each: the order engine (``_engine``), the REST
 endpoints and their faults (``_rest``), the channel hub and the publication
@@ -44,6 +53,7 @@ from ._endpoint import WebSocketEndpoint
 from ._engine import CHANNEL_PREFIX, Engine
 from ._hub import ChannelHub
 from ._rest import RestApi
+from ._submits import SubmitDesk
 from ._ws import Connection
 
 __all__ = ["CadenzaSimulator"]
@@ -97,6 +107,25 @@ class CadenzaSimulator:
     - ``delay_cancel_reply(s)``: the cancel is applied and published at once,
       its HTTP answer or RPC reply comes ``s`` seconds later.
 
+    Placing:
+
+    - ``accept_delay`` (seconds): a submit answers SUBMITTED and the order
+      becomes OPEN (or REJECTED) that much later, with its event; 0 (the
+      default) answers OPEN or REJECTED at once.
+    - ``set_price_band(low, high, instrument_id=)``: LIMIT orders priced
+      outside are REJECTED (``rejectReason`` says why);
+      ``reject_next_submits(n, reason=)``: the next ``n`` new orders are.
+    - ``delay_submit_reply(s)``: the submit is applied (and published) at
+      once, its HTTP answer or RPC reply comes ``s`` seconds later.
+    - ``lose_next_submit_replies(n, status=None)``: the next ``n`` HTTP
+      submits are applied, then their connection is dropped unanswered
+      (``status`` None) or answered ``status`` (a 5xx).
+    - ``submit_requests`` (``(clientOrderId, "http" | "ws")`` of every submit
+      that reached the order engine), ``submits_applied`` (new orders
+      placed), ``duplicate_submits`` (repeats of a ``clientOrderId``, answered
+      with the order already placed), ``find_by_client_order_id(...)``,
+      ``live_orders_of(...)``, ``peak_live_orders(...)``.
+
     What arrived: ``rest_requests`` (every REST call), ``cancel_requests``
     (``(order id, "http" | "ws")`` for every cancel that reached the order
     engine), ``max_concurrent_cancels`` (order id -> the most cancel requests,
@@ -119,6 +148,7 @@ class CadenzaSimulator:
         history_ttl: float | None = None,
         event_shape: str = "order",
         max_message_size: int = 65536,
+        accept_delay: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -129,12 +159,15 @@ class CadenzaSimulator:
             cancel_delay=cancel_delay,
             event_shape=event_shape,
         )
+        self._engine.accept_delay = accept_delay
         self._cancels = CancelDesk()
-        self._rest = RestApi(self._engine, self._cancels)
+        self._submits = SubmitDesk()
+        self._rest = RestApi(self._engine, self._cancels, self._submits)
         self._ws = WebSocketEndpoint(
             engine=self._engine,
             hub=self._hub,
             cancels=self._cancels,
+            submits=self._submits,
             ping_interval=ping_interval,
             pong_timeout=pong_timeout,
             max_message_size=max_message_size,
@@ -196,6 +229,7 @@ class CadenzaSimulator:
         self._ws.stopping = True
         self._rest.stop()
         self._cancels.reply_delay.release_all()
+        self._submits.reply_delay.release_all()
         await self._close_connections(3001, "shutdown")
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -232,6 +266,15 @@ class CadenzaSimulator:
     @cancel_delay.setter
     def cancel_delay(self, value: float) -> None:
         self._engine.cancel_delay = value
+
+    @property
+    def accept_delay(self) -> float:
+        """Seconds from a submit to the exchange accepting (or rejecting) the order; 0: at once."""
+        return self._engine.accept_delay
+
+    @accept_delay.setter
+    def accept_delay(self, value: float) -> None:
+        self._engine.accept_delay = value
 
     @property
     def ping_interval(self) -> float:
@@ -347,6 +390,24 @@ class CadenzaSimulator:
         return self._cancels.max_concurrent
 
     @property
+    def submit_requests(self) -> list[tuple[Any, str]]:
+        """(clientOrderId or None, ``"http"`` or ``"ws"``) of every submit that reached the engine.
+
+        Past the REST faults and auth; repeats of a ``clientOrderId`` are here too.
+        """
+        return self._submits.requests
+
+    @property
+    def submits_applied(self) -> int:
+        """New orders placed by submits (a repeated ``clientOrderId`` places none)."""
+        return self._engine.submits_applied
+
+    @property
+    def duplicate_submits(self) -> int:
+        """Submits answered with the order their ``clientOrderId`` had already placed."""
+        return self._engine.duplicate_submits
+
+    @property
     def rest_outage_answers(self) -> int:
         """REST calls answered by :meth:`rest_outage` so far."""
         return self._rest.outage_answers
@@ -445,6 +506,78 @@ class CadenzaSimulator:
     def set_status(self, order_id: str, status: str, publish: bool = True) -> TradeOrder:
         """Force a status (publishes the update unless ``publish=False``)."""
         return _copy(self._engine.set_status(order_id, status, publish=publish))
+
+    def find_by_client_order_id(
+        self, client_order_id: str, account_id: str | None = None
+    ) -> TradeOrder | None:
+        """A copy of the order a submit with ``client_order_id`` placed on the account, or None."""
+        order = self._engine.find_by_client_id(account_id or self._account, client_order_id)
+        return None if order is None else _copy(order)
+
+    def live_orders_of(
+        self, instrument_id: str | None = "BINANCE:BTC/USDT", account_id: str | None = None
+    ) -> list[TradeOrder]:
+        """Copies of the account's orders on ``instrument_id`` that are live now (not final).
+
+        Live is any status but a final one: SUBMITTED and PENDING_CANCEL count.
+        """
+        live = self._engine.live_orders(account_id or self._account, instrument_id)
+        return [_copy(order) for order in live]
+
+    def peak_live_orders(
+        self, instrument_id: str | None = "BINANCE:BTC/USDT", account_id: str | None = None
+    ) -> int:
+        """The most of the account's orders on ``instrument_id`` ever live at the same instant.
+
+        Counted at every change of every order (creation, submit, acceptance,
+        fill, cancel), so a moment with two live orders is never missed.
+        """
+        return self._engine.peak_live(account_id or self._account, instrument_id)
+
+    def reset_peak_live_orders(
+        self, instrument_id: str | None = "BINANCE:BTC/USDT", account_id: str | None = None
+    ) -> None:
+        """Count :meth:`peak_live_orders` again from the orders live now."""
+        self._engine.reset_peak_live(account_id or self._account, instrument_id)
+
+    def set_price_band(
+        self,
+        low: str | Decimal | None,
+        high: str | Decimal | None,
+        *,
+        instrument_id: str | None = None,
+    ) -> None:
+        """Reject LIMIT orders (on ``instrument_id``; None: every instrument) priced outside [low, high].
+
+        The order is placed and then REJECTED with a ``rejectReason`` (at once,
+        or after ``accept_delay``): the submit itself succeeds. ``None, None``
+        removes the band. Raises ValueError when ``low > high``.
+        """
+        self._engine.set_price_band(low, high, instrument_id)
+
+    def reject_next_submits(self, n: int = 1, *, reason: str = "rejected by the exchange") -> None:
+        """Reject the next ``n`` new orders with ``rejectReason`` ``reason``."""
+        self._engine.reject_next_submits(n, reason)
+
+    def delay_submit_reply(self, seconds: float) -> None:
+        """Apply every submit at once but send its answer ``seconds`` later (0 turns it off).
+
+        The order is placed and its events published as usual; only the HTTP
+        answer of ``POST .../submit`` and the RPC reply of
+        ``command.trade_order.submit`` wait: the event beats the reply.
+        ``math.inf``: until set to a finite value again, or the simulator
+        stops. Raises ValueError for a negative delay.
+        """
+        self._submits.reply_delay.set(seconds)
+
+    def lose_next_submit_replies(self, n: int = 1, *, status: int | None = None) -> None:
+        """Apply the next ``n`` HTTP submits, then lose their answers.
+
+        ``status`` None drops the connection without an answer (the client
+        sees a transport error); a 5xx answers that status. Either way the
+        order exists. Raises ValueError for ``n`` < 1 or another status.
+        """
+        self._submits.lose_replies(n, status)
 
     def fill_on_next_cancel(self, order_id: str) -> None:
         """The next cancel of this order races a fill: the fill lands first, the cancel answers 400."""
