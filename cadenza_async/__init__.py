@@ -34,7 +34,17 @@ from .errors import (
     UnexpectedResponseError,
 )
 from .http import OrderPage
-from .models import TERMINAL_STATUSES, CancelResult, OrderStatus, TradeOrder, is_terminal
+from .models import (
+    TERMINAL_STATUSES,
+    CancelResult,
+    NewOrder,
+    OrderStatus,
+    ReplaceResult,
+    SubmitResult,
+    TradeOrder,
+    is_terminal,
+)
+from .placing import SubmitConfirmationTimeout
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -53,18 +63,22 @@ __all__ = [
     "ConfirmationTimeout",
     "InvalidOrderIdError",
     "InvalidRequestError",
+    "NewOrder",
     "OrderNotCancellableError",
     "OrderNotFoundError",
     "OrderPage",
     "OrderStatus",
     "PermissionDeniedError",
     "RateLimitError",
+    "ReplaceResult",
     "ResponseTooLargeError",
     "RetryPolicy",
     "ServerError",
     "StreamAuthenticationError",
     "StreamError",
     "StreamRpcError",
+    "SubmitConfirmationTimeout",
+    "SubmitResult",
     "Timeouts",
     "TradeOrder",
     "TransportError",

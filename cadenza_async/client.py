@@ -28,10 +28,12 @@ from .errors import (
     TransportError,
 )
 from .http import HttpApi, OrderPage
-from .models import CancelResult, TradeOrder, is_terminal
+from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOrder, is_terminal
+from .placing import Placer, SubmitOutcome, http_list_recent, new_order
 from .protocol.confirm import ConfirmationRegistry
+from .protocol.placement import PlacementRegistry
 from .stream import OrderStream, channel_for
-from .transports import HttpCancel, http_list_page, http_look_up
+from .transports import HttpCancel, HttpSubmit, http_list_page, http_look_up
 from .updates import OrderUpdates
 
 log = logging.getLogger("cadenza_async.client")
@@ -91,6 +93,7 @@ class CadenzaClient:
         timeouts: Timeouts | Mapping[str, float] | None = None,
         retry: RetryPolicy | Mapping[str, Any] | None = None,
         cancel_via: Literal["http", "ws"] | None = None,
+        submit_via: Literal["http", "ws"] | None = None,
         allow_insecure: bool | None = None,
         drain_timeout: float | None = None,
         max_rate: float | None = None,
@@ -112,6 +115,7 @@ class CadenzaClient:
             "timeouts": timeouts,
             "retry": retry,
             "cancel_via": cancel_via,
+            "submit_via": submit_via,
             "allow_insecure": allow_insecure,
             "drain_timeout": drain_timeout,
             "max_rate": max_rate,
@@ -147,17 +151,34 @@ class CadenzaClient:
             request_timeout=config.timeouts.request,
             default_account=config.trading_account_id,
         )
+        self._placer = Placer(
+            http_submit=HttpSubmit(self._http),
+            look_up_order=http_look_up(self._http),
+            list_recent=http_list_recent(self._http),
+            gate=self._gate,
+            registry=PlacementRegistry(),
+            submit_via=config.submit_via,
+            confirm_timeout=config.timeouts.confirm,
+            request_timeout=config.timeouts.request,
+            send_attempts=config.retry.attempts,
+            default_account=config.trading_account_id,
+        )
         self._background = BackgroundCancels(on_background_error)
         self._stream = OrderStream(
             config,
             self._tokens,
-            on_order=(self._canceller.observe_event, self._updates.on_order),
+            on_order=(
+                self._canceller.observe_event,
+                self._placer.observe_event,
+                self._updates.on_order,
+            ),
             on_gap=self._canceller.channel_gap,
             on_refused=self._canceller.channel_refused,
             on_failure=self._canceller.stream_failed,
             on_state=self._canceller.stream_state,
         )
         self._canceller.attach_stream(self._stream)
+        self._placer.attach_stream(self._stream)
         self._stream_start: asyncio.Task[None] | None = None
 
     @classmethod
@@ -221,6 +242,7 @@ class CadenzaClient:
                 start.cancel()
                 await asyncio.gather(start, return_exceptions=True)
             await self._canceller.aclose()
+            await self._placer.aclose()
             await self._background.finish()
             self._updates.close()
             await self._stream.aclose()
@@ -687,6 +709,137 @@ class CadenzaClient:
             time_in_force=time_in_force,
             client_order_id=client_order_id,
         )
+
+    # -- placing with proof -------------------------------------------------------------
+
+    async def submit_and_confirm(
+        self,
+        *,
+        instrument_id: str,
+        order_side: str,
+        order_type: str,
+        quantity: str | Decimal,
+        limit_price: str | Decimal | None = None,
+        stop_price: str | Decimal | None = None,
+        time_in_force: str | None = None,
+        client_order_id: str | None = None,
+        trading_account_id: str | None = None,
+        timeout: float | None = None,
+    ) -> SubmitResult:
+        """Place an order and return once the exchange has proven it accepted or refused it.
+
+        Returns a :class:`SubmitResult`: ``accepted`` is True once the order
+        is held (ACCEPTED, OPEN, PARTIALLY_FILLED, FILLED) and False for a
+        refusal (REJECTED, with ``order.reject_reason``; EXPIRED or CANCELLED
+        before it was accepted). CREATED, PENDING and SUBMITTED prove nothing:
+        the call waits on. ``client_order_id`` is the submit's idempotency key
+        (a uuid4 when None): a submit is only ever sent again with it, after
+        the account's orders were searched for it, so a retry never places a
+        second order. ``timeout`` (default ``timeouts.confirm``) bounds the
+        whole call, as for :meth:`cancel_and_confirm`; ``submit_via="ws"``
+        sends it as an RPC on the open WebSocket.
+
+        Raises ``ValueError``/``TypeError`` for malformed fields or no
+        account (nothing is sent), the :class:`~cadenza_async.errors.ApiError`
+        subclasses for a submit the API refused (400, 401, 403),
+        :class:`~cadenza_async.errors.TransportError` at once when the submit
+        provably never reached the API and retries are spent,
+        :class:`~cadenza_async.errors.ClientClosedError`, and
+        :class:`~cadenza_async.placing.SubmitConfirmationTimeout` (a
+        :class:`~cadenza_async.errors.ConfirmationTimeout` with ``last_known``
+        and ``client_order_id``) when nothing was proven in time: the order
+        may then exist, findable by its ``clientOrderId``.
+        """
+        self._check_open()
+        order = new_order(
+            instrument_id=instrument_id,
+            order_side=order_side,
+            order_type=order_type,
+            quantity=quantity,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            time_in_force=time_in_force,
+            client_order_id=client_order_id,
+            trading_account_id=trading_account_id,
+        )
+        self._start_stream()
+        return await self._placer.submit_and_confirm(order, timeout=timeout)
+
+    async def replace_and_confirm(
+        self,
+        old_order_id: str,
+        *,
+        instrument_id: str,
+        order_side: str,
+        order_type: str,
+        quantity: str | Decimal,
+        limit_price: str | Decimal | None = None,
+        stop_price: str | Decimal | None = None,
+        time_in_force: str | None = None,
+        client_order_id: str | None = None,
+        trading_account_id: str | None = None,
+        place_if_filled: bool = False,
+        timeout: float | None = None,
+    ) -> ReplaceResult:
+        """Cancel ``old_order_id`` and, once it is proven final, place the new order.
+
+        The new order is never sent while the old one may still be live: a
+        quote is pulled before the next one goes out, so there are never two.
+        Both orders are on ``trading_account_id`` (default: the configured
+        account). ``timeout`` bounds the whole call: the cancel may use all of
+        it; the submit gets what the cancel left.
+
+        Returns a :class:`ReplaceResult` (``outcome`` says which case):
+        ``submit`` is the new order's :class:`SubmitResult` once placed
+        (``"submitted"``), None when the old order filled and
+        ``place_if_filled`` is False (``"old_filled"``), when the old order
+        could not be proven final (``"old_not_final"``: ``cancel`` is None
+        and ``cancel_error`` holds the cancel's error, e.g. a
+        ``ConfirmationTimeout``), or when the cancel left too little of the
+        deadline to place the new order (``"no_time_left"``). Raises what
+        :meth:`submit_and_confirm` raises for the new order, ``ValueError``
+        for malformed input and ``ClientClosedError``.
+        """
+        self._check_open()
+        order = new_order(
+            instrument_id=instrument_id,
+            order_side=order_side,
+            order_type=order_type,
+            quantity=quantity,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            time_in_force=time_in_force,
+            client_order_id=client_order_id,
+            trading_account_id=trading_account_id,
+        )
+        self._start_stream()
+        return await self._placer.replace_and_confirm(
+            old_order_id,
+            order,
+            cancel_and_confirm=self._canceller.cancel_and_confirm,
+            place_if_filled=place_if_filled,
+            timeout=timeout,
+        )
+
+    async def submit_many(
+        self,
+        orders: Iterable[NewOrder | Mapping[str, Any]],
+        *,
+        concurrency: int = 16,
+        timeout: float | None = None,
+    ) -> list[SubmitOutcome]:
+        """Place many orders with proof, at most ``concurrency`` at once; outcomes in input order.
+
+        Each order is a :class:`NewOrder` or a mapping of its fields
+        (``instrument_id``, ``order_side``, ...). All are checked first: a
+        malformed one raises ``TypeError``/``ValueError`` naming its index and
+        nothing is sent. Each outcome is a :class:`SubmitResult` or that
+        order's error; a single order's failure never raises. ``timeout``
+        bounds each order's call (as for :meth:`submit_and_confirm`).
+        """
+        self._check_open()
+        self._start_stream()
+        return await self._placer.submit_many(orders, concurrency=concurrency, timeout=timeout)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -11,11 +11,12 @@ setting                         meaning                                     defa
 ``trading_account_id``          account subscribed at start                 None
 ``timeouts.connect``            TCP/TLS/WebSocket connect, seconds          10
 ``timeouts.request``            one HTTP request, seconds                   10
-``timeouts.confirm``            ``cancel_and_confirm`` default, seconds     10
+``timeouts.confirm``            ``*_and_confirm`` default, seconds          10
 ``retry.attempts``              tries of an idempotent request              3
 ``retry.base_delay``            first backoff cap, seconds                  0.05
 ``retry.max_delay``             backoff cap, seconds                        2
 ``cancel_via``                  ``"http"`` or ``"ws"``                      http
+``submit_via``                  ``"http"`` or ``"ws"`` (the submit RPC)     http
 ``allow_insecure``              allow http:// and ws:// to remote hosts     False
 ``drain_timeout``               close waits this long for background work   10
 ``max_rate``                    cancels per second, all paths (None: off)   None
@@ -150,6 +151,7 @@ class ClientConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     cancel_via: Literal["http", "ws"] = "http"
+    submit_via: Literal["http", "ws"] = "http"
     allow_insecure: bool = False
     drain_timeout: float = 10.0
     max_rate: float | None = None
@@ -198,6 +200,8 @@ class ClientConfig:
                 raise ConfigurationError(str(exc)) from None
         if self.cancel_via not in ("http", "ws"):
             raise ConfigurationError("cancel_via must be 'http' or 'ws'")
+        if self.submit_via not in ("http", "ws"):
+            raise ConfigurationError("submit_via must be 'http' or 'ws'")
         if self.drain_timeout < 0:
             raise ConfigurationError("drain_timeout must not be negative")
         if self.max_rate is not None and self.max_rate <= 0:

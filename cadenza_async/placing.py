@@ -1,0 +1,830 @@
+"""Placing with proof: a submit turned into one proven outcome, on time, and never into two orders.
+
+This is the asyncio side of :class:`~cadenza_async.protocol.placement.PlacementRegistry`.
+The registry decides *whether* evidence proves the exchange accepted (or
+refused) a new order; this module sends the submits, feeds the registry with
+what the submit's reply, the order stream and REST look-ups say, and wakes
+the callers waiting on each submit. It follows the cancels' two principles
+(:mod:`cadenza_async.cancels`): one deadline per call, bounding every wait,
+the final look-up included (in the reserved :func:`~cadenza_async.cancels.final_slice`);
+and a stream that cannot help never stops a submit: REST proves it then.
+
+How one submit runs:
+
+1. Its ``clientOrderId`` (the API's idempotency key; a uuid4 when the caller
+   gives none) is chosen and the placement registered *before* the submit is
+   sent: the event can beat the reply, and is matched by ``clientOrderId``
+   until an answer names the ``tradeOrderId``.
+2. One *job* per account and ``clientOrderId``, driven by one task the placer
+   owns, sends the submit and proves its outcome; concurrent callers with the
+   same ``clientOrderId`` share it (one submit at a time), each waiting on a
+   future of its own. The job stops when its last caller leaves.
+3. Proof from any source (event, reply, look-up) wakes every caller at once.
+4. A send that fails is only ever sent again with the same ``clientOrderId``:
+
+   * it provably never reached the API (refused, DNS, TLS, a 429): sent
+     again with backoff while ``retry.attempts`` and the deadline allow,
+     then that error is raised at once;
+   * it may have reached it (a timeout, a reset after sending, any 5xx):
+     the account's recent orders are listed and matched by
+     ``clientOrderId`` *before* anything is sent again. Found, it is the
+     order (nothing is resent); not found, the submit goes again, with the
+     same key, so the API places one order at most. The deadline ends the
+     loop, with the last send error as the timeout's ``__cause__``.
+
+   A definite answer (400, 401, 403) is raised at once.
+5. After the reply, the stream proves the outcome while the account's channel
+   is live; a channel that became live after the submit went out, or lost
+   continuity, gets one look-up for the events it may have missed. While it is
+   not live (stream down, closed for good, refused), REST polls with backoff.
+6. At the deadline: :class:`SubmitConfirmationTimeout` with ``last_known``
+   (SUBMITTED, say) and the ``client_order_id`` to find the order by later.
+
+``replace_and_confirm`` cancels the old order with the canceller's
+``cancel_and_confirm`` and sends the new one only once the old one is proven
+final: never two live orders. One deadline bounds both halves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+
+import msgspec
+
+from ._alarm import Alarm
+from ._tasks import TaskOwner
+from ._validate import _check_id, check_account_id, check_order_id
+from .cancels import final_slice
+from .errors import (
+    CadenzaError,
+    ClientClosedError,
+    ConfirmationTimeout,
+    RateLimitError,
+    ServerError,
+    StreamRpcError,
+    TransportError,
+)
+from .models import (
+    CancelResult,
+    NewOrder,
+    OrderStatus,
+    ReplaceResult,
+    SubmitResult,
+    TradeOrder,
+)
+from .protocol.placement import Placement, PlacementRegistry
+from .stream import channel_for
+from .transports import RpcSubmit, SubmitTransport
+
+if TYPE_CHECKING:
+    from ._ratelimit import RateGate
+    from .http import HttpApi, OrderPage
+    from .stream import OrderStream
+
+__all__ = [
+    "ListRecent",
+    "Placer",
+    "SubmitConfirmationTimeout",
+    "SubmitOutcome",
+    "http_list_recent",
+    "new_order",
+]
+
+log = logging.getLogger("cadenza_async.placing")
+
+#: ``look_up(order_id, account_id, deadline)``: the order's current state by REST.
+LookUp = Callable[[str, "str | None", "float | None"], Awaitable[TradeOrder]]
+
+#: One outcome of ``submit_many``: the proven result, or that order's error.
+SubmitOutcome = SubmitResult | CadenzaError
+
+#: REST polling while the stream cannot prove: first look-up after this, doubling up to the cap.
+POLL_FIRST: Final = 0.1
+POLL_MAX: Final = 2.0
+#: Backoff between sends of a submit that failed.
+RESEND_FIRST: Final = 0.05
+RESEND_MAX: Final = 1.0
+#: Finding a submit by clientOrderId: orders created since the first send, less this
+#: margin for the skew between our clock and the server's (ms), newest first.
+LIST_SKEW_MS: Final = 300_000
+LIST_PAGE: Final = 200
+LIST_MAX_PAGES: Final = 10
+_RPC_METHOD_NOT_FOUND: Final = 104
+_NEW_ORDER_FIELDS: Final = frozenset(NewOrder.__struct_fields__)
+
+
+class ListRecent(Protocol):
+    """One page of an account's orders created since ``start_time`` (Unix ms), newest first."""
+
+    def __call__(
+        self,
+        account_id: str,
+        start_time: int,
+        limit: int,
+        offset: int | None,
+        cursor: str | None,
+        deadline: float,
+    ) -> Awaitable[OrderPage]: ...
+
+
+def http_list_recent(http: HttpApi) -> ListRecent:
+    """The REST listing :class:`Placer` finds a submit by ``clientOrderId`` with."""
+
+    async def list_recent(
+        account_id: str,
+        start_time: int,
+        limit: int,
+        offset: int | None,
+        cursor: str | None,
+        deadline: float,
+    ) -> OrderPage:
+        return await http.list_orders(
+            trading_account_id=account_id,
+            start_time=start_time,
+            ascending=False,
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
+            deadline=deadline,
+        )
+
+    return list_recent
+
+
+class SubmitConfirmationTimeout(ConfirmationTimeout):
+    """No verdict on a submit (accepted or refused) was proven before the deadline.
+
+    The order may exist or appear later: ``client_order_id`` finds it (it is
+    the idempotency key the submit went with), ``order_id`` is its
+    ``tradeOrderId`` when an answer named it (else the ``clientOrderId``),
+    ``last_known`` the freshest state seen (e.g. SUBMITTED), or None.
+    """
+
+    def __init__(
+        self,
+        client_order_id: str,
+        order_id: str | None,
+        last_known: TradeOrder | None,
+        timeout: float,
+    ) -> None:
+        super().__init__(order_id or client_order_id, last_known, timeout)
+        self.client_order_id = client_order_id
+        status = last_known.status if last_known is not None else "unknown"
+        named = f"order {order_id}" if order_id else "the order"
+        self.args = (
+            f"submit {client_order_id}: {named} was not proven accepted or refused within "
+            f"{timeout:g}s (last known status: {status})",
+        )
+
+
+def _decimal_text(value: object, what: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise TypeError(f"pass {what} as str or Decimal, not float")
+    if isinstance(value, (str, Decimal, int)) and not isinstance(value, bool):
+        text = str(value)
+        if text:
+            return text
+    raise ValueError(f"{what} must be a decimal string")
+
+
+def new_order(
+    *,
+    instrument_id: str,
+    order_side: str,
+    order_type: str,
+    quantity: str | Decimal,
+    limit_price: str | Decimal | None = None,
+    stop_price: str | Decimal | None = None,
+    time_in_force: str | None = None,
+    client_order_id: str | None = None,
+    trading_account_id: str | None = None,
+) -> NewOrder:
+    """A :class:`NewOrder` from keyword arguments, checked before any I/O.
+
+    Raises ``TypeError`` for a float quantity or price, ``ValueError`` for an
+    empty field and :class:`~cadenza_async.errors.InvalidOrderIdError` for a
+    malformed ``client_order_id`` or account id.
+    """
+    for name, text in (
+        ("instrument_id", instrument_id),
+        ("order_side", order_side),
+        ("order_type", order_type),
+    ):
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"{name} must be a non-empty string")
+    if time_in_force is not None and (not isinstance(time_in_force, str) or not time_in_force):
+        raise ValueError("time_in_force must be a non-empty string or None")
+    if client_order_id is not None:
+        _check_id(client_order_id, "client order id")
+    if trading_account_id is not None:
+        check_account_id(trading_account_id)
+    return NewOrder(
+        instrument_id=instrument_id,
+        order_side=order_side,
+        order_type=order_type,
+        quantity=str(_decimal_text(quantity, "quantity")),
+        limit_price=_decimal_text(limit_price, "limit_price"),
+        stop_price=_decimal_text(stop_price, "stop_price"),
+        time_in_force=time_in_force,
+        client_order_id=client_order_id,
+        trading_account_id=trading_account_id,
+    )
+
+
+def _as_new_order(item: NewOrder | Mapping[str, Any], index: int) -> NewOrder:
+    if isinstance(item, NewOrder):
+        return new_order(**msgspec.structs.asdict(item))
+    if not isinstance(item, Mapping):
+        raise TypeError(f"order {index}: a NewOrder or a mapping of its fields, not {item!r}")
+    unknown = set(item) - _NEW_ORDER_FIELDS
+    if unknown:
+        raise TypeError(f"order {index}: unknown fields {sorted(unknown)}")
+    try:
+        return new_order(**item)
+    except TypeError as exc:
+        raise TypeError(f"order {index}: {exc}") from None
+    except ValueError as exc:
+        raise type(exc)(f"order {index}: {exc}") from None
+
+
+class _Job:
+    """One submit: its callers' wake-up futures, its driver, what happened so far."""
+
+    __slots__ = (
+        "acked_at",
+        "asked",
+        "deadline",
+        "driver",
+        "error",
+        "first_sent_at",
+        "futures",
+        "maybe_sent",
+        "not_sent",
+        "order",
+        "send_error",
+        "sent_at",
+        "sent_wall_ms",
+    )
+
+    def __init__(self, order: NewOrder, deadline: float) -> None:
+        self.order = order
+        self.futures: list[asyncio.Future[None]] = []
+        self.deadline = deadline  # the latest deadline among the callers still waiting
+        self.acked_at: float | None = None  # when a reply (or a listing) showed the order
+        self.error: BaseException | None = None  # definite failure: every caller raises it
+        self.send_error: CadenzaError | None = None  # the last failed send (a timeout's cause)
+        self.maybe_sent = False  # a send may have reached the API
+        self.not_sent = 0  # sends that provably never reached it
+        self.sent_at = 0.0  # when the submit last went out (event-loop time)
+        self.first_sent_at: float | None = None  # when it first went out (event-loop time)
+        self.sent_wall_ms: int | None = None  # when it first went out (Unix ms, for listing)
+        self.asked = False  # the account's channel was asked for (once per job)
+        self.driver: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        futures = self.futures
+        if futures:
+            self.futures = []
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.wake()
+
+
+def _job(placement: Placement) -> _Job:
+    handle = placement.handle
+    assert isinstance(handle, _Job)
+    return handle
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+#: Failures of a look-up or a listing that leave the question open (poll again, or resend).
+_RETRIABLE: Final = (TransportError, ServerError, RateLimitError)
+
+CancelAndConfirm = Callable[..., Awaitable[CancelResult]]
+
+
+class Placer:
+    """Sends submits over HTTP or the stream and waits for their proof; owns jobs and their tasks.
+
+    Owned by :class:`~cadenza_async.CadenzaClient`, which gives it the HTTP
+    submit, the REST look-up and listing, the rate gate and the registry,
+    adds the stream with :meth:`attach_stream` and routes the stream's
+    decoded order events to :meth:`observe_event`. Tests give it fakes.
+    """
+
+    def __init__(
+        self,
+        *,
+        http_submit: SubmitTransport,
+        look_up_order: LookUp,
+        list_recent: ListRecent,
+        gate: RateGate,
+        registry: PlacementRegistry,
+        submit_via: Literal["http", "ws"],
+        confirm_timeout: float,
+        request_timeout: float,
+        send_attempts: int = 3,
+        default_account: str | None = None,
+    ) -> None:
+        self._http_submit = http_submit
+        self._rpc_submit: SubmitTransport | None = None
+        self._get_order = look_up_order
+        self._list_recent = list_recent
+        self._gate = gate
+        self._registry = registry
+        self._submit_via = submit_via
+        self._confirm_timeout = confirm_timeout
+        self._request_timeout = request_timeout
+        self._send_attempts = max(1, send_attempts)
+        self._default_account = default_account
+        self._stream: OrderStream | None = None
+        self._closed: ClientClosedError | None = None
+        self._tasks = TaskOwner(log)
+        self._alarm = Alarm()
+        self.rest_polls = 0
+
+    # -- life ------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Every caller still waiting gets ``ClientClosedError`` at once; running sends stop."""
+        if self._closed is None:
+            self._closed = ClientClosedError(
+                "the client was closed before the submit was confirmed"
+            )
+        for placement in self._registry.pending():
+            handle = placement.handle
+            if isinstance(handle, _Job):
+                handle.wake()
+        await self._tasks.aclose()
+        self._alarm.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        return self._tasks.spawn(coro, name)
+
+    def attach_stream(self, stream: OrderStream) -> None:
+        """Use ``stream`` for events, subscriptions and (``submit_via="ws"``) RPC submits."""
+        self._stream = stream
+        self._rpc_submit = RpcSubmit(stream, self._gate, self._request_timeout)
+
+    def observe_event(self, order: TradeOrder, account: str | None) -> None:
+        """An order update from the stream; wakes the callers of the submit it proves."""
+        registry = self._registry
+        if not registry.pending_count:
+            return
+        now = asyncio.get_running_loop().time()
+        placement = registry.resolve_from_event(order, now, channel_account=account)
+        if placement is not None:
+            _job(placement).wake()
+
+    @property
+    def pending(self) -> int:
+        """Submits waiting for their proof."""
+        return self._registry.pending_count
+
+    # -- the calls -------------------------------------------------------------
+
+    def prepare(self, order: NewOrder) -> NewOrder:
+        """``order`` with its account (the default one) and a ``clientOrderId`` (generated).
+
+        Raises ``ValueError`` when no account is known.
+        """
+        account = order.trading_account_id or self._default_account
+        if account is None:
+            raise ValueError("a submit needs trading_account_id (none configured)")
+        check_account_id(account)
+        client_id = order.client_order_id or str(uuid.uuid4())
+        if account == order.trading_account_id and client_id == order.client_order_id:
+            return order
+        return msgspec.structs.replace(order, trading_account_id=account, client_order_id=client_id)
+
+    def _timeout(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self._confirm_timeout
+        if not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        return float(timeout)
+
+    async def submit_and_confirm(
+        self, order: NewOrder, *, timeout: float | None = None
+    ) -> SubmitResult:
+        """Submit and wait until the exchange proved it accepted or refused the order.
+
+        See ``CadenzaClient.submit_and_confirm``.
+        """
+        timeout = self._timeout(timeout)
+        order = self.prepare(order)
+        if self._closed is not None:
+            raise ClientClosedError("the client is closed")
+        started = asyncio.get_running_loop().time()
+        return await self._submit(order, started, started + timeout, timeout)
+
+    async def submit_many(
+        self,
+        orders: Iterable[NewOrder | Mapping[str, Any]],
+        *,
+        concurrency: int = 16,
+        timeout: float | None = None,
+    ) -> list[SubmitOutcome]:
+        """Submit many orders, at most ``concurrency`` at once; one outcome per input, in order.
+
+        Every order is checked (and given its ``clientOrderId``) before
+        anything is sent: a malformed one raises ``TypeError``/``ValueError``
+        naming its index, and nothing goes out. Then each item is a
+        :class:`SubmitResult` or that order's error; a single order's failure
+        never raises. Cancelling the caller cancels the submits in flight.
+        """
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ValueError("concurrency must be an int >= 1")
+        if isinstance(orders, (str, bytes, Mapping, NewOrder)):
+            raise TypeError("orders must be an iterable of NewOrder or mappings, not one order")
+        prepared = [self.prepare(_as_new_order(item, i)) for i, item in enumerate(orders)]
+        timeout = self._timeout(timeout)
+        outcomes: list[SubmitOutcome | None] = [None] * len(prepared)
+        indexes = iter(range(len(prepared)))
+
+        async def worker() -> None:
+            for index in indexes:
+                try:
+                    outcomes[index] = await self.submit_and_confirm(
+                        prepared[index], timeout=timeout
+                    )
+                except CadenzaError as exc:
+                    outcomes[index] = exc
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(prepared)))]
+        try:
+            if workers:
+                await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            if workers:
+                await asyncio.gather(*workers, return_exceptions=True)
+        done: list[SubmitOutcome] = []
+        for outcome in outcomes:
+            assert outcome is not None  # every worker ended: every index has its outcome
+            done.append(outcome)
+        return done
+
+    async def replace_and_confirm(
+        self,
+        old_order_id: str,
+        order: NewOrder,
+        *,
+        cancel_and_confirm: CancelAndConfirm,
+        place_if_filled: bool = False,
+        timeout: float | None = None,
+    ) -> ReplaceResult:
+        """Cancel ``old_order_id`` until proven final, then submit ``order``; one deadline.
+
+        See ``CadenzaClient.replace_and_confirm``.
+        """
+        check_order_id(old_order_id)
+        timeout = self._timeout(timeout)
+        order = self.prepare(order)
+        if self._closed is not None:
+            raise ClientClosedError("the client is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            cancel = await cancel_and_confirm(
+                old_order_id, trading_account_id=order.trading_account_id, timeout=timeout
+            )
+        except ClientClosedError:
+            raise
+        except CadenzaError as exc:
+            # Not proven final: the old order may still be live, so nothing is sent.
+            return ReplaceResult(
+                cancel=None, submit=None, outcome="old_not_final", cancel_error=exc
+            )
+        if cancel.order.status == OrderStatus.FILLED and not place_if_filled:
+            return ReplaceResult(cancel=cancel, submit=None, outcome="old_filled")
+        started = loop.time()
+        remaining = deadline - started
+        if remaining <= final_slice(timeout):
+            # What is left would be the final look-up's slice alone: a submit sent
+            # now would most likely end unproven, an order the caller cannot see.
+            return ReplaceResult(cancel=cancel, submit=None, outcome="no_time_left")
+        submit = await self._submit(order, started, deadline, remaining)
+        return ReplaceResult(cancel=cancel, submit=submit, outcome="submitted")
+
+    # -- one submit, for every caller of its clientOrderId -----------------------
+
+    async def _submit(
+        self, order: NewOrder, started: float, deadline: float, timeout: float
+    ) -> SubmitResult:
+        client_id = order.client_order_id
+        account = order.trading_account_id
+        assert client_id is not None
+        assert account is not None
+        registry = self._registry
+        placement, created = registry.register(client_id, account, started)
+        job: _Job | None = None
+        try:
+            if placement.done:
+                return self._result(placement, started)
+            if created:
+                job = _Job(order, deadline)
+                placement.handle = job
+            else:
+                job = _job(placement)
+                job.deadline = max(job.deadline, deadline)
+            driver = job.driver
+            if job.error is None and (driver is None or driver.done()):
+                job.driver = self._spawn(self._drive(placement, job), f"submit {client_id}")
+            await self._wait(placement, job, deadline - final_slice(timeout))
+            if not placement.done and job.error is None and self._closed is None:
+                # The final look-up, inside the deadline; proof from any source ends the wait.
+                final = self._spawn(self._final_look_up(placement, deadline), f"find {client_id}")
+                try:
+                    await self._wait(placement, job, deadline)
+                finally:
+                    final.cancel()
+            if placement.outcome is not None:
+                return self._result(placement, started)
+            if job.error is not None:
+                raise job.error
+            if self._closed is not None:
+                raise ClientClosedError(
+                    f"the client was closed before the submit {client_id} was confirmed"
+                )
+            cause = job.send_error
+            if cause is None and job.acked_at is None and job.sent_at:
+                cause = TransportError("the submit got no answer before the deadline")
+            raise SubmitConfirmationTimeout(
+                client_id, placement.order_id, placement.last_known, timeout
+            ) from cause
+        finally:
+            registry.release(placement)
+            if placement.refs == 0 and not placement.done and job is not None and job.driver:
+                job.driver.cancel()  # every caller gave up: stop working for nobody
+
+    async def _wait(self, placement: Placement, job: _Job, until: float) -> None:
+        """Return when the submit is proven, the job failed, the client closed, or at ``until``."""
+        loop = asyncio.get_running_loop()
+        while not placement.done and job.error is None and self._closed is None:
+            if loop.time() >= until:
+                return
+            await self._sleep(job, until)
+
+    async def _sleep(
+        self, job: _Job, until: float, also: asyncio.Future[Any] | None = None
+    ) -> None:
+        """Sleep until ``until``; woken early by the job (proof, failure, close) or ``also``."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        job.futures.append(future)
+        alarm = self._alarm
+        alarm.add(until, future)
+        wake: Callable[[asyncio.Future[Any]], None] | None = None
+        if also is not None:
+
+            def wake(_: asyncio.Future[Any]) -> None:
+                _expire(future)
+
+            also.add_done_callback(wake)
+        try:
+            await future
+        finally:
+            alarm.done()
+            if wake is not None and also is not None:
+                also.remove_done_callback(wake)
+            if job.futures:
+                with contextlib.suppress(ValueError):
+                    job.futures.remove(future)
+
+    async def _final_look_up(self, placement: Placement, deadline: float) -> None:
+        try:
+            await self._look_up(placement, deadline)
+        except CadenzaError as exc:
+            log.debug(
+                "final look-up of submit %s failed: %s",
+                placement.client_order_id,
+                type(exc).__name__,
+            )
+
+    # -- the job -------------------------------------------------------------------
+
+    async def _drive(self, placement: Placement, job: _Job) -> None:
+        """Send the submit until acknowledged, then prove its outcome; for every caller."""
+        try:
+            if job.acked_at is None:
+                await self._send(placement, job)
+            if not placement.done and job.error is None:
+                await self._prove(placement, job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a definite answer (or a bug): every caller learns it now
+            job.fail(exc)
+
+    async def send_submit(self, order: NewOrder, deadline: float) -> TradeOrder:
+        """Send one submit; the order from its reply.
+
+        ``submit_via="ws"`` uses the RPC while the stream is connected (HTTP
+        otherwise, and when the server has no such RPC).
+        """
+        stream = self._stream
+        rpc = self._rpc_submit
+        if self._submit_via == "ws" and rpc is not None and stream is not None and stream.connected:
+            try:
+                return await rpc.submit(order, deadline)
+            except StreamRpcError as exc:
+                if exc.errno != _RPC_METHOD_NOT_FOUND:
+                    raise
+                log.warning("the server has no submit RPC: submits go over HTTP")
+                self._submit_via = "http"
+        return await self._http_submit.submit(order, deadline)
+
+    async def _send(self, placement: Placement, job: _Job) -> None:
+        """Send until a reply (or a listing) shows the order; always with the same clientOrderId.
+
+        Raises a definite error: refused by the API, or provably never sent
+        with the retries spent.
+        """
+        loop = asyncio.get_running_loop()
+        delay = RESEND_FIRST
+        while not placement.done and loop.time() < job.deadline:
+            job.sent_at = loop.time()
+            if job.first_sent_at is None:
+                job.first_sent_at = job.sent_at
+                job.sent_wall_ms = time.time_ns() // 1_000_000
+            try:
+                reply = await self.send_submit(job.order, job.deadline)
+            except _RETRIABLE as exc:
+                job.send_error = exc
+                # A 5xx may come after the order was placed: only a listing can tell.
+                job.maybe_sent = job.maybe_sent or exc.maybe_sent or isinstance(exc, ServerError)
+                if loop.time() >= job.deadline:
+                    if job.maybe_sent:
+                        return  # the deadline, not this error, ends it: a timeout with its cause
+                    raise
+                if job.maybe_sent:
+                    # Before any resend: did an earlier attempt place it?
+                    with contextlib.suppress(*_RETRIABLE):
+                        await self._find(placement, job.deadline)
+                    if placement.order_id is not None or placement.done:
+                        job.acked_at = loop.time()
+                        return
+                else:
+                    job.not_sent += 1
+                    if job.not_sent >= self._send_attempts:
+                        raise  # provably never reached the API, retries spent: say so now
+                await self._sleep(job, min(job.deadline, loop.time() + delay))
+                delay = min(delay * 2, RESEND_MAX)
+                continue
+            now = loop.time()
+            job.acked_at = now
+            if (
+                placement.outcome is None
+                and self._registry.resolve_from_reply(placement, reply, now) is not None
+            ):
+                job.wake()
+            return
+
+    async def _prove(self, placement: Placement, job: _Job) -> None:
+        """Prove the outcome: the stream's events while the channel is live, else REST polling.
+
+        A channel that became live after the submit went out (or came back
+        without continuity) may have missed the event: one look-up closes
+        that window. The task stays with the job until it is proven or the
+        deadline passes, following the stream's state as it changes.
+        """
+        loop = asyncio.get_running_loop()
+        stream = self._stream
+        channel = channel_for(placement.account_id)
+        delay = POLL_FIRST
+        next_poll: float | None = None
+        seen_since: float | None = None
+        while not placement.done and job.error is None:
+            now = loop.time()
+            if now >= job.deadline:
+                return
+            since = None if stream is None else stream.live_since(channel)
+            changed = None if stream is None else stream.changed()
+            if since is not None:
+                next_poll = None
+                delay = POLL_FIRST
+                if since != seen_since:
+                    first = job.first_sent_at
+                    gap = seen_since is not None or first is None or since > first
+                    seen_since = since
+                    if gap:
+                        await self._poll(placement, job)
+                        continue
+                await self._sleep(job, job.deadline, changed)
+                continue
+            seen_since = None
+            if not job.asked and stream is not None:
+                job.asked = True  # once per job: a channel the server refuses is not asked again
+                with contextlib.suppress(CadenzaError):
+                    stream.want(channel)
+            if next_poll is None:
+                next_poll = now + delay
+            if now < next_poll:
+                await self._sleep(job, min(job.deadline, next_poll), changed)
+                continue
+            self.rest_polls += 1
+            await self._poll(placement, job)
+            delay, next_poll = min(delay * 2, POLL_MAX), None
+
+    async def _poll(self, placement: Placement, job: _Job) -> None:
+        """One look-up for the job; a definite answer (auth, forbidden) fails it."""
+        try:
+            await self._look_up(placement, job.deadline)
+        except _RETRIABLE as exc:
+            log.debug(
+                "look-up of submit %s failed: %s", placement.client_order_id, type(exc).__name__
+            )
+
+    # -- look-ups ----------------------------------------------------------------
+
+    async def _look_up(self, placement: Placement, deadline: float) -> None:
+        """The order's state by REST: by ``tradeOrderId`` once known, else found by ``clientOrderId``."""
+        order_id = placement.order_id
+        if order_id is None:
+            await self._find(placement, deadline)
+            return
+        order = await self._get_order(order_id, placement.account_id, deadline)
+        if placement.done:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._registry.resolve_from_rest(order, now) is not None:
+            _job(placement).wake()
+
+    async def _find(self, placement: Placement, deadline: float) -> bool:
+        """List the account's recent orders and match ``clientOrderId``; True when found.
+
+        A match binds the placement to its ``tradeOrderId`` (and proves it when
+        its status does). Raises what the listing raises.
+        """
+        handle = placement.handle
+        first_ms = handle.sent_wall_ms if isinstance(handle, _Job) else None
+        if first_ms is None:
+            first_ms = time.time_ns() // 1_000_000
+        since = max(0, first_ms - LIST_SKEW_MS)
+        client_id = placement.client_order_id
+        offset = 0
+        cursor: str | None = None
+        for _ in range(LIST_MAX_PAGES):
+            page = await self._list_recent(
+                placement.account_id,
+                since,
+                LIST_PAGE,
+                None if cursor is not None else offset,
+                cursor,
+                deadline,
+            )
+            for order in page.orders:
+                if order.client_order_id == client_id:
+                    if not placement.done:
+                        now = asyncio.get_running_loop().time()
+                        if self._registry.resolve_from_rest(order, now) is not None:
+                            _job(placement).wake()
+                    return True
+            pagination = page.pagination
+            more = pagination.has_next if pagination is not None else None
+            if not page.orders or more is False or (more is None and len(page.orders) < LIST_PAGE):
+                return False
+            offset += len(page.orders)
+            if pagination is not None and pagination.cursor:
+                if pagination.cursor == cursor:
+                    return False
+                cursor = pagination.cursor
+        return False
+
+    @staticmethod
+    def _result(placement: Placement, started: float) -> SubmitResult:
+        order = placement.outcome
+        assert order is not None
+        assert placement.source is not None
+        assert placement.accepted is not None
+        resolved_at = placement.resolved_at if placement.resolved_at is not None else started
+        handle = placement.handle
+        acked_at = handle.acked_at if isinstance(handle, _Job) else None
+        return SubmitResult(
+            order=order,
+            accepted=placement.accepted,
+            source=placement.source,
+            latency=max(0.0, resolved_at - started),
+            acked_after=None
+            if acked_at is None or acked_at > resolved_at
+            else max(0.0, acked_at - started),
+            client_order_id=placement.client_order_id,
+        )
