@@ -1,13 +1,18 @@
 """OrderStream: the WebSocket I/O around the Centrifugo core (connect, read, reconnect, resubscribe).
 
-One socket at a time. A single owned task reads frames, feeds them to
+One socket at a time. A single owned task opens it, pumps frames into
 :class:`~cadenza_async.protocol.centrifugo.CentrifugoProtocol` and acts on
-its events; a loop timer fires the core's deadlines (no-ping, command
-replies, token refresh). On a transport loss or a reconnect close code the
-task reconnects with full-jitter backoff and resubscribes every remembered
-channel with ``recover`` from the last applied position. On a terminal
-close code, a refused token or a failing token provider it stops and
-reports one :class:`~cadenza_async.errors.StreamError`.
+its events (a ``match`` over the event types), and tears it down; a loop
+timer fires the core's deadlines (no-ping, command replies, token refresh).
+On a transport loss or a reconnect close code the task reconnects with
+full-jitter backoff and resubscribes every wanted channel in one batch (as
+few frames as the server's message size limit allows), each with
+``recover`` from its own last applied position. On a terminal close code, a
+refused token or a failing token provider it stops and reports one
+:class:`~cadenza_async.errors.StreamError`. The policies are sans-I/O code
+in ``protocol/``: token refusals in :mod:`cadenza_async.protocol.tokens`,
+poisoned positions in :mod:`cadenza_async.protocol.poison`; this module
+does the I/O around them.
 
 Tokens come from the client's shared
 :class:`~cadenza_async._auth.TokenSource`, always refreshed keyed on the
@@ -45,8 +50,8 @@ message, with ``on_gap(channel)`` so the application reconciles by REST.
 
 websockets exceptions never leave this module: they become
 :class:`~cadenza_async.errors.TransportError` or ``StreamError``. The
-websockets logger is wrapped so connect tokens and ``Authorization``
-headers never reach the logs.
+websockets logger is wrapped (:class:`~cadenza_async._redact.RedactingLogger`)
+so connect tokens and ``Authorization`` headers never reach the logs.
 
 Compression is off (``compression=None``): order updates are small, the
 payloads are already compact JSON, and inflating costs CPU on the hot path
@@ -59,7 +64,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -99,11 +104,12 @@ from .protocol.centrifugo import (
     RefreshNeeded,
     Reply,
     ReplyError,
-    StreamPosition,
     Subscribed,
     Unsubscribed,
     reconnect_delays,
 )
+from .protocol.poison import PoisonedPositions
+from .protocol.tokens import MAX_TOKEN_REFUSALS, TokenRefusals
 
 __all__ = [
     "CHANNEL_PREFIX",
@@ -136,14 +142,6 @@ def channel_for(account_id: str) -> str:
 def account_of(channel: str) -> str | None:
     """The account whose order updates ``channel`` carries, or ``None`` for another channel."""
     return channel[len(CHANNEL_PREFIX) :] if channel.startswith(CHANNEL_PREFIX) else None
-
-
-MAX_TOKEN_REFUSALS = 3
-"""The stream fails when this many tokens in a row were refused (error 109 or a failed refresh).
-
-"In a row": without a successful connect in between. Each refusal costs one
-provider call and at most one connect.
-"""
 
 
 # --------------------------------------------------------------------------- connecting
@@ -216,12 +214,32 @@ class _Fatal(Exception):
         self.transport = transport
 
 
+class _SessionEnd:
+    """How one connection ended, filled in as the reader learns it.
+
+    ``connected``: its connect command succeeded; ``immediate``: reconnect
+    without backoff; ``poisoned``: see ``OrderStream._session``; ``code`` and
+    ``reason``: the close frame's, if any; ``fatal``: the error to stop with.
+    """
+
+    __slots__ = ("code", "connected", "fatal", "immediate", "poisoned", "reason")
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.immediate = False
+        self.poisoned = False
+        self.code: int | None = None
+        self.reason = ""
+        self.fatal: CadenzaError | None = None
+
+
 class OrderStream:
     """The account stream over one WebSocket at a time; see the module docstring.
 
-    The stream is the one owner of channels: it knows which are wanted,
-    subscribes them (again after each reconnect, with recovery) and decodes
-    their publications. Callbacks run synchronously in the reader and must
+    The stream is the one owner of channels: it knows which are wanted
+    (:meth:`want`, :meth:`subscribe`; given up with :meth:`release`,
+    :meth:`unsubscribe`), subscribes them (again after each reconnect, in
+    batched frames, each with recovery) and decodes their publications. Callbacks run synchronously in the reader and must
     not block: each ``on_order`` listener ``(order, account)`` for every
     decoded order event (``account`` from the channel; events naming another
     account are dropped and counted), ``on_publication(channel, data,
@@ -306,16 +324,12 @@ class OrderStream:
         self._ever_connected = False
         self._drop_reason: str | None = None
         # Tokens: the one the connection authenticated with (connect or a
-        # successful refresh), the refresh command in flight, and the token
-        # the server refused (the next connect refreshes keyed on it).
+        # successful refresh), the refresh command in flight, and what the
+        # server said about the tokens since the last connect (the policy).
         self._conn_token = ""
         self._refresh_cmd: tuple[int, str] | None = None
-        self._refused: str | None = None
-        self._refused_code = 0
-        self._refused_counts = False
-        self._token_refusals = 0
-        self._poison_positions: dict[str, StreamPosition | None] | None = None
-        self._fresh: set[str] = set()
+        self._refusals = TokenRefusals()
+        self._poison = PoisonedPositions()
         self.reconnects = 0
 
     def __repr__(self) -> str:
@@ -408,6 +422,36 @@ class OrderStream:
             self._proto.send_subscribe(channel, asyncio.get_running_loop().time())
             self._spawn_aux(self._after_commands())
 
+    def release(self, channel: str) -> bool:
+        """Stop wanting ``channel``, the counterpart of :meth:`want`; True once it is not wanted.
+
+        Unsubscribed at once when connected (nobody waits for the reply),
+        else simply not resubscribed; its position is forgotten, so a later
+        :meth:`want` starts from the channel's live position (no recovery,
+        no ``on_gap``: whoever wants it again reconciles what it needs).
+        Fails nobody: while a :meth:`subscribe` call waits on the channel it
+        stays wanted and this returns False. Never raises, not even on a
+        closed or failed stream (there is nothing left to release then).
+        """
+        if self._sub_waiters.get(channel):
+            return False
+        if channel in self._wanted:
+            self._stop_wanting(channel)
+            if self._proto.connected and self._ws is not None and not self._closing:
+                self._spawn_aux(self._after_commands())
+            self._notify()
+        return True
+
+    def _stop_wanting(self, channel: str) -> None:
+        """Forget ``channel``: unsubscribe it if connected (queued, not written), else drop it."""
+        self._wanted.discard(channel)
+        self._poison.forget(channel)
+        self._live_since.pop(channel, None)
+        if self._proto.connected:
+            self._proto.send_unsubscribe(channel, asyncio.get_running_loop().time())
+        else:
+            self._proto.forget(channel)
+
     def is_live(self, channel: str) -> bool:
         """True while connected with ``channel`` subscribed: its events arrive as they happen."""
         return self._ws is not None and self._proto.is_subscribed(channel)
@@ -437,7 +481,7 @@ class OrderStream:
         if change is not None and not change.done():
             change.set_result(None)
 
-    def _spawn_aux(self, coro: Any) -> None:
+    def _spawn_aux(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._aux.add(task)
         task.add_done_callback(self._aux.discard)
@@ -485,14 +529,8 @@ class OrderStream:
         self._check_usable()
         if channel not in self._wanted:
             return
-        self._wanted.discard(channel)
-        self._fresh.discard(channel)
-        self._live_since.pop(channel, None)
-        if self._proto.connected:
-            self._proto.send_unsubscribe(channel, asyncio.get_running_loop().time())
-            await self._after_commands()
-        else:
-            self._proto.forget(channel)
+        self._stop_wanting(channel)
+        await self._after_commands()
         for waiter in self._sub_waiters.pop(channel, []):
             if not waiter.done():
                 waiter.set_exception(StreamError(f"unsubscribed from {channel}"))
@@ -605,43 +643,54 @@ class OrderStream:
                 self._log.exception("on_state callback failed")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        start_deadline = loop.time() + self._config.timeouts.connect
-        delays = reconnect_delays(self._min_delay, self._max_delay, self._rng)
-        last_error = "no connection"
+        """The reader task: connections one after another until closed or failed for good."""
         try:
-            while not self._stopping():
-                self._state("connecting")
-                immediate = poisoned = False
-                try:
-                    connected, immediate, poisoned = await self._session()
-                except _Drop as drop:  # could not open the socket
-                    connected = False
-                    self._drop_reason = drop.reason
-                if self._stopping():
-                    return
-                last_error = self._drop_reason or "connection lost"
-                if connected and not poisoned:  # a poisoned link keeps backing off
-                    delays = reconnect_delays(self._min_delay, self._max_delay, self._rng)
-                if immediate:
-                    continue
-                first = self._first_failure
-                if not connected and first is not None and not first.done():
-                    first.set_result(None)  # start(keep_trying=True) stops waiting now
-                delay = next(delays)
-                if not self._ever_connected and not self._keep_trying:
-                    remaining = start_deadline - loop.time()
-                    if remaining <= 0:
-                        raise _Fatal(
-                            StreamError(f"could not connect: {last_error}"), transport=True
-                        )
-                    delay = min(delay, remaining)
-                await asyncio.sleep(delay)
+            await self._reconnect_loop()
         except _Fatal as fatal:
             self._fail(fatal.error, transport=fatal.transport)
         except Exception as exc:  # a bug must not kill the reader silently
             self._log.error("stream: reader failed: %s", type(exc).__name__)
             self._fail(StreamError(f"stream reader failed: {type(exc).__name__}"))
+
+    async def _reconnect_loop(self) -> None:
+        """Open, pump and tear down connections with backoff; raises ``_Fatal`` to stop."""
+        start_deadline = asyncio.get_running_loop().time() + self._config.timeouts.connect
+        delays = reconnect_delays(self._min_delay, self._max_delay, self._rng)
+        while not self._stopping():
+            self._state("connecting")
+            end = await self._attempt()
+            if self._stopping():
+                return
+            if end.connected and not end.poisoned:  # a poisoned link keeps backing off
+                delays = reconnect_delays(self._min_delay, self._max_delay, self._rng)
+            if end.immediate:
+                continue
+            first = self._first_failure
+            if not end.connected and first is not None and not first.done():
+                first.set_result(None)  # start(keep_trying=True) stops waiting now
+            await asyncio.sleep(self._next_delay(delays, start_deadline))
+
+    async def _attempt(self) -> _SessionEnd:
+        """One connection attempt; a socket that could not be opened ends unconnected."""
+        try:
+            return await self._session()
+        except _Drop as drop:
+            self._drop_reason = drop.reason
+            return _SessionEnd()
+
+    def _next_delay(self, delays: Iterator[float], start_deadline: float) -> float:
+        """The backoff before the next attempt, within ``start()``'s time until a first connect.
+
+        Raises ``_Fatal`` (a transport failure) once that time is up.
+        """
+        delay = next(delays)
+        if self._ever_connected or self._keep_trying:
+            return delay
+        remaining = start_deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            last_error = self._drop_reason or "connection lost"
+            raise _Fatal(StreamError(f"could not connect: {last_error}"), transport=True)
+        return min(delay, remaining)
 
     def _fail(self, error: CadenzaError, *, transport: bool = False) -> None:
         if self._failure is not None or self._closing:
@@ -678,54 +727,32 @@ class OrderStream:
     async def _get_token(self) -> str:
         """The token for the next connect: a fresh one if the server refused the last.
 
-        Raises ``_Fatal`` when the provider fails or does not answer within
-        ``timeouts.connect``, when it hands back the token the server
-        refused, or after :data:`MAX_TOKEN_REFUSALS` refusals in a row.
+        The refusal policy (:class:`~cadenza_async.protocol.tokens.TokenRefusals`)
+        decides; this asks the provider. Raises ``_Fatal`` when the provider
+        fails or does not answer within ``timeouts.connect``, when it hands
+        back the token the server refused, or after
+        :data:`MAX_TOKEN_REFUSALS` refusals in a row.
         """
-        refused = self._refused
-        if refused is not None and self._token_refusals >= MAX_TOKEN_REFUSALS:
-            raise _Fatal(
-                StreamAuthenticationError(
-                    f"the WebSocket refused {self._token_refusals} tokens in a row from the "
-                    "token provider",
-                    code=self._refused_code,
-                )
-            )
+        refusals = self._refusals
+        give_up = refusals.before_fetch()
+        if give_up is None:
+            token = await self._fetch_token(refusals.stale)
+            give_up = refusals.after_fetch(token)
+            if give_up is None:
+                return token
+        raise _Fatal(StreamAuthenticationError(give_up.message, code=give_up.code))
+
+    async def _fetch_token(self, stale: str | None) -> str:
+        """The provider's token, fresh (keyed on ``stale``) when one was refused."""
         timeout = self._config.timeouts.connect
         try:
-            if refused is None:
+            if stale is None:
                 return await self._tokens.get(timeout=timeout)
-            token = await self._tokens.refresh(refused, timeout=timeout)
+            return await self._tokens.refresh(stale, timeout=timeout)
         except AuthenticationError as exc:
             raise _Fatal(
                 StreamAuthenticationError(f"no token for the WebSocket: {exc.message}")
             ) from None
-        if token == refused and self._refused_counts:
-            raise _Fatal(
-                StreamAuthenticationError(
-                    f"the WebSocket refused the token ({self._refused_code}) and the token "
-                    "provider has no other",
-                    code=self._refused_code,
-                )
-            )
-        self._refused = None
-        return token
-
-    def _token_refused(self, token: str, code: int, *, count: bool = True) -> bool:
-        """Note that the server refused ``token``; True for the first refusal in a row.
-
-        ``count``: a refusal proper (error 109, a failed refresh), which
-        counts toward :data:`MAX_TOKEN_REFUSALS` and is fatal if the provider
-        hands the same token back. An expired connection (close 3005) is
-        not: that token worked, and if the provider has no other the next
-        connect is left to tell (109 then counts).
-        """
-        self._refused = token
-        self._refused_code = code
-        self._refused_counts = count
-        if count:
-            self._token_refusals += 1
-        return self._token_refusals <= 1
 
     async def _open(self) -> ClientConnection:
         """Open a socket to exactly ``ws_url``: no redirect followed, no proxy unless configured.
@@ -782,142 +809,155 @@ class OrderStream:
     def _secrets_in_use(self) -> tuple[str | None, ...]:
         """The tokens this stream holds, sent or was refused: scrubbed from its errors."""
         cmd = self._refresh_cmd
-        return (self._tokens.current, self._conn_token, self._refused, cmd[1] if cmd else None)
+        stale = self._refusals.stale
+        return (self._tokens.current, self._conn_token, stale, cmd[1] if cmd else None)
 
-    async def _session(self) -> tuple[bool, bool, bool]:
-        """One connection, from open to loss.
+    async def _session(self) -> _SessionEnd:
+        """One connection, from open to loss: open, pump, tear down; how it ended.
 
-        Returns (connect succeeded, reconnect without delay, poisoned).
-        Poisoned: the connection died on something the peer sent that this
-        client refuses (a protocol violation, a binary frame, a message over
-        ``max_size`` closed with 1009). Such an end does not reset the
-        backoff, and the channel positions at that moment are compared with
-        the previous poisoned end (see :meth:`_note_poison`).
+        Raises ``_Drop`` when no socket could be opened and ``_Fatal`` when
+        the stream must stop for good. A poisoned end (the connection died
+        on something the peer sent that this client refuses: a protocol
+        violation, a binary frame, a message over ``max_size`` closed with
+        1009) does not reset the backoff, and the channel positions at that
+        moment go to the poisoned-position rule
+        (:class:`~cadenza_async.protocol.poison.PoisonedPositions`).
         """
         token = await self._get_token()
         ws = await self._open()
-        loop = asyncio.get_running_loop()
-        proto = self._proto
         self._ws = ws
         self._drop_reason = None
         self._conn_token = token
         self._refresh_cmd = None
-        session_connected = False
-        code: int | None = None
-        reason = ""
-        immediate = False
-        poisoned = False
-        fatal: CadenzaError | None = None
+        end = _SessionEnd()
         try:
-            proto.send_connect(token, loop.time(), version=__version__)
-            for frame in proto.data_to_send():
-                await ws.send(frame)
-            self._arm_timer()
-            receive_frame = proto.receive_frame
-            while True:
-                message = await ws.recv()
-                if not isinstance(message, str):
-                    self._log.warning("stream: binary frame received; reconnecting")
-                    raise _Drop("binary frame", poisoned=True)
-                events = receive_frame(message, loop.time())
-                rearm = False
-                for event in events:
-                    if type(event) is Publication:
-                        self._deliver(event)
-                    elif type(event) is Connected:
-                        session_connected = True
-                        self._connected(event)
-                    else:
-                        rearm = True
-                        self._handle(event)
-                frames = proto.data_to_send()
-                if frames:
-                    for frame in frames:
-                        await ws.send(frame)
-                if rearm or self._timer is None:
-                    self._arm_timer()
+            await self._pump(ws, token, end)
         except _Drop as drop:
-            reason = drop.reason
-            immediate = drop.immediate
-            poisoned = drop.poisoned
+            end.reason = drop.reason
+            end.immediate = drop.immediate
+            end.poisoned = drop.poisoned
         except _Fatal as exc:
-            fatal = exc.error
+            end.fatal = exc.error
         except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                reason = f"message over max_size ({self._max_size} bytes), closed with 1009"
-                poisoned = True
-                self._log.warning("stream: %s; reconnecting", reason)
-            elif exc.rcvd is not None:
-                code, reason = exc.rcvd.code, exc.rcvd.reason
-            else:
-                reason = self._drop_reason or "connection lost"
+            self._note_close(exc, end)
         finally:
-            self._ws = None
-            self._cancel_timer()
-            for task in list(self._aux):
-                task.cancel()
-            if ws.state is not State.CLOSED:
-                ws.transport.abort()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.wait_closed(), 1.0)
-            lost = proto.connection_lost(code, reason)
-            self._fail_rpc(TransportError("the stream connection was lost before the reply"))
-            if self._connected_event is not None and not self._closing:
-                self._connected_event.clear()
-            if not self._closing:
-                self._state("disconnected")
-        if fatal is not None:
-            raise _Fatal(fatal)
+            lost = await self._teardown(ws, end)
+        return self._after_session(end, lost)
+
+    async def _pump(self, ws: ClientConnection, token: str, end: _SessionEnd) -> None:
+        """Send the connect, then feed every frame to the core and act on its events.
+
+        Runs until the connection ends: ``ConnectionClosed`` from the socket,
+        ``_Drop`` or ``_Fatal`` from an event.
+        """
+        loop = asyncio.get_running_loop()
+        proto = self._proto
+        proto.send_connect(token, loop.time(), version=__version__)
+        for frame in proto.data_to_send():
+            await ws.send(frame)
+        self._arm_timer()
+        receive_frame = proto.receive_frame
+        deliver = self._deliver
+        apply_event = self._apply_event
+        while True:
+            message = await ws.recv()
+            if not isinstance(message, str):
+                self._log.warning("stream: binary frame received; reconnecting")
+                raise _Drop("binary frame", poisoned=True)
+            rearm = False
+            for event in receive_frame(message, loop.time()):
+                if type(event) is Publication:  # the hot path: straight to delivery
+                    deliver(event)
+                    continue
+                if type(event) is Connected:
+                    end.connected = True
+                rearm = True
+                apply_event(event)
+            frames = proto.data_to_send()
+            if frames:
+                for frame in frames:
+                    await ws.send(frame)
+            if rearm or self._timer is None:
+                self._arm_timer()
+
+    def _note_close(self, exc: ConnectionClosed, end: _SessionEnd) -> None:
+        """Record why the socket closed: 1009 sent by us (poisoned), the peer's code, or a loss."""
+        if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+            end.reason = f"message over max_size ({self._max_size} bytes), closed with 1009"
+            end.poisoned = True
+            self._log.warning("stream: %s; reconnecting", end.reason)
+        elif exc.rcvd is not None:
+            end.code, end.reason = exc.rcvd.code, exc.rcvd.reason
+        else:
+            end.reason = self._drop_reason or "connection lost"
+
+    async def _teardown(self, ws: ClientConnection, end: _SessionEnd) -> Disconnected:
+        """Close the socket, stop the connection's helpers, fail its RPCs; the core's verdict."""
+        self._ws = None
+        self._cancel_timer()
+        for task in list(self._aux):
+            task.cancel()
+        if ws.state is not State.CLOSED:
+            ws.transport.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.wait_closed(), 1.0)
+        lost = self._proto.connection_lost(end.code, end.reason)
+        self._fail_rpc(TransportError("the stream connection was lost before the reply"))
+        if self._connected_event is not None and not self._closing:
+            self._connected_event.clear()
+        if not self._closing:
+            self._state("disconnected")
+        return lost
+
+    def _after_session(self, end: _SessionEnd, lost: Disconnected) -> _SessionEnd:
+        """Apply the policies to how a connection ended; raises ``_Fatal`` to stop for good."""
+        if end.fatal is not None:
+            raise _Fatal(end.fatal)
         if self._closing:
-            return session_connected, False, poisoned
-        if poisoned:
-            self._note_poison()
-        elif session_connected:
-            self._poison_positions = None
+            end.immediate = False
+            return end
+        self._note_poison(end)
+        code, reason = end.code, end.reason
         if not lost.reconnect:
-            if code == _CLOSE_INVALID_TOKEN:
-                raise _Fatal(
-                    StreamAuthenticationError(
-                        f"the WebSocket refused the token: {reason or 'invalid token'} "
-                        f"(close {code})",
-                        code=code,
-                    )
-                )
-            raise _Fatal(StreamError(f"stream closed by the server: {reason or code}", code=code))
+            raise _Fatal(self._closed_for_good(code, reason))
         if code == _CLOSE_EXPIRED:
-            self._token_refused(self._conn_token, code, count=False)
+            self._refusals.expired(self._conn_token, code)
         if reason and code is None:
             self._log.info("stream: connection dropped (%s); reconnecting", reason)
         elif code is not None:
             self._log.info("stream: closed with %s; reconnecting", code)
         self._drop_reason = reason
-        return session_connected, immediate, poisoned
+        return end
 
-    def _note_poison(self) -> None:
-        """After a poisoned end: channels stuck at the same position twice resubscribe fresh.
+    @staticmethod
+    def _closed_for_good(code: int | None, reason: str) -> CadenzaError:
+        """The error for a close code that forbids reconnecting (3500: the token)."""
+        if code == _CLOSE_INVALID_TOKEN:
+            return StreamAuthenticationError(
+                f"the WebSocket refused the token: {reason or 'invalid token'} (close {code})",
+                code=code,
+            )
+        return StreamError(f"stream closed by the server: {reason or code}", code=code)
 
-        A message the client refuses inside a channel's history comes back
-        with every recovery: reconnecting from the same position replays it
-        and dies again. When a channel's position did not move between two
-        poisoned ends in a row, its next subscribe asks for no recovery (a
-        fresh position past the bad message) and ``on_gap(channel)`` tells
-        the application to reconcile by REST: nothing is lost, REST is the
-        source of truth. A channel whose recovery went through is cleared
-        (see ``_handle``).
+    def _note_poison(self, end: _SessionEnd) -> None:
+        """Tell the poisoned-position rule how the connection ended.
+
+        After a poisoned end, a channel whose position did not move since
+        the previous poisoned end resubscribes without recovery, and its
+        subscribe reports ``on_gap``; see
+        :class:`~cadenza_async.protocol.poison.PoisonedPositions`.
         """
-        now = {ch: self._proto.positions.get(ch) for ch in self._wanted}
-        before = self._poison_positions
-        if before is not None:
-            for channel, position in now.items():
-                if channel in before and before[channel] == position:
-                    if channel not in self._fresh:
-                        self._log.warning(
-                            "stream: %s failed twice at the same position; "
-                            "resubscribing without recovery and reconciling",
-                            channel,
-                        )
-                    self._fresh.add(channel)
-        self._poison_positions = now
+        if end.poisoned:
+            positions = self._proto.positions
+            stuck = self._poison.poisoned_end({ch: positions.get(ch) for ch in self._wanted})
+            for channel in stuck:
+                self._log.warning(
+                    "stream: %s failed twice at the same position; "
+                    "resubscribing without recovery and reconciling",
+                    channel,
+                )
+        elif end.connected:
+            self._poison.clean_end()
 
     async def _after_commands(self) -> None:
         """Write queued commands from the caller's task and re-arm the deadline timer."""
@@ -986,15 +1026,20 @@ class OrderStream:
             self._log.exception("on_gap callback failed for %s", channel)
 
     def _connected(self, event: Connected) -> None:
-        loop = asyncio.get_running_loop()
+        """The connect succeeded: resubscribe every wanted channel, in one batch.
+
+        Each subscribe asks to recover from the channel's own position
+        (unless the poisoned-position rule says otherwise); the core writes
+        them all in as few frames as its frame size allows.
+        """
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
-        self._token_refusals = 0
-        now = loop.time()
-        fresh = self._fresh
+        self._refusals.connected()
+        now = asyncio.get_running_loop().time()
+        recovers = self._poison.recovers
         for channel in sorted(self._wanted):
-            self._proto.send_subscribe(channel, now, recover=channel not in fresh)
+            self._proto.send_subscribe(channel, now, recover=recovers(channel))
         self._arm_timer()
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
@@ -1002,105 +1047,124 @@ class OrderStream:
             self._connected_event.set()
         self._state("connected")
 
-    def _handle(self, event: Event) -> None:
-        """Act on one non-publication event; raises _Drop or _Fatal to end the connection."""
-        if isinstance(event, PositionGap):
-            self._log.warning(
-                "stream: %s skipped from offset %d to %d; reconciling",
-                event.channel,
-                event.expected_offset,
-                event.got_offset,
-            )
-            self._gap(event.channel)
-        elif isinstance(event, Subscribed):
-            for pub in event.publications:
-                self._deliver(pub)
-            channel = event.channel
-            fresh = channel in self._fresh
-            if fresh:
-                self._fresh.discard(channel)
-            poisoned = self._poison_positions
-            if poisoned is not None:
-                poisoned.pop(channel, None)  # this position recovered: not stuck
-            if event.gap or fresh:
-                self._gap(channel)
-            if channel not in self._live_since:
-                self._live_since[channel] = asyncio.get_running_loop().time()
-            for waiter in self._sub_waiters.pop(event.channel, []):
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._notify()
-        elif isinstance(event, Reply):
-            if event.method == "refresh":
-                cmd = self._refresh_cmd
-                if cmd is not None and cmd[0] == event.command_id:
-                    self._conn_token = cmd[1]  # the connection now runs on this token
-                    self._refresh_cmd = None
-                return
-            rpc_waiter = self._rpc_waiters.pop(event.command_id, None)
-            if rpc_waiter is not None and not rpc_waiter.done():
-                rpc_waiter.set_result(event.data)
-        elif isinstance(event, ReplyError):
-            self._reply_error(event)
-        elif isinstance(event, CommandTimedOut):
-            if event.method == "rpc":
-                rpc_waiter = self._rpc_waiters.pop(event.command_id, None)
-                if rpc_waiter is not None and not rpc_waiter.done():
-                    rpc_waiter.set_exception(TransportError("no reply to the rpc in time"))
-            else:
-                raise _Drop(f"no reply to {event.method} in time")
-        elif isinstance(event, Unsubscribed):
-            if event.resubscribe and event.channel in self._wanted:
-                self._proto.send_subscribe(event.channel, asyncio.get_running_loop().time())
-            else:
-                self._wanted.discard(event.channel)
-                self._live_since.pop(event.channel, None)
-                self._log.warning(
-                    "stream: server unsubscribed %s (code %d)", event.channel, event.code
-                )
-                self._notify()
-                self._gap(event.channel)
-        elif isinstance(event, Disconnected):
-            if not event.reconnect:
-                raise _Fatal(StreamError(f"disconnected: {event.reason}", code=event.code))
-            raise _Drop(f"disconnect push {event.code}")
-        elif isinstance(event, PingTimeout):
-            self._log.warning("stream: no data for %.1fs; reconnecting", event.silence)
-            raise _Drop("no ping from the server")
-        elif isinstance(event, ProtocolViolation):
-            self._log.warning("stream: bad frame (%s); reconnecting", event.reason)
-            raise _Drop(f"bad frame: {event.reason}", poisoned=True)
-        elif isinstance(event, RefreshNeeded):
-            task = asyncio.get_running_loop().create_task(self._refresh())
-            self._aux.add(task)
-            task.add_done_callback(self._aux.discard)
+    def _apply_event(self, event: Event) -> None:
+        """Apply one event of the Centrifugo core to the stream's state.
 
-    def _reply_error(self, event: ReplyError) -> None:
+        Raises ``_Drop`` to end the connection and reconnect, ``_Fatal`` to
+        stop for good.
+        """
+        match event:
+            case Publication():
+                self._deliver(event)
+            case Connected():
+                self._connected(event)
+            case Subscribed():
+                self._on_subscribed(event)
+            case PositionGap():
+                self._log.warning(
+                    "stream: %s skipped from offset %d to %d; reconciling",
+                    event.channel,
+                    event.expected_offset,
+                    event.got_offset,
+                )
+                self._gap(event.channel)
+            case Reply():
+                self._on_reply(event)
+            case ReplyError():
+                self._on_reply_error(event)
+            case CommandTimedOut():
+                self._on_timed_out(event)
+            case Unsubscribed():
+                self._on_unsubscribed(event)
+            case Disconnected():
+                if not event.reconnect:
+                    raise _Fatal(StreamError(f"disconnected: {event.reason}", code=event.code))
+                raise _Drop(f"disconnect push {event.code}")
+            case PingTimeout():
+                self._log.warning("stream: no data for %.1fs; reconnecting", event.silence)
+                raise _Drop("no ping from the server")
+            case ProtocolViolation():
+                self._log.warning("stream: bad frame (%s); reconnecting", event.reason)
+                raise _Drop(f"bad frame: {event.reason}", poisoned=True)
+            case RefreshNeeded():
+                self._spawn_aux(self._refresh())
+
+    def _on_subscribed(self, event: Subscribed) -> None:
+        """A channel is live: deliver what its recovery replayed, report a lost continuity."""
+        for pub in event.publications:
+            self._deliver(pub)
+        channel = event.channel
+        if self._poison.subscribed(channel) or event.gap:
+            self._gap(channel)
+        if channel not in self._live_since:
+            self._live_since[channel] = asyncio.get_running_loop().time()
+        for waiter in self._sub_waiters.pop(channel, []):
+            if not waiter.done():
+                waiter.set_result(None)
+        self._notify()
+
+    def _on_reply(self, event: Reply) -> None:
+        """A refresh took (the connection now runs on its token), or an RPC answered."""
+        if event.method == "refresh":
+            cmd = self._refresh_cmd
+            if cmd is not None and cmd[0] == event.command_id:
+                self._conn_token = cmd[1]
+                self._refresh_cmd = None
+            return
+        waiter = self._rpc_waiters.pop(event.command_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(event.data)
+
+    def _fail_one_rpc(self, command_id: int, error: Exception) -> None:
+        waiter = self._rpc_waiters.pop(command_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def _on_timed_out(self, event: CommandTimedOut) -> None:
+        """An RPC without reply fails its caller; any other command ends the connection."""
+        if event.method != "rpc":
+            raise _Drop(f"no reply to {event.method} in time")
+        self._fail_one_rpc(event.command_id, TransportError("no reply to the rpc in time"))
+
+    def _on_unsubscribed(self, event: Unsubscribed) -> None:
+        """The server unsubscribed a channel: subscribe again if asked to, else let it go."""
+        channel = event.channel
+        if event.resubscribe and channel in self._wanted:
+            self._proto.send_subscribe(channel, asyncio.get_running_loop().time())
+            return
+        self._wanted.discard(channel)
+        self._live_since.pop(channel, None)
+        self._log.warning("stream: server unsubscribed %s (code %d)", channel, event.code)
+        self._notify()
+        self._gap(channel)
+
+    def _on_reply_error(self, event: ReplyError) -> None:
+        """An error reply: fail the RPC, or decide what the refused command means for the link."""
         error = StreamRpcError(event.message, errno=event.code, temporary=event.temporary)
         if event.method == "rpc":
-            waiter = self._rpc_waiters.pop(event.command_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
+            self._fail_one_rpc(event.command_id, error)
             return
         if event.token_expired:
-            first = self._token_refused(self._refused_by(event), event.code)
+            first = self._refusals.refused(self._refused_by(event), event.code)
             raise _Drop(f"{event.method}: token expired", immediate=first)
         if event.temporary or event.code == ERROR_ALREADY_SUBSCRIBED:
             raise _Drop(f"{event.method}: temporary error {event.code}")
         if event.method == "connect":
-            if event.code == ERROR_UNAUTHORIZED:
-                raise _Fatal(
-                    StreamAuthenticationError(
-                        f"the WebSocket refused the token: {event.message}", code=event.code
-                    )
-                )
-            raise _Fatal(StreamError(f"connect refused: {event.message}", code=event.code))
+            raise _Fatal(self._connect_refused(event))
         if event.method == "subscribe" and event.channel is not None:
             self._subscribe_refused(event.channel, error)
             return
         if event.method == "refresh":
-            self._token_refused(self._refused_by(event), event.code)
+            self._refusals.refused(self._refused_by(event), event.code)
             raise _Drop(f"refresh refused ({event.code})")
+
+    @staticmethod
+    def _connect_refused(event: ReplyError) -> CadenzaError:
+        if event.code == ERROR_UNAUTHORIZED:
+            return StreamAuthenticationError(
+                f"the WebSocket refused the token: {event.message}", code=event.code
+            )
+        return StreamError(f"connect refused: {event.message}", code=event.code)
 
     def _subscribe_refused(self, channel: str, error: StreamRpcError) -> None:
         """A subscribe was refused: never a silent drop.
@@ -1127,7 +1191,7 @@ class OrderStream:
         was_wanted = channel in self._wanted
         self._wanted.discard(channel)
         self._live_since.pop(channel, None)
-        self._fresh.discard(channel)
+        self._poison.forget(channel)
         proto.forget(channel)
         for sub_waiter in self._sub_waiters.pop(channel, []):
             if not sub_waiter.done():
@@ -1218,7 +1282,7 @@ class OrderStream:
         try:
             now = asyncio.get_running_loop().time()
             for event in proto.check_timeouts(now, receiving=receiving):
-                self._handle(event)
+                self._apply_event(event)
         except _Drop as drop:
             self._abort(drop.reason)
             return

@@ -13,6 +13,7 @@ import socket
 import msgspec
 import pytest
 
+from cadenza_async import stream as stream_module
 from cadenza_async._auth import TokenSource
 from cadenza_async.config import ClientConfig, Timeouts
 from cadenza_async.errors import ApiError, ClientClosedError, StreamError, TransportError
@@ -879,3 +880,160 @@ async def test_close_stops_a_task_that_swallowed_its_first_cancellation():
         assert closing in done, "aclose hung on a task that swallowed a cancellation"
         assert swallowed.is_set()
         assert task.done()
+
+
+# ------------------------------------------------------------------ many channels, release
+
+
+async def eventually(predicate, timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds, polling (for state no callback reports)."""
+
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def publish_on(sim: CadenzaSimulator, account: str) -> str:
+    order = sim.create_order(account)
+    sim.set_status(order.trade_order_id, "CANCELLED")
+    return order.trade_order_id
+
+
+@pytest.fixture
+def sent_frames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text frame the stream writes from now on, in order."""
+    frames: list[str] = []
+    send = stream_module._LiveConnection.send
+
+    async def recording_send(self, message, *args, **kwargs):
+        if isinstance(message, str):
+            frames.append(message)
+        return await send(self, message, *args, **kwargs)
+
+    monkeypatch.setattr(stream_module._LiveConnection, "send", recording_send)
+    return frames
+
+
+async def test_a_reconnect_resubscribes_every_channel_in_batched_frames_each_from_its_position(
+    sent_frames: list[str],
+):
+    # 600 channels' subscribes with recovery are over 64 KiB together: one frame
+    # would pass the server's message limit (closed with 1009, again and again).
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec, subscribe=False) as stream:
+        accounts = [sim.add_account() for _ in range(600)]
+        channels = [f"tradingAccount:{a}" for a in accounts]
+        for channel in channels:
+            stream.want(channel)
+        await eventually(lambda: all(stream.is_live(c) for c in channels))
+        before = [publish_on(sim, a) for a in accounts[:3]]
+        await rec.wait(lambda: len(rec.pubs) >= 3)
+        positions = stream.positions
+        sent_frames.clear()
+
+        await sim.disconnect_all(code=3001)
+        during = [publish_on(sim, a) for a in accounts[:3]]  # only in the channels' history
+        await eventually(
+            lambda: stream.reconnects == 1 and all(stream.is_live(c) for c in channels)
+        )
+        await rec.wait(lambda: len(rec.pubs) >= 6)
+
+        subscribe_frames = [f for f in sent_frames if '"subscribe"' in f]
+        commands = [
+            msgspec.json.decode(line)["subscribe"]
+            for frame in subscribe_frames
+            for line in frame.split("\n")
+        ]
+        total = sum(len(f.encode()) for f in subscribe_frames)
+        assert total > 65536
+        assert len(subscribe_frames) == 2  # as few frames as the 64 KiB limit allows
+        assert all(len(f.encode()) <= 65536 for f in subscribe_frames)
+        assert sorted(c["channel"] for c in commands) == sorted(channels)  # each once
+        for command in commands:
+            assert command.get("recover") is True
+            epoch, offset = positions[command["channel"]]
+            assert (command.get("epoch", ""), command.get("offset", 0)) == (epoch, offset)
+        assert rec.order_ids[:3] == before
+        # Recovered, nothing lost or repeated (in the order the channels resubscribed).
+        assert sorted(rec.order_ids[3:]) == sorted(during)
+        assert rec.gaps == []
+        assert sim.connect_count == 2
+
+
+async def test_release_unsubscribes_a_live_channel_and_stops_its_events():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        channel = channel_of(sim)
+        assert stream.release(channel) is True
+        assert stream.channels == frozenset()
+        assert not stream.is_live(channel)
+        assert stream.live_since(channel) is None
+        other = sim.add_account()
+        await stream.subscribe(f"tradingAccount:{other}")  # after the unsubscribe, in order
+        released = publish(sim, 1)
+        kept = publish_on(sim, other)
+        await rec.wait(lambda: kept in rec.order_ids)
+        assert not set(released) & set(rec.order_ids)
+
+
+async def test_a_released_channel_is_not_resubscribed_after_a_reconnect():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        other = f"tradingAccount:{sim.add_account()}"
+        await stream.subscribe(other)
+        stream.release(channel_of(sim))
+        await sim.disconnect_all(code=3001)
+        await eventually(lambda: stream.reconnects == 1 and stream.is_live(other))
+        assert not stream.is_live(channel_of(sim))
+        assert stream.channels == frozenset({other})
+
+
+async def test_release_while_disconnected_keeps_the_channel_from_the_next_connect():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        sim.refuse_websocket(503)
+        await sim.disconnect_all(code=3001)
+        await eventually(lambda: not stream.connected)
+        assert stream.release(channel_of(sim)) is True
+        sim.accept_websocket()
+        await eventually(lambda: stream.reconnects == 1 and stream.connected)
+        await asyncio.sleep(0.05)
+        assert not stream.is_live(channel_of(sim))
+        assert channel_of(sim) not in stream.positions  # forgotten: a later want starts afresh
+
+
+async def test_release_fails_nobody_waiting_for_the_channel_and_keeps_it():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec, subscribe=False) as stream:
+        sim.delay_subscribe_replies(0.2)
+        channel = channel_of(sim)
+        waiting = asyncio.ensure_future(stream.subscribe(channel))
+        await eventually(lambda: channel in stream.channels)
+        assert stream.release(channel) is False  # someone waits on it: still wanted
+        await asyncio.wait_for(waiting, 2.0)  # confirmed, not failed
+        assert stream.is_live(channel)
+        assert channel in stream.channels
+        assert rec.failures == []
+
+
+async def test_release_then_want_subscribes_the_channel_again():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        channel = channel_of(sim)
+        stream.release(channel)
+        stream.want(channel)
+        await eventually(lambda: stream.is_live(channel))
+        ids = publish(sim, 2)
+        await rec.wait(lambda: set(ids) <= set(rec.order_ids))
+        assert rec.gaps == []
+
+
+async def test_release_of_an_unknown_channel_or_on_a_closed_stream_is_harmless():
+    rec = Recorder()
+    async with CadenzaSimulator() as sim:
+        async with running(sim, rec) as stream:
+            assert stream.release("tradingAccount:nobody") is True
+        assert stream.release(channel_of(sim)) is True  # closed: nothing left to release
+        assert stream.channels == frozenset()

@@ -58,6 +58,7 @@ __all__ = [
     "ERROR_TOKEN_EXPIRED",
     "ERROR_UNAUTHORIZED",
     "MAX_DATA_DEPTH",
+    "MAX_FRAME_SIZE",
     "UNDECODABLE_DATA",
     "CentrifugoProtocol",
     "CentrifugoUsageError",
@@ -394,6 +395,13 @@ class _Command(msgspec.Struct, omit_defaults=True):
 RECEIVING_RECHECK = 0.25
 """Seconds a due reply deadline is postponed while a frame is still arriving."""
 
+MAX_FRAME_SIZE = 65536
+"""Bytes of one outbound frame: Centrifugo's default ``websocket.message_size_limit``.
+
+Commands queued together are written as ``\\n``-separated batches, each at
+most this long; the server closes a connection whose message passes its limit.
+"""
+
 _DECODER = msgspec.json.Decoder(_Reply)
 _ENCODER = msgspec.json.Encoder()
 _RAW_CHECK = msgspec.json.Decoder()
@@ -517,6 +525,22 @@ def _decode_without_deep_data(line: str) -> tuple[_Reply, int] | None:
         return None
 
 
+def _batch_frames(messages: list[str], limit: int) -> list[str]:
+    """``messages`` joined with ``\\n`` into frames of at most ``limit`` UTF-8 bytes, in order."""
+    frames: list[str] = []
+    batch: list[str] = []
+    size = 0
+    for message in messages:
+        n = len(message) if message.isascii() else len(message.encode())
+        if batch and size + 1 + n > limit:
+            frames.append("\n".join(batch))
+            batch = []
+        size = n if not batch else size + 1 + n
+        batch.append(message)
+    frames.append("\n".join(batch))
+    return frames
+
+
 # --------------------------------------------------------------------------- state
 
 _IDLE = 0
@@ -560,6 +584,8 @@ class CentrifugoProtocol:
     ``command_timeout`` is the default reply deadline of every command.
     ``refresh_margin`` is how long before a token's ``ttl`` runs out
     :class:`RefreshNeeded` is emitted (at most half the ttl).
+    ``max_frame_size`` bounds the frames :meth:`data_to_send` batches
+    commands into (bytes; the server's inbound message limit).
     """
 
     def __init__(
@@ -568,10 +594,14 @@ class CentrifugoProtocol:
         max_ping_delay: float = 10.0,
         command_timeout: float = 10.0,
         refresh_margin: float = 10.0,
+        max_frame_size: int = MAX_FRAME_SIZE,
     ) -> None:
+        if max_frame_size < 1:
+            raise CentrifugoUsageError("max_frame_size must be >= 1")
         self.max_ping_delay = max_ping_delay
         self.command_timeout = command_timeout
         self.refresh_margin = refresh_margin
+        self.max_frame_size = max_frame_size
         self._state = _IDLE
         self._channels: dict[str, _Channel] = {}
         self._pending: dict[int, _AwaitedReply] = {}
@@ -630,12 +660,19 @@ class CentrifugoProtocol:
     # ----------------------------------------------------------------- commands
 
     def data_to_send(self) -> list[str]:
-        """The text frames to write now, in order (commands are ``\\n``-batched into one)."""
+        """The text frames to write now, in order: as few as ``max_frame_size`` allows.
+
+        Commands are ``\\n``-batched (Centrifugo reads several commands from
+        one message), each frame at most ``max_frame_size`` bytes; a single
+        command longer than that goes alone.
+        """
         out = self._out
         if not out:
             return []
         self._out = []
-        return [out[0]] if len(out) == 1 else ["\n".join(out)]
+        if len(out) == 1:
+            return out
+        return _batch_frames(out, self.max_frame_size)
 
     def send_connect(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import pathlib
 import random
@@ -178,6 +179,76 @@ def test_queued_commands_are_batched_into_one_frame_with_newlines():
     lines = frames[0].split("\n")
     assert [json.loads(x)["subscribe"]["channel"] for x in lines] == ["a", "b"]
     assert proto.data_to_send() == []
+
+
+def subscribe_commands(frames: list[str]) -> list[dict]:
+    return [json.loads(line)["subscribe"] for frame in frames for line in frame.split("\n")]
+
+
+def test_many_commands_are_batched_into_as_few_frames_as_the_frame_size_allows():
+    proto = connected()
+    proto.max_frame_size = 1000
+    channels = [f"tradingAccount:acc-{n:04d}" for n in range(100)]
+    for channel in channels:
+        proto.send_subscribe(channel, 0.0)
+    frames = proto.data_to_send()
+    assert [c["channel"] for c in subscribe_commands(frames)] == channels  # all, in order
+    assert all(len(frame.encode()) <= 1000 for frame in frames)
+    assert len(frames) > 1
+    # Greedy, so as few as possible in order: the next frame's first command would not fit.
+    for frame, following in itertools.pairwise(frames):
+        assert len(frame.encode()) + 1 + len(following.split("\n")[0].encode()) > 1000
+
+
+def test_the_default_frame_size_is_centrifugos_default_message_limit():
+    assert CentrifugoProtocol().max_frame_size == cf.MAX_FRAME_SIZE == 65536
+
+
+def test_a_resubscribe_of_a_thousand_channels_stays_under_the_server_limit():
+    proto = connected()
+    for n in range(1000):
+        channel = f"tradingAccount:{n:08d}-0000-4000-8000-000000000000"
+        proto.send_subscribe(channel, 0.0, recover_from=StreamPosition("epoch-" + "x" * 8, n))
+    frames = proto.data_to_send()
+    assert 1 < len(frames) <= 3
+    assert all(len(frame.encode()) <= cf.MAX_FRAME_SIZE for frame in frames)
+    commands = subscribe_commands(frames)
+    assert len(commands) == 1000
+    assert [c["offset"] for c in commands[1:]] == list(range(1, 1000))  # each its own position
+    assert all(c["recover"] for c in commands)
+
+
+def test_a_command_longer_than_the_frame_size_goes_alone():
+    proto = connected()
+    proto.max_frame_size = 100
+    proto.send_subscribe("a", 0.0)
+    proto.send_rpc("m", json.dumps({"x": "y" * 200}).encode(), 0.0)
+    proto.send_subscribe("b", 0.0)
+    frames = proto.data_to_send()
+    assert len(frames) == 3
+    assert "\n" not in frames[1]
+    assert len(frames[1]) > 100
+
+
+def test_frame_size_counts_utf8_bytes_not_characters():
+    channel = "tradingAccount:" + "é" * 20  # 20 characters, 40 bytes
+
+    def two_subscribes(max_frame_size: int) -> list[str]:
+        proto = connected()
+        proto.max_frame_size = max_frame_size
+        proto.send_subscribe(channel, 0.0)
+        proto.send_subscribe(channel + "2", 0.0)
+        return proto.data_to_send()
+
+    (batch,) = two_subscribes(cf.MAX_FRAME_SIZE)
+    assert len(batch) < len(batch.encode())
+    assert len(two_subscribes(len(batch.encode()))) == 1
+    assert len(two_subscribes(len(batch))) == 2  # fits by characters, not by bytes
+
+
+def test_a_frame_size_below_one_byte_is_refused():
+    with pytest.raises(CentrifugoUsageError):
+        CentrifugoProtocol(max_frame_size=0)
 
 
 def test_batched_incoming_frame_yields_events_in_wire_order():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -124,3 +125,25 @@ def test_reconnect_delays_stay_within_min_and_max(lo, hi, seed):
         d = next(gen)
         assert d <= hi
         assert d >= min(lo, hi)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=120), min_size=2, max_size=60),
+    limit=st.integers(min_value=1, max_value=400),
+)
+def test_outbound_batches_keep_every_command_in_order_within_the_frame_size(lengths, limit):
+    proto = CentrifugoProtocol(max_frame_size=limit)
+    cid = proto.send_connect("t", 0.0)
+    proto.receive_frame(json.dumps({"id": cid, "connect": {"ping": 25}}), 0.0)
+    proto.data_to_send()
+    payloads = [json.dumps({"p": "x" * n}).encode() for n in lengths]
+    for payload in payloads:
+        proto.send_rpc("m", payload, 0.0)
+    frames = proto.data_to_send()
+    commands = [json.loads(line) for frame in frames for line in frame.split("\n")]
+    assert [json.dumps(c["rpc"]["data"]).encode() for c in commands] == payloads
+    for frame in frames:
+        assert len(frame.encode()) <= limit or "\n" not in frame  # only a lone command is over
+    for frame, following in itertools.pairwise(frames):  # as few frames as possible
+        assert len(frame.encode()) + 1 + len(following.split("\n")[0].encode()) > limit
