@@ -1,4 +1,7 @@
-"""TokenSource: the one place that knows the access token and how to get a fresh one."""
+"""TokenSource: the one place that knows the access token and how to get a fresh one.
+
+Also the REST side's rule for a refused token (:class:`RefreshRule`, pure).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ from collections.abc import Awaitable, Callable
 from .config import TokenProvider
 from .errors import AuthenticationError
 
-__all__ = ["TokenSource"]
+__all__ = ["MAX_REFRESHES", "RefreshRule", "TokenSource"]
+
+#: Fresh tokens one REST call may ask for after 401s, each for a different refused token.
+MAX_REFRESHES = 3
 
 
 class TokenSource:
@@ -114,6 +120,51 @@ class TokenSource:
                 self.refresh_count += 1
             self._current = token
             return token
+
+
+class RefreshRule:
+    """The 401 rule of one REST call: when a refused token is worth a fresh one. Pure.
+
+    A token refused is refreshed once. A fresh token refused at once (its
+    first answer is a 401) is final: the server does not take the
+    provider's tokens. One refused after other answers (a long call:
+    resets, retries, pauses) may have expired meanwhile and is refreshed
+    again, at most :data:`MAX_REFRESHES` times per call. A provider that
+    hands back a token already refused ends it too.
+    """
+
+    __slots__ = ("_fresh_untried", "_refused", "max_refreshes")
+
+    def __init__(self, max_refreshes: int = MAX_REFRESHES) -> None:
+        self.max_refreshes = max_refreshes
+        self._refused: list[str] = []
+        self._fresh_untried = False
+
+    def answered(self) -> None:
+        """The server answered something other than 401, or did not answer: no verdict on the token."""
+        self._fresh_untried = False
+
+    def should_refresh(self, token: str, refreshable: bool) -> bool:
+        """``token`` was refused (401): True when a fresh one is worth asking for.
+
+        ``refreshable``: the token comes from a provider that can be asked
+        again. False means the 401 is final.
+        """
+        refused = self._refused
+        if (
+            self._fresh_untried
+            or token in refused
+            or len(refused) >= self.max_refreshes
+            or not refreshable
+        ):
+            return False
+        refused.append(token)
+        return True
+
+    def retry_with(self, fresh: str, refused: str) -> bool:
+        """The provider handed out ``fresh`` for ``refused``: True when worth sending with it."""
+        self._fresh_untried = True
+        return fresh != refused and fresh not in self._refused
 
 
 def _call(provider: Callable[[], str] | Callable[[], Awaitable[str]]) -> str | Awaitable[str]:

@@ -34,7 +34,14 @@ not inflating at all leaves no decompression bomb to bound. Proxies are
 used only when ``ClientConfig.proxy`` is set (never for a loopback API);
 proxy environment variables are ignored.
 
-Retries on 5xx and transport errors apply to idempotent calls only (cancel,
+A call is layered the way httpx layers sending: ``_send_once`` sends one
+request (paced by the rate gate, with the current token, within the
+deadline, the body read up to the cap) and translates aiohttp's exceptions;
+``_send_authorized`` applies the 401 rule
+(:class:`~cadenza_async._auth.RefreshRule`) on top; ``_call`` retries on
+top of that, as :func:`~cadenza_async._retry.retry_verdict` decides from
+the :class:`~cadenza_async.config.RetryPolicy` and the time left. Retries
+on 5xx and transport errors apply to idempotent calls only (cancel,
 look-ups), never to submit. aiohttp exceptions never leave this module and are
 never chained, not even as ``__context__``: their reprs can hold the ``Authorization``
 header. Error messages built from server text are scrubbed of the tokens in use
@@ -49,7 +56,7 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Final
 from urllib.parse import quote
@@ -60,11 +67,12 @@ from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict
 from yarl import URL
 
-from ._auth import TokenSource
+from ._auth import RefreshRule, TokenSource
 from ._ratelimit import RateGate
 from ._redact import redact
+from ._retry import retry_verdict
 from ._version import __version__
-from .config import ClientConfig
+from .config import ClientConfig, RetryPolicy
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -136,8 +144,6 @@ _NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ClientSSLError)
 #: Granularity of deadline-shortened request timeouts (seconds), and how many are kept.
 _TIMEOUT_STEP: Final = 0.005
 _TIMEOUT_CACHE: Final = 64
-#: Fresh tokens one call may ask for after 401s, each for a different refused token.
-_MAX_REFRESHES: Final = 3
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -168,9 +174,95 @@ def _budget(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - asyncio.get_running_loop().time()
 
 
-def _past(deadline: float | None, delay: float) -> bool:
-    """True when sleeping ``delay`` seconds would end at or after ``deadline``."""
-    return deadline is not None and asyncio.get_running_loop().time() + delay >= deadline
+class _CallState:
+    """One logical request across its attempts: what is sent, and what its attempts learned.
+
+    ``maybe_sent``: an attempt may have reached the server; ``retried``:
+    the error of the last attempt that was retried; ``auth``: the 401 rule,
+    from the first 401 on.
+    """
+
+    __slots__ = (
+        "auth",
+        "body",
+        "deadline",
+        "delays",
+        "idempotent",
+        "maybe_sent",
+        "method",
+        "paced",
+        "retried",
+        "url",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        idempotent: bool,
+        paced: bool,
+        deadline: float | None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.body = body
+        self.idempotent = idempotent
+        self.paced = paced
+        self.deadline = deadline
+        self.maybe_sent = False
+        self.retried: CadenzaError | None = None
+        self.auth: RefreshRule | None = None
+        self.delays: Iterator[float] | None = None
+
+    def next_delay(self, policy: RetryPolicy) -> Callable[[], float | None]:
+        """A draw of the policy's next backoff for this call (``None``: attempts spent)."""
+
+        def draw() -> float | None:
+            if self.delays is None:
+                self.delays = policy.delays()
+            return next(self.delays, None)
+
+        return draw
+
+
+class _Answer:
+    """What the server answered one attempt: status, the capped body, the token it was sent with."""
+
+    __slots__ = ("raw", "resp", "status", "token")
+
+    def __init__(self, status: int, raw: bytes, resp: aiohttp.ClientResponse, token: str) -> None:
+        self.status = status
+        self.raw = raw
+        self.resp = resp
+        self.token = token
+
+
+class _Failure:
+    """An attempt without an answer: the translated error and what is known about it.
+
+    ``repeatable``: not a failure that repeats itself (TLS); ``maybe_sent``:
+    the request may have reached the server; ``too_late``: the deadline
+    passed before the attempt could start (nothing was sent).
+    """
+
+    __slots__ = ("error", "maybe_sent", "repeatable", "too_late")
+
+    def __init__(
+        self,
+        error: TransportError | ClientClosedError,
+        *,
+        repeatable: bool = False,
+        maybe_sent: bool = False,
+        too_late: bool = False,
+    ) -> None:
+        self.error = error
+        self.repeatable = repeatable
+        self.maybe_sent = maybe_sent
+        self.too_late = too_late
+
+
+_Outcome = _Answer | _Failure
 
 
 def _clip(text: str) -> str:
@@ -446,158 +538,199 @@ class HttpApi:
     ) -> Envelope:
         """Send one logical request (with its retries); the success envelope.
 
-        With a ``deadline`` no attempt starts or sleeps past it, and an attempt
-        that would outlive it gets a shorter timeout.
+        The retry layer, on top of :meth:`_send_authorized` (the 401 rule) on
+        top of :meth:`_send_once` (one request). With a ``deadline`` no
+        attempt starts or sleeps past it, and an attempt that would outlive
+        it gets a shorter timeout.
         """
         session = self._session
         if session is None:
             session = self._open_session()
         elif self._closed:
             raise ClientClosedError("the client is closed")
-        tokens = self._tokens
-        gate = self._gate
-        delays: Iterator[float] | None = None
-        refused: list[str] = []  # tokens this call saw refused (each refreshed once)
-        fresh_untried = False  # the token was just refreshed and not yet answered
-        maybe_sent = False
-        retried: CadenzaError | None = None  # what the last retry answered, if any
+        call = _CallState(method, url, body, idempotent, paced, deadline)
         while True:
-            # The rate gate waits no longer than the deadline allows: a pause
-            # that outlasts it raises RateLimitError now (nothing was sent).
-            if paced and not self._unpaced:
-                await gate.acquire(_budget(deadline))
-            elif gate.paused_until > 0.0:
-                await gate.wait_unpaused(_budget(deadline))
-            token = tokens.current
-            if token is None:
-                token = await tokens.get()
-            if token is not self._auth_header:
-                # aiohttp copies the default headers when the request starts, before
-                # its first await: requests already sent keep the token they had.
-                session.headers["Authorization"] = "Bearer " + token
-                self._auth_header = token
-            failure: TransportError | ClientClosedError | None = None
-            retryable = False
-            if deadline is None:
-                timeout = self._timeout
+            outcome = await self._send_authorized(session, call)
+            if isinstance(outcome, _Failure):
+                await self._retry_failure(call, outcome)
+            elif 200 <= outcome.status < 300:
+                return self._success_envelope(outcome.raw, outcome.status, outcome.resp)
             else:
-                try:
-                    timeout = self._timeout_until(deadline)
-                except TransportError:
-                    if retried is not None:
-                        raise retried from None  # the answer that used the time up tells more
-                    raise
-            try:
-                resp = await session.request(
-                    method,
-                    url,
-                    data=None if body is None else aiohttp.BytesPayload(body, content_type=_JSON),
-                    allow_redirects=False,
-                    timeout=timeout,
-                )
-                try:
-                    raw = await self._read_body(resp)
-                finally:
-                    resp.release()
-            except asyncio.CancelledError:
-                raise
-            except (aiohttp.ClientError, *_TIMEOUT_ERRORS, OSError) as exc:
-                failure = self._transport_error(exc, method, url, token)
-                retryable = idempotent and not isinstance(exc, _NOT_RETRIED_TRANSPORT)
-                maybe_sent = maybe_sent or not isinstance(exc, _NOT_SENT)
-            if failure is not None:
-                fresh_untried = False  # no answer about the token: it may expire meanwhile
-                if isinstance(failure, TransportError):
-                    # Any attempt that may have reached the server taints the whole call.
-                    failure.maybe_sent = maybe_sent
-                # Raised outside the except block: the aiohttp exception is not
-                # kept as __context__ (its repr can hold the bearer token). On
-                # Python 3.10 a stale handled exception can still be attached
-                # (a CancelledError or OSError under aiohttp's timer), so the
-                # context is also suppressed.
-                if not retryable or isinstance(failure, ClientClosedError):
-                    raise failure from None
-                if delays is None:
-                    delays = self._retry.delays()
-                delay = next(delays, None)
-                if delay is None or _past(deadline, delay):
-                    raise failure from None
-                log.debug("%s %s: %s; retrying in %.3fs", method, url.path, failure, delay)
-                retried = failure
-                await asyncio.sleep(delay)
-                continue
+                await self._retry_answer(call, outcome)
 
-            status = resp.status
-            if status != 401:
-                fresh_untried = False
-            if 200 <= status < 300:
-                return self._success_envelope(raw, status, resp)
-            if status == 401:
-                # A token refused is refreshed once. A fresh token refused at once is
-                # final (the server does not take the provider's tokens); one refused
-                # after other answers (a long call: resets, retries, pauses) may have
-                # expired meanwhile and is refreshed again, at most _MAX_REFRESHES times.
-                if (
-                    not fresh_untried
-                    and token not in refused
-                    and len(refused) < _MAX_REFRESHES
-                    and tokens.refreshable
-                ):
-                    refused.append(token)
-                    budget = _budget(deadline)
-                    if budget is not None and budget <= 0:
-                        raise TransportError(
-                            "the deadline passed before a fresh token could be fetched",
-                            maybe_sent=False,
-                        )
-                    fresh = await tokens.refresh(token, timeout=budget)
-                    fresh_untried = True
-                    if fresh != token and fresh not in refused:
-                        log.debug("%s %s: 401, retrying with a fresh token", method, url.path)
-                        continue
-                error = self._api_error(AuthenticationError, status, raw, resp)
-                error.message = "the REST API refused the token: " + error.message
-                raise error
-            if status == 429:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                cap = self._retry.max_retry_after
-                if delays is None:
-                    delays = self._retry.delays()
-                delay = next(delays, None)
-                pause = retry_after if retry_after is not None else (delay or 0.0)
-                gate.pause_for(min(pause, cap))
-                if (
-                    not idempotent  # a submit is never sent twice, not even after a 429
-                    or delay is None
-                    or (retry_after is not None and retry_after > cap)
-                    or _past(deadline, min(pause, cap))
-                ):
-                    error = self._api_error(RateLimitError, status, raw, resp)
-                    if isinstance(error, RateLimitError):
-                        error.retry_after = retry_after
-                    raise error
-                log.debug("%s %s: 429, pausing %.3fs", method, url.path, min(pause, cap))
-                retried = self._api_error(RateLimitError, status, raw, resp)
-                if isinstance(retried, RateLimitError):
-                    retried.retry_after = retry_after
-                continue
+    async def _retry_failure(self, call: _CallState, failure: _Failure) -> None:
+        """No answer: raise it, or sleep the backoff before the next attempt."""
+        error = failure.error
+        if failure.too_late:
+            # The deadline passed before another attempt could start: the answer
+            # that used the time up tells more than "no time left".
+            raise (call.retried or error) from None
+        call.maybe_sent = call.maybe_sent or failure.maybe_sent
+        if isinstance(error, ClientClosedError):
+            raise error from None
+        # Any attempt that may have reached the server taints the whole call.
+        error.maybe_sent = call.maybe_sent
+        verdict = retry_verdict(
+            None,
+            repeatable=call.idempotent and failure.repeatable,
+            next_delay=call.next_delay(self._retry),
+            time_left=_budget(call.deadline),
+        )
+        # Raised outside any except block: the aiohttp exception is not kept
+        # as __context__ (its repr can hold the bearer token). On Python 3.10
+        # a stale handled exception can still be attached (a CancelledError or
+        # OSError under aiohttp's timer), so the context is also suppressed.
+        if not verdict.retry:
+            raise error from None
+        log.debug("%s %s: %s; retrying in %.3fs", call.method, call.url.path, error, verdict.wait)
+        call.retried = error
+        await asyncio.sleep(verdict.wait)
+
+    async def _retry_answer(self, call: _CallState, answer: _Answer) -> None:
+        """An error answer (not 2xx, not a 401 the auth layer took): raise it, or retry.
+
+        A 429 pauses every caller (the gate) whatever happens next; the
+        retry then waits in the gate, not here.
+        """
+        status = answer.status
+        retry_after: float | None = None
+        error: ApiError
+        if status == 429:
+            retry_after = parse_retry_after(answer.resp.headers.get("Retry-After"))
+            error = self._rate_limit_error(answer, retry_after)
+        else:
             if status == 504:
-                maybe_sent = True
-            if status >= 500 and idempotent:
-                if delays is None:
-                    delays = self._retry.delays()
-                delay = next(delays, None)
-                if delay is not None and not _past(deadline, delay):
-                    log.debug("%s %s: %d; retrying in %.3fs", method, url.path, status, delay)
-                    retried = self._error_for_status(status, raw, resp)
-                    retried.maybe_sent = maybe_sent
-                    await asyncio.sleep(delay)
-                    continue
-            error = self._error_for_status(status, raw, resp)
+                call.maybe_sent = True  # a gateway timeout may have passed the request on
+            error = self._error_for_status(status, answer.raw, answer.resp)
             if status >= 500:
-                # A gateway timeout may have passed the request on; so may an earlier attempt.
-                error.maybe_sent = maybe_sent
+                error.maybe_sent = call.maybe_sent  # so may an earlier attempt
+        policy = self._retry
+        verdict = retry_verdict(
+            status,
+            repeatable=call.idempotent,
+            next_delay=call.next_delay(policy),
+            time_left=_budget(call.deadline),
+            retry_after=retry_after,
+            max_retry_after=policy.max_retry_after,
+        )
+        if status == 429:
+            self._gate.pause_for(verdict.pause)
+        if not verdict.retry:
             raise error
+        call.retried = error
+        if status == 429:  # the next attempt waits out the pause in the gate
+            log.debug("%s %s: 429, pausing %.3fs", call.method, call.url.path, verdict.pause)
+            return
+        path = call.url.path
+        log.debug("%s %s: %d; retrying in %.3fs", call.method, path, status, verdict.wait)
+        await asyncio.sleep(verdict.wait)
+
+    def _rate_limit_error(self, answer: _Answer, retry_after: float | None) -> ApiError:
+        error = self._api_error(RateLimitError, answer.status, answer.raw, answer.resp)
+        if isinstance(error, RateLimitError):
+            error.retry_after = retry_after
+        return error
+
+    async def _send_authorized(self, session: aiohttp.ClientSession, call: _CallState) -> _Outcome:
+        """One attempt through the 401 rule (:class:`~cadenza_async._auth.RefreshRule`).
+
+        A refused token worth refreshing is refreshed (within the deadline)
+        and the request sent again with the fresh one; a final 401 raises
+        :class:`AuthenticationError`. Anything else is returned as it came.
+        """
+        tokens = self._tokens
+        while True:
+            outcome = await self._send_once(session, call)
+            if isinstance(outcome, _Failure) or outcome.status != 401:
+                if call.auth is not None:
+                    call.auth.answered()
+                return outcome
+            rule = call.auth
+            if rule is None:
+                rule = call.auth = RefreshRule()
+            token = outcome.token
+            if not rule.should_refresh(token, tokens.refreshable):
+                raise self._token_refused(outcome)
+            budget = _budget(call.deadline)
+            if budget is not None and budget <= 0:
+                raise TransportError(
+                    "the deadline passed before a fresh token could be fetched", maybe_sent=False
+                )
+            fresh = await tokens.refresh(token, timeout=budget)
+            if not rule.retry_with(fresh, token):
+                raise self._token_refused(outcome)
+            log.debug("%s %s: 401, retrying with a fresh token", call.method, call.url.path)
+
+    def _token_refused(self, answer: _Answer) -> ApiError:
+        error = self._api_error(AuthenticationError, answer.status, answer.raw, answer.resp)
+        error.message = "the REST API refused the token: " + error.message
+        return error
+
+    async def _send_once(self, session: aiohttp.ClientSession, call: _CallState) -> _Outcome:
+        """One request: paced, with the current token, within the deadline; never raises aiohttp's.
+
+        The answer (status, capped body) or a :class:`_Failure` (the
+        translated error, and whether the request may have reached the
+        server). Raises what the rate gate raises, :class:`ResponseTooLargeError`,
+        and :class:`AuthenticationError` from the token provider.
+        """
+        deadline = call.deadline
+        await self._pace(call.paced, deadline)
+        token = await self._bearer(session)
+        if deadline is None:
+            timeout = self._timeout
+        else:
+            try:
+                timeout = self._timeout_until(deadline)
+            except TransportError as exc:
+                return _Failure(exc, too_late=True)
+        method, url, body = call.method, call.url, call.body
+        try:
+            resp = await session.request(
+                method,
+                url,
+                data=None if body is None else aiohttp.BytesPayload(body, content_type=_JSON),
+                allow_redirects=False,
+                timeout=timeout,
+            )
+            try:
+                raw = await self._read_body(resp)
+            finally:
+                resp.release()
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, *_TIMEOUT_ERRORS, OSError) as exc:
+            return _Failure(
+                self._transport_error(exc, method, url, token),
+                repeatable=not isinstance(exc, _NOT_RETRIED_TRANSPORT),
+                maybe_sent=not isinstance(exc, _NOT_SENT),
+            )
+        return _Answer(resp.status, raw, resp, token)
+
+    async def _pace(self, paced: bool, deadline: float | None) -> None:
+        """Wait for the rate gate (paced calls) or out of a 429 pause (all calls).
+
+        The gate waits no longer than the deadline allows: a pause that
+        outlasts it raises :class:`RateLimitError` now (nothing was sent).
+        """
+        gate = self._gate
+        if paced and not self._unpaced:
+            await gate.acquire(_budget(deadline))
+        elif gate.paused_until > 0.0:
+            await gate.wait_unpaused(_budget(deadline))
+
+    async def _bearer(self, session: aiohttp.ClientSession) -> str:
+        """The token to send, set as the session's ``Authorization`` header if it changed."""
+        tokens = self._tokens
+        token = tokens.current
+        if token is None:
+            token = await tokens.get()
+        if token is not self._auth_header:
+            # aiohttp copies the default headers when the request starts, before
+            # its first await: requests already sent keep the token they had.
+            session.headers["Authorization"] = "Bearer " + token
+            self._auth_header = token
+        return token
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
         """The reply body: at most ``max_response_size`` bytes, never inflated.

@@ -1,4 +1,4 @@
-"""TokenSource: string and callable providers, single-flight refresh, failing providers."""
+"""TokenSource (string and callable providers, single-flight refresh, failures); the 401 rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cadenza_async._auth import TokenSource
+from cadenza_async._auth import MAX_REFRESHES, RefreshRule, TokenSource
 from cadenza_async.errors import AuthenticationError
 
 
@@ -199,3 +199,52 @@ async def test_provider_with_nothing_newer_hands_back_the_stale_token():
     tokens = TokenSource(lambda: "same")
     assert await tokens.get() == "same"
     assert await tokens.refresh("same") == "same"  # the caller decides what that means
+
+
+# ------------------------------------------------------------------ the 401 rule of one call
+
+
+def test_refresh_rule_refreshes_a_refused_token_once():
+    rule = RefreshRule()
+    assert rule.should_refresh("t1", refreshable=True) is True
+    assert rule.retry_with("t2", "t1") is True
+    rule.answered()  # t2 got another answer (a 503, say)
+    assert rule.should_refresh("t1", refreshable=True) is False  # t1 again: already refused
+
+
+def test_refresh_rule_a_fresh_token_refused_at_once_is_final():
+    rule = RefreshRule()
+    assert rule.should_refresh("t1", refreshable=True)
+    assert rule.retry_with("t2", "t1")
+    assert rule.should_refresh("t2", refreshable=True) is False  # its first answer was a 401
+
+
+def test_refresh_rule_a_fresh_token_refused_after_other_answers_is_refreshed_again():
+    rule = RefreshRule()
+    assert rule.should_refresh("t1", refreshable=True)
+    assert rule.retry_with("t2", "t1")
+    rule.answered()
+    assert rule.should_refresh("t2", refreshable=True) is True
+
+
+def test_refresh_rule_at_most_max_refreshes_per_call():
+    rule = RefreshRule()
+    for n in range(MAX_REFRESHES):
+        assert rule.should_refresh(f"t{n}", refreshable=True)
+        assert rule.retry_with(f"t{n + 1}", f"t{n}")
+        rule.answered()
+    assert rule.should_refresh(f"t{MAX_REFRESHES}", refreshable=True) is False
+
+
+def test_refresh_rule_a_plain_string_token_is_never_refreshed():
+    assert RefreshRule().should_refresh("t1", refreshable=False) is False
+
+
+@pytest.mark.parametrize("fresh", ["t1", "t0"])
+def test_refresh_rule_a_provider_handing_back_a_refused_token_ends_the_call(fresh):
+    rule = RefreshRule()
+    assert rule.should_refresh("t0", refreshable=True)
+    assert rule.retry_with("t1", "t0")
+    rule.answered()
+    assert rule.should_refresh("t1", refreshable=True)
+    assert rule.retry_with(fresh, "t1") is False
