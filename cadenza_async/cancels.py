@@ -100,6 +100,7 @@ RECONNECT_GRACE: Final = 0.5
 #: listed (PAGE_SIZE orders a page, at most RECONCILE_PAGES pages) instead of
 #: looked up order by order.
 BATCH_MIN: Final = 4
+RECONCILE_CONCURRENCY: Final = 32
 PAGE_SIZE: Final = 500
 RECONCILE_PAGES: Final = 20
 #: Backoff between sends of a cancel that may have reached the API.
@@ -262,6 +263,9 @@ class Canceller:
         self._list_page = list_page
         self._listings: dict[str, asyncio.Task[set[str]]] = {}
         self._listed_at: dict[str, float] = {}  # when the last listing of an account started
+        # Reconciliation and polling share this many REST requests at once, so a
+        # reconnect with thousands of pending cancels queues here, not in the pool.
+        self._rest_slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
         self.reconcile_lists = 0
         self.list_requests = 0
         self._ever_up = False
@@ -415,13 +419,13 @@ class Canceller:
             if acc is None or self._list_page is None or len(group) < BATCH_MIN:
                 leftovers.extend(group)
                 return
-            async with limit:
-                leftovers.extend(await self._list_account(acc, group))
+            missed = await self._list_account(acc, group)
+            leftovers.extend(group if missed is None else missed)
 
         await asyncio.gather(*(account(acc, group) for acc, group in by_account.items()))
 
         async def one(waiter: Waiter) -> None:
-            async with limit:
+            async with limit, self._rest_slots:
                 if waiter.done:
                     return
                 try:
@@ -436,9 +440,10 @@ class Canceller:
 
     async def _list_account(
         self, account: str, waiters: list[Waiter], deadline: float | None = None
-    ) -> list[Waiter]:
+    ) -> list[Waiter] | None:
         """List ``account``'s orders to settle ``waiters``; returns the ones the pages missed.
 
+        ``None`` when the listing failed or did not end by ``deadline``.
         Shared: a listing of the account already under way is joined, not
         repeated. ``deadline`` bounds this caller's wait (the listing goes on).
         """
@@ -450,13 +455,13 @@ class Canceller:
             running.add_done_callback(lambda _t: self._listings.pop(account, None))
         timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
         await asyncio.wait((running,), timeout=timeout)
-        seen: set[str] = set()
-        if running.done() and not running.cancelled():
-            exc = running.exception()
-            if exc is None:
-                seen = running.result()
-            else:
-                log.warning("listing the orders of %s failed: %s", account, type(exc).__name__)
+        if not running.done() or running.cancelled():
+            return None
+        exc = running.exception()
+        if exc is not None:
+            log.warning("listing the orders of %s failed: %s", account, type(exc).__name__)
+            return None
+        seen = running.result()
         return [w for w in waiters if not w.done and w.order_id not in seen]
 
     async def _list_pages(self, account: str) -> set[str]:
@@ -470,7 +475,8 @@ class Canceller:
         offset = 0
         self.reconcile_lists += 1
         for _ in range(RECONCILE_PAGES):
-            page = await list_page(account, PAGE_SIZE, offset, deadline)
+            async with self._rest_slots:
+                page = await list_page(account, PAGE_SIZE, offset, deadline)
             self.list_requests += 1
             now = loop.time()
             for order in page.orders:
@@ -757,10 +763,11 @@ class Canceller:
             if self._listed_at.get(account, -math.inf) > polled_before:
                 return  # a listing that started since this job's last look covered it
             missed = await self._list_account(account, [waiter], job.deadline)
-            if not missed:
-                return
+            if missed is None or not missed:
+                return  # listed (or the listing failed: no storm of look-ups; next poll)
         try:
-            await self.look_up(waiter, job.deadline)
+            async with self._rest_slots:
+                await self.look_up(waiter, job.deadline)
         except _RETRIABLE as exc:
             log.debug("look-up of %s failed: %s", waiter.order_id, type(exc).__name__)
 
