@@ -458,57 +458,7 @@ def _decode_without_deep_data(line: str) -> tuple[_Reply, int] | None:
     applied), keeps every other message of the frame, and lets the
     application reject the payload as it rejects any malformed event.
     """
-    stack: list[tuple[str, str | None]] = []
-    key: str | None = None
-    last_string: str | None = None
-    expect_key = False
-    spans: list[tuple[int, int]] = []
-    span_start = -1
-    span_depth = 0
-    deepest = 0
-    search = _STRUCTURE.search
-    tail = _STRING_TAIL.match
-    pos = 0
-    while True:
-        m = search(line, pos)
-        if m is None:
-            break
-        c = m.group()
-        start = m.start()
-        pos = start + 1
-        if c == '"':
-            end = tail(line, pos)
-            if end is None:
-                return None  # unterminated string: not JSON
-            pos = end.end()
-            if expect_key:
-                last_string = line[start + 1 : pos - 1]
-        elif c == ":":
-            key, last_string, expect_key = last_string, None, False
-        elif c == ",":
-            key = None
-            expect_key = bool(stack) and stack[-1][0] == "{"
-        elif c in "{[":
-            in_object = bool(stack) and stack[-1][0] == "{"
-            stack.append((c, key if in_object else None))
-            depth = len(stack)
-            if span_start >= 0:
-                if depth > deepest:
-                    deepest = depth
-            elif _is_data_path(stack):
-                span_start, span_depth, deepest = start, depth, depth
-            key = None
-            expect_key = c == "{"
-        else:
-            if not stack:
-                return None
-            stack.pop()
-            key = None
-            expect_key = False
-            if span_start >= 0 and len(stack) < span_depth:
-                if deepest - span_depth + 1 > MAX_DATA_DEPTH:
-                    spans.append((span_start, pos))
-                span_start = -1
+    spans = _DeepDataScan().run(line)
     if not spans:
         return None
     parts: list[str] = []
@@ -523,6 +473,105 @@ def _decode_without_deep_data(line: str) -> tuple[_Reply, int] | None:
         return _DECODER.decode("".join(parts)), len(spans)
     except _DECODE_ERRORS:
         return None
+
+
+class _DeepDataScan:
+    """One linear scan of a message for publication ``data`` nested deeper than MAX_DATA_DEPTH.
+
+    Follows only JSON's structure (strings, ``:``, ``,``, brackets) and the
+    keys on the way down; see :func:`_decode_without_deep_data`.
+    """
+
+    __slots__ = (
+        "deepest",
+        "expect_key",
+        "key",
+        "last_string",
+        "span_depth",
+        "span_start",
+        "spans",
+        "stack",
+    )
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[str, str | None]] = []
+        self.key: str | None = None
+        self.last_string: str | None = None
+        self.expect_key = False
+        self.spans: list[tuple[int, int]] = []
+        self.span_start = -1
+        self.span_depth = 0
+        self.deepest = 0
+
+    def run(self, line: str) -> list[tuple[int, int]] | None:
+        """The (start, end) of every over-deep publication ``data``; ``None`` if not JSON."""
+        search = _STRUCTURE.search
+        tail = _STRING_TAIL.match
+        pos = 0
+        while (m := search(line, pos)) is not None:
+            c = m.group()
+            start = m.start()
+            pos = start + 1
+            if c == '"':
+                end = tail(line, pos)
+                if end is None:
+                    return None  # unterminated string: not JSON
+                pos = end.end()
+                if self.expect_key:
+                    self.last_string = line[start + 1 : pos - 1]
+            elif c == ":":
+                self.key, self.last_string, self.expect_key = self.last_string, None, False
+            elif c == ",":
+                self.key = None
+                self.expect_key = self._in_object()
+            elif c in "{[":
+                self._open(c, start)
+            elif not self._close(pos):
+                return None
+        return self.spans
+
+    def _in_object(self) -> bool:
+        stack = self.stack
+        return bool(stack) and stack[-1][0] == "{"
+
+    def _open(self, bracket: str, start: int) -> None:
+        stack = self.stack
+        stack.append((bracket, self.key if self._in_object() else None))
+        depth = len(stack)
+        if self.span_start >= 0:
+            if depth > self.deepest:
+                self.deepest = depth
+        elif _is_data_path(stack):
+            self.span_start, self.span_depth, self.deepest = start, depth, depth
+        self.key = None
+        self.expect_key = bracket == "{"
+
+    def _close(self, end: int) -> bool:
+        """A closing bracket at ``end - 1``; False when nothing is open (not JSON)."""
+        stack = self.stack
+        if not stack:
+            return False
+        stack.pop()
+        self.key = None
+        self.expect_key = False
+        if self.span_start >= 0 and len(stack) < self.span_depth:
+            if self.deepest - self.span_depth + 1 > MAX_DATA_DEPTH:
+                self.spans.append((self.span_start, end))
+            self.span_start = -1
+        return True
+
+
+def _continuity_lost(
+    recovering: bool, resubscribing: bool, res: _SubscribeResult, last: int | None
+) -> bool:
+    """True when a subscribe reply leaves a hole before what comes next.
+
+    Recovery asked for and refused; no recovery asked for on a channel that
+    was subscribed before; or the server's top past the last publication it
+    replayed.
+    """
+    refused = (not res.recovered) if recovering else resubscribing
+    return refused or (res.recovered and last is not None and res.offset > last)
 
 
 def _batch_frames(messages: list[str], limit: int) -> list[str]:
@@ -810,6 +859,10 @@ class CentrifugoProtocol:
         applied, and the connection must then be dropped. Never raises on
         peer input.
         """
+        # One of the two hot paths allowed above CC 15 (with
+        # ConfirmationRegistry.observe): every order event of every account
+        # passes here, so the publication case is inlined (no method call, no
+        # attribute look-ups in the loop) and the rarer kinds go to helpers.
         self._last_received = now
         events: list[Event] = []
         if self._state == _BROKEN:
@@ -907,50 +960,47 @@ class CentrifugoProtocol:
         pending = self._pending.pop(cid, None)
         if pending is None:
             return  # unknown id or a late reply to a timed-out command
-        method = pending.method
         err = msg.error
         if err is not None:
-            channel = pending.channel
-            if channel is not None:
-                ch = self._channels.get(channel)
-                if ch is not None and ch.state == _SUBSCRIBING:
-                    ch.state = _UNSUBSCRIBED
-            events.append(
-                ReplyError(
-                    cid,
-                    method,
-                    channel,
-                    err.code,
-                    err.message,
-                    error_is_temporary(err.code, err.temporary),
-                )
-            )
+            events.append(self._reply_error(cid, pending, err))
             return
+        event = self._reply_event(cid, pending, msg, now)
+        if event is not None:
+            events.append(event)
+
+    def _reply_error(self, cid: int, pending: _AwaitedReply, err: _Error) -> ReplyError:
+        channel = pending.channel
+        if channel is not None:
+            ch = self._channels.get(channel)
+            if ch is not None and ch.state == _SUBSCRIBING:
+                ch.state = _UNSUBSCRIBED
+        temporary = error_is_temporary(err.code, err.temporary)
+        return ReplyError(cid, pending.method, channel, err.code, err.message, temporary)
+
+    def _reply_event(
+        self, cid: int, pending: _AwaitedReply, msg: _Reply, now: float
+    ) -> Event | None:
+        """The event of a successful reply, by the method of the command it answers."""
+        method = pending.method
         if method == "subscribe":
-            assert pending.channel is not None
-            event = self._subscribed(cid, pending, msg.subscribe or _SubscribeResult())
-            if event is not None:
-                events.append(event)
-        elif method == "connect":
-            res = msg.connect or _ConnectResult()
-            self._state = _CONNECTED
-            self.client_id = res.client
-            self._pong = res.pong
-            self._ping_interval = res.ping
-            self._last_received = now
-            self._arm_refresh(res.expires, res.ttl, now)
-            events.append(
-                Connected(res.client, res.version, res.ping, res.pong, res.expires, res.ttl)
-            )
-        elif method == "refresh":
+            return self._subscribed(cid, pending, msg.subscribe or _SubscribeResult())
+        if method == "connect":
+            return self._connected(msg.connect or _ConnectResult(), now)
+        if method == "refresh":
             ref = msg.refresh or _RefreshResult()
             self._arm_refresh(ref.expires, ref.ttl, now)
-            events.append(Reply(cid, method, msgspec.Raw(b"null")))
-        elif method == "rpc":
-            data = msg.rpc.data if msg.rpc is not None else msgspec.Raw(b"null")
-            events.append(Reply(cid, method, data))
-        else:
-            events.append(Reply(cid, method, msgspec.Raw(b"null")))
+        elif method == "rpc" and msg.rpc is not None:
+            return Reply(cid, method, msg.rpc.data)
+        return Reply(cid, method, msgspec.Raw(b"null"))
+
+    def _connected(self, res: _ConnectResult, now: float) -> Connected:
+        self._state = _CONNECTED
+        self.client_id = res.client
+        self._pong = res.pong
+        self._ping_interval = res.ping
+        self._last_received = now
+        self._arm_refresh(res.expires, res.ttl, now)
+        return Connected(res.client, res.version, res.ping, res.pong, res.expires, res.ttl)
 
     def _arm_refresh(self, expires: bool, ttl: float, now: float) -> None:
         if expires and ttl > 0:
@@ -967,29 +1017,12 @@ class CentrifugoProtocol:
         if ch is None or ch.state != _SUBSCRIBING:
             return None  # unsubscribed while the subscribe was in flight
         same_stream = ch.positioned and ch.epoch == res.epoch
-        last: int | None = ch.offset if same_stream else None
-        gap = not res.recovered if pending.recover else ch.ever_subscribed
-        pubs = res.publications
-        if len(pubs) > 1 and any(pubs[i].offset > pubs[i + 1].offset for i in range(len(pubs) - 1)):
-            pubs = sorted(pubs, key=lambda p: p.offset)
-        out: list[Publication] = []
-        for p in pubs:
-            off = p.offset
-            if off and last is not None:
-                if off <= last:
-                    self.duplicates_dropped += 1
-                    continue
-                if off != last + 1:
-                    gap = True
-            out.append(Publication(channel, p.data, off or None))
-            if off:
-                last = off
-        if res.recovered and last is not None and res.offset > last:
-            gap = True  # the server's top is past what it replayed
-        positioned = res.positioned or res.recoverable or bool(res.epoch) or last is not None
+        start = ch.offset if same_stream else None
+        out, last, skipped = self._replayed(channel, res.publications, start)
+        gap = skipped or _continuity_lost(pending.recover, ch.ever_subscribed, res, last)
         ch.state = _SUBSCRIBED
         ch.ever_subscribed = True
-        ch.positioned = positioned
+        ch.positioned = res.positioned or res.recoverable or bool(res.epoch) or last is not None
         ch.epoch = res.epoch
         ch.offset = max(res.offset, last or 0)
         return Subscribed(
@@ -1004,6 +1037,30 @@ class CentrifugoProtocol:
             out,
             gap,
         )
+
+    def _replayed(
+        self, channel: str, pubs: list[_Pub], last: int | None
+    ) -> tuple[list[Publication], int | None, bool]:
+        """A subscribe reply's publications after ``last``, in offset order, duplicates dropped.
+
+        Returns them, the last offset applied, and whether offsets were skipped.
+        """
+        if len(pubs) > 1 and any(pubs[i].offset > pubs[i + 1].offset for i in range(len(pubs) - 1)):
+            pubs = sorted(pubs, key=lambda p: p.offset)
+        out: list[Publication] = []
+        skipped = False
+        for p in pubs:
+            off = p.offset
+            if off and last is not None:
+                if off <= last:
+                    self.duplicates_dropped += 1
+                    continue
+                if off != last + 1:
+                    skipped = True
+            out.append(Publication(channel, p.data, off or None))
+            if off:
+                last = off
+        return out, last, skipped
 
     # ----------------------------------------------------------------- time
 
@@ -1023,6 +1080,14 @@ class CentrifugoProtocol:
             if silence >= self._ping_interval + self.max_ping_delay:
                 self._state = _BROKEN
                 events.append(PingTimeout(silence))
+        self._expire_commands(now, receiving, events)
+        if self._refresh_at is not None and now >= self._refresh_at and self._state == _CONNECTED:
+            self._refresh_at = None
+            events.append(RefreshNeeded())
+        return events
+
+    def _expire_commands(self, now: float, receiving: bool, events: list[Event]) -> None:
+        """A :class:`CommandTimedOut` for each command due at ``now`` (postponed while receiving)."""
         heap = self._deadlines
         pending = self._pending
         postponed: list[tuple[float, int]] = []
@@ -1042,10 +1107,6 @@ class CentrifugoProtocol:
         for item in postponed:
             pending[item[1]].deadline = item[0]
             heapq.heappush(heap, item)
-        if self._refresh_at is not None and now >= self._refresh_at and self._state == _CONNECTED:
-            self._refresh_at = None
-            events.append(RefreshNeeded())
-        return events
 
     def connection_lost(self, close_code: int | None, reason: str = "") -> Disconnected:
         """End the current connection: pending commands and subscriptions are dropped.
