@@ -9,7 +9,7 @@ import pytest
 
 from cadenza_async.models import TERMINAL_STATUSES, OrderStatus, TradeOrder
 from cadenza_async.protocol import confirm
-from cadenza_async.protocol.confirm import ConfirmationRegistry, Source, Waiter
+from cadenza_async.protocol.confirm import ConfirmationRegistry, Waiter
 
 ACCOUNT = "acct-1"
 OTHER = "acct-2"
@@ -64,7 +64,7 @@ def test_event_right_after_register_resolves_the_waiter(reg: ConfirmationRegistr
     assert waiter.done
     assert waiter.outcome is cancelled
     assert waiter.last_known is cancelled
-    assert waiter.source == Source.WS == "ws"
+    assert waiter.source == "ws"
     assert waiter.resolved_at == 2.0
     assert waiter.registered_at == 1.0
 
@@ -488,7 +488,7 @@ def test_release_keeps_the_waiter_until_the_last_caller_leaves(
     assert len(reg) == 0
     assert list(reg.pending()) == []
     assert reg.pending_for_account(ACCOUNT) == []
-    assert reg.accounts() == []
+    assert reg.pending_count_for_account(ACCOUNT) == 0
 
     reg.release(waiter)  # a stray extra release changes nothing
     assert waiter.refs == 0
@@ -586,7 +586,7 @@ def test_learn_account_indexes_a_pending_waiter(reg: ConfirmationRegistry) -> No
     assert reg.learn_account(waiter, ACCOUNT) is True
     assert reg.learn_account(waiter, ACCOUNT) is True
     assert reg.pending_for_account(ACCOUNT) == [waiter]
-    assert reg.accounts() == [ACCOUNT]
+    assert reg.pending_count_for_account(ACCOUNT) == 1
 
 
 def test_learn_account_refuses_a_second_account(reg: ConfirmationRegistry) -> None:
@@ -624,7 +624,8 @@ def test_pending_lists_only_unresolved_waiters(reg: ConfirmationRegistry) -> Non
     assert reg.pending_for_account(ACCOUNT) == [a]
     assert reg.pending_for_account(OTHER) == [c]
     assert reg.pending_for_account("nobody") == []
-    assert sorted(reg.accounts()) == [ACCOUNT, OTHER]
+    counts = [reg.pending_count_for_account(a) for a in (ACCOUNT, OTHER, "nobody")]
+    assert counts == [1, 1, 0]
     assert len(reg) == 4  # b is resolved but still held by its caller
 
 
