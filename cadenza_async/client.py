@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -566,7 +567,7 @@ class CadenzaClient:
 
         Never slows the stream: each reader has a bounded buffer
         (``order_updates_buffer``); a reader that falls behind loses the
-        oldest updates, which is logged and counted in ``updates_dropped``.
+        oldest updates, which is logged and counted in ``stats().updates_dropped``.
         Ends when the client closes.
         """
         self._check_open()
@@ -599,7 +600,15 @@ class CadenzaClient:
 
     @property
     def updates_dropped(self) -> int:
-        """How many order updates slow ``order_updates()`` readers lost."""
+        """How many order updates slow ``order_updates()`` readers lost.
+
+        Deprecated: read ``stats().updates_dropped`` (warns with DeprecationWarning).
+        """
+        warnings.warn(
+            "CadenzaClient.updates_dropped is deprecated; use stats().updates_dropped",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self._updates.dropped
 
     async def subscribe_account(self, trading_account_id: str) -> None:

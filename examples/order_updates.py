@@ -3,7 +3,7 @@
 ``client.order_updates()`` yields every order update on the subscribed
 accounts as it arrives over the WebSocket. It never slows the stream down: a
 reader that falls behind loses the oldest updates (logged and counted in
-``client.updates_dropped``). The iteration ends when the client closes.
+``client.stats().updates_dropped``). The iteration ends when the client closes.
 
 Runs against an exchange simulator started in the process, whatever the
 environment says. ``--live ID [ID ...]`` uses the API named by the

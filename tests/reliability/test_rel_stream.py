@@ -106,7 +106,7 @@ async def test_row08_stuck_update_reader_keeps_a_bounded_buffer_and_confirmation
         readers = list(client._updates._readers)
         assert readers
         assert all(len(reader.buffer) <= 4 for reader in readers)  # memory bounded
-        assert client.updates_dropped >= 40 * 2 - 4 - 1  # overflow counted, not silent
+        assert client.stats().updates_dropped >= 40 * 2 - 4 - 1  # overflow counted, not silent
         await asyncio.wait_for(first, STEP)
         await stuck.aclose()
 
