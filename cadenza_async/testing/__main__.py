@@ -21,6 +21,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cancel-delay", type=float, default=0.0, help="exchange delay of a cancel (s)"
     )
+    parser.add_argument(
+        "--accept-delay",
+        type=float,
+        default=0.0,
+        help="exchange delay of a submit's acceptance (s): SUBMITTED until then",
+    )
     parser.add_argument("--orders", type=int, default=0, help="open orders to create at start")
     parser.add_argument("--token", default=None, help="the default token (default: random)")
     parser.add_argument("--account", default=None, help="the default trading account id")
@@ -41,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         orders=args.orders,
         out=lambda line: print(line, flush=True),
         cancel_delay=args.cancel_delay,
+        accept_delay=args.accept_delay,
         token=args.token,
         trading_account_id=args.account,
         ping_interval=args.ping_interval,
