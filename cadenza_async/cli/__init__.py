@@ -1,4 +1,4 @@
-"""The ``cadenza-async`` command line: demo, sim, orders, cancel, cancel-many, cancel-all, watch, doctor.
+"""The ``cadenza-async`` command line: demo, sim, orders, cancel(-many, -all), submit, replace, watch, doctor.
 
 Real endpoints come from the ``CADENZA_*`` environment variables (or flags);
 ``--json`` prints one JSON object per line for scripts. Progress bars and
@@ -13,9 +13,11 @@ line, never a traceback, never the token; text from a server is printed
 without its control characters.
 
 The package: ``_main`` (parser, entry points), ``_session`` (the client from
-flags and environment), ``_commands``, ``_sim``, ``_demo``, ``_outcomes``
-(what each cancel came to), ``_errors`` (what a failure means), ``_output``
-(where everything is written); ``doctor`` lives in ``_doctor`` and the
+flags and environment), ``_commands``, ``_placing`` (``submit`` and
+``replace``, with exit statuses of their own: 0 the new order accepted, 1
+refused or unproven), ``_sim``, ``_demo``, ``_outcomes`` (what each cancel
+came to), ``_errors`` (what a failure means), ``_output`` (where everything
+is written); ``doctor`` lives in ``_doctor`` and the
 modules it names (``_netprobe``, ``_wsprobe`` and the other ``_doctor_*``),
 with its own exit statuses (0 no check failed, 1 one did, 2 usage).
 """

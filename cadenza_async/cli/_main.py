@@ -18,6 +18,7 @@ from ._doctor import add_doctor_parser
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, explain
 from ._outcomes import error_text
 from ._output import EXIT_BROKEN_PIPE, LogHandler, Output, detach_stdout
+from ._placing import add_placing_parsers
 from ._session import Context
 from ._sim import cmd_sim
 
@@ -214,6 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--count", type=_positive_int, help="stop after N updates")
     watch.set_defaults(handler=cmd_watch)
 
+    add_placing_parsers(commands, common, _EPILOG)
     add_doctor_parser(commands, parents=common)
     return parser
 

@@ -43,6 +43,7 @@ class Context:
                 ws_url=args.ws_url,
                 trading_account_id=args.account,
                 cancel_via=getattr(args, "via", None),
+                submit_via=getattr(args, "submit_via", None),
                 allow_insecure=True if args.allow_insecure else None,
             )
         except ConfigurationError as exc:
