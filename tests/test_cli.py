@@ -260,7 +260,7 @@ def test_demo_runs_end_to_end_and_every_check_holds(env, capsys):
 
     out = capsys.readouterr().out
     assert code == 0
-    assert "all 5 checks held" in out
+    assert "all 6 checks held" in out
     assert "FAILED" not in out
     for label in (
         "cancel_and_confirm",
@@ -268,6 +268,7 @@ def test_demo_runs_end_to_end_and_every_check_holds(env, capsys):
         "fire-and-forget x200",
         "reconnect",
         "filled",
+        "requote",
     ):
         assert label in out
 

@@ -49,7 +49,7 @@ async def _demo_step(
 
 
 async def cmd_demo(ctx: Context) -> int:
-    """The tour: five steps, each checked against the simulator's own record."""
+    """The tour: six steps, each checked against the simulator's own record."""
     args, out = ctx.args, ctx.out
     from ..testing import CadenzaSimulator
 
@@ -104,9 +104,17 @@ async def cmd_demo(ctx: Context) -> int:
                     lambda: _demo_filled(out, sim, client),
                 )
             )
+            steps.append(
+                await _demo_step(
+                    out,
+                    "6. requote",
+                    "6. a requote: replace_and_confirm pulls the quote, then places the next",
+                    lambda: _demo_requote(out, sim, client),
+                )
+            )
     out.say()
     out.table(
-        "6. Summary",
+        "7. Summary",
         ("step", "check", "detail", "time"),
         [(s.label, "ok" if s.ok else "FAILED", s.detail, f"{s.seconds:.2f} s") for s in steps],
     )
@@ -239,3 +247,50 @@ async def _demo_filled(
     )
     ok = not result.cancelled and result.status == OrderStatus.FILLED
     return ok, f"cancelled={result.cancelled}, {result.status} (source: {result.source})"
+
+
+async def _demo_requote(
+    out: Output, sim: CadenzaSimulator, client: CadenzaClient
+) -> tuple[bool, str]:
+    sim.cancel_delay = 0.02
+    sim.accept_delay = 0.02
+    instrument = "BINANCE:ETH/USDT"
+    fields: dict[str, Any] = {
+        "instrument_id": instrument,
+        "order_side": "SELL",
+        "order_type": "LIMIT",
+        "quantity": "1",
+        "time_in_force": "GTC",
+    }
+    first = await client.submit_and_confirm(**fields, limit_price="3000.0")
+    acked = first.acked_after
+    how = (
+        f"the reply came after {ms(acked)}, still SUBMITTED; proven by {first.source}"
+        if acked is not None and acked < first.latency
+        else f"proven by {first.source}"
+    )
+    out.say(f"  quote at 3000.0: {first.status} after {ms(first.latency)} ({how})")
+    current, ok = first.order_id, first.accepted
+    for price in ("3000.5", "3001.0", "3000.8"):
+        rep = await client.replace_and_confirm(current, **fields, limit_price=price)
+        cancel, submit = rep.cancel, rep.submit
+        if cancel is None or submit is None or not submit.accepted:
+            ok = False
+            out.say(f"  requote to {price}: {rep.outcome}")
+            break
+        out.say(
+            f"  requote to {price}: old {cancel.status} after {ms(cancel.latency)}, "
+            f"then new {submit.status} after {ms(submit.latency)}"
+        )
+        current = submit.order_id
+    sim.fill(current)
+    rep = await client.replace_and_confirm(current, **fields, limit_price="3002.0")
+    out.say(
+        f"  the quote filled before the next requote: {rep.outcome}, nothing placed "
+        "(place_if_filled=True would place it)"
+    )
+    sim.accept_delay = 0.0
+    peak = sim.peak_live_orders(instrument)
+    ok = ok and rep.outcome == "old_filled" and rep.submit is None and peak == 1
+    out.say(f"  quotes live on the exchange at any one instant, at most: {peak}")
+    return ok, f"3 requotes and a fill, never more than {peak} live quote"
