@@ -56,7 +56,7 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Final
 from urllib.parse import quote
@@ -675,8 +675,12 @@ class HttpApi:
         and :class:`AuthenticationError` from the token provider.
         """
         deadline = call.deadline
-        await self._pace(call.paced, deadline)
-        token = await self._bearer(session)
+        pacing = self._pacing(call.paced, deadline)
+        if pacing is not None:
+            await pacing
+        token = self._tokens.current
+        if token is None or token is not self._auth_header:
+            token = await self._bearer(session)
         if deadline is None:
             timeout = self._timeout
         else:
@@ -707,17 +711,20 @@ class HttpApi:
             )
         return _Answer(resp.status, raw, resp, token)
 
-    async def _pace(self, paced: bool, deadline: float | None) -> None:
-        """Wait for the rate gate (paced calls) or out of a 429 pause (all calls).
+    def _pacing(self, paced: bool, deadline: float | None) -> Awaitable[None] | None:
+        """The wait for the rate gate (paced calls) or out of a 429 pause; ``None``: go now.
 
         The gate waits no longer than the deadline allows: a pause that
         outlasts it raises :class:`RateLimitError` now (nothing was sent).
+        A plain function, so that the usual case (no limit, no pause) costs
+        no coroutine.
         """
         gate = self._gate
         if paced and not self._unpaced:
-            await gate.acquire(_budget(deadline))
-        elif gate.paused_until > 0.0:
-            await gate.wait_unpaused(_budget(deadline))
+            return gate.acquire(_budget(deadline))
+        if gate.paused_until > 0.0:
+            return gate.wait_unpaused(_budget(deadline))
+        return None
 
     async def _bearer(self, session: aiohttp.ClientSession) -> str:
         """The token to send, set as the session's ``Authorization`` header if it changed."""
