@@ -270,6 +270,7 @@ class _Job:
         "maybe_sent",
         "not_sent",
         "order",
+        "seen_since",
         "send_error",
         "sent_at",
         "sent_wall_ms",
@@ -288,6 +289,7 @@ class _Job:
         self.first_sent_at: float | None = None  # when it first went out (event-loop time)
         self.sent_wall_ms: int | None = None  # when it first went out (Unix ms, for listing)
         self.asked = False  # the account's channel was asked for (once per job)
+        self.seen_since: float | None = None  # the channel's live_since the job last saw
         self.driver: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -547,9 +549,7 @@ class Placer:
             else:
                 job = _job(placement)
                 job.deadline = max(job.deadline, deadline)
-            driver = job.driver
-            if job.error is None and (driver is None or driver.done()):
-                job.driver = self._spawn(self._drive(placement, job), f"submit {client_id}")
+            # (_wait starts the job's task, and starts it again when the stream changes)
             await self._wait(placement, job, deadline - final_slice(timeout))
             if not placement.done and job.error is None and self._closed is None:
                 # The final look-up, inside the deadline; proof from any source ends the wait.
@@ -578,12 +578,29 @@ class Placer:
                 job.driver.cancel()  # every caller gave up: stop working for nobody
 
     async def _wait(self, placement: Placement, job: _Job, until: float) -> None:
-        """Return when the submit is proven, the job failed, the client closed, or at ``until``."""
+        """Return when the submit is proven, the job failed, the client closed, or at ``until``.
+
+        The job's task ends while the stream can prove the submit; a change of
+        the stream's state wakes the callers, and one of them starts it again
+        (to look up what a gap may have hidden, or to poll while it is down).
+        """
         loop = asyncio.get_running_loop()
+        stream = self._stream
+        start = True  # (re)start the job's task now: first, and after each change of the stream
         while not placement.done and job.error is None and self._closed is None:
-            if loop.time() >= until:
+            now = loop.time()
+            if now >= until:
                 return
-            await self._sleep(job, until)
+            driver = job.driver
+            if start and (driver is None or driver.done()) and now < job.deadline:
+                start = False
+                job.driver = self._spawn(
+                    self._drive(placement, job), f"submit {placement.client_order_id}"
+                )
+                continue  # (an eager task may have proven it already)
+            changed = None if stream is None else stream.changed()
+            await self._sleep(job, until, changed)
+            start = changed is not None and changed.done()
 
     async def _sleep(
         self, job: _Job, until: float, also: asyncio.Future[Any] | None = None
@@ -703,34 +720,31 @@ class Placer:
 
         A channel that became live after the submit went out (or came back
         without continuity) may have missed the event: one look-up closes
-        that window. The task stays with the job until it is proven or the
-        deadline passes, following the stream's state as it changes.
+        that window. While the channel is live this returns (the event wakes
+        the callers; a change of the stream wakes them too, and they start
+        this again, see :meth:`_wait`); while it is not, it polls.
         """
         loop = asyncio.get_running_loop()
         stream = self._stream
         channel = channel_for(placement.account_id)
         delay = POLL_FIRST
         next_poll: float | None = None
-        seen_since: float | None = None
         while not placement.done and job.error is None:
             now = loop.time()
             if now >= job.deadline:
                 return
             since = None if stream is None else stream.live_since(channel)
-            changed = None if stream is None else stream.changed()
             if since is not None:
-                next_poll = None
-                delay = POLL_FIRST
-                if since != seen_since:
-                    first = job.first_sent_at
-                    gap = seen_since is not None or first is None or since > first
-                    seen_since = since
-                    if gap:
-                        await self._poll(placement, job)
-                        continue
-                await self._sleep(job, job.deadline, changed)
+                seen = job.seen_since
+                if since == seen:
+                    return  # live, and nothing missed: the event proves it
+                first = job.first_sent_at
+                job.seen_since = since
+                if seen is not None or first is None or since > first:
+                    await self._poll(placement, job)  # the event may have come before
                 continue
-            seen_since = None
+            job.seen_since = None
+            changed = None if stream is None else stream.changed()
             if not job.asked and stream is not None:
                 job.asked = True  # once per job: a channel the server refuses is not asked again
                 with contextlib.suppress(CadenzaError):

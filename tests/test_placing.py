@@ -134,6 +134,48 @@ async def test_submit_via_ws_falls_back_to_http_while_the_stream_is_down(cadenza
     assert cadenza_sim.submit_requests == [(result.client_order_id, "http")]
 
 
+@pytest.mark.cadenza_sim(accept_delay=0.3)
+async def test_a_websocket_dropped_while_a_submit_waits_still_proves_it(cadenza_sim, open_client):
+    client = await open_client()
+    task = asyncio.ensure_future(client.submit_and_confirm(**quote(), timeout=5.0))
+    await cadenza_sim.wait_for(lambda: cadenza_sim.submits_applied == 1)
+    connects = cadenza_sim.connect_count
+    await cadenza_sim.disconnect_all(3001)
+    result = await task
+
+    assert (result.accepted, result.status) == (True, "OPEN")
+    assert result.source in ("ws", "rest")
+    await cadenza_sim.wait_for(lambda: cadenza_sim.connect_count > connects)
+
+
+@pytest.mark.cadenza_sim(accept_delay=0.1)
+async def test_an_acceptance_lost_in_a_stream_gap_is_found_by_a_look_up(cadenza_sim, open_client):
+    client = await open_client()
+    cadenza_sim.pause_publications()  # the OPEN event goes to history only...
+    task = asyncio.ensure_future(client.submit_and_confirm(**quote(), timeout=5.0))
+    await cadenza_sim.wait_for(lambda: [o.status for o in cadenza_sim.live_orders_of()] == ["OPEN"])
+    cadenza_sim.lose_history()  # ...and the history is lost: no recovery can bring it back
+    cadenza_sim.resume_publications()
+    await cadenza_sim.disconnect_all(3001)
+    result = await task
+
+    assert (result.accepted, result.status, result.source) == (True, "OPEN", "rest")
+
+
+@pytest.mark.cadenza_sim(accept_delay=0.3)
+async def test_a_websocket_refused_while_a_submit_waits_leaves_the_proof_to_rest(
+    cadenza_sim, open_client
+):
+    client = await open_client()
+    task = asyncio.ensure_future(client.submit_and_confirm(**quote(), timeout=5.0))
+    await cadenza_sim.wait_for(lambda: cadenza_sim.submits_applied == 1)
+    await cadenza_sim.refuse_websocket(503)
+    result = await task
+
+    assert (result.accepted, result.status, result.source) == (True, "OPEN", "rest")
+    assert not client.stats().stream_connected
+
+
 # --------------------------------------------------------------------------- idempotency
 
 
