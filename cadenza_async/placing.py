@@ -684,10 +684,17 @@ class Placer:
                 job.sent_wall_ms = time.time_ns() // 1_000_000
             try:
                 reply = await self.send_submit(job.order, job.deadline)
-            except _RETRIABLE as exc:
+            except (*_RETRIABLE, StreamRpcError) as exc:
+                if isinstance(exc, StreamRpcError) and not exc.temporary:
+                    raise  # the server refused the RPC for good: nothing was placed
                 job.send_error = exc
-                # A 5xx may come after the order was placed: only a listing can tell.
-                job.maybe_sent = job.maybe_sent or exc.maybe_sent or isinstance(exc, ServerError)
+                # A 5xx (or a temporary RPC error) may come after the order was placed:
+                # only a listing can tell.
+                job.maybe_sent = (
+                    job.maybe_sent
+                    or exc.maybe_sent
+                    or isinstance(exc, (ServerError, StreamRpcError))
+                )
                 if loop.time() >= job.deadline:
                     if job.maybe_sent:
                         return  # the deadline, not this error, ends it: a timeout with its cause
