@@ -54,6 +54,7 @@ class ClientStats(msgspec.Struct, frozen=True):
     updates_dropped: int
     account_mismatches: int
     terminal_conflicts: int
+    pending_submits: int = 0
 
 
 BulkOutcome = CancelResult | TradeOrder | CadenzaError
@@ -591,6 +592,7 @@ class CadenzaClient:
             updates_dropped=self._updates.dropped,
             account_mismatches=registry.account_mismatches + stream.account_mismatches,
             terminal_conflicts=registry.terminal_conflicts,
+            pending_submits=self._placer.pending,
         )
 
     @property
