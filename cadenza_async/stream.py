@@ -61,6 +61,7 @@ while opening the door to compression bombs under ``max_size``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -93,6 +94,7 @@ from .protocol.centrifugo import (
     ERROR_UNAUTHORIZED,
     UNDECODABLE_DATA,
     CentrifugoProtocol,
+    CentrifugoUsageError,
     CommandTimedOut,
     Connected,
     Disconnected,
@@ -126,6 +128,8 @@ PublicationCallback = Callable[[str, msgspec.Raw, "int | None"], None]
 OrderCallback = Callable[[TradeOrder, "str | None"], None]
 
 _CLOSE_EXPIRED = 3005
+#: At most this many resubscriptions of a reconnect wait for their reply at once.
+RESUBSCRIBE_WINDOW = 64
 _CLOSE_INVALID_TOKEN = 3500
 _ERROR_PERMISSION_DENIED = 103
 _ERROR_UNRECOVERABLE_POSITION = 112
@@ -316,6 +320,10 @@ class OrderStream:
         self._change: asyncio.Future[None] | None = None
         self._first_failure: asyncio.Future[None] | None = None
         self._live_since: dict[str, float] = {}
+        # A reconnect's resubscriptions, let out RESUBSCRIBE_WINDOW at a time.
+        self._resubscribe_queue: collections.deque[str] = collections.deque()
+        self._resubscribing = 0
+        self._window = RESUBSCRIBE_WINDOW  # shrinks when recovery replies come too big
         self.bad_events = 0
         self.account_mismatches = 0
         self._last_bad_log = -1e9
@@ -885,6 +893,10 @@ class OrderStream:
         if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
             end.reason = f"message over max_size ({self._max_size} bytes), closed with 1009"
             end.poisoned = True
+            if self._resubscribing or self._resubscribe_queue:
+                # Recovery replies arriving together were too big: fewer at a time.
+                self._window = max(1, self._window // 8)
+                end.reason += f"; resubscribing {self._window} channels at a time"
             self._log.warning("stream: %s; reconnecting", end.reason)
         elif exc.rcvd is not None:
             end.code, end.reason = exc.rcvd.code, exc.rcvd.reason
@@ -1036,10 +1048,9 @@ class OrderStream:
             self.reconnects += 1
         self._ever_connected = True
         self._refusals.connected()
-        now = asyncio.get_running_loop().time()
-        recovers = self._poison.recovers
-        for channel in sorted(self._wanted):
-            self._proto.send_subscribe(channel, now, recover=recovers(channel))
+        self._resubscribe_queue = collections.deque(sorted(self._wanted))
+        self._resubscribing = 0
+        self._resubscribe_more()
         self._arm_timer()
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
@@ -1089,8 +1100,44 @@ class OrderStream:
             case RefreshNeeded():
                 self._spawn_aux(self._refresh())
 
+    def _resubscribe_more(self) -> None:
+        """Keep at most a window of a reconnect's resubscriptions waiting for their reply.
+
+        Each reply (or refusal) lets the next one go: replies carrying the
+        recovered publications of a thousand channels at once would make one
+        message far over ``max_message_size`` (a server combines what is ready
+        into one frame), and the connection would die on it every time. The
+        window starts at :data:`RESUBSCRIBE_WINDOW`; a 1009 during a
+        resubscription divides it by 8, a resubscription that completes
+        doubles it back.
+        """
+        queue = self._resubscribe_queue
+        if not queue:
+            return
+        now = asyncio.get_running_loop().time()
+        recovers = self._poison.recovers
+        proto = self._proto
+        while queue and self._resubscribing < self._window:
+            channel = queue.popleft()
+            if channel not in self._wanted or proto.is_subscribed(channel):
+                continue
+            try:
+                proto.send_subscribe(channel, now, recover=recovers(channel))
+            except CentrifugoUsageError:
+                continue  # already subscribing (asked meanwhile): its reply counts too
+            self._resubscribing += 1
+
+    def _resubscribed(self) -> None:
+        """A subscribe of the reconnect got its answer: the next may go."""
+        if self._resubscribing > 0:
+            self._resubscribing -= 1
+            self._resubscribe_more()
+            if not self._resubscribing and not self._resubscribe_queue:
+                self._window = min(RESUBSCRIBE_WINDOW, self._window * 2)  # it went well
+
     def _on_subscribed(self, event: Subscribed) -> None:
         """A channel is live: deliver what its recovery replayed, report a lost continuity."""
+        self._resubscribed()
         for pub in event.publications:
             self._deliver(pub)
         channel = event.channel
@@ -1167,6 +1214,10 @@ class OrderStream:
         return StreamError(f"connect refused: {event.message}", code=event.code)
 
     def _subscribe_refused(self, channel: str, error: StreamRpcError) -> None:
+        self._resubscribed()
+        self._refuse_subscription(channel, error)
+
+    def _refuse_subscription(self, channel: str, error: StreamRpcError) -> None:
         """A subscribe was refused: never a silent drop.
 
         112 (unrecoverable position): subscribe again from the current
