@@ -271,6 +271,10 @@ class Canceller:
         # Reconciliation and polling share this many REST requests at once, so a
         # reconnect with thousands of pending cancels queues here, not in the pool.
         self._rest_slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
+        self._idle_after: float | None = None
+        self._pinned: Callable[[str], bool] = lambda _account: True
+        self._last_used: dict[str, float] = {}  # account -> when its last cancel ended
+        self._sweeper: asyncio.Task[None] | None = None
         self.reconcile_lists = 0
         self.list_requests = 0
         self._ever_up = False
@@ -307,6 +311,50 @@ class Canceller:
     def degraded(self) -> bool:
         """True while the stream cannot prove cancels (down or closed for good): REST polls."""
         return self._degraded
+
+    # -- idle channels -------------------------------------------------------------
+
+    def release_idle_after(self, seconds: float | None, pinned: Callable[[str], bool]) -> None:
+        """Release an account's channel ``seconds`` after its last cancel ended.
+
+        Not while a cancel on it is pending, nor when ``pinned(account)`` (the
+        configured account, one the caller subscribed, readers of
+        ``order_updates()``). ``None`` keeps every channel for good.
+        """
+        self._idle_after = None if seconds is None or math.isinf(seconds) else seconds
+        self._pinned = pinned
+
+    def _used(self, account: str) -> None:
+        if self._idle_after is None or self._closed is not None:
+            return
+        self._last_used[account] = asyncio.get_running_loop().time()
+        if self._sweeper is None:
+            self._sweeper = self._spawn(self._sweep_idle(self._idle_after), "idle channels")
+
+    async def _sweep_idle(self, idle: float) -> None:
+        """Every ``idle / 2`` seconds, release the channels idle for ``idle`` seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(idle / 2)
+            self.release_idle(loop.time() - idle)
+
+    def release_idle(self, used_before: float) -> int:
+        """Release the channels of accounts last used before ``used_before``; how many."""
+        stream = self._stream
+        if stream is None:
+            return 0
+        released = 0
+        for account, used in list(self._last_used.items()):
+            if used >= used_before or self._registry.pending_count_for_account(account):
+                continue
+            if self._pinned(account):
+                continue
+            if stream.release(channel_for(account)):
+                del self._last_used[account]
+                released += 1
+        if released:
+            log.info("released %d idle account channel(s)", released)
+        return released
 
     def stream_state(self, state: str) -> None:
         """The stream's state changed: note entering and leaving degraded mode, once each."""
@@ -599,6 +647,8 @@ class Canceller:
             raise
         finally:
             registry.release(waiter)
+            if waiter.account_id is not None:
+                self._used(waiter.account_id)
             if waiter.refs == 0 and not waiter.done and job is not None and job.driver:
                 # Every caller gave up (deadline or cancelled): stop working for nobody.
                 job.driver.cancel()

@@ -100,6 +100,7 @@ class CadenzaClient:
         drain_timeout: float | None = None,
         max_rate: float | None = None,
         order_updates_buffer: int | None = None,
+        channel_idle_release: float | None = None,
         ping_grace: float | None = None,
         reconnect_min_delay: float | None = None,
         reconnect_max_delay: float | None = None,
@@ -122,6 +123,7 @@ class CadenzaClient:
             "drain_timeout": drain_timeout,
             "max_rate": max_rate,
             "order_updates_buffer": order_updates_buffer,
+            "channel_idle_release": channel_idle_release,
             "ping_grace": ping_grace,
             "reconnect_min_delay": reconnect_min_delay,
             "reconnect_max_delay": reconnect_max_delay,
@@ -180,6 +182,15 @@ class CadenzaClient:
             on_state=self._canceller.stream_state,
         )
         self._canceller.attach_stream(self._stream)
+        # Accounts whose channel stays whatever: the configured one, those the
+        # caller subscribed; and every one while order_updates() has a reader.
+        self._pinned: set[str] = set()
+        if config.trading_account_id is not None:
+            self._pinned.add(config.trading_account_id)
+        self._canceller.release_idle_after(
+            config.channel_idle_release,
+            lambda account: account in self._pinned or bool(self._updates),
+        )
         self._placer.attach_stream(self._stream)
         self._stream_start: asyncio.Task[None] | None = None
 
@@ -617,6 +628,7 @@ class CadenzaClient:
         """Receive the account's order updates (cancels subscribe on their own)."""
         self._check_open()
         check_account_id(trading_account_id)
+        self._pinned.add(trading_account_id)
         await self._ensure_stream()
         try:
             await self._stream.subscribe(

@@ -21,6 +21,9 @@ setting                         meaning                                     defa
 ``drain_timeout``               close waits this long for background work   10
 ``max_rate``                    cancels per second, all paths (None: off)   None
 ``order_updates_buffer``        ``order_updates()`` queue bound             10000
+``channel_idle_release``        an account's channel is released after      300
+                                this many seconds without a pending
+                                cancel (None: kept for good)
 ``ping_grace``                  added to the server's ping interval before  10
                                 a silent WebSocket is dropped, seconds
 ``reconnect_min_delay``         WebSocket reconnect backoff floor, seconds  0.1
@@ -156,6 +159,7 @@ class ClientConfig:
     drain_timeout: float = 10.0
     max_rate: float | None = None
     order_updates_buffer: int = 10_000
+    channel_idle_release: float | None = 300.0
     ping_grace: float = 10.0
     reconnect_min_delay: float = 0.1
     reconnect_max_delay: float = 20.0
@@ -208,6 +212,14 @@ class ClientConfig:
             raise ConfigurationError("max_rate must be positive or None")
         if self.order_updates_buffer < 1:
             raise ConfigurationError("order_updates_buffer must be >= 1")
+        idle = self.channel_idle_release
+        if idle is not None and (
+            not isinstance(idle, (int, float)) or isinstance(idle, bool) or not idle > 0
+        ):
+            raise ConfigurationError(
+                "channel_idle_release must be a positive number of seconds, "
+                "or None (or math.inf) to keep channels for good"
+            )
         if not _is_number(self.ping_grace) or self.ping_grace <= 0:
             raise ConfigurationError("ping_grace must be a positive number of seconds")
         if not _is_number(self.reconnect_min_delay) or self.reconnect_min_delay <= 0:

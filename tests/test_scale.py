@@ -116,3 +116,45 @@ async def test_degraded_polling_lists_the_account_instead_of_one_look_up_per_ord
     assert all(isinstance(r, CancelResult) and r.source == "rest" for r in results), results
     assert look_ups(cadenza_sim) < 40
     assert listings(cadenza_sim) < 20
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)  # the event proves it: the channel is asked for
+async def test_an_idle_accounts_channel_is_released_and_subscribed_again_on_demand(cadenza_sim):
+    other = cadenza_sim.add_account()
+    pinned = cadenza_sim.add_account()
+    async with CadenzaClient(**settings(cadenza_sim, channel_idle_release=0.2)) as client:
+        await client.subscribe_account(pinned)
+        first = cadenza_sim.create_order(account_id=other)
+        await client.cancel_and_confirm(first.trade_order_id, trading_account_id=other)
+        stream = client._stream
+        await cadenza_sim.wait_for(lambda: stream.is_live("tradingAccount:" + other), timeout=STEP)
+
+        # Nothing pending on it for 0.2 s: released (the configured and the pinned stay).
+        await cadenza_sim.wait_for(
+            lambda: "tradingAccount:" + other not in stream.channels, timeout=STEP
+        )
+        assert "tradingAccount:" + cadenza_sim.trading_account_id in stream.channels
+        assert "tradingAccount:" + pinned in stream.channels
+
+        # A later cancel on it subscribes again and is proven.
+        later = cadenza_sim.create_order(account_id=other)
+        result = await client.cancel_and_confirm(later.trade_order_id, trading_account_id=other)
+        assert result.cancelled
+        await cadenza_sim.wait_for(lambda: stream.is_live("tradingAccount:" + other), timeout=STEP)
+
+
+@pytest.mark.cadenza_sim(cancel_delay=0.05)
+async def test_no_channel_is_released_while_order_updates_has_a_reader(cadenza_sim):
+    other = cadenza_sim.add_account()
+    async with CadenzaClient(**settings(cadenza_sim, channel_idle_release=0.1)) as client:
+        updates = client.order_updates()
+        reader = asyncio.ensure_future(updates.__anext__())
+        await asyncio.sleep(0)
+        order = cadenza_sim.create_order(account_id=other)
+        await client.cancel_and_confirm(order.trade_order_id, trading_account_id=other)
+        stream = client._stream
+        await asyncio.sleep(0.4)  # two sweeps: the reader keeps every channel
+        assert "tradingAccount:" + other in stream.channels
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await updates.aclose()
