@@ -189,7 +189,9 @@ class CadenzaClient:
             self._pinned.add(config.trading_account_id)
         self._canceller.release_idle_after(
             config.channel_idle_release,
-            lambda account: account in self._pinned or bool(self._updates),
+            lambda account: (
+                account in self._pinned or bool(self._updates) or self._placer.pending_on(account)
+            ),
         )
         self._placer.attach_stream(self._stream)
         self._stream_start: asyncio.Task[None] | None = None

@@ -401,6 +401,10 @@ class Placer:
         """Submits waiting for their proof."""
         return self._registry.pending_count
 
+    def pending_on(self, account_id: str) -> bool:
+        """True while a submit on ``account_id`` waits for its proof (keep its channel)."""
+        return bool(self._registry.pending_for_account(account_id))
+
     # -- the calls -------------------------------------------------------------
 
     def prepare(self, order: NewOrder) -> NewOrder:

@@ -599,3 +599,14 @@ async def test_replace_refuses_bad_input_before_cancelling_anything(cadenza_sim,
 
 async def test_errors_of_placing_are_cadenza_errors():
     assert issubclass(SubmitConfirmationTimeout, CadenzaError)
+
+
+async def test_an_idle_channel_is_not_released_while_a_submit_on_its_account_waits(cadenza_sim):
+    other = cadenza_sim.add_account()
+    old = cadenza_sim.create_order(account_id=other)
+    async with client_for(cadenza_sim, channel_idle_release=0.2) as client:
+        await client.cancel_and_confirm(old.trade_order_id, trading_account_id=other)
+        cadenza_sim.accept_delay = 0.8  # the submit waits well past the idle time
+        result = await client.submit_and_confirm(**quote(), trading_account_id=other, timeout=5.0)
+
+    assert (result.accepted, result.source) == (True, "ws")  # the channel stayed live
