@@ -589,17 +589,8 @@ class Canceller:
         timeout: float | None = None,
     ) -> CancelResult:
         """Cancel and wait until a terminal state is proven; see ``CadenzaClient``."""
-        check_order_id(order_id)
-        if trading_account_id is not None:
-            check_account_id(trading_account_id)
-        if timeout is None:
-            timeout = self._confirm_timeout
-        elif not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        if self._closed is not None:
-            raise ClientClosedError("the client is closed")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        timeout = self._check_call(order_id, trading_account_id, timeout)
+        started = asyncio.get_running_loop().time()
         deadline = started + timeout
         registry = self._registry
         waiter, created = registry.register(order_id, started, account_id=trading_account_id)
@@ -607,44 +598,16 @@ class Canceller:
         try:
             if waiter.done:
                 return self._result(waiter, started)
-            if created:
-                job = _Job(deadline)
-                waiter.handle = job
-            else:
-                job = _job(waiter)
-                job.deadline = max(job.deadline, deadline)
-            driver = job.driver
-            if driver is None or driver.done():
-                job.driver = self._spawn(self._drive(waiter, job), f"cancel {order_id}")
-            await self._wait(waiter, job, deadline - final_slice(timeout))
-            if not waiter.done and job.error is None and self._closed is None:
-                # Rule 6: the final look-up, inside the deadline; proof from any source
-                # still ends the wait, and so does the look-up's answer.
-                final = self._spawn(self._final_look_up(waiter, deadline), f"look up {order_id}")
-                try:
-                    await self._wait(waiter, job, deadline)
-                finally:
-                    final.cancel()
+            job = self._join(waiter, created, deadline)
+            await self._prove_by(waiter, job, deadline, timeout)
             if waiter.outcome is not None:  # (not ``done``: mypy keeps its pre-await narrowing)
                 return self._result(waiter, started)
-            if job.error is not None:
-                raise job.error
-            if self._closed is not None:
-                raise ClientClosedError(
-                    f"the client was closed before the cancel of {order_id} was confirmed"
-                )
-            cause = job.send_error
-            if cause is None and job.acked_at is None and job.sent_at:
-                cause = TransportError("the cancel got no answer before the deadline")
-            raise ConfirmationTimeout(order_id, waiter.last_known, timeout) from cause
+            raise self._unproven(waiter, job, timeout)
         except CadenzaError as exc:
-            # One error can reach many callers (a dropped link fails every RPC at
-            # once): each caller's error names its own order.
-            if exc.order_id is None:
-                exc.order_id = order_id
-            elif exc.order_id != order_id:
-                raise _for_order(exc, order_id) from exc
-            raise
+            named = _naming(exc, order_id)
+            if named is exc:
+                raise
+            raise named from exc
         finally:
             registry.release(waiter)
             if waiter.account_id is not None:
@@ -652,6 +615,62 @@ class Canceller:
             if waiter.refs == 0 and not waiter.done and job is not None and job.driver:
                 # Every caller gave up (deadline or cancelled): stop working for nobody.
                 job.driver.cancel()
+
+    def _check_call(self, order_id: str, account_id: str | None, timeout: float | None) -> float:
+        """Refuse a malformed call before anything happens; the call's timeout."""
+        check_order_id(order_id)
+        if account_id is not None:
+            check_account_id(account_id)
+        if timeout is None:
+            timeout = self._confirm_timeout
+        elif not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        if self._closed is not None:
+            raise ClientClosedError("the client is closed")
+        return timeout
+
+    def _join(self, waiter: Waiter, created: bool, deadline: float) -> _Job:
+        """The order's job (new, or shared and extended to ``deadline``), with a task driving it."""
+        if created:
+            job = _Job(deadline)
+            waiter.handle = job
+        else:
+            job = _job(waiter)
+            job.deadline = max(job.deadline, deadline)
+        driver = job.driver
+        if driver is None or driver.done():
+            job.driver = self._spawn(self._drive(waiter, job), f"cancel {waiter.order_id}")
+        return job
+
+    async def _prove_by(self, waiter: Waiter, job: _Job, deadline: float, timeout: float) -> None:
+        """Wait for proof until ``deadline``; the final look-up starts in the last slice.
+
+        Rule 6: the final look-up runs inside the deadline; proof from any
+        source still ends the wait, up to the deadline itself.
+        """
+        await self._wait(waiter, job, deadline - final_slice(timeout))
+        if waiter.done or job.error is not None or self._closed is not None:
+            return
+        final = self._spawn(self._final_look_up(waiter, deadline), f"look up {waiter.order_id}")
+        try:
+            await self._wait(waiter, job, deadline)
+        finally:
+            final.cancel()
+
+    def _unproven(self, waiter: Waiter, job: _Job, timeout: float) -> BaseException:
+        """What a caller without proof raises: the job's error, a close, or a timeout."""
+        if job.error is not None:
+            return job.error
+        if self._closed is not None:
+            return ClientClosedError(
+                f"the client was closed before the cancel of {waiter.order_id} was confirmed"
+            )
+        cause = job.send_error
+        if cause is None and job.acked_at is None and job.sent_at:
+            cause = TransportError("the cancel got no answer before the deadline")
+        error = ConfirmationTimeout(waiter.order_id, waiter.last_known, timeout)
+        error.__cause__ = cause
+        return error
 
     async def _wait(self, waiter: Waiter, job: _Job, until: float) -> None:
         """Return when the waiter is proven, the job failed, the client closed, or at ``until``."""
@@ -767,39 +786,44 @@ class Canceller:
         """
         loop = asyncio.get_running_loop()
         stream = self._stream
-        account = waiter.account_id
-        channel = None if account is None else channel_for(account)
+        channel = None if waiter.account_id is None else channel_for(waiter.account_id)
         delay = POLL_FIRST
         next_poll: float | None = None
-        while not waiter.done and job.error is None:
-            now = loop.time()
-            if now >= job.deadline:
-                return
+        while not waiter.done and job.error is None and loop.time() < job.deadline:
             since = None if stream is None or channel is None else stream.live_since(channel)
             if since is not None:
-                if since > job.sent_at and not job.gap_closed:
-                    job.gap_closed = True  # the event may have come before the subscription
-                    await self._poll(waiter, job)
-                    continue
-                return  # live: the event proves it
-            changed = None if stream is None else stream.changed()
-            if not job.asked and stream is not None and channel is not None:
-                job.asked = True  # once per job: a channel the server refuses is not asked again
-                with contextlib.suppress(CadenzaError):
-                    stream.want(channel)  # subscribed now, or when the stream is back
+                if since <= job.sent_at or job.gap_closed:
+                    return  # live: the event proves it
+                job.gap_closed = True  # the event may have come before the subscription
+                await self._poll(waiter, job)
+                continue
+            self._ask_for(job, stream, channel)
             if next_poll is None:
-                next_poll = now + delay
-                down_since = self._down_since
-                if down_since is not None and stream is not None and stream.failure is None:
-                    # A stream that just dropped gets a moment to come back and recover.
-                    next_poll = max(next_poll, down_since + RECONNECT_GRACE)
-            if now < next_poll:
+                next_poll = self._next_poll(loop.time() + delay, stream)
+            if loop.time() < next_poll:
+                changed = None if stream is None else stream.changed()
                 await self._sleep(job, min(job.deadline, next_poll), changed)
                 continue
             self.rest_polls += 1
             job.gap_closed = True
             await self._poll(waiter, job)
             delay, next_poll = min(delay * 2, POLL_MAX), None
+
+    @staticmethod
+    def _ask_for(job: _Job, stream: OrderStream | None, channel: str | None) -> None:
+        """Ask the stream for the job's channel, once per job (a refused one is not asked again)."""
+        if job.asked or stream is None or channel is None:
+            return
+        job.asked = True
+        with contextlib.suppress(CadenzaError):
+            stream.want(channel)  # subscribed now, or when the stream is back
+
+    def _next_poll(self, at: float, stream: OrderStream | None) -> float:
+        """When to poll next: ``at``, or later while a stream that just dropped may come back."""
+        down_since = self._down_since
+        if down_since is not None and stream is not None and stream.failure is None:
+            return max(at, down_since + RECONNECT_GRACE)  # time to reconnect and recover
+        return at
 
     async def _poll(self, waiter: Waiter, job: _Job) -> None:
         """One look-up for the job; a definite answer (not found, auth) fails it.
@@ -847,6 +871,17 @@ class Canceller:
 
 #: Look-up failures that leave the question open (the job polls or resends).
 _RETRIABLE: Final = (TransportError, ServerError, RateLimitError)
+
+
+def _naming(exc: CadenzaError, order_id: str) -> CadenzaError:
+    """``exc`` naming ``order_id``: one error can reach many callers (a dropped link
+    fails every RPC at once), and each caller's error names its own order."""
+    if exc.order_id is None:
+        exc.order_id = order_id
+        return exc
+    if exc.order_id != order_id:
+        return _for_order(exc, order_id)
+    return exc
 
 
 def _for_order(exc: CadenzaError, order_id: str) -> CadenzaError:
