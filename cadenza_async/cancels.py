@@ -325,16 +325,19 @@ class Canceller:
         self._pinned = pinned
 
     def _used(self, account: str) -> None:
-        if self._idle_after is None or self._closed is not None:
+        if self._idle_after is None or self._closed is not None or self._pinned(account):
             return
         self._last_used[account] = asyncio.get_running_loop().time()
-        if self._sweeper is None:
+        if self._sweeper is None or self._sweeper.done():
             self._sweeper = self._spawn(self._sweep_idle(self._idle_after), "idle channels")
 
     async def _sweep_idle(self, idle: float) -> None:
-        """Every ``idle / 2`` seconds, release the channels idle for ``idle`` seconds."""
+        """Every ``idle / 2`` seconds, release the channels idle for ``idle`` seconds.
+
+        Ends once no account is left to watch (the next cancel on one starts it again).
+        """
         loop = asyncio.get_running_loop()
-        while True:
+        while self._last_used:
             await asyncio.sleep(idle / 2)
             self.release_idle(loop.time() - idle)
 

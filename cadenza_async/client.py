@@ -533,48 +533,36 @@ class CadenzaClient:
         deadline: float,
     ) -> list[str]:
         """The ids of an account's open orders, listed within ``deadline`` (see cancel_all_open)."""
-        open_ids: list[str] = []
-        listed: set[str] = set()
-        offset = 0
-        cursor: str | None = None
+        listing = _Listing()
         for pages in range(1, max_pages + 1):
             page = await self._http.list_orders(
                 trading_account_id=account,
                 instrument_id=instrument_id,
                 limit=page_size,
-                offset=None if cursor is not None else offset,
-                cursor=cursor,
+                offset=None if listing.cursor is not None else listing.offset,
+                cursor=listing.cursor,
                 deadline=deadline,
             )
-            new = [o for o in page.orders if o.trade_order_id not in listed]
-            listed.update(o.trade_order_id for o in new)
-            open_ids += [o.trade_order_id for o in new if not is_terminal(o.status)]
-            offset += len(page.orders)
-            pagination = page.pagination
-            more = pagination.has_next if pagination is not None else None
-            if not page.orders or more is False or (more is None and len(page.orders) < page_size):
-                return open_ids
-            stalled = not new
-            if pagination is not None and pagination.cursor is not None:
-                stalled = stalled or pagination.cursor == cursor
-                cursor = pagination.cursor
-            if stalled:
+            more = listing.take(page, page_size)
+            if more is None:
+                return listing.open_ids
+            if not more:
                 log.warning(
                     "cancel_all_open: the order listing of %s stopped advancing after %d pages; "
                     "cancelling the %d open orders found",
                     account,
                     pages,
-                    len(open_ids),
+                    len(listing.open_ids),
                 )
-                return open_ids
+                return listing.open_ids
         log.warning(
             "cancel_all_open: the order listing of %s still had more after max_pages=%d pages; "
             "cancelling the %d open orders found",
             account,
             max_pages,
-            len(open_ids),
+            len(listing.open_ids),
         )
-        return open_ids
+        return listing.open_ids
 
     async def order_updates(self) -> AsyncIterator[TradeOrder]:
         """Every order update on the subscribed accounts, as it arrives.
@@ -871,3 +859,34 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a task's exception as seen (whoever needs it awaits the task itself)."""
     if not task.cancelled():
         task.exception()
+
+
+class _Listing:
+    """Where a paged listing of an account's orders stands (see ``cancel_all_open``)."""
+
+    __slots__ = ("cursor", "listed", "offset", "open_ids")
+
+    def __init__(self) -> None:
+        self.open_ids: list[str] = []
+        self.listed: set[str] = set()
+        self.offset = 0
+        self.cursor: str | None = None
+
+    def take(self, page: OrderPage, page_size: int) -> bool | None:
+        """Add a page: ``None`` when it was the last, False when the listing stalled, else True.
+
+        Stalled: a page with no order not already listed, or a cursor that did not move.
+        """
+        new = [o for o in page.orders if o.trade_order_id not in self.listed]
+        self.listed.update(o.trade_order_id for o in new)
+        self.open_ids += [o.trade_order_id for o in new if not is_terminal(o.status)]
+        self.offset += len(page.orders)
+        pagination = page.pagination
+        more = pagination.has_next if pagination is not None else None
+        if not page.orders or more is False or (more is None and len(page.orders) < page_size):
+            return None
+        stalled = not new
+        if pagination is not None and pagination.cursor is not None:
+            stalled = stalled or pagination.cursor == self.cursor
+            self.cursor = pagination.cursor
+        return not stalled

@@ -170,42 +170,52 @@ class ClientConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "timeouts", _settings(Timeouts, self.timeouts, "timeouts"))
         object.__setattr__(self, "retry", _settings(RetryPolicy, self.retry, "retry"))
+        self._check_token()
+        self._check_endpoints()
+        self._check_choices()
+        self._check_numbers()
+
+    def _check_token(self) -> None:
         if isinstance(self.token, str):
             if not self.token:
                 raise ConfigurationError("token must not be empty")
         elif not callable(self.token):
             raise ConfigurationError("token must be a str or a callable returning one")
-        object.__setattr__(
-            self,
-            "api_url",
-            check_url(
-                self.api_url,
-                secure="https",
-                insecure="http",
+
+    def _check_endpoints(self) -> None:
+        """The URLs (normalized in place), the default account and the proxy."""
+        for name, secure, insecure in (("api_url", "https", "http"), ("ws_url", "wss", "ws")):
+            url = check_url(
+                getattr(self, name),
+                secure=secure,
+                insecure=insecure,
                 allow_insecure=self.allow_insecure,
-                what="api_url",
-            ),
-        )
-        object.__setattr__(
-            self,
-            "ws_url",
-            check_url(
-                self.ws_url,
-                secure="wss",
-                insecure="ws",
-                allow_insecure=self.allow_insecure,
-                what="ws_url",
-            ),
-        )
+                what=name,
+            )
+            object.__setattr__(self, name, url)
         if self.trading_account_id is not None:
             try:
                 check_account_id(self.trading_account_id)
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
+        if self.proxy is not None:
+            check_proxy_url(self.proxy)
+
+    def _check_choices(self) -> None:
         if self.cancel_via not in ("http", "ws"):
             raise ConfigurationError("cancel_via must be 'http' or 'ws'")
         if self.submit_via not in ("http", "ws"):
             raise ConfigurationError("submit_via must be 'http' or 'ws'")
+
+    def _check_numbers(self) -> None:
+        self._check_limits()
+        self._check_delays()
+
+    def _check_limits(self) -> None:
+        for name in ("max_message_size", "max_response_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1024:
+                raise ConfigurationError(f"{name} must be an int >= 1024 (bytes)")
         if self.drain_timeout < 0:
             raise ConfigurationError("drain_timeout must not be negative")
         if self.max_rate is not None and self.max_rate <= 0:
@@ -220,29 +230,17 @@ class ClientConfig:
                 "channel_idle_release must be a positive number of seconds, "
                 "or None (or math.inf) to keep channels for good"
             )
-        if not _is_number(self.ping_grace) or self.ping_grace <= 0:
-            raise ConfigurationError("ping_grace must be a positive number of seconds")
-        if not _is_number(self.reconnect_min_delay) or self.reconnect_min_delay <= 0:
-            raise ConfigurationError("reconnect_min_delay must be a positive number of seconds")
+
+    def _check_delays(self) -> None:
+        for name in ("ping_grace", "reconnect_min_delay"):
+            value = getattr(self, name)
+            if not _is_number(value) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
         if (
             not _is_number(self.reconnect_max_delay)
             or self.reconnect_max_delay < self.reconnect_min_delay
         ):
             raise ConfigurationError("reconnect_max_delay must be >= reconnect_min_delay")
-        if (
-            not isinstance(self.max_message_size, int)
-            or isinstance(self.max_message_size, bool)
-            or self.max_message_size < 1024
-        ):
-            raise ConfigurationError("max_message_size must be an int >= 1024 (bytes)")
-        if (
-            not isinstance(self.max_response_size, int)
-            or isinstance(self.max_response_size, bool)
-            or self.max_response_size < 1024
-        ):
-            raise ConfigurationError("max_response_size must be an int >= 1024 (bytes)")
-        if self.proxy is not None:
-            check_proxy_url(self.proxy)
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy to reach ``url`` through: ``proxy``, or None for a loopback host."""

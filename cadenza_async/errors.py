@@ -281,6 +281,29 @@ _STATUS_ERRORS: Final[dict[int, type[ApiError]]] = {
 }
 
 
+def _kind_by_status(status: int, code: int, text: str) -> type[ApiError]:
+    """The error class of an RPC error that carries the HTTP status of the same error."""
+    if status == 400:
+        return OrderNotCancellableError if is_not_cancellable(code, text) else InvalidRequestError
+    if status >= 500:
+        return ServerError
+    return _STATUS_ERRORS.get(status, UnexpectedResponseError)
+
+
+def _kind_by_code(code: int, text: str, temporary: bool) -> type[ApiError]:
+    """The error class of an RPC error without a status: by its code, then its text."""
+    lowered = text.lower()
+    if code in (404, 102) or "not found" in lowered:
+        return OrderNotFoundError
+    if code in (403, 103) or "permission" in lowered or "forbidden" in lowered:
+        return PermissionDeniedError
+    if is_not_cancellable(code, text) or "cannot" in lowered or code == 409:
+        return OrderNotCancellableError
+    if temporary or code in (100, 500, 502, 503, 504):
+        return ServerError
+    return InvalidRequestError
+
+
 def error_for_rpc(code: int, message: str, *, status: int = 0, temporary: bool = False) -> ApiError:
     """The error of the same meaning as an RPC error reply (one table for both transports).
 
@@ -298,25 +321,5 @@ def error_for_rpc(code: int, message: str, *, status: int = 0, temporary: bool =
     ==========================================  ============================
     """
     text = message or "rpc error"
-    lowered = text.lower()
-    kind: type[ApiError]
-    if status:
-        if status == 400:
-            kind = (
-                OrderNotCancellableError if is_not_cancellable(code, text) else InvalidRequestError
-            )
-        elif status >= 500:
-            kind = ServerError
-        else:
-            kind = _STATUS_ERRORS.get(status, UnexpectedResponseError)
-    elif code in (404, 102) or "not found" in lowered:
-        kind = OrderNotFoundError
-    elif code in (403, 103) or "permission" in lowered or "forbidden" in lowered:
-        kind = PermissionDeniedError
-    elif is_not_cancellable(code, text) or "cannot" in lowered or code == 409:
-        kind = OrderNotCancellableError
-    elif temporary or code in (100, 500, 502, 503, 504):
-        kind = ServerError
-    else:
-        kind = InvalidRequestError
+    kind = _kind_by_status(status, code, text) if status else _kind_by_code(code, text, temporary)
     return kind(text, status=status or None, errno=code)

@@ -689,31 +689,8 @@ class Placer:
             try:
                 reply = await self.send_submit(job.order, job.deadline)
             except (*_RETRIABLE, StreamRpcError) as exc:
-                if isinstance(exc, StreamRpcError) and not exc.temporary:
-                    raise  # the server refused the RPC for good: nothing was placed
-                job.send_error = exc
-                # A 5xx (or a temporary RPC error) may come after the order was placed:
-                # only a listing can tell.
-                job.maybe_sent = (
-                    job.maybe_sent
-                    or exc.maybe_sent
-                    or isinstance(exc, (ServerError, StreamRpcError))
-                )
-                if loop.time() >= job.deadline:
-                    if job.maybe_sent:
-                        return  # the deadline, not this error, ends it: a timeout with its cause
-                    raise
-                if job.maybe_sent:
-                    # Before any resend: did an earlier attempt place it?
-                    with contextlib.suppress(*_RETRIABLE):
-                        await self._find(placement, job.deadline)
-                    if placement.order_id is not None or placement.done:
-                        job.acked_at = loop.time()
-                        return
-                else:
-                    job.not_sent += 1
-                    if job.not_sent >= self._send_attempts:
-                        raise  # provably never reached the API, retries spent: say so now
+                if await self._after_failed_send(placement, job, exc):
+                    return
                 await self._sleep(job, min(job.deadline, loop.time() + delay))
                 delay = min(delay * 2, RESEND_MAX)
                 continue
@@ -725,6 +702,38 @@ class Placer:
             ):
                 job.wake()
             return
+
+    async def _after_failed_send(self, placement: Placement, job: _Job, exc: CadenzaError) -> bool:
+        """A send failed: True when the job is done sending (found, or the deadline).
+
+        Raises ``exc`` when it is definite: the RPC refused for good, or the
+        submit provably never reached the API with the retries spent.
+        """
+        if isinstance(exc, StreamRpcError) and not exc.temporary:
+            raise exc  # the server refused the RPC for good: nothing was placed
+        job.send_error = exc
+        # A 5xx (or a temporary RPC error) may come after the order was placed:
+        # only a listing can tell.
+        job.maybe_sent = (
+            job.maybe_sent or exc.maybe_sent or isinstance(exc, (ServerError, StreamRpcError))
+        )
+        loop = asyncio.get_running_loop()
+        if loop.time() >= job.deadline:
+            if job.maybe_sent:
+                return True  # the deadline, not this error, ends it: a timeout with its cause
+            raise exc
+        if job.maybe_sent:
+            # Before any resend: did an earlier attempt place it?
+            with contextlib.suppress(*_RETRIABLE):
+                await self._find(placement, job.deadline)
+            if placement.order_id is not None or placement.done:
+                job.acked_at = loop.time()
+                return True
+            return False
+        job.not_sent += 1
+        if job.not_sent >= self._send_attempts:
+            raise exc  # provably never reached the API, retries spent: say so now
+        return False
 
     async def _prove(self, placement: Placement, job: _Job) -> None:
         """Prove the outcome: the stream's events while the channel is live, else REST polling.
