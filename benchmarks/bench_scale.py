@@ -1,8 +1,8 @@
 """Scale: one client for many accounts and many pending cancels.
 
 For 1, 10, 100 and 1,000 accounts with 100 open orders each (one client, one
-WebSocket), against the simulator running in a thread of its own (its own
-event loop):
+WebSocket), against the simulator running in a process of its own (its own
+core), memory traced only while it is measured:
 
 * **cancel everything**: ``cancel_all_open(account_ids=...)`` until every
   order is proven; time, REST requests (listings and cancels);
@@ -29,45 +29,111 @@ import argparse
 import asyncio
 import gc
 import json
+import multiprocessing
 import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cadenza_async import CadenzaClient, CancelResult, Timeouts
 from cadenza_async.testing import CadenzaSimulator
 
-T = TypeVar("T")
 ORDERS_PER_ACCOUNT = 100
 
 
-class SimThread:
-    """A CadenzaSimulator on its own event loop in a thread; ``call`` runs code there."""
+class SimProcess:
+    """A CadenzaSimulator in a child process (its own core), driven through a pipe.
+
+    ``run(fn, *args)`` calls the module-level ``fn(sim, *args)`` on the
+    simulator's loop in the child (awaiting it when it returns a coroutine)
+    and returns its result.
+    """
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="sim", daemon=True)
-        self.thread.start()
-        self.sim = CadenzaSimulator(cancel_delay=0.0, history_size=100_000)
-        self.call(self.sim.start())
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(300)
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self.proc = context.Process(target=_serve, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
 
     def run(self, fn: Any, *args: Any) -> Any:
-        async def go() -> Any:
-            return fn(*args)
-
-        return self.call(go())
+        self._conn.send((fn.__name__, args))
+        ok, value = self._conn.recv()
+        if not ok:
+            raise RuntimeError(f"{fn.__name__} failed in the simulator process: {value}")
+        return value
 
     def close(self) -> None:
-        self.call(self.sim.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self._conn.send(None)
+        self.proc.join(30)
+        self._conn.close()
+
+
+def _serve(conn: Any) -> None:
+    """The child: a simulator on a loop in a thread; requests read from ``conn``."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    sim = CadenzaSimulator(cancel_delay=0.0, history_size=100_000)
+    asyncio.run_coroutine_threadsafe(sim.start(), loop).result(60)
+
+    async def call(fn: Any, args: Any) -> Any:
+        result = fn(sim, *args)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    while True:
+        request = conn.recv()
+        if request is None:
+            break
+        name, args = request
+        try:
+            value = asyncio.run_coroutine_threadsafe(call(globals()[name], args), loop).result(600)
+            conn.send((True, value))
+        except Exception as exc:  # reported to the parent, which raises
+            conn.send((False, repr(exc)))
+    asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(60)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    conn.close()
+
+
+# -- what the parent asks the simulator process to do (each takes the simulator first)
+
+
+def setup(sim: CadenzaSimulator, n_accounts: int) -> tuple[list[str], str, str, str]:
+    accounts = [sim.add_account() for _ in range(n_accounts)]
+    for account in accounts:
+        sim.create_orders(ORDERS_PER_ACCOUNT, account_id=account)
+    return accounts, sim.api_url, sim.ws_url, sim.token
+
+
+def clear_requests(sim: CadenzaSimulator) -> None:
+    sim.rest_requests.clear()
+
+
+def fresh_pending(
+    sim: CadenzaSimulator, accounts: list[str], per: int, limit: int
+) -> list[tuple[str, str]]:
+    """New open orders to cancel, the exchange holding every cancel (no event comes)."""
+    sim.cancel_delay = 10_000.0
+    pairs = [(o.trade_order_id, a) for a in accounts for o in sim.create_orders(per, account_id=a)]
+    return pairs[:limit]
+
+
+def set_cancel_delay(sim: CadenzaSimulator, seconds: float) -> None:
+    sim.cancel_delay = seconds
+
+
+async def disconnect(sim: CadenzaSimulator) -> None:
+    await sim.disconnect_all(3001)
+
+
+def resume(sim: CadenzaSimulator) -> None:
+    sim.resume_publications()
 
 
 def requests(sim: CadenzaSimulator) -> dict[str, int]:
@@ -110,54 +176,42 @@ def client_held() -> int:
     return sum(stat.size for stat in snapshot.statistics("filename"))
 
 
-async def one_size(st: SimThread, n_accounts: int) -> dict[str, Any]:
-    sim = st.sim
-
-    def setup() -> list[str]:
-        accounts = [sim.add_account() for _ in range(n_accounts)]
-        for account in accounts:
-            sim.create_orders(ORDERS_PER_ACCOUNT, account_id=account)
-        return accounts
-
-    accounts: list[str] = st.run(setup)
+async def one_size(sp: SimProcess, n_accounts: int) -> dict[str, Any]:
+    accounts, api_url, ws_url, token = sp.run(setup, n_accounts)
     figures: dict[str, Any] = {"accounts": n_accounts}
     client = CadenzaClient(
-        token=sim.token,
-        api_url=sim.api_url,
-        ws_url=sim.ws_url,
+        token=token,
+        api_url=api_url,
+        ws_url=ws_url,
         timeouts=Timeouts(connect=30.0, request=30.0, confirm=120.0),
     )
     async with client:
+        # Memory is traced only around what it measures (tracing slows everything).
+        tracemalloc.start()
         gc.collect()
         base = client_held()
         # Subscribe every account (as cancels on them would), then measure the memory.
         await asyncio.gather(*(client.subscribe_account(a) for a in accounts))
         gc.collect()
         figures["bytes_per_account"] = (client_held() - base) / n_accounts
+        tracemalloc.stop()
 
         # -- cancel everything
-        st.run(sim.rest_requests.clear)
+        sp.run(clear_requests)
         started = time.perf_counter()
         outcomes = await client.cancel_all_open(account_ids=accounts, concurrency=256)
         figures["cancel_all_s"] = time.perf_counter() - started
         figures["cancel_all_orders"] = len(outcomes)
         figures["cancel_all_failed"] = sum(1 for o in outcomes if not isinstance(o, CancelResult))
-        figures["cancel_all_requests"] = st.run(requests, sim)
+        figures["cancel_all_requests"] = sp.run(requests)
 
         # -- reconnects, history kept and lost
         pending_n = min(10 * n_accounts, 10_000)
         for kind in ("recovered", "lost"):
             per_account = max(1, pending_n // n_accounts)
-
-            def fresh(per: int = per_account) -> list[tuple[str, str]]:
-                sim.cancel_delay = 10_000.0  # the exchange holds every cancel
-                return [
-                    (o.trade_order_id, a)
-                    for a in accounts
-                    for o in sim.create_orders(per, account_id=a)
-                ][:pending_n]
-
-            pairs: list[tuple[str, str]] = st.run(fresh)
+            pairs: list[tuple[str, str]] = sp.run(fresh_pending, accounts, per_account, pending_n)
+            ids = [p[0] for p in pairs]
+            tracemalloc.start()
             gc.collect()
             before_pending = client_held()
             tasks = [
@@ -166,18 +220,17 @@ async def one_size(st: SimThread, n_accounts: int) -> dict[str, Any]:
                 )
                 for oid, a in pairs
             ]
-
-            ids = [p[0] for p in pairs]
-            while not st.run(all_pending, sim, ids):
+            while not sp.run(all_pending, ids):
                 await asyncio.sleep(0.05)
             gc.collect()
             figures[f"bytes_per_pending_{kind}"] = (client_held() - before_pending) / len(pairs)
+            tracemalloc.stop()
 
-            st.run(apply_while_dropped, sim, ids, accounts, kind == "lost")
-            st.call(sim.disconnect_all(3001))
-            st.run(sim.rest_requests.clear)
+            sp.run(apply_while_dropped, ids, accounts, kind == "lost")
+            sp.run(disconnect)
+            sp.run(clear_requests)
             reconnects = client.stats().stream_reconnects
-            st.run(sim.resume_publications)
+            sp.run(resume)
             while client.stats().stream_reconnects == reconnects:
                 await asyncio.sleep(0.001)
             back = time.perf_counter()
@@ -187,10 +240,8 @@ async def one_size(st: SimThread, n_accounts: int) -> dict[str, Any]:
             figures[f"reconnect_{kind}_proven"] = sum(
                 1 for r in results if isinstance(r, CancelResult) and r.cancelled
             )
-            figures[f"reconnect_{kind}_requests"] = st.run(requests, sim)
-            st.run(setattr, sim, "cancel_delay", 0.0)
-        gc.collect()
-        figures["client_bytes_end"] = client_held() - base
+            figures[f"reconnect_{kind}_requests"] = sp.run(requests)
+            sp.run(set_cancel_delay, 0.0)
     return figures
 
 
@@ -247,14 +298,13 @@ def main() -> int:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--plot", help="write the plot here (PNG)")
     args = parser.parse_args()
-    tracemalloc.start()
     rows = []
     for n in (int(x) for x in args.accounts.split(",")):
-        st = SimThread()
+        sp = SimProcess()
         try:
-            rows.append(asyncio.run(one_size(st, n)))
+            rows.append(asyncio.run(one_size(sp, n)))
         finally:
-            st.close()
+            sp.close()
         print(json.dumps(rows[-1]), flush=True)
     table = report(rows)
     print(table)
