@@ -27,7 +27,7 @@ import asyncio
 import concurrent.futures
 import threading
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, suppress
 from decimal import Decimal
 from types import TracebackType
@@ -44,7 +44,8 @@ from .client import BulkOutcome, CadenzaClient, ClientStats
 from .config import ClientConfig, TokenProvider
 from .errors import ClientClosedError
 from .http import OrderPage
-from .models import CancelResult, TradeOrder
+from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOrder
+from .placing import SubmitOutcome
 
 __all__ = ["BlockingCadenzaClient", "BlockingCancelHandle"]
 
@@ -463,6 +464,43 @@ class BlockingCadenzaClient:
                 client_order_id=client_order_id,
                 trading_account_id=trading_account_id,
             )
+        )
+
+    def submit_and_confirm(self, **order: Any) -> SubmitResult:
+        """Place an order and return once the exchange has proven it accepted or refused it.
+
+        Same keywords, result and errors as ``CadenzaClient.submit_and_confirm``
+        (``instrument_id``, ``order_side``, ``order_type``, ``quantity``,
+        ``limit_price``, ``time_in_force``, ``client_order_id``,
+        ``trading_account_id``, ``timeout``, ...).
+        """
+        client = self._client
+        return self._run(lambda: client.submit_and_confirm(**order))
+
+    def replace_and_confirm(self, old_order_id: str, **order: Any) -> ReplaceResult:
+        """Cancel ``old_order_id``, and only once it is proven final, place the new order.
+
+        Same keywords, result and errors as ``CadenzaClient.replace_and_confirm``
+        (the new order's fields, ``place_if_filled``, ``timeout``).
+        """
+        client = self._client
+        return self._run(lambda: client.replace_and_confirm(old_order_id, **order))
+
+    def submit_many(
+        self,
+        orders: Iterable[NewOrder | Mapping[str, Any]],
+        *,
+        concurrency: int = 16,
+        timeout: float | None = None,
+    ) -> list[SubmitOutcome]:
+        """Place many orders concurrently; one outcome per order, in input order.
+
+        Same as ``CadenzaClient.submit_many``.
+        """
+        client = self._client
+        items = list(orders)
+        return self._run(
+            lambda: client.submit_many(items, concurrency=concurrency, timeout=timeout)
         )
 
     def subscribe_account(self, trading_account_id: str) -> None:

@@ -189,6 +189,31 @@ def test_rest_calls_submit_get_list_and_subscribe(sim: ThreadedSim) -> None:
         assert client.run(lambda c: c.get_order(placed.trade_order_id)).status == "CANCELLED"
 
 
+def test_placing_with_proof_and_a_requote_without_await(sim: ThreadedSim) -> None:
+    order = {
+        "instrument_id": "BINANCE:BTC/USDT",
+        "order_side": "BUY",
+        "order_type": "LIMIT",
+        "quantity": "0.01",
+        "time_in_force": "GTC",
+    }
+    with sim.client() as client:
+        placed = client.submit_and_confirm(**order, limit_price="50000")
+        assert placed.accepted is True
+        assert sim.status(placed.order.trade_order_id) == placed.order.status
+
+        replaced = client.replace_and_confirm(
+            placed.order.trade_order_id, **order, limit_price="49000"
+        )
+        assert replaced.cancel.cancelled is True
+        assert replaced.submit is not None
+        assert replaced.submit.accepted is True
+        assert sim.status(placed.order.trade_order_id) == "CANCELLED"
+
+        many = client.submit_many([{**order, "limit_price": p} for p in ("48000", "47000")])
+        assert [r.accepted for r in many] == [True, True]
+
+
 # -- fire-and-forget, bulk, iterators -------------------------------------------------------
 
 
