@@ -266,7 +266,7 @@ class Canceller:
         self._degraded = False
         self._down_since: float | None = None  # when the stream last lost its connection
         self._list_page = list_page
-        self._listings: dict[str, asyncio.Task[set[str]]] = {}
+        self._listings: dict[str, asyncio.Task[set[str] | None]] = {}
         self._listed_at: dict[str, float] = {}  # when the last listing of an account started
         # Reconciliation and polling share this many REST requests at once, so a
         # reconnect with thousands of pending cancels queues here, not in the pool.
@@ -513,15 +513,23 @@ class Canceller:
         await asyncio.wait((running,), timeout=timeout)
         if not running.done() or running.cancelled():
             return None
-        exc = running.exception()
-        if exc is not None:
-            log.warning("listing the orders of %s failed: %s", account, type(exc).__name__)
-            return None
         seen = running.result()
+        if seen is None:
+            return None
         return [w for w in waiters if not w.done and w.order_id not in seen]
 
-    async def _list_pages(self, account: str) -> set[str]:
-        """The account's orders, page by page, fed to the registry; the ids the pages held."""
+    async def _list_pages(self, account: str) -> set[str] | None:
+        """The account's orders, page by page, fed to the registry; the ids the pages held.
+
+        ``None`` when the listing failed (logged; the jobs poll again later).
+        """
+        try:
+            return await self._list_pages_of(account)
+        except CadenzaError as exc:
+            log.warning("listing the orders of %s failed: %s", account, type(exc).__name__)
+            return None
+
+    async def _list_pages_of(self, account: str) -> set[str]:
         list_page = self._list_page
         assert list_page is not None
         loop = asyncio.get_running_loop()
