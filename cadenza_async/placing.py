@@ -547,39 +547,63 @@ class Placer:
         try:
             if placement.done:
                 return self._result(placement, started)
-            if created:
-                job = _Job(order, deadline)
-                placement.handle = job
-            else:
-                job = _job(placement)
-                job.deadline = max(job.deadline, deadline)
-            # (_wait starts the job's task, and starts it again when the stream changes)
-            await self._wait(placement, job, deadline - final_slice(timeout))
-            if not placement.done and job.error is None and self._closed is None:
-                # The final look-up, inside the deadline; proof from any source ends the wait.
-                final = self._spawn(self._final_look_up(placement, deadline), f"find {client_id}")
-                try:
-                    await self._wait(placement, job, deadline)
-                finally:
-                    final.cancel()
+            job = self._join(placement, created, order, deadline)
+            await self._prove_by(placement, job, deadline, timeout)
             if placement.outcome is not None:
                 return self._result(placement, started)
-            if job.error is not None:
-                raise job.error
-            if self._closed is not None:
-                raise ClientClosedError(
-                    f"the client was closed before the submit {client_id} was confirmed"
-                )
-            cause = job.send_error
-            if cause is None and job.acked_at is None and job.sent_at:
-                cause = TransportError("the submit got no answer before the deadline")
-            raise SubmitConfirmationTimeout(
-                client_id, placement.order_id, placement.last_known, timeout
-            ) from cause
+            raise self._unproven(placement, job, timeout)
         finally:
             registry.release(placement)
             if placement.refs == 0 and not placement.done and job is not None and job.driver:
                 job.driver.cancel()  # every caller gave up: stop working for nobody
+
+    @staticmethod
+    def _join(placement: Placement, created: bool, order: NewOrder, deadline: float) -> _Job:
+        """The submit's job: new, or shared and extended to ``deadline``."""
+        if created:
+            job = _Job(order, deadline)
+            placement.handle = job
+            return job
+        job = _job(placement)
+        job.deadline = max(job.deadline, deadline)
+        return job
+
+    async def _prove_by(
+        self, placement: Placement, job: _Job, deadline: float, timeout: float
+    ) -> None:
+        """Wait for proof until ``deadline``; the final look-up starts in the last slice.
+
+        (_wait starts the job's task, and starts it again when the stream changes.)
+        """
+        await self._wait(placement, job, deadline - final_slice(timeout))
+        if placement.done or job.error is not None or self._closed is not None:
+            return
+        # The final look-up, inside the deadline; proof from any source ends the wait.
+        final = self._spawn(
+            self._final_look_up(placement, deadline), f"find {placement.client_order_id}"
+        )
+        try:
+            await self._wait(placement, job, deadline)
+        finally:
+            final.cancel()
+
+    def _unproven(self, placement: Placement, job: _Job, timeout: float) -> BaseException:
+        """What a caller without proof raises: the job's error, a close, or a timeout."""
+        if job.error is not None:
+            return job.error
+        client_id = placement.client_order_id
+        if self._closed is not None:
+            return ClientClosedError(
+                f"the client was closed before the submit {client_id} was confirmed"
+            )
+        cause = job.send_error
+        if cause is None and job.acked_at is None and job.sent_at:
+            cause = TransportError("the submit got no answer before the deadline")
+        error = SubmitConfirmationTimeout(
+            client_id, placement.order_id, placement.last_known, timeout
+        )
+        error.__cause__ = cause
+        return error
 
     async def _wait(self, placement: Placement, job: _Job, until: float) -> None:
         """Return when the submit is proven, the job failed, the client closed, or at ``until``.
@@ -825,23 +849,23 @@ class Placer:
                 cursor,
                 deadline,
             )
-            for order in page.orders:
-                if order.client_order_id == client_id:
-                    if not placement.done:
-                        now = asyncio.get_running_loop().time()
-                        if self._registry.resolve_from_rest(order, now) is not None:
-                            _job(placement).wake()
-                    return True
-            pagination = page.pagination
-            more = pagination.has_next if pagination is not None else None
-            if not page.orders or more is False or (more is None and len(page.orders) < LIST_PAGE):
+            match = next((o for o in page.orders if o.client_order_id == client_id), None)
+            if match is not None:
+                self._found(placement, match)
+                return True
+            go_on, cursor = _next_page(page, cursor)
+            if not go_on:
                 return False
             offset += len(page.orders)
-            if pagination is not None and pagination.cursor:
-                if pagination.cursor == cursor:
-                    return False
-                cursor = pagination.cursor
         return False
+
+    def _found(self, placement: Placement, order: TradeOrder) -> None:
+        """A listing found the submit's order: feed it to the registry (it may prove it)."""
+        if placement.done:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._registry.resolve_from_rest(order, now) is not None:
+            _job(placement).wake()
 
     @staticmethod
     def _result(placement: Placement, started: float) -> SubmitResult:
@@ -862,3 +886,16 @@ class Placer:
             else max(0.0, acked_at - started),
             client_order_id=placement.client_order_id,
         )
+
+
+def _next_page(page: OrderPage, cursor: str | None) -> tuple[bool, str | None]:
+    """Whether a listing goes on after ``page``, and with which cursor (a stuck one stops it)."""
+    pagination = page.pagination
+    more = pagination.has_next if pagination is not None else None
+    if not page.orders or more is False or (more is None and len(page.orders) < LIST_PAGE):
+        return False, cursor
+    if pagination is not None and pagination.cursor:
+        if pagination.cursor == cursor:
+            return False, cursor
+        return True, pagination.cursor
+    return True, cursor

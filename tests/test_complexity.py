@@ -34,8 +34,6 @@ NOT_YET_SPLIT = frozenset(
         "cadenza_async/cli/_doctor.py:_Doctor._reach",
         "cadenza_async/cli/_doctor_explain.py:ws_failure",
         "cadenza_async/cli/_output.py:Output.table",
-        "cadenza_async/placing.py:Placer._submit",
-        "cadenza_async/placing.py:Placer._find",
         "cadenza_async/testing/_engine.py:Engine.cancel",
         "cadenza_async/testing/_engine.py:Engine.submit",
         "cadenza_async/testing/_rest.py:RestApi._list_page",
