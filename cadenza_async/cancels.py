@@ -55,6 +55,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._alarm import Alarm
+from ._callers import Callers, sleep_until
 from ._tasks import TaskOwner
 from ._validate import check_account_id, check_order_id
 from .errors import (
@@ -120,7 +121,7 @@ def final_slice(timeout: float) -> float:
     return min(1.0, max(0.25 * timeout, min(0.25, timeout / 2)))
 
 
-class _Job:
+class _Job(Callers):
     """One order's cancel: its callers' wake-up futures, its driver, what happened so far.
 
     Each caller waits on a future of its own, so cancelling one caller never
@@ -132,8 +133,6 @@ class _Job:
         "asked",
         "deadline",
         "driver",
-        "error",
-        "futures",
         "gap_closed",
         "maybe_sent",
         "polled_at",
@@ -142,10 +141,9 @@ class _Job:
     )
 
     def __init__(self, deadline: float) -> None:
-        self.futures: list[asyncio.Future[None]] = []
+        super().__init__()
         self.deadline = deadline  # the latest deadline among the callers still waiting
         self.acked_at: float | None = None  # when the cancel's own reply came
-        self.error: BaseException | None = None  # definite failure: every caller raises it
         self.send_error: CadenzaError | None = None  # the last failed send (a timeout's cause)
         self.maybe_sent = False  # a send may have reached the API
         self.sent_at = 0.0  # when the cancel last went out
@@ -154,29 +152,11 @@ class _Job:
         self.polled_at = 0.0  # when REST was last asked about this order
         self.driver: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
-        futures = self.futures
-        if futures:
-            self.futures = []
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
-
-    def fail(self, error: BaseException) -> None:
-        if self.error is None:
-            self.error = error
-        self.wake()
-
 
 def _job(waiter: Waiter) -> _Job:
     handle = waiter.handle
     assert isinstance(handle, _Job)
     return handle
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class CancelHandle:
@@ -695,26 +675,7 @@ class Canceller:
         self, job: _Job, until: float, also: asyncio.Future[Any] | None = None
     ) -> None:
         """Sleep until ``until``; woken early by the job (proof, failure, close) or ``also``."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        job.futures.append(future)
-        alarm = self._alarm
-        alarm.add(until, future)
-        wake: Callable[[asyncio.Future[Any]], None] | None = None
-        if also is not None:
-
-            def wake(_: asyncio.Future[Any]) -> None:
-                _expire(future)
-
-            also.add_done_callback(wake)
-        try:
-            await future  # this caller's own future: cancelling it harms no sharer
-        finally:
-            alarm.done()
-            if wake is not None and also is not None:
-                also.remove_done_callback(wake)
-            if job.futures:
-                with contextlib.suppress(ValueError):
-                    job.futures.remove(future)
+        await sleep_until(job, self._alarm, until, also)
 
     async def _final_look_up(self, waiter: Waiter, deadline: float) -> None:
         try:

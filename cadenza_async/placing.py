@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import msgspec
 
 from ._alarm import Alarm
+from ._callers import Callers, sleep_until
 from ._tasks import TaskOwner
 from ._validate import _check_id, check_account_id, check_order_id
 from .cancels import final_slice
@@ -256,7 +257,7 @@ def _as_new_order(item: NewOrder | Mapping[str, Any], index: int) -> NewOrder:
         raise type(exc)(f"order {index}: {exc}") from None
 
 
-class _Job:
+class _Job(Callers):
     """One submit: its callers' wake-up futures, its driver, what happened so far."""
 
     __slots__ = (
@@ -264,9 +265,7 @@ class _Job:
         "asked",
         "deadline",
         "driver",
-        "error",
         "first_sent_at",
-        "futures",
         "maybe_sent",
         "not_sent",
         "order",
@@ -278,10 +277,9 @@ class _Job:
 
     def __init__(self, order: NewOrder, deadline: float) -> None:
         self.order = order
-        self.futures: list[asyncio.Future[None]] = []
+        super().__init__()
         self.deadline = deadline  # the latest deadline among the callers still waiting
         self.acked_at: float | None = None  # when a reply (or a listing) showed the order
-        self.error: BaseException | None = None  # definite failure: every caller raises it
         self.send_error: CadenzaError | None = None  # the last failed send (a timeout's cause)
         self.maybe_sent = False  # a send may have reached the API
         self.not_sent = 0  # sends that provably never reached it
@@ -292,29 +290,11 @@ class _Job:
         self.seen_since: float | None = None  # the channel's live_since the job last saw
         self.driver: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
-        futures = self.futures
-        if futures:
-            self.futures = []
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
-
-    def fail(self, error: BaseException) -> None:
-        if self.error is None:
-            self.error = error
-        self.wake()
-
 
 def _job(placement: Placement) -> _Job:
     handle = placement.handle
     assert isinstance(handle, _Job)
     return handle
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 #: Failures of a look-up or a listing that leave the question open (poll again, or resend).
@@ -634,26 +614,7 @@ class Placer:
         self, job: _Job, until: float, also: asyncio.Future[Any] | None = None
     ) -> None:
         """Sleep until ``until``; woken early by the job (proof, failure, close) or ``also``."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        job.futures.append(future)
-        alarm = self._alarm
-        alarm.add(until, future)
-        wake: Callable[[asyncio.Future[Any]], None] | None = None
-        if also is not None:
-
-            def wake(_: asyncio.Future[Any]) -> None:
-                _expire(future)
-
-            also.add_done_callback(wake)
-        try:
-            await future
-        finally:
-            alarm.done()
-            if wake is not None and also is not None:
-                also.remove_done_callback(wake)
-            if job.futures:
-                with contextlib.suppress(ValueError):
-                    job.futures.remove(future)
+        await sleep_until(job, self._alarm, until, also)
 
     async def _final_look_up(self, placement: Placement, deadline: float) -> None:
         try:

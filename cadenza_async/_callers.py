@@ -1,0 +1,73 @@
+"""Callers: the callers waiting on one piece of work (a cancel, a submit), each on a future of its own.
+
+Proof ends every caller's wait at once (:meth:`Callers.wake`); a definite
+error ends it with that error (:meth:`Callers.fail`). Each caller sleeps with
+:func:`sleep_until`, which an :class:`~cadenza_async._alarm.Alarm` ends at its
+deadline, so cancelling one caller never disturbs the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from ._alarm import Alarm
+
+__all__ = ["Callers", "sleep_until"]
+
+
+class Callers:
+    """The wake-up futures of the callers of one piece of work, and its definite error."""
+
+    __slots__ = ("error", "futures")
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[None]] = []
+        self.error: BaseException | None = None  # definite failure: every caller raises it
+
+    def wake(self) -> None:
+        """Wake every caller now (proof came, the work failed, the client closed)."""
+        futures = self.futures
+        if futures:
+            self.futures = []
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        """End the work with ``error`` (the first one wins) and wake every caller."""
+        if self.error is None:
+            self.error = error
+        self.wake()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def sleep_until(
+    callers: Callers, alarm: Alarm, until: float, also: asyncio.Future[Any] | None = None
+) -> None:
+    """Sleep until ``until`` (event-loop time); woken early by ``callers`` or when ``also`` is done."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    callers.futures.append(future)
+    alarm.add(until, future)
+    wake: Callable[[asyncio.Future[Any]], None] | None = None
+    if also is not None:
+
+        def wake(_: asyncio.Future[Any]) -> None:
+            _expire(future)
+
+        also.add_done_callback(wake)
+    try:
+        await future  # this caller's own future: cancelling it harms no other caller
+    finally:
+        alarm.done()
+        if wake is not None and also is not None:
+            also.remove_done_callback(wake)
+        if callers.futures:
+            with contextlib.suppress(ValueError):
+                callers.futures.remove(future)
