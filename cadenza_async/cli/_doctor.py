@@ -66,7 +66,15 @@ from ._doctor_explain import error_data, rest_failure, ws_error_data, ws_failure
 from ._doctor_live import LiveOrder, live_order_request, positive_decimal, prove_live
 from ._doctor_report import CheckReport
 from ._errors import flag_words
-from ._netprobe import Endpoint, Link, ProbeFailure, resolve, server_clock, tls_context
+from ._netprobe import (
+    Certificate,
+    Endpoint,
+    Link,
+    ProbeFailure,
+    resolve,
+    server_clock,
+    tls_context,
+)
 from ._outcomes import ms, percentile
 from ._session import Context
 from ._wsprobe import CentrifugoProbe, WsProbeError, decode_rpc_answer
@@ -342,27 +350,52 @@ class _Doctor:
 
     async def _reach(self, kind: str, what: str, url: str) -> bool:
         """``{kind}.dns``, ``.tcp`` and ``.tls``; True when the host can be talked to."""
-        report = self._report
         dns, tcp, tls = f"{kind}.dns", f"{kind}.tcp", f"{kind}.tls"
         try:
             endpoint = Endpoint.from_url(url)
         except ValueError:
             for name in (dns, tcp, tls):
-                report.skip(name, f"the {what} URL names no usable host (config.endpoints)")
+                self._report.skip(name, f"the {what} URL names no usable host (config.endpoints)")
             return False
+        addresses = await self._check_dns(dns, endpoint, then=(tcp, tls))
+        if addresses is None:
+            return False
+        opened = await self._open_link(tcp, endpoint, addresses, then=tls)
+        if opened is None:
+            return False
+        link, address = opened
+        try:
+            self._report_connected(tcp, endpoint, address, link)
+            if not endpoint.tls:
+                return self._plaintext(tls, endpoint)
+            try:
+                cert, elapsed = await link.start_tls(endpoint, self._tls, self._timeout)
+            except ProbeFailure as exc:
+                self._report.fail(tls, exc.reason, exc.fix)
+                return False
+        finally:
+            await link.close()
+        self._report_certificate(tls, cert, elapsed)
+        return True
+
+    async def _check_dns(
+        self, dns: str, endpoint: Endpoint, then: tuple[str, ...]
+    ) -> list[str] | None:
+        """Reports ``dns``; the host's addresses, or None (and the ``then`` checks skipped)."""
+        report = self._report
         try:
             resolved = await resolve(endpoint, self._timeout)
         except ProbeFailure as exc:
             report.fail(dns, exc.reason, exc.fix, data={"host": endpoint.host})
-            for name in (tcp, tls):
+            for name in then:
                 report.skip(name, f"{endpoint.host} did not resolve ({dns})")
-            return False
+            return None
         addresses = list(resolved.addresses)
         if not addresses:
             report.fail(dns, f"{endpoint.host} resolved to no address", "check the DNS records")
-            for name in (tcp, tls):
+            for name in then:
                 report.skip(name, f"{endpoint.host} has no address ({dns})")
-            return False
+            return None
         if resolved.literal:
             found = f"{endpoint.host} is an address: nothing to resolve"
         else:
@@ -374,40 +407,40 @@ class _Doctor:
             elapsed=resolved.elapsed,
             data={"host": endpoint.host, "addresses": addresses},
         )
-        link: Link | None = None
+        return addresses
+
+    async def _open_link(
+        self, tcp: str, endpoint: Endpoint, addresses: list[str], then: str
+    ) -> tuple[Link, str] | None:
+        """A TCP connection to the first address that accepts one, and that address.
+
+        None when none does: ``tcp`` fails with the last address's failure
+        and ``then`` is skipped. The caller closes the link.
+        """
         failure: ProbeFailure | None = None
-        address = addresses[0]
         for address in addresses:
             try:
-                link = await Link.open(endpoint, address, self._timeout)
-                break
+                return await Link.open(endpoint, address, self._timeout), address
             except ProbeFailure as exc:
                 failure = exc
-        if link is None:
-            assert failure is not None
-            report.fail(tcp, failure.reason, failure.fix, data={"port": endpoint.port})
-            report.skip(tls, f"no TCP connection ({tcp})")
-            return False
-        try:
-            shown_address = f"[{address}]" if ":" in address else address
-            report.ok(
-                tcp,
-                f"connected to {shown_address}:{endpoint.port} in {ms(link.tcp_elapsed)}",
-                elapsed=link.tcp_elapsed,
-                data={"address": address, "port": endpoint.port},
-            )
-            if not endpoint.tls:
-                return self._plaintext(tls, endpoint)
-            try:
-                cert, elapsed = await link.start_tls(endpoint, self._tls, self._timeout)
-            except ProbeFailure as exc:
-                report.fail(tls, exc.reason, exc.fix)
-                return False
-        finally:
-            await link.close()
+        assert failure is not None
+        self._report.fail(tcp, failure.reason, failure.fix, data={"port": endpoint.port})
+        self._report.skip(then, f"no TCP connection ({tcp})")
+        return None
+
+    def _report_connected(self, tcp: str, endpoint: Endpoint, address: str, link: Link) -> None:
+        shown_address = f"[{address}]" if ":" in address else address
+        self._report.ok(
+            tcp,
+            f"connected to {shown_address}:{endpoint.port} in {ms(link.tcp_elapsed)}",
+            elapsed=link.tcp_elapsed,
+            data={"address": address, "port": endpoint.port},
+        )
+
+    def _report_certificate(self, tls: str, cert: Certificate, elapsed: float) -> None:
         left = cert.not_after - time.time()
         soon = "; it expires soon" if left < _CERT_SOON else ""
-        report.ok(
+        self._report.ok(
             tls,
             f"{cert.tls_version or 'TLS'} in {ms(elapsed)}; certificate {cert.subject} "
             f"issued by {cert.issuer}, valid until {_utc(cert.not_after)} "
@@ -422,7 +455,6 @@ class _Doctor:
                 "names": list(cert.names),
             },
         )
-        return True
 
     def _plaintext(self, name: str, endpoint: Endpoint) -> bool:
         scheme = endpoint.url.split(":", 1)[0].lower()

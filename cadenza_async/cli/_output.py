@@ -36,6 +36,7 @@ from .._redact import redact
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
+    from rich.table import Table
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -201,36 +202,46 @@ class Output:
             return
         cells = [[self.redact(clean_line(str(cell))) for cell in row] for row in rows]
         if self.console is not None:
-            from rich.table import Table
-            from rich.text import Text
-
-            table = Table(title=title, title_justify="left", show_lines=False)
-            for i, name in enumerate(columns):
-                if i in whole:
-                    widest = max([len(name)] + [len(row[i]) for row in cells])
-                    table.add_column(name, no_wrap=True, min_width=widest)
-                else:
-                    table.add_column(name)
-            for row in cells:
-                table.add_row(*(Text(cell) for cell in row))
-            self._rich(self.console, table)
-            return
-        widths = [len(name) for name in columns]
-        for row in cells:
-            widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-        lines = [
-            title,
-            "  ".join(name.ljust(w) for name, w in zip(columns, widths, strict=True)).rstrip(),
-            "  ".join("-" * w for w in widths),
-        ]
-        for row in cells:
-            lines.append(
-                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            )
-        self._write("\n".join(lines) + "\n")
+            self._rich(self.console, _rich_table(title, columns, cells, whole))
+        else:
+            self._write(_plain_table(title, columns, cells))
 
     def progress(self, total: int, label: str) -> ProgressBar:
         return ProgressBar(self, total, label)
+
+
+def _rich_table(
+    title: str, columns: Sequence[str], cells: list[list[str]], whole: Sequence[int]
+) -> Table:
+    """A rich table of cleaned ``cells``; the ``whole`` columns are as wide as their widest cell."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for i, name in enumerate(columns):
+        if i in whole:
+            widest = max([len(name)] + [len(row[i]) for row in cells])
+            table.add_column(name, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(name)
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def _plain_table(title: str, columns: Sequence[str], cells: list[list[str]]) -> str:
+    """The title, a header, a rule and one line per row, columns padded to their widest cell."""
+    widths = [len(name) for name in columns]
+    for row in cells:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [
+        title,
+        "  ".join(name.ljust(w) for name, w in zip(columns, widths, strict=True)).rstrip(),
+        "  ".join("-" * w for w in widths),
+    ]
+    for row in cells:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines) + "\n"
 
 
 class ProgressBar:

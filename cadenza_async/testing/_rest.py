@@ -18,6 +18,7 @@ import http
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -93,6 +94,57 @@ def endpoint_names(endpoints: str | Iterable[str] | None) -> tuple[str, ...]:
         if name not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {name!r}: one of {', '.join(ENDPOINTS)}")
     return names
+
+
+def _query_integer(query: Any, name: str, default: int, low: int, high: int) -> int:
+    """The query's ``name`` as an integer in [low, high], ``default`` when absent; ApiFailure 400."""
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiFailure(
+            400, ERRNO_INVALID_REQUEST, f"Invalid request: {name} must be an integer"
+        ) from None
+    if not low <= value <= high:
+        raise ApiFailure(400, ERRNO_INVALID_REQUEST, f"Invalid request: {name} out of range")
+    return value
+
+
+@dataclass(frozen=True)
+class _ListFilter:
+    """What a listing keeps: the token's orders, narrowed by the query's filters (None: any)."""
+
+    accounts: set[str]
+    account: str | None
+    statuses: set[str] | None
+    instrument: str | None
+    start_time: int  # 0: no lower bound
+
+    def admits(self, order: TradeOrder) -> bool:
+        return (
+            order.trading_account_id in self.accounts
+            and (self.account is None or order.trading_account_id == self.account)
+            and (self.statuses is None or order.status in self.statuses)
+            and (self.instrument is None or order.instrument_id == self.instrument)
+            and (not self.start_time or (order.created_at or 0) >= self.start_time)
+        )
+
+
+def _page_body(matches: list[TradeOrder], offset: int, limit: int) -> bytes:
+    """The list envelope: the page of ``matches`` at ``offset`` and its pagination."""
+    page = matches[offset : offset + limit]
+    total = len(matches)
+    pagination = _encode(
+        {
+            "offset": offset,
+            "limit": limit,
+            "total": total,
+            "hasNext": offset + len(page) < total,
+        }
+    )
+    return b'{"data":' + _encode(page) + b',"pagination":' + pagination + _OK_TAIL
 
 
 class _Fault:
@@ -312,29 +364,33 @@ class RestApi:
             return _failure(failure)
 
     def _list_page(self, info: TokenInfo, query: Any) -> web.Response:
-        def integer(name: str, default: int, low: int, high: int) -> int:
-            text = query.get(name)
-            if text is None or text == "":
-                return default
-            try:
-                value = int(text)
-            except ValueError:
-                raise ApiFailure(
-                    400, ERRNO_INVALID_REQUEST, f"Invalid request: {name} must be an integer"
-                ) from None
-            if not low <= value <= high:
-                raise ApiFailure(
-                    400, ERRNO_INVALID_REQUEST, f"Invalid request: {name} out of range"
-                )
-            return value
-
-        limit = integer("limit", 50, 1, MAX_LIST_LIMIT)
-        offset = integer("offset", 0, 0, 10**9)
-        start_time = integer("startTime", 0, 0, 2**62)
-        order_id = query.get("tradeOrderId")
+        """One page of the orders ``info`` may see that the query selects; ApiFailure (400, 403)."""
+        limit = _query_integer(query, "limit", 50, 1, MAX_LIST_LIMIT)
+        offset = _query_integer(query, "offset", 0, 0, 10**9)
+        start_time = _query_integer(query, "startTime", 0, 0, 2**62)
         account = query.get("tradingAccountId")
+        candidates = self._candidates(info, query.get("tradeOrderId"), account)
         statuses = query.get("orderStatus")
-        instrument = query.get("instrumentId")
+        selected = _ListFilter(
+            accounts=info.accounts,
+            account=account,
+            statuses=set(statuses.split(",")) if statuses else None,
+            instrument=query.get("instrumentId"),
+            start_time=start_time,
+        )
+        matches = [order for order in candidates if selected.admits(order)]
+        if query.get("ascending", "").lower() == "false":
+            matches.reverse()
+        return _json(_page_body(matches, offset, limit))
+
+    def _candidates(
+        self, info: TokenInfo, order_id: str | None, account: str | None
+    ) -> Iterable[TradeOrder]:
+        """The orders to filter: the one ``order_id``, the account's, or all of them.
+
+        Raises ApiFailure: 400 for a malformed id, 403 for an account or an
+        order that ``info`` has no access to.
+        """
         if order_id is not None and not is_valid_id(order_id):
             raise ApiFailure(400, ERRNO_INVALID_REQUEST, "Invalid request: malformed tradeOrderId")
         if account is not None:
@@ -350,32 +406,7 @@ class RestApi:
             found = self._engine.get(order_id)
             if found is not None and found.trading_account_id not in info.accounts:
                 raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this order")
-            candidates: Iterable[TradeOrder] = [found] if found is not None else []
-        elif account is not None:
-            candidates = self._engine.orders_of(account)
-        else:
-            candidates = self._engine.orders.values()
-        wanted = set(statuses.split(",")) if statuses else None
-        matches = [
-            order
-            for order in candidates
-            if order.trading_account_id in info.accounts
-            and (account is None or order.trading_account_id == account)
-            and (wanted is None or order.status in wanted)
-            and (instrument is None or order.instrument_id == instrument)
-            and (not start_time or (order.created_at or 0) >= start_time)
-        ]
-        if query.get("ascending", "").lower() == "false":
-            matches.reverse()
-        page = matches[offset : offset + limit]
-        total = len(matches)
-        pagination = _encode(
-            {
-                "offset": offset,
-                "limit": limit,
-                "total": total,
-                "hasNext": offset + len(page) < total,
-            }
-        )
-        body = b'{"data":' + _encode(page) + b',"pagination":' + pagination + _OK_TAIL
-        return _json(body)
+            return [found] if found is not None else []
+        if account is not None:
+            return self._engine.orders_of(account)
+        return self._engine.orders.values()

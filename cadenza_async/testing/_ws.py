@@ -251,42 +251,48 @@ class Connection:
 
     def _dispatch(self, cmd: Command) -> None:
         if cmd.id == 0:
-            if cmd.send is not None:
-                return
-            if (
-                cmd.connect is None
-                and cmd.subscribe is None
-                and cmd.unsubscribe is None
-                and cmd.rpc is None
-                and cmd.refresh is None
-                and cmd.history is None
-                and cmd.ping is None
-                and self.connected
-                and self._pings
-            ):
-                self._pings.popleft()  # a pong
-                self._host.pongs_received += 1
-                return
-            self._bad_request()  # a pong nobody asked for, or a command without id
-            return
-        if cmd.connect is not None:
+            self._dispatch_without_id(cmd)
+        elif cmd.connect is not None:
             if self.connected:
                 self._bad_request()
             else:
                 self._connect(cmd.id, cmd.connect.token)
-            return
-        if not self.connected:
+        elif not self.connected:
             self._bad_request()
-        elif cmd.subscribe is not None:
+        else:
+            self._dispatch_method(cmd)
+
+    def _dispatch_without_id(self, cmd: Command) -> None:
+        """A ``send`` is dropped, a pong answers the oldest ping; anything else closes 3501."""
+        if cmd.send is not None:
+            return
+        if self._is_pong(cmd):
+            self._pings.popleft()
+            self._host.pongs_received += 1
+            return
+        self._bad_request()  # a pong nobody asked for, or a command without id
+
+    def _is_pong(self, cmd: Command) -> bool:
+        """No command in it, and a ping of ours waits for its pong."""
+        commands = (
+            cmd.connect,
+            cmd.subscribe,
+            cmd.unsubscribe,
+            cmd.rpc,
+            cmd.refresh,
+            cmd.history,
+            cmd.ping,
+        )
+        return all(command is None for command in commands) and self.connected and bool(self._pings)
+
+    def _dispatch_method(self, cmd: Command) -> None:
+        """A command with an id on a connected connection, answered by its method."""
+        if cmd.subscribe is not None:
             self._subscribe(cmd)
         elif cmd.rpc is not None:
             self._rpc(cmd.id, cmd.rpc.method, cmd.rpc.data)
         elif cmd.unsubscribe is not None:
-            channel = cmd.unsubscribe.channel
-            if channel in self.subscriptions:
-                self.subscriptions.discard(channel)
-                self._host.hub.unsubscribe(self, channel)
-            self.send(reply(cmd.id, "unsubscribe", b"{}"))
+            self._unsubscribe(cmd.id, cmd.unsubscribe.channel)
         elif cmd.refresh is not None:
             self._refresh(cmd.id, cmd.refresh.token)
         elif cmd.history is not None:
@@ -299,6 +305,12 @@ class Connection:
             self.send(reply(cmd.id, "sub_refresh", b"{}"))
         else:
             self._bad_request()  # the legacy ping command, or no method at all
+
+    def _unsubscribe(self, command_id: int, channel: str) -> None:
+        if channel in self.subscriptions:
+            self.subscriptions.discard(channel)
+            self._host.hub.unsubscribe(self, channel)
+        self.send(reply(command_id, "unsubscribe", b"{}"))
 
     def _connect(self, command_id: int, token: str) -> None:
         info = self._host.engine.token_info(token)
