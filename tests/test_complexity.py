@@ -1,11 +1,8 @@
 """Cyclomatic complexity (radon): no function of the package above 15, but two hot paths.
 
 The two hot paths of the protocol cores are inlined on purpose and say so
-in a comment ("hot path"). Every other function over the limit is split.
-``NOT_YET_SPLIT`` lists the functions that were over it when this check
-came in: each shows as an expected failure until it is split (then it
-passes; remove it from the list). A function not listed that goes over the
-limit fails the suite.
+in a comment ("hot path"). Every other function over the limit fails the
+suite: split it.
 """
 
 from __future__ import annotations
@@ -29,13 +26,6 @@ HOT_PATHS = frozenset(
     }
 )
 
-NOT_YET_SPLIT = frozenset(
-    {
-        "cadenza_async/testing/_engine.py:Engine.cancel",
-        "cadenza_async/testing/_engine.py:Engine.submit",
-    }
-)
-
 
 def complexities() -> dict[str, tuple[int, Function, str]]:
     """``path:qualified name`` -> (complexity, radon's block, the module source)."""
@@ -52,12 +42,8 @@ def complexities() -> dict[str, tuple[int, Function, str]]:
 FOUND = complexities()
 
 
-def test_no_function_is_over_the_limit_unless_it_is_a_hot_path_or_listed():
-    over = {
-        name: cc
-        for name, (cc, _, _) in FOUND.items()
-        if cc > LIMIT and name not in HOT_PATHS and name not in NOT_YET_SPLIT
-    }
+def test_no_function_is_over_the_limit_unless_it_is_a_hot_path():
+    over = {name: cc for name, (cc, _, _) in FOUND.items() if cc > LIMIT and name not in HOT_PATHS}
     assert not over, f"over CC {LIMIT}; split them: {over}"
 
 
@@ -67,10 +53,3 @@ def test_each_hot_path_exists_and_says_why_it_is_inlined(name):
     _, block, source = FOUND[name]
     body = "\n".join(source.splitlines()[block.lineno - 1 : block.endline])
     assert "hot path" in body.lower()
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET_SPLIT))
-@pytest.mark.xfail(reason="over the CC limit, to be split (issue 11)", strict=False)
-def test_function_not_yet_split_is_within_the_limit(name):
-    cc = FOUND[name][0] if name in FOUND else 0
-    assert cc <= LIMIT, f"{name}: CC {cc}"

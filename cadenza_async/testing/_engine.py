@@ -453,6 +453,33 @@ class Engine:
         self, token: TokenInfo, order_id: object, account_id: object | None = None
     ) -> TradeOrder:
         """Apply a cancel as the exchange would; raise :class:`ApiFailure` for the error table."""
+        order = self._order_to_cancel(token, order_id, account_id)
+        order_id = order.trade_order_id
+        if order_id in self._fill_on_cancel:
+            self._fill_on_cancel.discard(order_id)
+            if order.status not in TERMINAL_STATUSES:
+                self.fill(order_id)
+        status = order.status
+        if status == OrderStatus.PENDING_CANCEL:
+            return order
+        if status not in CANCELLABLE_STATUSES:
+            raise ApiFailure(400, ERRNO_NOT_CANCELLABLE, _not_cancellable(status))
+        self.cancels_applied[order_id] = self.cancels_applied.get(order_id, 0) + 1
+        if self.cancel_delay > 0:
+            order.status = OrderStatus.PENDING_CANCEL
+            self._touch(order)
+            self._emit(order, status)
+            self._pending_cancels[order_id] = self._call_later(
+                self.cancel_delay, lambda: self._complete_cancel(order_id)
+            )
+        else:
+            self._finish_cancel(order, status)
+        return order
+
+    def _order_to_cancel(
+        self, token: TokenInfo, order_id: object, account_id: object | None
+    ) -> TradeOrder:
+        """The order a cancel names, or the :class:`ApiFailure` of the error table."""
         if not is_valid_id(order_id):
             raise ApiFailure(
                 400, ERRNO_INVALID_REQUEST, "Invalid request: missing or malformed tradeOrderId"
@@ -472,31 +499,6 @@ class Engine:
             raise ApiFailure(404, ERRNO_NOT_FOUND, "Order not found")
         if order.trading_account_id not in token.accounts:
             raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this order")
-        if order_id in self._fill_on_cancel:
-            self._fill_on_cancel.discard(order_id)
-            if order.status not in TERMINAL_STATUSES:
-                self.fill(order_id)
-        status = order.status
-        if status == OrderStatus.PENDING_CANCEL:
-            return order
-        if status not in CANCELLABLE_STATUSES:
-            if status == OrderStatus.FILLED:
-                text = "Order is already filled and cannot be cancelled"
-            elif status == OrderStatus.CANCELLED:
-                text = "Order is already cancelled and cannot be cancelled"
-            else:
-                text = f"Order is {status} and cannot be cancelled"
-            raise ApiFailure(400, ERRNO_NOT_CANCELLABLE, text)
-        self.cancels_applied[order_id] = self.cancels_applied.get(order_id, 0) + 1
-        if self.cancel_delay > 0:
-            order.status = OrderStatus.PENDING_CANCEL
-            self._touch(order)
-            self._emit(order, status)
-            self._pending_cancels[order_id] = self._call_later(
-                self.cancel_delay, lambda: self._complete_cancel(order_id)
-            )
-        else:
-            self._finish_cancel(order, status)
         return order
 
     def _complete_cancel(self, order_id: str) -> None:
@@ -514,47 +516,8 @@ class Engine:
 
     def submit(self, token: TokenInfo, body: dict[str, Any]) -> TradeOrder:
         """Create an order from a submit request; raise :class:`ApiFailure` when it is invalid."""
-        account = body.get("tradingAccountId")
-        if account is None and len(token.accounts) == 1:
-            account = next(iter(token.accounts))
-        if not is_valid_id(account):
-            raise ApiFailure(
-                400, ERRNO_INVALID_REQUEST, "Invalid request: tradingAccountId is required"
-            )
-        assert isinstance(account, str)
-        if account not in token.accounts:
-            raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this trading account")
-        side = body.get("orderSide")
-        if side not in ("BUY", "SELL"):
-            raise ApiFailure(
-                400, ERRNO_INVALID_REQUEST, "Invalid request: orderSide must be BUY or SELL"
-            )
-        quantity = body.get("quantity")
-        try:
-            if not isinstance(quantity, str) or Decimal(quantity) <= 0:
-                raise InvalidOperation
-        except InvalidOperation:
-            raise ApiFailure(
-                400,
-                ERRNO_INVALID_REQUEST,
-                "Invalid request: quantity must be a positive decimal string",
-            ) from None
-        fields: dict[str, Any] = {"order_side": side}
-        for wire, name in (
-            ("instrumentId", "instrument_id"),
-            ("orderType", "order_type"),
-            ("timeInForce", "time_in_force"),
-            ("limitPrice", "limit_price"),
-            ("stopPrice", "stop_price"),
-            ("clientOrderId", "client_order_id"),
-        ):
-            value = body.get(wire)
-            if value is not None:
-                if not isinstance(value, str):
-                    raise ApiFailure(
-                        400, ERRNO_INVALID_REQUEST, f"Invalid request: {wire} must be a string"
-                    )
-                fields[name] = value
+        account = _submit_account(token, body)
+        quantity, fields = _submit_fields(body)
         if fields.get("order_type") == "MARKET":
             fields.setdefault("limit_price", None)
         client_id = fields.get("client_order_id")
@@ -657,3 +620,66 @@ class Engine:
     @property
     def pending_cancels(self) -> int:
         return len(self._pending_cancels)
+
+
+def _not_cancellable(status: str) -> str:
+    """The exchange's text for a cancel of an order in ``status`` (final, not cancellable)."""
+    if status == OrderStatus.FILLED:
+        return "Order is already filled and cannot be cancelled"
+    if status == OrderStatus.CANCELLED:
+        return "Order is already cancelled and cannot be cancelled"
+    return f"Order is {status} and cannot be cancelled"
+
+
+def _submit_account(token: TokenInfo, body: dict[str, Any]) -> str:
+    """The account a submit places on (the token's only one when none is named)."""
+    account = body.get("tradingAccountId")
+    if account is None and len(token.accounts) == 1:
+        account = next(iter(token.accounts))
+    if not is_valid_id(account):
+        raise ApiFailure(
+            400, ERRNO_INVALID_REQUEST, "Invalid request: tradingAccountId is required"
+        )
+    assert isinstance(account, str)
+    if account not in token.accounts:
+        raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this trading account")
+    return account
+
+
+_SUBMIT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("instrumentId", "instrument_id"),
+    ("orderType", "order_type"),
+    ("timeInForce", "time_in_force"),
+    ("limitPrice", "limit_price"),
+    ("stopPrice", "stop_price"),
+    ("clientOrderId", "client_order_id"),
+)
+
+
+def _submit_fields(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A submit's quantity and the order fields it names, checked; ApiFailure (400) if not."""
+    side = body.get("orderSide")
+    if side not in ("BUY", "SELL"):
+        raise ApiFailure(
+            400, ERRNO_INVALID_REQUEST, "Invalid request: orderSide must be BUY or SELL"
+        )
+    quantity = body.get("quantity")
+    try:
+        if not isinstance(quantity, str) or Decimal(quantity) <= 0:
+            raise InvalidOperation
+    except InvalidOperation:
+        raise ApiFailure(
+            400,
+            ERRNO_INVALID_REQUEST,
+            "Invalid request: quantity must be a positive decimal string",
+        ) from None
+    fields: dict[str, Any] = {"order_side": side}
+    for wire, name in _SUBMIT_FIELDS:
+        value = body.get(wire)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ApiFailure(
+                    400, ERRNO_INVALID_REQUEST, f"Invalid request: {wire} must be a string"
+                )
+            fields[name] = value
+    return quantity, fields
