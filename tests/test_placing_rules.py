@@ -54,6 +54,9 @@ class Submits:
     async def submit(self, order: NewOrder, deadline: float) -> TradeOrder:
         self.sent.append(order)
         step = self.steps.pop(0) if self.steps else self.default
+        await asyncio.sleep(
+            0
+        )  # an answer takes a loop turn at least (tasks start eagerly on 3.12+)
         if step == "hang":
             await asyncio.Event().wait()
         if isinstance(step, BaseException):
