@@ -9,7 +9,7 @@ from typing import TypeVar
 from ._validate import check_order_id
 from .errors import CadenzaError
 
-__all__ = ["run_bulk", "run_bulk_iter"]
+__all__ = ["run_bulk", "run_bulk_iter", "run_pool"]
 
 T = TypeVar("T")
 
@@ -57,6 +57,30 @@ async def _stop(workers: list[asyncio.Future[None]]) -> None:
         task.cancel()
     if workers:
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def run_pool(
+    items: Iterable[T], work: Callable[[T], Awaitable[None]], *, concurrency: int
+) -> None:
+    """``await work(item)`` for every item, ``concurrency`` at a time, by a fixed pool of workers.
+
+    Returns once every item is done; ``work`` records its own outcome (an
+    exception out of it cancels the rest and is raised). Cancelling the caller
+    cancels the workers and waits until each has ended.
+    """
+    pending = list(items)
+    queue = iter(pending)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    workers = _start(worker, min(concurrency, len(pending)))
+    try:
+        if workers:
+            await asyncio.gather(*workers)
+    finally:
+        await _stop(workers)
 
 
 async def run_bulk_iter(
@@ -120,16 +144,9 @@ async def run_bulk(
     inputs = list(order_ids)
     unique, invalid = _prepare(inputs, concurrency)
     outcomes: dict[str, T | CadenzaError] = dict(invalid)
-    ids = iter(unique)
 
-    async def worker() -> None:
-        for oid in ids:
-            outcomes[oid] = await _outcome(one, oid)
+    async def work(oid: str) -> None:
+        outcomes[oid] = await _outcome(one, oid)
 
-    workers = _start(worker, min(concurrency, len(unique)))
-    try:
-        if workers:
-            await asyncio.gather(*workers)
-    finally:
-        await _stop(workers)
+    await run_pool(unique, work, concurrency=concurrency)
     return [outcomes[oid if isinstance(oid, str) else repr(oid)] for oid in inputs]

@@ -62,6 +62,7 @@ from ._alarm import Alarm
 from ._callers import Callers, sleep_until
 from ._tasks import TaskOwner
 from ._validate import _check_id, check_account_id, check_order_id
+from .bulk import run_pool
 from .cancels import final_slice
 from .errors import (
     CadenzaError,
@@ -444,26 +445,14 @@ class Placer:
         prepared = [self.prepare(_as_new_order(item, i)) for i, item in enumerate(orders)]
         timeout = self._timeout(timeout)
         outcomes: list[SubmitOutcome | None] = [None] * len(prepared)
-        indexes = iter(range(len(prepared)))
 
-        async def worker() -> None:
-            for index in indexes:
-                try:
-                    outcomes[index] = await self.submit_and_confirm(
-                        prepared[index], timeout=timeout
-                    )
-                except CadenzaError as exc:
-                    outcomes[index] = exc
+        async def work(index: int) -> None:
+            try:
+                outcomes[index] = await self.submit_and_confirm(prepared[index], timeout=timeout)
+            except CadenzaError as exc:
+                outcomes[index] = exc
 
-        workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(prepared)))]
-        try:
-            if workers:
-                await asyncio.gather(*workers)
-        finally:
-            for task in workers:
-                task.cancel()
-            if workers:
-                await asyncio.gather(*workers, return_exceptions=True)
+        await run_pool(range(len(prepared)), work, concurrency=concurrency)
         done: list[SubmitOutcome] = []
         for outcome in outcomes:
             assert outcome is not None  # every worker ended: every index has its outcome
