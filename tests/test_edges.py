@@ -7,7 +7,6 @@ bounds are upper bounds on events (``SLACK`` past a deadline), never sleeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import socket
@@ -399,7 +398,8 @@ async def test_closing_past_the_drain_timeout_ends_background_cancels_with_clien
     with pytest.raises(ClientClosedError) as info:
         await handle
     assert info.value.order_id == order.trade_order_id
-    assert reported == [] or reported == [(ClientClosedError, order.trade_order_id)]
+    # Nobody was awaiting the handle when the client closed: the failure was reported too.
+    assert reported == [(ClientClosedError, order.trade_order_id)]
 
 
 @pytest.mark.cadenza_sim(cancel_delay=1000)
@@ -456,8 +456,7 @@ async def test_confirmed_cancels_leave_no_live_timer_on_the_loop(cadenza_sim, cl
     before = live_timers()
     for order in orders[1:]:
         await client.cancel_and_confirm(order.trade_order_id, timeout=30)
-    with contextlib.suppress(Exception):
-        await asyncio.sleep(0)
+    await asyncio.sleep(0)
     assert live_timers() <= before + 2  # not one per confirmed cancel
 
 
