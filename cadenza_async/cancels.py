@@ -255,8 +255,6 @@ class Canceller:
         self._pinned: Callable[[str], bool] = lambda _account: True
         self._last_used: dict[str, float] = {}  # account -> when its last cancel ended
         self._sweeper: asyncio.Task[None] | None = None
-        self.reconcile_lists = 0
-        self.list_requests = 0
         self._ever_up = False
         self.rest_polls = 0
 
@@ -517,11 +515,9 @@ class Canceller:
         deadline = loop.time() + self._request_timeout
         seen: set[str] = set()
         offset = 0
-        self.reconcile_lists += 1
         for _ in range(RECONCILE_PAGES):
             async with self._rest_slots:
                 page = await list_page(account, PAGE_SIZE, offset, deadline)
-            self.list_requests += 1
             now = loop.time()
             for order in page.orders:
                 seen.add(order.trade_order_id)
