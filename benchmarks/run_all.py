@@ -141,6 +141,34 @@ async def list_open_ids(target: Target, expected: int) -> list[str]:
 # --------------------------------------------------------------------------- one round
 
 
+class GcMeter:
+    """Time spent in the cyclic garbage collector, and its collections, while active.
+
+    CPython starts a collection after about 700 net allocations of GC-tracked
+    objects (coroutines, futures, tasks, class instances); a client that keeps
+    more such objects alive per cancel in flight pays more collections in bulk.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+    def __enter__(self) -> GcMeter:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 async def run_round(
     name: str, target: Target, ids: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -163,9 +191,10 @@ async def run_round(
             latencies.append(clock() - t0)
         seq_cpu, seq_wall = time.process_time() - cpu0, clock() - wall0
         gc.collect()
-        cpu0, wall0 = time.process_time(), clock()
-        confirmed = await contender.cancel_many(bulk, args.concurrency)
-        bulk_cpu, bulk_wall = time.process_time() - cpu0, clock() - wall0
+        with GcMeter() as meter:
+            cpu0, wall0 = time.process_time(), clock()
+            confirmed = await contender.cancel_many(bulk, args.concurrency)
+            bulk_cpu, bulk_wall = time.process_time() - cpu0, clock() - wall0
     finally:
         await contender.aclose()
     latencies.sort()
@@ -179,6 +208,8 @@ async def run_round(
         "bulk_requested": len(bulk),
         "bulk_per_s": confirmed / bulk_wall,
         "bulk_cpu_us": bulk_cpu / max(1, confirmed) * 1e6,
+        "bulk_gc_us": meter.seconds / max(1, confirmed) * 1e6,
+        "bulk_gc_collections": meter.collections,
         "bulk_wall_s": bulk_wall,
     }
 
@@ -217,6 +248,7 @@ def summarise(per_round: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str,
             key: median_of(rounds, key)
             for key in (
                 "bulk_cpu_us",
+                "bulk_gc_us",
                 "seq_cpu_us",
                 "seq_median_us",
                 "seq_p99_us",
@@ -284,10 +316,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"process on {cfg['sim_loop']}; cancel delay {cfg['cancel_delay'] * 1e3:g} ms; "
         f"median of {cfg['rounds']} alternating rounds).",
         "",
-        "| contender | CPU us / confirmed cancel (bulk) | CPU us (sequential) "
-        "| median latency us | p99 latency us "
+        "| contender | CPU us / confirmed cancel (bulk) | of which in the GC "
+        "| CPU us (sequential) | median latency us | p99 latency us "
         f"| bulk cancels/s ({cfg['bulk']:,} at {cfg['concurrency']}) | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in NAMES:
         if name not in s:
@@ -300,7 +332,7 @@ def markdown(result: dict[str, Any]) -> str:
             else "-"
         )
         lines.append(
-            f"| {name} | {c['bulk_cpu_us']:.0f} | {c['seq_cpu_us']:.0f} "
+            f"| {name} | {c['bulk_cpu_us']:.0f} | {c['bulk_gc_us']:.1f} | {c['seq_cpu_us']:.0f} "
             f"| {c['seq_median_us']:.0f} | {c['seq_p99_us']:.0f} | {c['bulk_per_s']:,.0f} "
             f"| {mem} |"
         )
@@ -411,7 +443,8 @@ async def measure(args: argparse.Namespace, names: list[str], target: Target, id
             result = await run_round(name, target, chunk, args)
             per_round[name].append(result)
             print(
-                f"round {r + 1} {name:>8}: bulk {result['bulk_cpu_us']:6.0f} us CPU/cancel, "
+                f"round {r + 1} {name:>8}: bulk {result['bulk_cpu_us']:6.0f} us CPU/cancel "
+                f"({result['bulk_gc_us']:4.1f} in {sum(result['bulk_gc_collections'])} GC runs), "
                 f"{result['bulk_per_s']:7,.0f}/s; sequential median "
                 f"{result['seq_median_us']:6.0f} us, p99 {result['seq_p99_us']:6.0f} us",
                 flush=True,

@@ -35,7 +35,9 @@ def _where(filename: str) -> str:
     return filename
 
 
-async def trace(name: str, cancels: int, sim: Simulator) -> collections.Counter[str]:
+async def trace(
+    name: str, cancels: int, sim: Simulator, concurrency: int = 0
+) -> collections.Counter[str]:
     assert sim.target is not None
     ids = await list_open_ids(sim.target, cancels + WARMUP)
     counts: collections.Counter[str] = collections.Counter()
@@ -59,8 +61,11 @@ async def trace(name: str, cancels: int, sim: Simulator) -> collections.Counter[
             await contender.cancel_and_confirm(oid)
         sys.settrace(tracer)
         try:
-            for oid in ids[WARMUP:]:
-                await contender.cancel_and_confirm(oid)
+            if concurrency:
+                await contender.cancel_many(ids[WARMUP:], concurrency)
+            else:
+                for oid in ids[WARMUP:]:
+                    await contender.cancel_and_confirm(oid)
         finally:
             sys.settrace(None)
     finally:
@@ -73,14 +78,18 @@ def main() -> None:
     p.add_argument("name", choices=NAMES)
     p.add_argument("--cancels", type=int, default=300)
     p.add_argument("--top", type=int, default=40)
+    p.add_argument(
+        "--bulk", type=int, default=0, metavar="C", help="cancel_many at concurrency C instead"
+    )
     args = p.parse_args()
     with Simulator(args.cancels + WARMUP + 100, 0.0) as sim:
-        counts = asyncio.run(trace(args.name, args.cancels, sim))
+        counts = asyncio.run(trace(args.name, args.cancels, sim, args.bulk))
     n = args.cancels
     modules: collections.Counter[str] = collections.Counter()
     for key, value in counts.items():
         modules[key.rsplit(":", 1)[0]] += value
-    print(f"{args.name}: {sum(counts.values()) / n:,.0f} bytecodes per sequential cancel")
+    kind = f"bulk (concurrency {args.bulk})" if args.bulk else "sequential"
+    print(f"{args.name}: {sum(counts.values()) / n:,.0f} bytecodes per {kind} cancel")
     print("\nper module")
     for module, value in modules.most_common(args.top):
         print(f"{value / n:9.1f}  {module}")

@@ -55,13 +55,8 @@ async def sleep_until(
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     callers.futures.append(future)
     alarm.add(until, future)
-    wake: Callable[[asyncio.Future[Any]], None] | None = None
-    if also is not None:
-
-        def wake(_: asyncio.Future[Any]) -> None:
-            _expire(future)
-
-        also.add_done_callback(wake)
+    # (the callback is made in a helper: a closure here would cost every sleep a cell)
+    wake = None if also is None else _wake_when_done(also, future)
     try:
         await future  # this caller's own future: cancelling it harms no other caller
     finally:
@@ -71,3 +66,15 @@ async def sleep_until(
         if callers.futures:
             with contextlib.suppress(ValueError):
                 callers.futures.remove(future)
+
+
+def _wake_when_done(
+    also: asyncio.Future[Any], future: asyncio.Future[None]
+) -> Callable[[asyncio.Future[Any]], None]:
+    """Have ``also`` end ``future`` when it is done; the callback (to remove it after)."""
+
+    def wake(_: asyncio.Future[Any]) -> None:
+        _expire(future)
+
+    also.add_done_callback(wake)
+    return wake

@@ -20,9 +20,14 @@ __all__ = [
 MAX_ID_LENGTH: Final = 128
 # Printable ASCII minus space and the characters that change a URL's meaning.
 _ID_RE: Final = re.compile(r"[A-Za-z0-9._:~@+=-]+")
+# The same rule with the length bound: the one check a valid id costs (every cancel pays it).
+_VALID_ID: Final = re.compile(rf"[A-Za-z0-9._:~@+=-]{{1,{MAX_ID_LENGTH}}}").fullmatch
 
 
 def _check_id(value: object, what: str) -> str:
+    if type(value) is str and _VALID_ID(value) is not None:
+        return value
+    # Invalid (or a str subclass): say precisely what is wrong.
     if not isinstance(value, str):
         raise InvalidOrderIdError(f"{what} must be a str, not {type(value).__name__}")
     if not value:
@@ -41,6 +46,8 @@ def _check_id(value: object, what: str) -> str:
 
 def check_order_id(value: object) -> str:
     """Return ``value`` if it is a usable order id; raise ``InvalidOrderIdError`` (a ValueError)."""
+    if type(value) is str and _VALID_ID(value) is not None:
+        return value
     return _check_id(value, "order id")
 
 

@@ -238,6 +238,7 @@ class Canceller:
         self._stream: OrderStream | None = None
         self._cancel_via = cancel_via
         self._confirm_timeout = confirm_timeout
+        self._default_slice = final_slice(confirm_timeout)
         self._request_timeout = request_timeout
         self._default_account = default_account
         self._closed: ClientClosedError | None = None
@@ -277,6 +278,12 @@ class Canceller:
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start a task the canceller owns (cancelled and awaited by :meth:`aclose`)."""
         return self._tasks.spawn(coro, name)
+
+    def _start_driver(self, waiter: Waiter, job: _Job) -> asyncio.Task[None]:
+        """Start the task that drives a job (one per cancel: no done callback, see :meth:`_drive`)."""
+        return self._tasks.spawn(
+            self._drive(waiter, job), f"cancel {waiter.order_id}", watched=False
+        )
 
     # -- the stream side -------------------------------------------------------
 
@@ -408,7 +415,7 @@ class Canceller:
                 continue
             driver = job.driver
             if driver is None or driver.done():
-                job.driver = self._spawn(self._drive(waiter, job), f"cancel {waiter.order_id}")
+                job.driver = self._start_driver(waiter, job)
 
     # -- look-ups ----------------------------------------------------------------
 
@@ -534,36 +541,48 @@ class Canceller:
 
     # -- sending -----------------------------------------------------------------
 
-    async def send_cancel(
+    def send_cancel(
         self,
         order_id: str,
         account_id: str | None,
         *,
         via: Literal["http", "ws"] | None = None,
         deadline: float | None = None,
-    ) -> TradeOrder:
-        """Send one cancel (paced by the rate gate) and return the order from its reply.
+    ) -> Awaitable[TradeOrder]:
+        """Send one cancel (paced by the rate gate); await it for the order from its reply.
 
         ``via="ws"`` uses the RPC when the stream is connected and the order's
         account is known (the default account is tried when none is given,
         and HTTP when the order is not on it); otherwise the cancel goes over
-        HTTP. ``deadline`` (event-loop time) bounds the whole send.
+        HTTP. ``deadline`` (event-loop time) bounds the whole send. A plain
+        function: the HTTP cancel, the usual one, costs no coroutine of its own.
         """
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._request_timeout
-        via = via or self._cancel_via
         stream = self._stream
-        rpc = self._rpc_cancel
-        if via == "ws" and rpc is not None and stream is not None and stream.connected:
+        if (
+            (via or self._cancel_via) == "ws"
+            and self._rpc_cancel is not None
+            and stream is not None
+            and stream.connected
+        ):
             rpc_account = account_id or self._default_account
             if rpc_account is not None:
-                try:
-                    return await rpc.cancel(order_id, rpc_account, deadline)
-                except (OrderNotFoundError, PermissionDeniedError):
-                    if account_id is not None:
-                        raise
-                    # The default account was a guess and the order is not on it:
-                    # the HTTP cancel needs no account, and its reply names it.
+                return self._send_rpc(order_id, account_id, rpc_account, deadline)
+        return self._http_cancel.cancel(order_id, account_id, deadline)
+
+    async def _send_rpc(
+        self, order_id: str, account_id: str | None, rpc_account: str, deadline: float
+    ) -> TradeOrder:
+        rpc = self._rpc_cancel
+        assert rpc is not None
+        try:
+            return await rpc.cancel(order_id, rpc_account, deadline)
+        except (OrderNotFoundError, PermissionDeniedError):
+            if account_id is not None:
+                raise
+        # The default account was a guess and the order is not on it:
+        # the HTTP cancel needs no account, and its reply names it.
         return await self._http_cancel.cancel(order_id, account_id, deadline)
 
     # -- the call ------------------------------------------------------------------
@@ -586,7 +605,11 @@ class Canceller:
             if waiter.done:
                 return self._result(waiter, started)
             job = self._join(waiter, created, deadline)
-            await self._prove_by(waiter, job, deadline, timeout)
+            # Rule 6: wait for proof until the final look-up's slice (the usual end:
+            # proof comes first), then through the final look-up to the deadline.
+            await self._wait(waiter, job, deadline - self._final_slice(timeout))
+            if not waiter.done and job.error is None and self._closed is None:
+                await self._final_wait(waiter, job, deadline)
             if waiter.outcome is not None:  # (not ``done``: mypy keeps its pre-await narrowing)
                 return self._result(waiter, started)
             raise self._unproven(waiter, job, timeout)
@@ -626,18 +649,21 @@ class Canceller:
             job.deadline = max(job.deadline, deadline)
         driver = job.driver
         if driver is None or driver.done():
-            job.driver = self._spawn(self._drive(waiter, job), f"cancel {waiter.order_id}")
+            job.driver = self._start_driver(waiter, job)
         return job
 
-    async def _prove_by(self, waiter: Waiter, job: _Job, deadline: float, timeout: float) -> None:
-        """Wait for proof until ``deadline``; the final look-up starts in the last slice.
+    def _final_slice(self, timeout: float) -> float:
+        """:func:`final_slice` of ``timeout`` (computed once for the default timeout)."""
+        if timeout == self._confirm_timeout:
+            return self._default_slice
+        return final_slice(timeout)
+
+    async def _final_wait(self, waiter: Waiter, job: _Job, deadline: float) -> None:
+        """The last slice of a call: the final look-up runs, proof from any source ends it.
 
         Rule 6: the final look-up runs inside the deadline; proof from any
         source still ends the wait, up to the deadline itself.
         """
-        await self._wait(waiter, job, deadline - final_slice(timeout))
-        if waiter.done or job.error is not None or self._closed is not None:
-            return
         final = self._spawn(self._final_look_up(waiter, deadline), f"look up {waiter.order_id}")
         try:
             await self._wait(waiter, job, deadline)
@@ -665,7 +691,7 @@ class Canceller:
         while not waiter.done and job.error is None and self._closed is None:
             if loop.time() >= until:
                 return
-            await self._sleep(job, until)
+            await sleep_until(job, self._alarm, until)  # (not through _sleep: one frame less)
 
     async def _sleep(
         self, job: _Job, until: float, also: asyncio.Future[Any] | None = None
@@ -686,12 +712,14 @@ class Canceller:
         try:
             if job.acked_at is None:
                 await self._send(waiter, job)
-            if not waiter.done and job.error is None:
+            if not waiter.done and job.error is None and not self._stream_proves(waiter, job):
                 await self._prove(waiter, job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a definite answer (or a bug): every caller learns it now
             job.fail(exc)
+        finally:
+            self._tasks.discard(asyncio.current_task())  # started unwatched: forget itself
 
     async def _send(self, waiter: Waiter, job: _Job) -> None:
         """Send until a reply acknowledges the cancel (or proves the order final).
@@ -761,7 +789,7 @@ class Canceller:
             since = None if stream is None or channel is None else stream.live_since(channel)
             if since is not None:
                 if since <= job.sent_at or job.gap_closed:
-                    return  # live: the event proves it
+                    return  # live: the event proves it (see _stream_proves)
                 job.gap_closed = True  # the event may have come before the subscription
                 await self._poll(waiter, job)
                 continue
@@ -776,6 +804,19 @@ class Canceller:
             job.gap_closed = True
             await self._poll(waiter, job)
             delay, next_poll = min(delay * 2, POLL_MAX), None
+
+    def _stream_proves(self, waiter: Waiter, job: _Job) -> bool:
+        """True when the account's channel was live before the cancel went out.
+
+        The usual case after the reply: the event will prove the outcome and
+        :meth:`_prove` has nothing to do (checked here first, without a coroutine).
+        """
+        stream = self._stream
+        account = waiter.account_id
+        if stream is None or account is None:
+            return False
+        since = stream.live_since(channel_for(account))
+        return since is not None and since <= job.sent_at
 
     @staticmethod
     def _ask_for(job: _Job, stream: OrderStream | None, channel: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal
@@ -450,11 +450,14 @@ class CadenzaClient:
         if account is not None:
             check_account_id(account)
         if confirm:
+            # What cancel_and_confirm does, its checks made once for the whole bulk
+            # (the canceller refuses every order once the client is closed).
+            self._start_stream()
+            confirm_one = self._canceller.cancel_and_confirm
 
-            async def confirmed(order_id: str) -> CancelResult:
-                return await self.cancel_and_confirm(
-                    order_id, trading_account_id=account, timeout=timeout
-                )
+            def confirmed(order_id: str) -> Awaitable[CancelResult]:
+                self._check_open()  # (a plain function: no coroutine of its own per order)
+                return confirm_one(order_id, trading_account_id=account, timeout=timeout)
 
             return confirmed
 

@@ -42,9 +42,11 @@ RPC_SUBMIT: Final = "command.trade_order.submit"
 
 
 class CancelTransport(Protocol):
-    """Sends one cancel and returns the order as the reply shows it."""
+    """Sends one cancel; awaiting it gives the order as the reply shows it."""
 
-    async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> TradeOrder:
+    def cancel(
+        self, order_id: str, account_id: str | None, deadline: float
+    ) -> Awaitable[TradeOrder]:
         """Raise the SDK's errors (``ApiError`` subclasses, ``TransportError``)."""
         ...
 
@@ -57,8 +59,11 @@ class HttpCancel:
     def __init__(self, http: HttpApi) -> None:
         self._http = http
 
-    async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> TradeOrder:
-        return await self._http.cancel_order(order_id, account_id, deadline=deadline)
+    def cancel(
+        self, order_id: str, account_id: str | None, deadline: float
+    ) -> Awaitable[TradeOrder]:
+        # The request itself, not a coroutine around it: every cancel runs through here.
+        return self._http.cancel_order(order_id, account_id, deadline=deadline)
 
 
 def http_look_up(http: HttpApi) -> Callable[[str, str | None, float | None], Awaitable[TradeOrder]]:
