@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from typing import Final, Literal
 
 from ..models import TERMINAL_STATUSES, TradeOrder
+from ._counters import Counters
 
 __all__ = [
     "ConfirmationRegistry",
@@ -114,7 +115,7 @@ class Waiter:
         )
 
 
-class RegistryStats:
+class RegistryStats(Counters):
     """Counters of what the registry saw and did; cheap enough for the hot path.
 
     ``duplicates_ignored`` counts observations that changed nothing (a repeat
@@ -143,22 +144,6 @@ class RegistryStats:
         self.account_mismatches = 0
         self.early_buffered = 0
         self.early_evicted = 0
-
-    def as_dict(self) -> dict[str, int | dict[str, int]]:
-        """A plain snapshot, for logs and metrics."""
-        return {
-            "events_seen": self.events_seen,
-            "resolved_by_source": dict(self.resolved_by_source),
-            "stale_ignored": self.stale_ignored,
-            "duplicates_ignored": self.duplicates_ignored,
-            "terminal_conflicts": self.terminal_conflicts,
-            "account_mismatches": self.account_mismatches,
-            "early_buffered": self.early_buffered,
-            "early_evicted": self.early_evicted,
-        }
-
-    def __repr__(self) -> str:
-        return f"RegistryStats({self.as_dict()!r})"
 
 
 class ConfirmationRegistry:

@@ -58,6 +58,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from ..models import OrderStatus, TradeOrder
+from ._counters import Counters
 from .confirm import SourceName
 
 __all__ = [
@@ -166,7 +167,7 @@ class Placement:
         )
 
 
-class PlacementStats:
+class PlacementStats(Counters):
     """Counters of what the registry saw and did."""
 
     __slots__ = (
@@ -189,22 +190,6 @@ class PlacementStats:
         self.account_mismatches = 0
         self.foreign_orders = 0
         self.unmatched = 0
-
-    def as_dict(self) -> dict[str, int | dict[str, int]]:
-        """A plain snapshot, for logs and metrics."""
-        return {
-            "events_seen": self.events_seen,
-            "resolved_by_source": dict(self.resolved_by_source),
-            "stale_ignored": self.stale_ignored,
-            "duplicates_ignored": self.duplicates_ignored,
-            "verdict_conflicts": self.verdict_conflicts,
-            "account_mismatches": self.account_mismatches,
-            "foreign_orders": self.foreign_orders,
-            "unmatched": self.unmatched,
-        }
-
-    def __repr__(self) -> str:
-        return f"PlacementStats({self.as_dict()!r})"
 
 
 _Key = tuple[str, str]  # (trading account id, clientOrderId)
