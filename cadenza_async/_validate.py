@@ -46,8 +46,6 @@ def _check_id(value: object, what: str) -> str:
 
 def check_order_id(value: object) -> str:
     """Return ``value`` if it is a usable order id; raise ``InvalidOrderIdError`` (a ValueError)."""
-    if type(value) is str and _VALID_ID(value) is not None:
-        return value
     return _check_id(value, "order id")
 
 

@@ -691,13 +691,7 @@ class Canceller:
         while not waiter.done and job.error is None and self._closed is None:
             if loop.time() >= until:
                 return
-            await sleep_until(job, self._alarm, until)  # (not through _sleep: one frame less)
-
-    async def _sleep(
-        self, job: _Job, until: float, also: asyncio.Future[Any] | None = None
-    ) -> None:
-        """Sleep until ``until``; woken early by the job (proof, failure, close) or ``also``."""
-        await sleep_until(job, self._alarm, until, also)
+            await sleep_until(job, self._alarm, until)
 
     async def _final_look_up(self, waiter: Waiter, deadline: float) -> None:
         try:
@@ -712,8 +706,12 @@ class Canceller:
         try:
             if job.acked_at is None:
                 await self._send(waiter, job)
-            if not waiter.done and job.error is None and not self._stream_proves(waiter, job):
-                await self._prove(waiter, job)
+            if not waiter.done and job.error is None:
+                since = self._live_since(waiter)
+                if since is None or since > job.sent_at:
+                    # (the usual case, a channel live before the send, needs no _prove
+                    # coroutine: the event will prove it)
+                    await self._prove(waiter, job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a definite answer (or a bug): every caller learns it now
@@ -757,7 +755,7 @@ class Canceller:
                 if proven or (last is not None and last.status == OrderStatus.PENDING_CANCEL):
                     job.acked_at = loop.time()  # an earlier attempt got through
                     return
-                await self._sleep(job, min(job.deadline, loop.time() + delay))
+                await sleep_until(job, self._alarm, min(job.deadline, loop.time() + delay))
                 delay = min(delay * 2, RESEND_MAX)
                 continue
             if waiter.outcome is not None:
@@ -786,10 +784,10 @@ class Canceller:
         delay = POLL_FIRST
         next_poll: float | None = None
         while not waiter.done and job.error is None and loop.time() < job.deadline:
-            since = None if stream is None or channel is None else stream.live_since(channel)
+            since = self._live_since(waiter)
             if since is not None:
                 if since <= job.sent_at or job.gap_closed:
-                    return  # live: the event proves it (see _stream_proves)
+                    return  # live: the event proves it
                 job.gap_closed = True  # the event may have come before the subscription
                 await self._poll(waiter, job)
                 continue
@@ -798,25 +796,20 @@ class Canceller:
                 next_poll = self._next_poll(loop.time() + delay, stream)
             if loop.time() < next_poll:
                 changed = None if stream is None else stream.changed()
-                await self._sleep(job, min(job.deadline, next_poll), changed)
+                await sleep_until(job, self._alarm, min(job.deadline, next_poll), changed)
                 continue
             self.rest_polls += 1
             job.gap_closed = True
             await self._poll(waiter, job)
             delay, next_poll = min(delay * 2, POLL_MAX), None
 
-    def _stream_proves(self, waiter: Waiter, job: _Job) -> bool:
-        """True when the account's channel was live before the cancel went out.
-
-        The usual case after the reply: the event will prove the outcome and
-        :meth:`_prove` has nothing to do (checked here first, without a coroutine).
-        """
+    def _live_since(self, waiter: Waiter) -> float | None:
+        """Since when the waiter's account channel is live (loop time); ``None``: not live."""
         stream = self._stream
         account = waiter.account_id
         if stream is None or account is None:
-            return False
-        since = stream.live_since(channel_for(account))
-        return since is not None and since <= job.sent_at
+            return None
+        return stream.live_since(channel_for(account))
 
     @staticmethod
     def _ask_for(job: _Job, stream: OrderStream | None, channel: str | None) -> None:
