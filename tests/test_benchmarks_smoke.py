@@ -39,6 +39,8 @@ def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
         (round_,) = figures["rounds"]
         assert round_["bulk_confirmed"] == round_["bulk_requested"], name
         assert figures["seq_median_us"] > 0
+        assert 0 <= round_["bulk_gc_us"] <= round_["bulk_cpu_us"], name
+        assert len(round_["bulk_gc_collections"]) == 3, name
     assert set(result["rss"]) == CONTENDERS
     assert set(result["micro"]["ingest"]) == {"10", "1000", "100000"}
     assert len(result["targets"]) == 8
@@ -47,6 +49,7 @@ def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
     assert "old" not in text
     assert text.endswith("<!-- bench:end -->\ntail\n")
     assert "| sdk_ws |" in text
+    assert "of which in the GC" in text
     assert "PASS" in proc.stdout or "FAIL" in proc.stdout
 
 
@@ -75,3 +78,19 @@ def test_scale_bench_runs_and_proves_every_cancel(tmp_path: Path) -> None:
             assert row[f"reconnect_{kind}_proven"] == row[f"reconnect_{kind}_pending"]
         # history lost: one listing per account, no order looked up on its own
         assert row["reconnect_lost_requests"]["list"] <= row["accounts"]
+
+
+def test_gc_probe_reports_every_variant(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gc_probe.py"), "--cancels", "40"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    for variant in ("raw", "sdk", "sdk-inline", "sdk-inline+task"):
+        assert any(line.split()[0] == variant and "collections" in line for line in lines)
+    assert sum("net growth" in line for line in lines) == 2
