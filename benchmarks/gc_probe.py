@@ -16,7 +16,8 @@ the collector's time per cancel and its collections per generation:
   that the task object itself is not the cause.
 
 Also prints the net growth of GC-tracked objects per cancel with the collector
-off. See ``benchmarks/PROFILE.md``.
+off. ``--threshold N`` sets the collector's first threshold (``gc.set_threshold``)
+for the whole run, as an application may. See ``benchmarks/PROFILE.md``.
 """
 
 from __future__ import annotations
@@ -140,7 +141,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cancels", type=int, default=4_000)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--threshold", type=int, default=None, help="gc.set_threshold(N) first")
     args = p.parse_args()
+    if args.threshold is not None:
+        gc.set_threshold(args.threshold, *gc.get_threshold()[1:])
     per = args.cancels + WARMUP
     with Simulator(per * (len(VARIANTS) + 2) + 100, 0.0) as sim:
         asyncio.run(main_async(args, sim))

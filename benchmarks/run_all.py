@@ -314,6 +314,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Measured {result['when']} on {result['machine']} "
         f"(Python {result['python']}; client loop: {cfg['client_loop']}; simulator in its own "
         f"process on {cfg['sim_loop']}; cancel delay {cfg['cancel_delay'] * 1e3:g} ms; "
+        f"GC threshold {cfg.get('gc_threshold', 700)}; "
         f"median of {cfg['rounds']} alternating rounds).",
         "",
         "| contender | CPU us / confirmed cancel (bulk) | of which in the GC "
@@ -425,6 +426,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the contenders with gc.set_threshold(N) (Python's default is 700)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup, args.seq, args.bulk = 1, 5, 20, 100
@@ -460,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         if n not in NAMES:
             raise SystemExit(f"unknown contender {n!r}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.gc_threshold is not None:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     per = args.warmup + args.seq + args.bulk
     rss_n = args.rss_cancels
     total = per * len(names) * args.rounds + rss_n * len(names)
@@ -511,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             "bulk": args.bulk,
             "concurrency": args.concurrency,
             "cancel_delay": args.cancel_delay,
+            "gc_threshold": gc.get_threshold()[0],
             "client_loop": client_loop,
             "sim_loop": sim_loop,
             "rss_probe_cancels": rss_n,
