@@ -30,11 +30,11 @@ from .errors import (
 )
 from .http import HttpApi, OrderPage
 from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOrder, is_terminal
-from .placing import Placer, SubmitOutcome, http_list_recent, new_order
+from .placing import Placer, SubmitOutcome, new_order
 from .protocol.confirm import ConfirmationRegistry
 from .protocol.placement import PlacementRegistry
 from .stream import OrderStream, channel_for
-from .transports import HttpCancel, HttpSubmit, http_list_page, http_look_up
+from .transports import HttpCancel, HttpSubmit, http_list_page, http_list_recent, http_look_up
 from .updates import OrderUpdates
 
 log = logging.getLogger("cadenza_async.client")

@@ -54,7 +54,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
@@ -83,19 +83,17 @@ from .models import (
 )
 from .protocol.placement import Placement, PlacementRegistry
 from .stream import channel_for
-from .transports import RpcSubmit, SubmitTransport
+from .transports import ListRecent, RpcSubmit, SubmitTransport
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
-    from .http import HttpApi, OrderPage
+    from .http import OrderPage
     from .stream import OrderStream
 
 __all__ = [
-    "ListRecent",
     "Placer",
     "SubmitConfirmationTimeout",
     "SubmitOutcome",
-    "http_list_recent",
     "new_order",
 ]
 
@@ -120,44 +118,6 @@ LIST_PAGE: Final = 200
 LIST_MAX_PAGES: Final = 10
 _RPC_METHOD_NOT_FOUND: Final = 104
 _NEW_ORDER_FIELDS: Final = frozenset(NewOrder.__struct_fields__)
-
-
-class ListRecent(Protocol):
-    """One page of an account's orders created since ``start_time`` (Unix ms), newest first."""
-
-    def __call__(
-        self,
-        account_id: str,
-        start_time: int,
-        limit: int,
-        offset: int | None,
-        cursor: str | None,
-        deadline: float,
-    ) -> Awaitable[OrderPage]: ...
-
-
-def http_list_recent(http: HttpApi) -> ListRecent:
-    """The REST listing :class:`Placer` finds a submit by ``clientOrderId`` with."""
-
-    async def list_recent(
-        account_id: str,
-        start_time: int,
-        limit: int,
-        offset: int | None,
-        cursor: str | None,
-        deadline: float,
-    ) -> OrderPage:
-        return await http.list_orders(
-            trading_account_id=account_id,
-            start_time=start_time,
-            ascending=False,
-            limit=limit,
-            offset=offset,
-            cursor=cursor,
-            deadline=deadline,
-        )
-
-    return list_recent
 
 
 class SubmitConfirmationTimeout(ConfirmationTimeout):

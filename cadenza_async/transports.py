@@ -30,10 +30,12 @@ __all__ = [
     "CancelTransport",
     "HttpCancel",
     "HttpSubmit",
+    "ListRecent",
     "RpcCancel",
     "RpcSubmit",
     "SubmitTransport",
     "http_list_page",
+    "http_list_recent",
     "http_look_up",
 ]
 
@@ -204,3 +206,41 @@ class RpcSubmit:
         if reply.data is None:
             raise UnexpectedResponseError("the submit RPC replied without an order")
         return reply.data
+
+
+class ListRecent(Protocol):
+    """One page of an account's orders created since ``start_time`` (Unix ms), newest first."""
+
+    def __call__(
+        self,
+        account_id: str,
+        start_time: int,
+        limit: int,
+        offset: int | None,
+        cursor: str | None,
+        deadline: float,
+    ) -> Awaitable[OrderPage]: ...
+
+
+def http_list_recent(http: HttpApi) -> ListRecent:
+    """The REST listing :class:`Placer` finds a submit by ``clientOrderId`` with."""
+
+    async def list_recent(
+        account_id: str,
+        start_time: int,
+        limit: int,
+        offset: int | None,
+        cursor: str | None,
+        deadline: float,
+    ) -> OrderPage:
+        return await http.list_orders(
+            trading_account_id=account_id,
+            start_time=start_time,
+            ascending=False,
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
+            deadline=deadline,
+        )
+
+    return list_recent
