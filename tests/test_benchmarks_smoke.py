@@ -14,7 +14,7 @@ CONTENDERS = {"raw", "peer", "sdk_http", "sdk_ws"}
 def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(
-        "# x\n\n## Performance\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\ntail\n"
+        "# x\n\n## Performance\n\n<!-- bench:start -->\nSTALE-TABLE\n<!-- bench:end -->\ntail\n"
     )
     proc = subprocess.run(
         [
@@ -46,7 +46,7 @@ def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
     assert len(result["targets"]) == 8
     assert (tmp_path / "latency.png").stat().st_size > 0
     text = readme.read_text()
-    assert "old" not in text
+    assert "STALE-TABLE" not in text
     assert text.endswith("<!-- bench:end -->\ntail\n")
     assert "| sdk_ws |" in text
     assert "of which in the GC" in text
