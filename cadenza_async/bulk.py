@@ -9,9 +9,13 @@ from typing import TypeVar
 from ._validate import check_order_id
 from .errors import CadenzaError
 
-__all__ = ["run_bulk", "run_bulk_iter", "run_pool"]
+__all__ = ["Many", "run_bulk", "run_bulk_iter", "run_many", "run_many_iter", "run_pool"]
 
 T = TypeVar("T")
+
+#: ``many(order_ids, record)``: runs each of ``order_ids`` (valid, unique) and calls
+#: ``record(order_id, outcome)`` once per order; returns once every order has one.
+Many = Callable[[list[str], Callable[[str, "T | CadenzaError"], None]], Awaitable[None]]
 
 
 def _prepare(
@@ -35,14 +39,6 @@ def _prepare(
             exc.order_id = oid if isinstance(oid, str) else None
             invalid[oid if isinstance(oid, str) else repr(oid)] = exc
     return unique, invalid
-
-
-async def _outcome(one: Callable[[str], Awaitable[T]], oid: str) -> T | CadenzaError:
-    """``await one(oid)``, with that order's own failure as the outcome (naming it)."""
-    try:
-        return await one(oid)
-    except CadenzaError as exc:
-        return _named(exc, oid)
 
 
 def _named(exc: CadenzaError, oid: str) -> CadenzaError:
@@ -88,20 +84,33 @@ async def run_pool(
         await _stop(workers)
 
 
-async def run_bulk_iter(
-    order_ids: Iterable[str],
-    one: Callable[[str], Awaitable[T]],
-    *,
-    concurrency: int,
-) -> AsyncGenerator[tuple[str, T | CadenzaError], None]:
-    """Yield ``(order_id, outcome)`` in completion order, at most ``concurrency`` in flight.
+def _pooled(one: Callable[[str], Awaitable[T]], concurrency: int) -> Many[T]:
+    """``one(order_id)`` per order through a pool of ``concurrency`` workers, as a :data:`Many`."""
 
-    Each id is run once however often it appears. An id refused before any
-    I/O yields its :class:`~cadenza_async.errors.InvalidOrderIdError`. An
-    order's own failure is yielded, never raised; anything that is not a
-    :class:`CadenzaError` (a bug, or cancellation) propagates. Stopping the
-    iteration, or cancelling the caller, cancels the work still in flight
-    and waits for it to unwind.
+    async def many(unique: list[str], record: Callable[[str, T | CadenzaError], None]) -> None:
+        async def work(oid: str) -> None:
+            try:
+                outcome: T | CadenzaError = await one(oid)
+            except CadenzaError as exc:
+                outcome = _named(exc, oid)
+            record(oid, outcome)
+
+        await run_pool(unique, work, concurrency=concurrency)
+
+    return many
+
+
+async def run_many_iter(
+    order_ids: Iterable[str], many: Many[T], *, concurrency: int
+) -> AsyncGenerator[tuple[str, T | CadenzaError], None]:
+    """Yield ``(order_id, outcome)`` in completion order from ``many``.
+
+    ``many(unique_ids, record)`` runs every valid order once and records each
+    outcome (an order's own failure as its outcome); it returns once every
+    order has one. An id refused before any I/O yields its
+    :class:`~cadenza_async.errors.InvalidOrderIdError`. Anything ``many``
+    raises (a bug, not an order's failure) is raised here. Stopping the
+    iteration, or cancelling the caller, cancels ``many`` and waits for it to unwind.
     """
     unique, invalid = _prepare(order_ids, concurrency)
     for key, exc in invalid.items():
@@ -109,20 +118,19 @@ async def run_bulk_iter(
     if not unique:
         return
     queue: asyncio.Queue[tuple[str, T | CadenzaError] | BaseException] = asyncio.Queue()
-    ids = iter(unique)
 
-    async def worker() -> None:
-        for oid in ids:
-            try:
-                outcome = await _outcome(one, oid)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # a bug: hand it to the consumer, who re-raises
-                queue.put_nowait(exc)
-                return
-            queue.put_nowait((oid, outcome))
+    def record(oid: str, outcome: T | CadenzaError) -> None:
+        queue.put_nowait((oid, outcome))
 
-    workers = _start(worker, min(concurrency, len(unique)))
+    async def run() -> None:
+        try:
+            await many(unique, record)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug: hand it to the consumer, who re-raises
+            queue.put_nowait(exc)
+
+    task = asyncio.ensure_future(run())
     try:
         for _ in range(len(unique)):
             item = await queue.get()
@@ -130,7 +138,34 @@ async def run_bulk_iter(
                 raise item
             yield item
     finally:
-        await _stop(workers)
+        await _stop([task])
+
+
+async def run_many(
+    order_ids: Iterable[str], many: Many[T], *, concurrency: int
+) -> list[T | CadenzaError]:
+    """One outcome per input, in input order (repeated ids get the same outcome), from ``many``.
+
+    Same rules as :func:`run_many_iter`; outcomes are written in place.
+    """
+    if isinstance(order_ids, (str, bytes)):
+        raise TypeError("order_ids must be an iterable of order ids, not a single string")
+    inputs = list(order_ids)
+    unique, invalid = _prepare(inputs, concurrency)
+    outcomes: dict[str, T | CadenzaError] = dict(invalid)
+    if unique:
+        await many(unique, outcomes.__setitem__)
+    return [outcomes[oid if isinstance(oid, str) else repr(oid)] for oid in inputs]
+
+
+def run_bulk_iter(
+    order_ids: Iterable[str],
+    one: Callable[[str], Awaitable[T]],
+    *,
+    concurrency: int,
+) -> AsyncGenerator[tuple[str, T | CadenzaError], None]:
+    """:func:`run_many_iter` with ``await one(order_id)`` per order, ``concurrency`` at a time."""
+    return run_many_iter(order_ids, _pooled(one, concurrency), concurrency=concurrency)
 
 
 async def run_bulk(
@@ -139,23 +174,5 @@ async def run_bulk(
     *,
     concurrency: int,
 ) -> list[T | CadenzaError]:
-    """One outcome per input, in input order (repeated ids get the same outcome).
-
-    Same rules as :func:`run_bulk_iter`; outcomes are written in place by a
-    fixed pool of workers (no per-order task, no queue).
-    """
-    if isinstance(order_ids, (str, bytes)):
-        raise TypeError("order_ids must be an iterable of order ids, not a single string")
-    inputs = list(order_ids)
-    unique, invalid = _prepare(inputs, concurrency)
-    outcomes: dict[str, T | CadenzaError] = dict(invalid)
-
-    async def work(oid: str) -> None:
-        # (not through _outcome: one coroutine less per order)
-        try:
-            outcomes[oid] = await one(oid)
-        except CadenzaError as exc:
-            outcomes[oid] = _named(exc, oid)
-
-    await run_pool(unique, work, concurrency=concurrency)
-    return [outcomes[oid if isinstance(oid, str) else repr(oid)] for oid in inputs]
+    """:func:`run_many` with ``await one(order_id)`` per order, by a fixed pool of workers."""
+    return await run_many(order_ids, _pooled(one, concurrency), concurrency=concurrency)

@@ -51,7 +51,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._alarm import Alarm
@@ -134,6 +134,7 @@ class _Job(Callers):
         "deadline",
         "driver",
         "gap_closed",
+        "inline",
         "maybe_sent",
         "polled_at",
         "send_error",
@@ -151,6 +152,128 @@ class _Job(Callers):
         self.gap_closed = False  # the look-up after a late subscription was done
         self.polled_at = 0.0  # when REST was last asked about this order
         self.driver: asyncio.Task[None] | None = None
+        # Set while a bulk worker drives the job in its own task (see Canceller.confirm_many).
+        self.inline: _Inline | None = None
+
+    def wake(self) -> None:
+        """Wake every caller; a bulk driving the job records the outcome or error now."""
+        Callers.wake(self)
+        inline = self.inline
+        if inline is not None:
+            inline.bulk.settled(inline, self)
+
+    def extend(self, deadline: float) -> None:
+        """A caller joins with ``deadline``: the job works for the latest one.
+
+        While a bulk worker drives the job, the worker keeps to its own deadline
+        and a task takes over after it for the later one (:meth:`Canceller._drive_here`).
+        """
+        inline = self.inline
+        if inline is not None:
+            inline.wanted = max(inline.wanted, deadline)
+        elif deadline > self.deadline:
+            self.deadline = deadline
+
+
+class _Inline:
+    """A job a bulk worker drives in its own task: whose outcome it is, for how long."""
+
+    __slots__ = ("bulk", "held", "order_id", "started", "waiter", "wanted")
+
+    def __init__(self, bulk: _Bulk, order_id: str, waiter: Waiter, started: float) -> None:
+        self.bulk = bulk
+        self.order_id = order_id
+        self.waiter = waiter
+        self.started = started
+        self.wanted = 0.0  # the latest deadline of the callers that joined meanwhile
+        self.held = True  # the worker's hold on the waiter (let go once proven)
+
+
+#: ``record(order_id, outcome)``: one order's outcome in a bulk, as soon as it is known.
+Record = Callable[[str, "CancelResult | CadenzaError"], None]
+
+
+class _Bulk:
+    """One :meth:`Canceller.confirm_many`: the orders without an outcome yet, and its end."""
+
+    __slots__ = (
+        "_record",
+        "accounts",
+        "default_account",
+        "finished",
+        "let_go",
+        "pending",
+        "slice",
+        "still_open",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        order_ids: list[str],
+        record: Record,
+        timeout: float,
+        final: float,
+        account: str | None,
+        accounts: Mapping[str, str] | None,
+    ) -> None:
+        self.pending = set(order_ids)
+        self._record = record
+        self.timeout = timeout
+        self.slice = final
+        self.default_account = account
+        self.accounts = accounts
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.still_open: Callable[[], bool] | None = None
+        # Ends a worker's hold on a waiter (Canceller._let_go).
+        self.let_go: Callable[[Waiter], None] = _ignore
+
+    def account(self, order_id: str) -> str | None:
+        accounts = self.accounts
+        if accounts is None:
+            return self.default_account
+        return accounts.get(order_id, self.default_account)
+
+    def record(self, order_id: str, outcome: CancelResult | CadenzaError) -> None:
+        """The order's outcome (the first one counts); the bulk ends with the last."""
+        pending = self.pending
+        if order_id not in pending:
+            return
+        pending.remove(order_id)
+        self._record(order_id, outcome)
+        if not pending and not self.finished.done():
+            self.finished.set_result(None)
+
+    def settled(self, inline: _Inline, job: _Job) -> None:
+        """A job a worker drives was woken: record its proof or its definite error now."""
+        waiter = inline.waiter
+        if waiter.outcome is not None:
+            self.record(inline.order_id, Canceller._result(waiter, inline.started))
+            if inline.held:
+                # The order's call is over; the worker drives on only to read the
+                # reply still in flight, like a job's task, which holds no waiter.
+                inline.held = False
+                self.let_go(waiter)
+        elif job.error is not None:
+            error = job.error
+            if isinstance(error, CadenzaError):
+                self.record(inline.order_id, _naming(error, inline.order_id))
+            else:
+                self.crash(error)
+
+    def crash(self, exc: BaseException) -> None:
+        """A bug (not a :class:`CadenzaError`): the bulk raises it."""
+        if not self.finished.done():
+            self.finished.set_exception(exc)
+
+    def close_out(self, error: ClientClosedError) -> None:
+        """The client closed under the bulk: every order without an outcome gets ``error``."""
+        for order_id in list(self.pending):
+            self.record(order_id, _naming(ClientClosedError(str(error)), order_id))
+
+
+def _ignore(_waiter: Waiter) -> None:
+    return None
 
 
 def _job(waiter: Waiter) -> _Job:
@@ -626,6 +749,181 @@ class Canceller:
                 # Every caller gave up (deadline or cancelled): stop working for nobody.
                 job.driver.cancel()
 
+    # -- the bulk -------------------------------------------------------------------
+
+    async def confirm_many(
+        self,
+        order_ids: list[str],
+        record: Record,
+        *,
+        concurrency: int,
+        timeout: float | None = None,
+        trading_account_id: str | None = None,
+        accounts: Mapping[str, str] | None = None,
+        still_open: Callable[[], bool] | None = None,
+    ) -> None:
+        """Cancel and confirm each of ``order_ids`` (valid and unique), ``concurrency`` at a time.
+
+        ``record(order_id, outcome)`` is called once per order, as soon as its
+        outcome (a :class:`CancelResult` or its error) is known; this returns
+        once every order has one. Each order keeps the rules of
+        :meth:`cancel_and_confirm` and its own ``timeout`` from when its turn
+        comes. ``accounts`` maps an order to its account (default
+        ``trading_account_id``). An order whose turn comes once ``still_open()``
+        is false (the client is closing) gets :class:`ClientClosedError`, unsent.
+
+        A worker of the bulk drives each new job in its own task instead of
+        starting one per order: the request goes out in the worker's step, and
+        the next order's starts in the step that reads the last one's reply.
+        Proof or a definite error is recorded the moment it comes, even while
+        the worker still waits for that order's reply; the worker finishes that
+        request (in the background once the bulk is over: the canceller owns
+        it). A caller who joins an order a worker drives keeps its own
+        deadline: a task takes the job over if the worker stops first.
+        Cancelling the caller stops the workers and waits until each has ended.
+        """
+        if timeout is None:
+            timeout = self._confirm_timeout
+        elif not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        if self._closed is not None:
+            raise ClientClosedError("the client is closed")
+        if not order_ids:
+            return
+        bulk = _Bulk(
+            order_ids, record, timeout, self._final_slice(timeout), trading_account_id, accounts
+        )
+        bulk.still_open = still_open
+        bulk.let_go = self._let_go
+        ids = iter(order_ids)
+        workers = [
+            self._spawn(self._bulk_worker(ids, bulk), "cancel_many")
+            for _ in range(min(concurrency, len(order_ids)))
+        ]
+        try:
+            await bulk.finished
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+
+    async def _bulk_worker(self, ids: Iterator[str], bulk: _Bulk) -> None:
+        try:
+            for order_id in ids:
+                await self._bulk_confirm(order_id, bulk)
+        except asyncio.CancelledError:
+            if self._closed is not None:
+                bulk.close_out(self._closed)  # stopped by the client's close
+            raise
+        except BaseException as exc:  # a bug: the bulk raises it
+            bulk.crash(exc)
+
+    async def _bulk_confirm(self, order_id: str, bulk: _Bulk) -> None:
+        """One order of a bulk: :meth:`cancel_and_confirm`, a new job driven right here."""
+        started = asyncio.get_running_loop().time()
+        deadline = started + bulk.timeout
+        registry = self._registry
+        waiter, created = registry.register(order_id, started, account_id=bulk.account(order_id))
+        job: _Job | None = None
+        inline: _Inline | None = None
+        try:
+            if waiter.done:
+                bulk.record(order_id, self._result(waiter, started))
+                return
+            still_open = bulk.still_open
+            if self._closed is not None or (still_open is not None and not still_open()):
+                error = ClientClosedError("the client is closed")
+                bulk.record(order_id, _naming(error, order_id))
+                return
+            if created:
+                job = _Job(deadline)
+                waiter.handle = job
+            else:
+                job = _job(waiter)
+            driver = job.driver
+            if driver is None or driver.done():
+                inline = _Inline(bulk, order_id, waiter, started)
+                await self._drive_here(waiter, job, inline, deadline - bulk.slice)
+                if order_id not in bulk.pending:
+                    return  # proven (or failed) during the drive: recorded then
+            else:
+                job.extend(deadline)
+            bulk.record(order_id, await self._bulk_wait(waiter, job, started, deadline, bulk))
+        finally:
+            if inline is None or inline.held:
+                self._let_go(waiter)
+            if waiter.refs == 0 and not waiter.done and job is not None and job.driver:
+                job.driver.cancel()  # a take-over nobody waits for any more
+
+    def _let_go(self, waiter: Waiter) -> None:
+        """A call on ``waiter`` is over: release it, and note when its account was used."""
+        self._registry.release(waiter)
+        if waiter.account_id is not None:
+            self._used(waiter.account_id)
+
+    async def _drive_here(self, waiter: Waiter, job: _Job, inline: _Inline, until: float) -> None:
+        """Drive ``job`` in this task (a bulk worker's) until ``until``, the final slice's start.
+
+        The final look-up's slice is the worker's own (as a caller's is in
+        :meth:`cancel_and_confirm`). If callers who joined still wait when the
+        drive stops early (the worker cancelled, or ``until`` reached), a task
+        takes the job over for them.
+        """
+        inline.wanted = job.deadline  # an earlier caller may still wait (and may not)
+        job.deadline = until
+        job.driver = asyncio.current_task()
+        job.inline = inline
+        stopped = True
+        try:
+            await self._drive(waiter, job, owned=False)
+            stopped = asyncio.get_running_loop().time() >= until
+        finally:
+            job.driver = None
+            job.inline = None
+            others = waiter.refs - (1 if inline.held else 0)
+            if stopped and others > 0 and not waiter.done and job.error is None:
+                self._take_over(waiter, job, max(inline.wanted, until))
+
+    def _take_over(self, waiter: Waiter, job: _Job, deadline: float) -> None:
+        """A task drives on a job a bulk worker stopped driving, for the callers still waiting."""
+        if self._closed is not None or deadline <= asyncio.get_running_loop().time():
+            return
+        job.deadline = deadline
+        job.driver = self._spawn(self._resume_job(waiter, job), f"cancel {waiter.order_id}")
+
+    async def _resume_job(self, waiter: Waiter, job: _Job) -> None:
+        """:meth:`_drive`, after a look: the request cut short may have reached the API."""
+        if job.acked_at is None and job.sent_at:
+            job.maybe_sent = True
+            try:
+                await self.look_up(waiter, job.deadline)
+            except _RETRIABLE:
+                pass
+            except Exception as exc:  # a definite answer: every caller learns it now
+                job.fail(exc)
+                return
+            last = waiter.last_known
+            if waiter.outcome is not None or (
+                last is not None and last.status == OrderStatus.PENDING_CANCEL
+            ):
+                job.acked_at = asyncio.get_running_loop().time()  # it got through
+        await self._drive(waiter, job, owned=False)
+
+    async def _bulk_wait(
+        self, waiter: Waiter, job: _Job, started: float, deadline: float, bulk: _Bulk
+    ) -> CancelResult | CadenzaError:
+        """A bulk order's wait for proof after its drive (as :meth:`cancel_and_confirm`'s)."""
+        await self._wait(waiter, job, deadline - bulk.slice)
+        if not waiter.done and job.error is None and self._closed is None:
+            await self._final_wait(waiter, job, deadline)
+        if waiter.outcome is not None:
+            return self._result(waiter, started)
+        error = self._unproven(waiter, job, bulk.timeout)
+        if not isinstance(error, CadenzaError):
+            raise error  # a bug: the bulk raises it
+        return _naming(error, waiter.order_id)
+
     def _check_call(self, order_id: str, account_id: str | None, timeout: float | None) -> float:
         """Refuse a malformed call before anything happens; the call's timeout."""
         check_order_id(order_id)
@@ -646,7 +944,7 @@ class Canceller:
             waiter.handle = job
         else:
             job = _job(waiter)
-            job.deadline = max(job.deadline, deadline)
+            job.extend(deadline)
         driver = job.driver
         if driver is None or driver.done():
             job.driver = self._start_driver(waiter, job)
@@ -701,8 +999,12 @@ class Canceller:
 
     # -- the job -------------------------------------------------------------------
 
-    async def _drive(self, waiter: Waiter, job: _Job) -> None:
-        """Send the cancel until acknowledged, then prove its outcome; for every caller."""
+    async def _drive(self, waiter: Waiter, job: _Job, owned: bool = True) -> None:
+        """Send the cancel until acknowledged, then prove its outcome; for every caller.
+
+        ``owned``: run as a task of its own, started unwatched (it forgets
+        itself as it ends); ``False`` when a bulk worker or a take-over runs it.
+        """
         try:
             if job.acked_at is None:
                 await self._send(waiter, job)
@@ -717,7 +1019,8 @@ class Canceller:
         except Exception as exc:  # a definite answer (or a bug): every caller learns it now
             job.fail(exc)
         finally:
-            self._tasks.discard(asyncio.current_task())  # started unwatched: forget itself
+            if owned:
+                self._tasks.discard(asyncio.current_task())  # started unwatched: forget itself
 
     async def _send(self, waiter: Waiter, job: _Job) -> None:
         """Send until a reply acknowledges the cancel (or proves the order final).

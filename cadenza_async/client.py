@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from ._auth import TokenSource
 from ._ratelimit import RateGate
 from ._validate import check_account_id, check_order_id
 from .background import BackgroundCancels, BackgroundErrorHandler
-from .bulk import run_bulk, run_bulk_iter
+from .bulk import Many, run_bulk, run_bulk_iter, run_many, run_many_iter
 from .cancels import CancelHandle, Canceller
 from .config import ClientConfig, RetryPolicy, Timeouts, TokenProvider
 from .errors import (
@@ -413,8 +414,11 @@ class CadenzaClient:
         cancelling the caller cancels the rest and waits for them to unwind.
         """
         self._check_open()
-        one = self._bulk_one(confirm=confirm, timeout=timeout, account=trading_account_id)
-        return await run_bulk(order_ids, one, concurrency=concurrency)
+        if confirm:
+            many = self._confirm_many(concurrency, timeout, trading_account_id)
+            return list(await run_many(order_ids, many, concurrency=concurrency))
+        one = self._cancel_one(trading_account_id)
+        return list(await run_bulk(order_ids, one, concurrency=concurrency))
 
     async def cancel_many_iter(
         self,
@@ -434,8 +438,13 @@ class CadenzaClient:
         stops when the event loop finalizes the abandoned generator.
         """
         self._check_open()
-        one = self._bulk_one(confirm=confirm, timeout=timeout, account=trading_account_id)
-        outcomes = run_bulk_iter(order_ids, one, concurrency=concurrency)
+        outcomes: AsyncGenerator[tuple[str, BulkOutcome], None]
+        if confirm:
+            many = self._confirm_many(concurrency, timeout, trading_account_id)
+            outcomes = run_many_iter(order_ids, many, concurrency=concurrency)
+        else:
+            one = self._cancel_one(trading_account_id)
+            outcomes = run_bulk_iter(order_ids, one, concurrency=concurrency)
         try:
             async for _order_id, outcome in outcomes:
                 yield outcome
@@ -444,22 +453,33 @@ class CadenzaClient:
             # not whenever the inner generator is collected.
             await outcomes.aclose()
 
-    def _bulk_one(
-        self, *, confirm: bool, timeout: float | None, account: str | None
-    ) -> Callable[[str], Any]:
+    def _confirm_many(
+        self,
+        concurrency: int,
+        timeout: float | None,
+        account: str | None,
+        accounts: Mapping[str, str] | None = None,
+    ) -> Many[CancelResult]:
+        """The confirmed bulk: :meth:`Canceller.confirm_many`, checks made once for it all."""
         if account is not None:
             check_account_id(account)
-        if confirm:
-            # What cancel_and_confirm does, its checks made once for the whole bulk
-            # (the canceller refuses every order once the client is closed).
-            self._start_stream()
-            confirm_one = self._canceller.cancel_and_confirm
+        self._start_stream()
+        return functools.partial(
+            self._canceller.confirm_many,
+            concurrency=concurrency,
+            timeout=timeout,
+            trading_account_id=account,
+            accounts=accounts,
+            still_open=self._is_open,
+        )
 
-            def confirmed(order_id: str) -> Awaitable[CancelResult]:
-                self._check_open()  # (a plain function: no coroutine of its own per order)
-                return confirm_one(order_id, trading_account_id=account, timeout=timeout)
+    def _is_open(self) -> bool:
+        return not self._closed
 
-            return confirmed
+    def _cancel_one(self, account: str | None) -> Callable[[str], Awaitable[TradeOrder]]:
+        """The unconfirmed bulk's step: :meth:`cancel` (the HTTP reply) per order."""
+        if account is not None:
+            check_account_id(account)
 
         async def unconfirmed(order_id: str) -> TradeOrder:
             return await self.cancel(order_id, trading_account_id=account)
@@ -519,13 +539,8 @@ class CadenzaClient:
             for order_id in ids
         }
         remaining = None if timeout is None else max(0.0, deadline - loop.time())
-
-        async def one(order_id: str) -> BulkOutcome:
-            return await self.cancel_and_confirm(
-                order_id, trading_account_id=account_of[order_id], timeout=remaining
-            )
-
-        return await run_bulk(list(account_of), one, concurrency=concurrency)
+        many = self._confirm_many(concurrency, remaining, None, account_of)
+        return list(await run_many(list(account_of), many, concurrency=concurrency))
 
     async def _list_open(
         self,
