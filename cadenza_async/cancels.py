@@ -200,11 +200,13 @@ class _Bulk:
         "_record",
         "accounts",
         "default_account",
+        "driving",
         "finished",
         "let_go",
         "pending",
         "slice",
         "still_open",
+        "stopped",
         "timeout",
     )
 
@@ -225,6 +227,9 @@ class _Bulk:
         self.accounts = accounts
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.still_open: Callable[[], bool] | None = None
+        self.stopped = False  # the caller left: no order starts any more
+        # The job each worker drives right now (to spare the shared ones when the caller leaves).
+        self.driving: dict[asyncio.Task[Any] | None, _Inline] = {}
         # Ends a worker's hold on a waiter (Canceller._let_go).
         self.let_go: Callable[[Waiter], None] = _ignore
 
@@ -270,6 +275,14 @@ class _Bulk:
         """The client closed under the bulk: every order without an outcome gets ``error``."""
         for order_id in list(self.pending):
             self.record(order_id, _naming(ClientClosedError(str(error)), order_id))
+
+
+def _shared(inline: _Inline | None) -> bool:
+    """Whether a job a bulk worker drives has callers besides the worker, still waiting."""
+    if inline is None:
+        return False
+    waiter = inline.waiter
+    return not waiter.done and waiter.refs > (1 if inline.held else 0)
 
 
 def _ignore(_waiter: Waiter) -> None:
@@ -803,14 +816,21 @@ class Canceller:
         try:
             await bulk.finished
         except BaseException:
-            for worker in workers:
+            bulk.stopped = True
+            # A worker driving a job that other callers share finishes that
+            # request for them (and then ends): a caller leaving never cuts a
+            # shared request short. The others stop now.
+            stopping = [w for w in workers if not _shared(bulk.driving.get(w))]
+            for worker in stopping:
                 worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*stopping, return_exceptions=True)
             raise
 
     async def _bulk_worker(self, ids: Iterator[str], bulk: _Bulk) -> None:
         try:
             for order_id in ids:
+                if bulk.stopped:
+                    return
                 await self._bulk_confirm(order_id, bulk)
         except asyncio.CancelledError:
             if self._closed is not None:
@@ -845,7 +865,7 @@ class Canceller:
             if driver is None or driver.done():
                 inline = _Inline(bulk, order_id, waiter, started)
                 await self._drive_here(waiter, job, inline, deadline - bulk.slice)
-                if order_id not in bulk.pending:
+                if order_id not in bulk.pending or bulk.stopped:
                     return  # proven (or failed) during the drive: recorded then
             else:
                 job.extend(deadline)
@@ -872,17 +892,19 @@ class Canceller:
         """
         inline.wanted = job.deadline  # an earlier caller may still wait (and may not)
         job.deadline = until
-        job.driver = asyncio.current_task()
+        job.driver = worker = asyncio.current_task()
         job.inline = inline
+        driving = inline.bulk.driving
+        driving[worker] = inline
         stopped = True
         try:
             await self._drive(waiter, job, owned=False)
             stopped = asyncio.get_running_loop().time() >= until
         finally:
+            del driving[worker]
             job.driver = None
             job.inline = None
-            others = waiter.refs - (1 if inline.held else 0)
-            if stopped and others > 0 and not waiter.done and job.error is None:
+            if stopped and _shared(inline) and job.error is None:
                 self._take_over(waiter, job, max(inline.wanted, until))
 
     def _take_over(self, waiter: Waiter, job: _Job, deadline: float) -> None:
@@ -903,11 +925,14 @@ class Canceller:
             except Exception as exc:  # a definite answer: every caller learns it now
                 job.fail(exc)
                 return
+            loop = asyncio.get_running_loop()
             last = waiter.last_known
             if waiter.outcome is not None or (
                 last is not None and last.status == OrderStatus.PENDING_CANCEL
             ):
-                job.acked_at = asyncio.get_running_loop().time()  # it got through
+                job.acked_at = loop.time()  # it got through
+            else:  # still open: send again after the backoff, as after a failed send
+                await sleep_until(job, self._alarm, min(job.deadline, loop.time() + RESEND_FIRST))
         await self._drive(waiter, job, owned=False)
 
     async def _bulk_wait(
