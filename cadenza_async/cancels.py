@@ -29,6 +29,12 @@ How one order's cancel runs:
    duplicates it, and an acknowledged cancel is never sent again.
 3. Proof from any source (event, reply, look-up) wakes every caller at once,
    whatever is still in flight; a request left behind finishes in its task.
+   A bulk (:meth:`Canceller.confirm_many`) is the exception to "a task per
+   job": its workers drive each new job in their own task, so the next
+   order's request starts in the step that read the last reply (no task, and
+   the garbage of one request freed where the next one is made). The order's
+   outcome is still recorded the moment proof comes, and a task takes the
+   job over for any other caller when the worker stops driving it first.
 4. "Cannot cancel": the order's own state decides (a look-up).
 5. A send that fails: if it provably never reached the API (refused, DNS,
    TLS, every answer a 5xx or 429) and the transport's retries are spent, that
@@ -848,19 +854,9 @@ class Canceller:
         job: _Job | None = None
         inline: _Inline | None = None
         try:
-            if waiter.done:
-                bulk.record(order_id, self._result(waiter, started))
-                return
-            still_open = bulk.still_open
-            if self._closed is not None or (still_open is not None and not still_open()):
-                error = ClientClosedError("the client is closed")
-                bulk.record(order_id, _naming(error, order_id))
-                return
-            if created:
-                job = _Job(deadline)
-                waiter.handle = job
-            else:
-                job = _job(waiter)
+            job = self._bulk_job(waiter, created, started, bulk)
+            if job is None:
+                return  # recorded already
             driver = job.driver
             if driver is None or driver.done():
                 inline = _Inline(bulk, order_id, waiter, started)
@@ -881,6 +877,21 @@ class Canceller:
         self._registry.release(waiter)
         if waiter.account_id is not None:
             self._used(waiter.account_id)
+
+    def _bulk_job(self, waiter: Waiter, created: bool, started: float, bulk: _Bulk) -> _Job | None:
+        """The job of a bulk's order; ``None`` when its outcome is known before any send."""
+        order_id = waiter.order_id
+        if waiter.done:
+            bulk.record(order_id, self._result(waiter, started))
+            return None
+        still_open = bulk.still_open
+        if self._closed is not None or (still_open is not None and not still_open()):
+            bulk.record(order_id, _naming(ClientClosedError("the client is closed"), order_id))
+            return None
+        if not created:
+            return _job(waiter)
+        job = waiter.handle = _Job(started + bulk.timeout)
+        return job
 
     async def _drive_here(self, waiter: Waiter, job: _Job, inline: _Inline, until: float) -> None:
         """Drive ``job`` in this task (a bulk worker's) until ``until``, the final slice's start.
