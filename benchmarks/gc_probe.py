@@ -8,6 +8,8 @@ the collector's time per cancel and its collections per generation:
 
 - ``raw``: the hand-written client;
 - ``sdk``: ``CadenzaClient.cancel_and_confirm`` as shipped (the send runs in the job's task);
+- ``sdk-many``: ``CadenzaClient.cancel_many`` as shipped (its workers drive the jobs: the
+  send runs in the worker's task, no task per order);
 - ``sdk-inline``: the same job driven by the caller itself, an experiment that
   breaks the SDK's rules (proof before a slow reply waits for the reply; a
   caller that leaves cancels a shared request) and exists only to show where
@@ -38,7 +40,7 @@ from run_all import GcMeter, Simulator, list_open_ids
 from cadenza_async import cancels
 from cadenza_async.models import CancelResult
 
-VARIANTS = ("raw", "sdk", "sdk-inline", "sdk-inline+task")
+VARIANTS = ("raw", "sdk", "sdk-many", "sdk-inline", "sdk-inline+task")
 WARMUP = 100
 
 
@@ -92,7 +94,10 @@ async def run(variant: str, ids: list[str], sim: Simulator, concurrency: int) ->
             gc.collect()
             with GcMeter() as meter:
                 cpu = time.process_time()
-                await worker_pool(work, contender.cancel_and_confirm, concurrency)
+                if variant == "sdk-many":
+                    await contender.cancel_many(work, concurrency)
+                else:
+                    await worker_pool(work, contender.cancel_and_confirm, concurrency)
                 cpu = time.process_time() - cpu
         finally:
             await contender.aclose()

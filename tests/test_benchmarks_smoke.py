@@ -91,6 +91,6 @@ def test_gc_probe_reports_every_variant(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    for variant in ("raw", "sdk", "sdk-inline", "sdk-inline+task"):
+    for variant in ("raw", "sdk", "sdk-many", "sdk-inline", "sdk-inline+task"):
         assert any(line.split()[0] == variant and "collections" in line for line in lines)
     assert sum("net growth" in line for line in lines) == 2

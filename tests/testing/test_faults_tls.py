@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import ssl
+import sys
+import warnings
 
 import aiohttp
 import pytest
@@ -89,17 +92,35 @@ async def test_client_trusting_another_ca_fails_closed_through_the_proxy(server_
 
 
 async def test_reset_mid_tls_record_fails_the_https_download(server_ssl, client_ssl):
-    async with https_server(server_ssl) as port, FaultProxy("127.0.0.1", port) as px:
-        async with aiohttp.ClientSession() as session:
-            url = px.url(f"https://127.0.0.1:{port}/data")
-            async with session.get(url, ssl=client_ssl) as response:
-                assert await response.read() == BODY
-            # Handshake is done on the pooled connection; cut the next reply halfway.
-            fired = px.reset_after(len(BODY) // 2)
-            with pytest.raises(aiohttp.ClientError):
+    with _unclosed_tls_on_310():
+        async with https_server(server_ssl) as port, FaultProxy("127.0.0.1", port) as px:
+            async with aiohttp.ClientSession() as session:
+                url = px.url(f"https://127.0.0.1:{port}/data")
                 async with session.get(url, ssl=client_ssl) as response:
-                    await response.read()
-            await asyncio.wait_for(fired.wait(), 5.0)
+                    assert await response.read() == BODY
+                # Handshake is done on the pooled connection; cut the next reply halfway.
+                fired = px.reset_after(len(BODY) // 2)
+                with pytest.raises(aiohttp.ClientError):
+                    async with session.get(url, ssl=client_ssl) as response:
+                        await response.read()
+                await asyncio.wait_for(fired.wait(), 5.0)
+        gc.collect()
+
+
+@contextlib.contextmanager
+def _unclosed_tls_on_310():
+    """Python 3.10 only: ignore the ResourceWarning of an SSL transport reset mid-record.
+
+    Its sslproto leaves the client's transport unclosed when the connection is
+    reset mid-record (the rewrite in 3.11 closes it); the transport is the test's
+    own aiohttp client's, nothing of the proxy under test.
+    """
+    if sys.version_info >= (3, 11):
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        yield
 
 
 async def test_wss_messages_pass_through_a_sliced_proxy(server_ssl, client_ssl):
