@@ -801,12 +801,7 @@ class Canceller:
         deadline: a task takes the job over if the worker stops first.
         Cancelling the caller stops the workers and waits until each has ended.
         """
-        if timeout is None:
-            timeout = self._confirm_timeout
-        elif not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        if self._closed is not None:
-            raise ClientClosedError("the client is closed")
+        timeout = self._check_timeout(timeout)
         if not order_ids:
             return
         bulk = _Bulk(
@@ -965,6 +960,10 @@ class Canceller:
         check_order_id(order_id)
         if account_id is not None:
             check_account_id(account_id)
+        return self._check_timeout(timeout)
+
+    def _check_timeout(self, timeout: float | None) -> float:
+        """The call's timeout (the default for ``None``); refused when the client is closed."""
         if timeout is None:
             timeout = self._confirm_timeout
         elif not timeout > 0:

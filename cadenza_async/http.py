@@ -37,8 +37,8 @@ proxy environment variables are ignored.
 A call is layered the way httpx layers sending: ``_send_once`` sends one
 request (paced by the rate gate, with the current token, within the
 deadline, the body read up to the cap) and translates aiohttp's exceptions;
-``_send_authorized`` applies the 401 rule
-(:class:`~cadenza_async._auth.RefreshRule`) on top; ``_call`` retries on
+``_reauthorize`` applies the 401 rule
+(:class:`~cadenza_async._auth.RefreshRule`) to a 401 answer; ``_call`` retries on
 top of that, as :func:`~cadenza_async._retry.retry_verdict` decides from
 the :class:`~cadenza_async.config.RetryPolicy` and the time left. Retries
 on 5xx and transport errors apply to idempotent calls only (cancel,
@@ -538,8 +538,8 @@ class HttpApi:
     ) -> Envelope:
         """Send one logical request (with its retries); the success envelope.
 
-        The retry layer, on top of :meth:`_send_authorized` (the 401 rule) on
-        top of :meth:`_send_once` (one request). With a ``deadline`` no
+        The retry layer, on top of :meth:`_reauthorize` (the 401 rule, for a
+        401 answer) on top of :meth:`_send_once` (one request). With a ``deadline`` no
         attempt starts or sleeps past it, and an attempt that would outlive
         it gets a shorter timeout.
         """
@@ -550,7 +550,11 @@ class HttpApi:
             raise ClientClosedError("the client is closed")
         call = _CallState(method, url, body, idempotent, paced, deadline)
         while True:
-            outcome = await self._send_authorized(session, call)
+            outcome = await self._send_once(session, call)
+            if not isinstance(outcome, _Failure) and outcome.status == 401:
+                outcome = await self._reauthorize(session, call, outcome)
+            elif call.auth is not None:
+                call.auth.answered()
             if isinstance(outcome, _Failure):
                 await self._retry_failure(call, outcome)
             elif 200 <= outcome.status < 300:
@@ -631,20 +635,20 @@ class HttpApi:
             error.retry_after = retry_after
         return error
 
-    async def _send_authorized(self, session: aiohttp.ClientSession, call: _CallState) -> _Outcome:
-        """One attempt through the 401 rule (:class:`~cadenza_async._auth.RefreshRule`).
+    async def _reauthorize(
+        self, session: aiohttp.ClientSession, call: _CallState, refused: _Answer
+    ) -> _Outcome:
+        """The auth layer, after a 401 (:class:`~cadenza_async._auth.RefreshRule`).
 
         A refused token worth refreshing is refreshed (within the deadline)
         and the request sent again with the fresh one; a final 401 raises
-        :class:`AuthenticationError`. Anything else is returned as it came.
+        :class:`AuthenticationError`. The first answer that is not a 401 is
+        returned as it came. (Entered only on a 401: the usual answer costs
+        no coroutine of this layer.)
         """
         tokens = self._tokens
-        while True:
-            outcome = await self._send_once(session, call)
-            if isinstance(outcome, _Failure) or outcome.status != 401:
-                if call.auth is not None:
-                    call.auth.answered()
-                return outcome
+        outcome: _Outcome = refused
+        while isinstance(outcome, _Answer) and outcome.status == 401:
             rule = call.auth
             if rule is None:
                 rule = call.auth = RefreshRule()
@@ -660,6 +664,10 @@ class HttpApi:
             if not rule.retry_with(fresh, token):
                 raise self._token_refused(outcome)
             log.debug("%s %s: 401, retrying with a fresh token", call.method, call.url.path)
+            outcome = await self._send_once(session, call)
+        assert call.auth is not None
+        call.auth.answered()
+        return outcome
 
     def _token_refused(self, answer: _Answer) -> ApiError:
         error = self._api_error(AuthenticationError, answer.status, answer.raw, answer.resp)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import other_tasks, waiters_held
+from support import client_for, other_tasks, waiters_held
 
-from cadenza_async import CadenzaClient, CancelResult, ConfirmationTimeout
+from cadenza_async import CancelResult, ConfirmationTimeout
 from cadenza_async.testing import CadenzaSimulator
 
 STEP = 5.0
@@ -22,12 +22,7 @@ SLACK = 0.1
 
 @pytest.fixture
 async def client(cadenza_sim: CadenzaSimulator):
-    async with CadenzaClient(
-        token=cadenza_sim.token,
-        api_url=cadenza_sim.api_url,
-        ws_url=cadenza_sim.ws_url,
-        trading_account_id=cadenza_sim.trading_account_id,
-    ) as c:
+    async with client_for(cadenza_sim) as c:
         yield c
 
 
@@ -81,12 +76,7 @@ async def test_cancel_many_iter_yields_each_proof_before_its_reply(cadenza_sim, 
 async def test_the_workers_still_reading_replies_end_with_the_client(cadenza_sim):
     orders = cadenza_sim.create_orders(4)
     cadenza_sim.delay_cancel_reply(2.0)
-    async with CadenzaClient(
-        token=cadenza_sim.token,
-        api_url=cadenza_sim.api_url,
-        ws_url=cadenza_sim.ws_url,
-        trading_account_id=cadenza_sim.trading_account_id,
-    ) as client:
+    async with client_for(cadenza_sim) as client:
         before = other_tasks()
         results = await client.cancel_many([o.trade_order_id for o in orders], concurrency=4)
         assert all(isinstance(r, CancelResult) and r.cancelled for r in results)
