@@ -910,14 +910,14 @@ class Canceller:
             del driving[worker]
             job.driver = None
             job.inline = None
+            job.deadline = max(until, inline.wanted)  # the job works for every caller again
             if stopped and _shared(inline) and job.error is None:
-                self._take_over(waiter, job, max(inline.wanted, until))
+                self._take_over(waiter, job)
 
-    def _take_over(self, waiter: Waiter, job: _Job, deadline: float) -> None:
+    def _take_over(self, waiter: Waiter, job: _Job) -> None:
         """A task drives on a job a bulk worker stopped driving, for the callers still waiting."""
-        if self._closed is not None or deadline <= asyncio.get_running_loop().time():
+        if self._closed is not None or job.deadline <= asyncio.get_running_loop().time():
             return
-        job.deadline = deadline
         job.driver = self._spawn(self._resume_job(waiter, job), f"cancel {waiter.order_id}")
 
     async def _resume_job(self, waiter: Waiter, job: _Job) -> None:

@@ -686,6 +686,12 @@ class HttpApi:
         pacing = self._pacing(call.paced, deadline)
         if pacing is not None:
             await pacing
+            if deadline is not None and deadline <= asyncio.get_running_loop().time():
+                # The wait fitted the budget but the loop woke it at or past the
+                # deadline: the rate limit used the time up, not the request.
+                raise RateLimitError(
+                    "rate limited until the call's deadline: not sent", status=None
+                )
         token = self._tokens.current
         if token is None or token is not self._auth_header:
             token = await self._bearer(session)

@@ -300,6 +300,30 @@ async def test_429_pause_holds_back_other_callers_sharing_the_gate(api):
         await impatient.aclose()
 
 
+class _LateGate(RateGate):
+    """A gate whose pause fits the budget but whose wake-up comes past it (loop slack)."""
+
+    async def wait_unpaused(self, budget: float | None = None) -> None:
+        assert budget is not None
+        await asyncio.sleep(budget + 0.01)
+
+
+async def test_a_pause_that_wakes_past_the_deadline_is_a_rate_limit_not_a_transport_error(api):
+    gate = _LateGate()
+    gate.pause_for(0.05)
+    config = ClientConfig(token="t", api_url=api.url, ws_url="ws://127.0.0.1:9/c", retry=FAST_RETRY)
+    http = HttpApi(config, TokenSource("t"), gate)
+    try:
+        deadline = asyncio.get_running_loop().time() + 0.05
+        with pytest.raises(RateLimitError) as info:
+            await http.cancel_order(ORDER_ID, deadline=deadline)
+        assert info.value.maybe_sent is False
+        assert "not sent" in str(info.value)
+        assert api.requests == []
+    finally:
+        await http.aclose()
+
+
 async def test_429_exhausting_attempts_raises_rate_limit_error_with_retry_after(api, http):
     for _ in range(3):
         api.reply(429, error_body(-429, "too many"), headers={"Retry-After": "0"})
