@@ -58,7 +58,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -265,6 +265,13 @@ class _Failure:
 _Outcome = _Answer | _Failure
 
 
+_T = TypeVar("_T")
+
+
+def _same(envelope: Envelope) -> Envelope:
+    return envelope
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
 
@@ -354,29 +361,32 @@ class HttpApi:
 
     # -- public calls -----------------------------------------------------------------
 
-    async def cancel_order(
+    def cancel_order(
         self,
         order_id: str,
         trading_account_id: str | None = None,
         *,
         deadline: float | None = None,
-    ) -> TradeOrder:
-        """Ask the exchange to cancel an order; the order as the server shows it now.
+    ) -> Awaitable[TradeOrder]:
+        """Ask the exchange to cancel an order; await it for the order as the server shows it now.
 
         The status may still be non-terminal (e.g. PENDING_CANCEL): the
         exchange processes the cancel later. Retried on 5xx and transport
         errors (a cancel is idempotent). ``deadline`` (event-loop time) bounds
         the whole call, retries included: past it, :class:`TransportError`.
+        Errors name ``order_id``. (A plain function: the awaitable is
+        :meth:`_call`'s coroutine, with no layer of this method's own.)
         """
-        body = _encode(_CancelBody(order_id, trading_account_id))
-        try:
-            envelope = await self._call(
-                "POST", self._cancel_url, body, idempotent=True, paced=True, deadline=deadline
-            )
-            return self._order_from(envelope)
-        except CadenzaError as exc:
-            exc.order_id = order_id
-            raise
+        return self._call(
+            "POST",
+            self._cancel_url,
+            _encode(_CancelBody(order_id, trading_account_id)),
+            idempotent=True,
+            paced=True,
+            deadline=deadline,
+            decode=self._order_from,
+            order_id=order_id,
+        )
 
     async def get_order(
         self,
@@ -393,10 +403,17 @@ class HttpApi:
         if trading_account_id is not None:
             query += "&tradingAccountId=" + quote(trading_account_id, safe="")
         url = URL(f"{self._base}{LIST_PATH}?{query}", encoded=True)
+        envelope = await self._call(
+            "GET",
+            url,
+            None,
+            idempotent=True,
+            paced=False,
+            deadline=deadline,
+            decode=_same,
+            order_id=order_id,
+        )
         try:
-            envelope = await self._call(
-                "GET", url, None, idempotent=True, paced=False, deadline=deadline
-            )
             orders = self._orders_from(envelope)
         except CadenzaError as exc:
             exc.order_id = order_id
@@ -446,10 +463,15 @@ class HttpApi:
                 params.append((key, quote(str(value), safe="")))
         query = "&".join(f"{k}={v}" for k, v in params)
         url = URL(f"{self._base}{LIST_PATH}" + (f"?{query}" if query else ""), encoded=True)
-        envelope = await self._call(
-            "GET", url, None, idempotent=True, paced=False, deadline=deadline
+        return await self._call(
+            "GET",
+            url,
+            None,
+            idempotent=True,
+            paced=False,
+            deadline=deadline,
+            decode=self._page_from,
         )
-        return OrderPage(self._orders_from(envelope), envelope.pagination)
 
     async def submit_order(
         self,
@@ -486,10 +508,15 @@ class HttpApi:
                 client_order_id=client_order_id,
             )
         )
-        envelope = await self._call(
-            "POST", self._submit_url, body, idempotent=False, paced=False, deadline=deadline
+        return await self._call(
+            "POST",
+            self._submit_url,
+            body,
+            idempotent=False,
+            paced=False,
+            deadline=deadline,
+            decode=self._order_from,
         )
-        return self._order_from(envelope)
 
     async def aclose(self) -> None:
         """Close the session and its connections. Safe to call twice."""
@@ -535,22 +562,39 @@ class HttpApi:
         idempotent: bool,
         paced: bool,
         deadline: float | None = None,
-    ) -> Envelope:
-        """Send one logical request (with its retries); the success envelope.
+        decode: Callable[[Envelope], _T],
+        order_id: str | None = None,
+    ) -> _T:
+        """Send one logical request (with its retries); ``decode`` of the success envelope.
 
-        The retry layer, on top of :meth:`_reauthorize` (the 401 rule, for a
-        401 answer) on top of :meth:`_send_once` (one request). With a ``deadline`` no
-        attempt starts or sleeps past it, and an attempt that would outlive
-        it gets a shorter timeout.
+        The retry layer (:meth:`_retrying`), on top of :meth:`_reauthorize`
+        (the 401 rule, for a 401 answer) on top of :meth:`_send_once` (one
+        request). With a ``deadline`` no attempt starts or sleeps past it, and
+        an attempt that would outlive it gets a shorter timeout. Errors name
+        ``order_id`` when given. The usual call (the first answer a 2xx) builds
+        no retry state.
         """
-        session = self._session
-        if session is None:
-            session = self._open_session()
-        elif self._closed:
-            raise ClientClosedError("the client is closed")
-        call = _CallState(method, url, body, idempotent, paced, deadline)
+        try:
+            session = self._session
+            if session is None:
+                session = self._open_session()
+            elif self._closed:
+                raise ClientClosedError("the client is closed")
+            outcome = await self._send_once(session, method, url, body, paced, deadline)
+            if type(outcome) is _Answer and 200 <= outcome.status < 300:
+                return decode(self._success_envelope(outcome.raw, outcome.status, outcome.resp))
+            call = _CallState(method, url, body, idempotent, paced, deadline)
+            return decode(await self._retrying(session, call, outcome))
+        except CadenzaError as exc:
+            if order_id is not None:
+                exc.order_id = order_id
+            raise
+
+    async def _retrying(
+        self, session: aiohttp.ClientSession, call: _CallState, outcome: _Outcome
+    ) -> Envelope:
+        """The retry layer, from an attempt's ``outcome`` that was not a 2xx answer."""
         while True:
-            outcome = await self._send_once(session, call)
             if not isinstance(outcome, _Failure) and outcome.status == 401:
                 outcome = await self._reauthorize(session, call, outcome)
             elif call.auth is not None:
@@ -561,6 +605,9 @@ class HttpApi:
                 return self._success_envelope(outcome.raw, outcome.status, outcome.resp)
             else:
                 await self._retry_answer(call, outcome)
+            outcome = await self._send_once(
+                session, call.method, call.url, call.body, call.paced, call.deadline
+            )
 
     async def _retry_failure(self, call: _CallState, failure: _Failure) -> None:
         """No answer: raise it, or sleep the backoff before the next attempt."""
@@ -664,7 +711,9 @@ class HttpApi:
             if not rule.retry_with(fresh, token):
                 raise self._token_refused(outcome)
             log.debug("%s %s: 401, retrying with a fresh token", call.method, call.url.path)
-            outcome = await self._send_once(session, call)
+            outcome = await self._send_once(
+                session, call.method, call.url, call.body, call.paced, call.deadline
+            )
         assert call.auth is not None
         call.auth.answered()
         return outcome
@@ -674,7 +723,15 @@ class HttpApi:
         error.message = "the REST API refused the token: " + error.message
         return error
 
-    async def _send_once(self, session: aiohttp.ClientSession, call: _CallState) -> _Outcome:
+    async def _send_once(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        paced: bool,
+        deadline: float | None,
+    ) -> _Outcome:
         """One request: paced, with the current token, within the deadline; never raises aiohttp's.
 
         The answer (status, capped body) or a :class:`_Failure` (the
@@ -682,8 +739,7 @@ class HttpApi:
         server). Raises what the rate gate raises, :class:`ResponseTooLargeError`,
         and :class:`AuthenticationError` from the token provider.
         """
-        deadline = call.deadline
-        pacing = self._pacing(call.paced, deadline)
+        pacing = self._pacing(paced, deadline)
         if pacing is not None:
             await pacing
             if deadline is not None and deadline <= asyncio.get_running_loop().time():
@@ -702,7 +758,6 @@ class HttpApi:
                 timeout = self._timeout_until(deadline)
             except TransportError as exc:
                 return _Failure(exc, too_late=True)
-        method, url, body = call.method, call.url, call.body
         try:
             resp = await session.request(
                 method,
@@ -712,7 +767,12 @@ class HttpApi:
                 timeout=timeout,
             )
             try:
-                raw = await self._read_body(resp)
+                # (the usual reply, a declared length within the cap, is read
+                # here: no coroutine of the capped reader's own)
+                if self._declared_fits(resp):
+                    raw = await resp.read()  # the parser stops at Content-Length
+                else:
+                    raw = await self._read_capped(resp)
             finally:
                 resp.release()
         except asyncio.CancelledError:
@@ -753,13 +813,12 @@ class HttpApi:
             self._auth_header = token
         return token
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The reply body: at most ``max_response_size`` bytes, never inflated.
+    def _declared_fits(self, resp: aiohttp.ClientResponse) -> bool:
+        """Whether the reply declares a length within ``max_response_size`` (the usual reply).
 
         Raises :class:`ResponseTooLargeError`, after dropping the connection,
-        for a compressed body, a ``Content-Length`` over the cap (nothing is
-        read) or a body without one that passes the cap (reading stops
-        there). aiohttp errors pass through to :meth:`_call`, which translates them.
+        for a compressed body or a ``Content-Length`` over the cap (nothing is
+        read). False: no length declared, :meth:`_read_capped` reads it.
         """
         limit = self._max_body
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
@@ -771,15 +830,25 @@ class HttpApi:
                 " (the client asks for identity and inflates nothing)",
             )
         declared = resp.content_length
-        if declared is not None:
-            if declared > limit:
-                resp.close()
-                raise self._too_large(
-                    resp,
-                    f"HTTP {resp.status} with a body of {declared} bytes refused unread"
-                    f" (max_response_size is {limit})",
-                )
-            return await resp.read()  # the parser stops at Content-Length
+        if declared is None:
+            return False
+        if declared > limit:
+            resp.close()
+            raise self._too_large(
+                resp,
+                f"HTTP {resp.status} with a body of {declared} bytes refused unread"
+                f" (max_response_size is {limit})",
+            )
+        return True
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """A body without a declared length: at most ``max_response_size`` bytes.
+
+        Raises :class:`ResponseTooLargeError`, after dropping the connection,
+        once the body passes the cap (reading stops there). aiohttp errors
+        pass through to :meth:`_send_once`, which translates them.
+        """
+        limit = self._max_body
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_any():
@@ -953,3 +1022,7 @@ class HttpApi:
                 status=200,
                 request_id=envelope.details.request_id if envelope.details else None,
             ) from None
+
+    @classmethod
+    def _page_from(cls, envelope: Envelope) -> OrderPage:
+        return OrderPage(cls._orders_from(envelope), envelope.pagination)
