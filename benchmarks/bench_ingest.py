@@ -159,7 +159,7 @@ def bytes_per_waiter(n: int = 100_000) -> dict[str, float]:
                 waiter = reg.get(oid)
                 assert waiter is not None
                 job = _Job(0.0)
-                job.futures.append(loop.create_future())  # one caller waiting
+                job.futures = [loop.create_future()]  # one caller waiting
                 waiter.handle = job
             with_future = tracemalloc.get_traced_memory()[0] - before
         finally:

@@ -24,14 +24,15 @@ class Callers:
     __slots__ = ("error", "futures")
 
     def __init__(self) -> None:
-        self.futures: list[asyncio.Future[None]] = []
+        # (made by the first caller that sleeps: most cancels are proven without one)
+        self.futures: list[asyncio.Future[None]] | None = None
         self.error: BaseException | None = None  # definite failure: every caller raises it
 
     def wake(self) -> None:
         """Wake every caller now (proof came, the work failed, the client closed)."""
         futures = self.futures
         if futures:
-            self.futures = []
+            self.futures = None
             for future in futures:
                 if not future.done():
                     future.set_result(None)
@@ -53,7 +54,11 @@ async def sleep_until(
 ) -> None:
     """Sleep until ``until`` (event-loop time); woken early by ``callers`` or when ``also`` is done."""
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    callers.futures.append(future)
+    futures = callers.futures
+    if futures is None:
+        callers.futures = [future]
+    else:
+        futures.append(future)
     alarm.add(until, future)
     # (the callback is made in a helper: a closure here would cost every sleep a cell)
     wake = None if also is None else _wake_when_done(also, future)
@@ -63,9 +68,10 @@ async def sleep_until(
         alarm.done()
         if wake is not None and also is not None:
             also.remove_done_callback(wake)
-        if callers.futures:
+        futures = callers.futures
+        if futures:
             with contextlib.suppress(ValueError):
-                callers.futures.remove(future)
+                futures.remove(future)
 
 
 def _wake_when_done(

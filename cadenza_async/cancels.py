@@ -148,7 +148,8 @@ class _Job(Callers):
     )
 
     def __init__(self, deadline: float) -> None:
-        super().__init__()
+        self.futures = None  # (Callers.__init__, inlined: one job per cancel)
+        self.error = None
         self.deadline = deadline  # the latest deadline among the callers still waiting
         self.acked_at: float | None = None  # when the cancel's own reply came
         self.send_error: CadenzaError | None = None  # the last failed send (a timeout's cause)
@@ -516,7 +517,7 @@ class Canceller:
     def observe_event(self, order: TradeOrder, account: str | None) -> None:
         """An order update from the stream; wakes the callers of the waiter it resolves."""
         now = asyncio.get_running_loop().time()
-        waiter = self._registry.resolve_from_event(order, now, channel_account=account)
+        waiter = self._registry.observe(order, "ws", now, channel_account=account)
         if waiter is not None:
             _job(waiter).wake()
 
@@ -842,7 +843,8 @@ class Canceller:
 
     async def _bulk_confirm(self, order_id: str, bulk: _Bulk) -> None:
         """One order of a bulk: :meth:`cancel_and_confirm`, a new job driven right here."""
-        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         deadline = started + bulk.timeout
         registry = self._registry
         waiter, created = registry.register(order_id, started, account_id=bulk.account(order_id))
@@ -854,8 +856,17 @@ class Canceller:
                 return  # recorded already
             driver = job.driver
             if driver is None or driver.done():
+                # The worker drives the job in its own task (the drive inlined
+                # here: no coroutine layer of its own on the bulk's hot path).
+                until = deadline - bulk.slice
                 inline = _Inline(bulk, order_id, waiter, started)
-                await self._drive_here(waiter, job, inline, deadline - bulk.slice)
+                self._drive_here(job, inline, until)
+                stopped = True
+                try:
+                    await self._drive(waiter, job, owned=False)
+                    stopped = loop.time() >= until
+                finally:
+                    self._driven(waiter, job, inline, until, stopped)
                 if order_id not in bulk.pending or bulk.stopped:
                     return  # proven (or failed) during the drive: recorded then
             else:
@@ -888,31 +899,32 @@ class Canceller:
         job = waiter.handle = _Job(started + bulk.timeout)
         return job
 
-    async def _drive_here(self, waiter: Waiter, job: _Job, inline: _Inline, until: float) -> None:
-        """Drive ``job`` in this task (a bulk worker's) until ``until``, the final slice's start.
+    @staticmethod
+    def _drive_here(job: _Job, inline: _Inline, until: float) -> None:
+        """A bulk worker starts driving ``job`` in its own task, until ``until`` (its final slice).
 
         The final look-up's slice is the worker's own (as a caller's is in
-        :meth:`cancel_and_confirm`). If callers who joined still wait when the
-        drive stops early (the worker cancelled, or ``until`` reached), a task
-        takes the job over for them.
+        :meth:`cancel_and_confirm`); :meth:`_driven` ends the drive.
         """
         inline.wanted = job.deadline  # an earlier caller may still wait (and may not)
         job.deadline = until
         job.driver = worker = asyncio.current_task()
         job.inline = inline
-        driving = inline.bulk.driving
-        driving[worker] = inline
-        stopped = True
-        try:
-            await self._drive(waiter, job, owned=False)
-            stopped = asyncio.get_running_loop().time() >= until
-        finally:
-            del driving[worker]
-            job.driver = None
-            job.inline = None
-            job.deadline = max(until, inline.wanted)  # the job works for every caller again
-            if stopped and _shared(inline) and job.error is None:
-                self._take_over(waiter, job)
+        inline.bulk.driving[worker] = inline
+
+    def _driven(
+        self, waiter: Waiter, job: _Job, inline: _Inline, until: float, stopped: bool
+    ) -> None:
+        """A bulk worker's drive ended (``stopped``: cut short, or ``until`` reached).
+
+        If callers who joined still wait then, a task takes the job over for them.
+        """
+        del inline.bulk.driving[job.driver]
+        job.driver = None
+        job.inline = None
+        job.deadline = max(until, inline.wanted)  # the job works for every caller again
+        if stopped and _shared(inline) and job.error is None:
+            self._take_over(waiter, job)
 
     def _take_over(self, waiter: Waiter, job: _Job) -> None:
         """A task drives on a job a bulk worker stopped driving, for the callers still waiting."""

@@ -315,7 +315,10 @@ def _decode_order_event_general(data: bytes | msgspec.Raw) -> TradeOrder | None:
     return _order_decoder.decode(payload)
 
 
-class CancelResult(msgspec.Struct, frozen=True):
+# ``gc=False``: a result holds only an order and scalars, so it can be in no
+# reference cycle; untracked, the thousands a bulk returns cost the cyclic
+# collector nothing (see benchmarks/PROFILE.md).
+class CancelResult(msgspec.Struct, frozen=True, gc=False):
     """What ``cancel_and_confirm`` proved about an order.
 
     ``order`` is the final :class:`TradeOrder`; ``cancelled`` is True when its
@@ -361,7 +364,7 @@ class NewOrder(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
     trading_account_id: str | None = None
 
 
-class SubmitResult(msgspec.Struct, frozen=True):
+class SubmitResult(msgspec.Struct, frozen=True, gc=False):  # (as CancelResult)
     """What ``submit_and_confirm`` proved about a new order.
 
     ``order`` is the :class:`TradeOrder` that proved it; ``accepted`` is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from decimal import Decimal
 
 import msgspec
@@ -12,6 +13,7 @@ from cadenza_async.models import (
     TERMINAL_STATUSES,
     CancelResult,
     OrderStatus,
+    SubmitResult,
     TradeOrder,
     decode_envelope,
     decode_order,
@@ -232,3 +234,22 @@ def test_cancel_result_exposes_order_id_and_status():
     order = TradeOrder(trade_order_id="o", trading_account_id="a", status="FILLED")
     result = CancelResult(order=order, cancelled=False, source="rest", latency=0.5)
     assert (result.order_id, result.status, result.acked_after) == ("o", "FILLED", None)
+
+
+def test_results_are_not_tracked_by_the_cyclic_collector():
+    """A bulk returns thousands of results: they hold an order and scalars, no cycle,
+    and must not count towards the collector's thresholds (benchmarks/PROFILE.md)."""
+    order = decode_order(msgspec.json.encode(SEED_ORDER))
+    order.fees = [*(order.fees or [])]  # even with a list inside the order
+    cancel = CancelResult(order=order, cancelled=True, source="ws", latency=0.01)
+    submit = SubmitResult(
+        order=order,
+        accepted=True,
+        source="http",
+        latency=0.01,
+        acked_after=None,
+        client_order_id="c-1",
+    )
+    assert not gc.is_tracked(cancel)
+    assert not gc.is_tracked(submit)
+    assert cancel == CancelResult(order=order, cancelled=True, source="ws", latency=0.01)
