@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, InvalidOrderIdError
@@ -22,6 +22,10 @@ MAX_ID_LENGTH: Final = 128
 _ID_RE: Final = re.compile(r"[A-Za-z0-9._:~@+=-]+")
 # The same rule with the length bound: the one check a valid id costs (every cancel pays it).
 _VALID_ID: Final = re.compile(rf"[A-Za-z0-9._:~@+=-]{{1,{MAX_ID_LENGTH}}}").fullmatch
+# Many ids joined by newlines (not an id character): one match checks a whole bulk.
+_VALID_LINES: Final = re.compile(
+    rf"(?:[A-Za-z0-9._:~@+=-]{{1,{MAX_ID_LENGTH}}}\n)*[A-Za-z0-9._:~@+=-]{{1,{MAX_ID_LENGTH}}}"
+).fullmatch
 
 
 def _check_id(value: object, what: str) -> str:
@@ -42,6 +46,19 @@ def _check_id(value: object, what: str) -> str:
             "(whitespace, control characters, '/', '?', '#', '%' and non-ASCII are refused)"
         )
     return value
+
+
+def valid_ids(values: list[Any]) -> bool:
+    """True when every item is a ``str`` (not a subclass) that :func:`check_order_id` accepts.
+
+    One pass in C for a whole bulk; False says only that some item is not
+    (check each then, for the precise error).
+    """
+    if not values or set(map(type, values)) != {str}:
+        return False
+    joined = "\n".join(values)
+    # (an id holding the separator itself would split in two: the count catches it)
+    return joined.count("\n") == len(values) - 1 and _VALID_LINES(joined) is not None
 
 
 def check_order_id(value: object) -> str:

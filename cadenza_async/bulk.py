@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
-from ._validate import check_order_id
+from ._validate import check_order_id, valid_ids
 from .errors import CadenzaError
 
 __all__ = ["Many", "run_bulk", "run_bulk_iter", "run_many", "run_many_iter", "run_pool"]
@@ -25,6 +25,8 @@ def _prepare(
         raise ValueError("concurrency must be an int >= 1")
     if isinstance(order_ids, (str, bytes)):
         raise TypeError("order_ids must be an iterable of order ids, not a single string")
+    if type(order_ids) is list and valid_ids(order_ids):
+        return list(dict.fromkeys(order_ids)), {}  # the usual bulk: no loop of our own
     unique: list[str] = []
     invalid: dict[str, CadenzaError] = {}
     seen: set[object] = set()
@@ -155,6 +157,8 @@ async def run_many(
     outcomes: dict[str, T | CadenzaError] = dict(invalid)
     if unique:
         await many(unique, outcomes.__setitem__)
+    if not invalid:  # every input a valid id (anything else is an invalid one)
+        return list(map(outcomes.__getitem__, inputs))
     return [outcomes[oid if isinstance(oid, str) else repr(oid)] for oid in inputs]
 
 

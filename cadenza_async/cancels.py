@@ -1077,8 +1077,11 @@ class Canceller:
         """
         loop = asyncio.get_running_loop()
         delay = RESEND_FIRST
-        while not waiter.done and loop.time() < job.deadline:
-            job.sent_at = loop.time()
+        while not waiter.done:
+            now = loop.time()
+            if now >= job.deadline:
+                return
+            job.sent_at = now
             try:
                 order = await self.send_cancel(
                     waiter.order_id, waiter.account_id, deadline=job.deadline

@@ -319,6 +319,7 @@ class HttpApi:
         "_cancel_url",
         "_closed",
         "_gate",
+        "_long_enough",
         "_max_body",
         "_proxy",
         "_retry",
@@ -340,6 +341,9 @@ class HttpApi:
         self._timeout = aiohttp.ClientTimeout(
             total=config.timeouts.request, connect=config.timeouts.connect
         )
+        # A deadline further away than this leaves the request its usual timeout.
+        total = self._timeout.total
+        self._long_enough = math.inf if total is None else total - _TIMEOUT_STEP
         # Shortened timeouts for deadline-bound requests, by whole _TIMEOUT_STEP.
         self._short_timeouts: dict[int, aiohttp.ClientTimeout] = {}
         # Without a rate limit, a paced call only waits out 429 pauses.
@@ -751,8 +755,8 @@ class HttpApi:
         token = self._tokens.current
         if token is None or token is not self._auth_header:
             token = await self._bearer(session)
-        if deadline is None:
-            timeout = self._timeout
+        if deadline is None or deadline - asyncio.get_running_loop().time() > self._long_enough:
+            timeout = self._timeout  # the usual case: no deadline before the request's own
         else:
             try:
                 timeout = self._timeout_until(deadline)

@@ -12,6 +12,7 @@ from cadenza_async._validate import (
     check_order_id,
     check_url,
     is_loopback_host,
+    valid_ids,
 )
 from cadenza_async.errors import ConfigurationError, InvalidOrderIdError
 
@@ -94,3 +95,48 @@ def test_check_url_refuses_insecure_or_malformed_urls(url):
 def test_check_url_allows_insecure_remote_when_asked():
     url = check_url("ws://a.example/c", secure="wss", insecure="ws", allow_insecure=True, what="u")
     assert url == "ws://a.example/c"
+
+
+def _each_valid(values: list[object]) -> bool:
+    for value in values:
+        if type(value) is not str:
+            return False
+        try:
+            check_order_id(value)
+        except InvalidOrderIdError:
+            return False
+    return bool(values)
+
+
+class _Str(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", "b"],
+        ["a", "a"],
+        ["x" * MAX_ID_LENGTH] * 3,
+        [],
+        ["a", ""],
+        ["a\nb"],  # the separator inside one id
+        ["a", "b\n"],
+        ["\n"],
+        ["x" * (MAX_ID_LENGTH + 1)],
+        ["a b"],
+        ["a/b", "c"],
+        ["é"],
+        ["a", 1],
+        [_Str("a")],
+        [None],
+    ],
+)
+def test_valid_ids_agrees_with_checking_each_id(values):
+    """The one-pass check of a bulk says yes exactly when every id passes on its own."""
+    assert valid_ids(values) is _each_valid(values)
+
+
+@given(st.lists(st.text(alphabet="ab/\n é-", max_size=6), max_size=5))
+def test_valid_ids_agrees_with_checking_each_id_on_any_list(values):
+    assert valid_ids(values) is _each_valid(values)
