@@ -755,13 +755,16 @@ class HttpApi:
         token = self._tokens.current
         if token is None or token is not self._auth_header:
             token = await self._bearer(session)
-        if deadline is None or deadline - asyncio.get_running_loop().time() > self._long_enough:
-            timeout = self._timeout  # the usual case: no deadline before the request's own
+        if deadline is None:
+            timeout: aiohttp.ClientTimeout | None = self._timeout
         else:
-            try:
-                timeout = self._timeout_until(deadline)
-            except TransportError as exc:
-                return _Failure(exc, too_late=True)
+            left = deadline - asyncio.get_running_loop().time()
+            timeout = self._timeout if left > self._long_enough else self._timeout_for(left)
+            if timeout is None:
+                error = TransportError(
+                    "the deadline passed before the request could be sent", maybe_sent=False
+                )
+                return _Failure(error, too_late=True)
         try:
             resp = await session.request(
                 method,
@@ -874,27 +877,23 @@ class HttpApi:
         error.limit = self._max_body
         return error
 
-    def _timeout_until(self, deadline: float) -> aiohttp.ClientTimeout:
-        """The usual timeout, or a shorter one that ends at ``deadline`` (within 5 ms).
+    def _timeout_for(self, left: float) -> aiohttp.ClientTimeout | None:
+        """The timeout of a request with ``left`` seconds to its deadline; ``None``: none left.
 
-        Raises :class:`TransportError` when the deadline has already passed:
-        nothing is sent then.
+        The usual timeout when the deadline is further away than it, else a
+        shorter one that ends at the deadline (within 5 ms after it).
         """
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise TransportError(
-                "the deadline passed before the request could be sent", maybe_sent=False
-            )
+        if left <= 0:
+            return None
         timeout = self._timeout
-        total = timeout.total
-        if total is not None and remaining > total - _TIMEOUT_STEP:
-            return timeout  # the usual case: the deadline is about one request timeout away
+        if left > self._long_enough:
+            return timeout
         # Rounded up to a whole step so that requests sent close together share
         # one ClientTimeout (building one per request costs more than the look-up).
         # An attempt may so end less than one step after the deadline, never earlier:
         # a request that stopped early would leave a sliver of time in which a
         # follow-up (a reconcile, a resend) starts after all.
-        steps = math.ceil(remaining / _TIMEOUT_STEP)
+        steps = math.ceil(left / _TIMEOUT_STEP)
         cached = self._short_timeouts.get(steps)
         if cached is None:
             if len(self._short_timeouts) >= _TIMEOUT_CACHE:

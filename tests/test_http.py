@@ -808,22 +808,23 @@ async def test_passed_deadline_sends_nothing(api, http):
 @pytest.mark.parametrize("remaining", [0.0001, 0.004, 0.0051, 0.37, 2.5, 29.9999])
 async def test_shortened_timeout_ends_at_the_deadline_or_just_after(remaining):
     http = make_http("http://127.0.0.1:9", timeouts=Timeouts(connect=1.0, request=30.0))
-    loop = asyncio.get_running_loop()
-    before = loop.time()
-    timeout = http._timeout_until(before + remaining)
-    after = loop.time()
+    timeout = http._timeout_for(remaining)
 
+    assert timeout is not None
     assert timeout.total is not None
     # never before the deadline (a sliver left would let a follow-up start), < 5 ms after
-    assert after + timeout.total >= before + remaining
-    assert before + timeout.total < after + remaining + 0.005
+    assert remaining <= timeout.total < remaining + 0.005
     assert timeout.connect == min(1.0, timeout.total)
+    assert http._timeout_for(remaining) is timeout  # shared by requests sent close together
 
 
 async def test_deadline_beyond_the_request_timeout_keeps_the_usual_timeout():
     http = make_http("http://127.0.0.1:9", timeouts=Timeouts(connect=1.0, request=3.0))
-    timeout = http._timeout_until(asyncio.get_running_loop().time() + 60.0)
+    timeout = http._timeout_for(60.0)
+    assert timeout is not None
     assert (timeout.total, timeout.connect) == (3.0, 1.0)
+    assert http._timeout_for(0.0) is None
+    assert http._timeout_for(-1.0) is None
 
 
 async def test_a_fresh_token_that_expires_during_a_long_call_is_refreshed_again(api):
