@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+from typing import Any
 
 __all__ = ["Alarm"]
 
@@ -28,7 +29,7 @@ class Alarm:
     __slots__ = ("_armed", "_heap", "_live", "_loop", "_seq", "_timer")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._heap: list[tuple[float, int, asyncio.Future[Any]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._armed = math.inf
         self._seq = 0
@@ -39,7 +40,7 @@ class Alarm:
         """Entries held (live waits plus ended ones not dropped yet)."""
         return len(self._heap)
 
-    def add(self, when: float, future: asyncio.Future[None]) -> None:
+    def add(self, when: float, future: asyncio.Future[Any]) -> None:
         """Wake ``future`` at ``when`` (event-loop time); pair with :meth:`done` when the wait ends."""
         self._seq += 1
         self._live += 1

@@ -74,6 +74,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
+from ._alarm import Alarm
 from ._auth import TokenSource
 from ._redact import RedactingLogger, scope_secrets
 from ._redact import redact as redact  # the old import path of the one implementation
@@ -307,7 +308,10 @@ class OrderStream:
         )
         self._wanted: set[str] = set()
         self._sub_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._rpc_waiters: dict[int, asyncio.Future[msgspec.Raw]] = {}
+        # An RPC's reply (or error) ends its waiter; so does the alarm, with None, at
+        # the call's deadline (one loop timer for every RPC in flight).
+        self._rpc_waiters: dict[int, asyncio.Future[msgspec.Raw | None]] = {}
+        self._rpc_alarm = Alarm()
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._aux: set[asyncio.Task[None]] = set()
@@ -570,17 +574,22 @@ class OrderStream:
         now = loop.time()
         remaining = max(0.0, deadline - now)
         cid = self._proto.send_rpc(method, data, now, timeout=remaining)
-        waiter: asyncio.Future[msgspec.Raw] = loop.create_future()
+        waiter: asyncio.Future[msgspec.Raw | None] = loop.create_future()
         self._rpc_waiters[cid] = waiter
-        await self._after_commands()
+        # The protocol times the command out at the deadline, but may postpone that
+        # while a frame is still arriving: the alarm ends the wait regardless.
+        self._rpc_alarm.add(now + remaining + 0.05, waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), remaining + 0.05)
-        except asyncio.TimeoutError:
-            raise TransportError(f"no reply to {method} within {timeout:g}s") from None
+            await self._after_commands()
+            reply = await waiter
         finally:
+            self._rpc_alarm.done()
             self._rpc_waiters.pop(cid, None)
             if not waiter.done():
                 waiter.cancel()
+        if reply is None:
+            raise TransportError(f"no reply to {method} within {timeout:g}s")
+        return reply
 
     async def aclose(self) -> None:
         """Close the socket and stop every task; pending calls fail with ClientClosedError."""
@@ -594,6 +603,7 @@ class OrderStream:
                 await asyncio.wait_for(ws.close(), 2.0)
         await self._stop_task()
         self._fail_waiters(ClientClosedError("the stream was closed"))
+        self._rpc_alarm.close()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(ClientClosedError("the stream was closed"))
             self._ready.exception()

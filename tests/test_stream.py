@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import random
 import socket
@@ -481,6 +482,29 @@ async def test_rpc_pending_when_connection_drops_raises_transport_error():
         await rec.wait(lambda: stream.reconnects == 1 and stream.connected)
         with pytest.raises(StreamRpcError):  # the next command works
             await stream.rpc("no.such.method", b"{}", timeout=2.0)
+
+
+async def test_rpc_without_a_reply_ends_at_its_deadline_even_if_the_protocol_waits_longer():
+    """The protocol may postpone a reply deadline (a frame still arriving); the call's may not."""
+    rec = Recorder()
+    async with CadenzaSimulator() as sim, running(sim, rec) as stream:
+        order = sim.create_order()
+        sim.delay_cancel_reply(math.inf)
+        stream._proto._expire_commands = lambda now, receiving, events: None  # always postponed
+        body = msgspec.json.encode(
+            {"tradingAccountId": sim.trading_account_id, "tradeOrderId": order.trade_order_id}
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(
+            TransportError, match=r"no reply to command\.trade_order\.cancel within"
+        ):
+            # (bounded here too: without the call's own deadline it would never end)
+            await asyncio.wait_for(stream.rpc("command.trade_order.cancel", body, timeout=0.2), 5)
+        assert 0.2 <= loop.time() - started < 1.0
+        assert stream._rpc_waiters == {}
+        assert stream.connected  # a late reply is no reason to drop the link
+        sim.delay_cancel_reply(0)
 
 
 # ------------------------------------------------------------------ tokens
