@@ -1,4 +1,5 @@
-"""Alarm: one event-loop timer for many waits, each woken at its own deadline.
+"""Alarm: one event-loop timer for many waits, each woken at its own deadline; Cutoffs: the same
+for deadlines that cancel a task (an HTTP request's).
 
 A confirmed cancel usually ends long before its deadline; a loop timer per
 wait would then be created and cancelled for nothing, and the loop keeps
@@ -16,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import sys
 from typing import Any
 
-__all__ = ["Alarm"]
+__all__ = ["Alarm", "Cutoffs"]
 
 _SWEEP_MIN = 64  # a heap smaller than this is never swept
 
@@ -90,3 +92,110 @@ class Alarm:
         """Drop the entries of waits that are over (their futures are done)."""
         self._heap = [entry for entry in self._heap if not entry[2].done()]
         heapq.heapify(self._heap)
+
+
+class Cutoffs:
+    """Cancels each armed task at its time unless let go before: a deadline for a block of awaits.
+
+    What ``asyncio.timeout()`` does for one block, with one loop timer for
+    every block in progress (a loop timer each is a handle made and
+    cancelled per HTTP request). Use::
+
+        cut = cutoffs.arm(when, task)
+        try:
+            ...  # the awaits the deadline bounds
+        except asyncio.CancelledError:
+            if not cutoffs.let_go(cut):
+                raise  # not (only) the cutoff's cancel: it goes on
+            ...  # the deadline came: a timeout
+        finally:
+            cutoffs.let_go(cut)
+
+    On Python 3.10, which cannot tell two cancellations apart, a cancel from
+    elsewhere in the same loop step as the cutoff's is taken for the
+    cutoff's (as aiohttp's own timeout does there). Entries of cuts let go
+    are dropped lazily, as the alarm's are.
+    """
+
+    __slots__ = ("_armed", "_fired", "_heap", "_live", "_loop", "_seq", "_timer")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        self._live: dict[int, asyncio.Task[Any]] = {}  # cut -> its task, until let go or fired
+        # cut -> its task and the task's other cancels when it fired, until let go
+        self._fired: dict[int, tuple[asyncio.Task[Any], int]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        self._seq = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        """Entries held (cuts armed plus those let go and not dropped yet)."""
+        return len(self._heap)
+
+    def arm(self, when: float, task: asyncio.Task[Any]) -> int:
+        """Cancel ``task`` at ``when`` (event-loop time) unless :meth:`let_go` comes first."""
+        self._seq = cut = self._seq + 1
+        self._live[cut] = task
+        heap = self._heap
+        heapq.heappush(heap, (when, cut))
+        if when < self._armed:
+            self._arm(when)
+        elif len(heap) >= _SWEEP_MIN and len(heap) > 2 * len(self._live):
+            self._heap = [entry for entry in heap if entry[1] in self._live]
+            heapq.heapify(self._heap)
+        return cut
+
+    def let_go(self, cut: int) -> bool:
+        """Disarm ``cut``; True when it fired and its cancel is the only one (undone now).
+
+        A second call returns False.
+        """
+        if self._live.pop(cut, None) is not None:
+            return False  # the usual case: let go in time
+        fired = self._fired.pop(cut, None)
+        if fired is None:
+            return False
+        if sys.version_info >= (3, 11):
+            task, others = fired
+            left: int = task.uncancel()
+            return left <= others
+        return True
+
+    def close(self) -> None:
+        """Stop the timer and forget every cut."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._armed = math.inf
+        self._heap.clear()
+        self._live.clear()
+        self._fired.clear()
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = when
+        self._timer = loop.call_at(when, self._ring)
+
+    def _ring(self) -> None:
+        self._timer = None
+        self._armed = math.inf
+        heap = self._heap
+        live = self._live
+        assert self._loop is not None
+        now = self._loop.time()
+        while heap and (heap[0][0] <= now or heap[0][1] not in live):
+            _, cut = heapq.heappop(heap)
+            task = live.pop(cut, None)
+            if task is not None:
+                others = 0
+                if sys.version_info >= (3, 11):
+                    others = task.cancelling()
+                self._fired[cut] = (task, others)
+                task.cancel()
+        if heap:
+            self._arm(heap[0][0])

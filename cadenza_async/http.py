@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
@@ -67,6 +66,7 @@ from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict
 from yarl import URL
 
+from ._alarm import Cutoffs
 from ._auth import RefreshRule, TokenSource
 from ._ratelimit import RateGate
 from ._redact import redact
@@ -141,9 +141,6 @@ _TIMEOUT_ERRORS: Final = (asyncio.TimeoutError, TimeoutError)
 _NOT_RETRIED_TRANSPORT: Final = (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)
 #: Failures before the request left: connection refused, DNS, TLS handshake.
 _NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ClientSSLError)
-#: Granularity of deadline-shortened request timeouts (seconds), and how many are kept.
-_TIMEOUT_STEP: Final = 0.005
-_TIMEOUT_CACHE: Final = 64
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -318,13 +315,14 @@ class HttpApi:
         "_base",
         "_cancel_url",
         "_closed",
+        "_cuts",
         "_gate",
-        "_long_enough",
         "_max_body",
         "_proxy",
+        "_request_span",
         "_retry",
         "_session",
-        "_short_timeouts",
+        "_session_timeout",
         "_submit_url",
         "_timeout",
         "_tokens",
@@ -341,11 +339,12 @@ class HttpApi:
         self._timeout = aiohttp.ClientTimeout(
             total=config.timeouts.request, connect=config.timeouts.connect
         )
-        # A deadline further away than this leaves the request its usual timeout.
-        total = self._timeout.total
-        self._long_enough = math.inf if total is None else total - _TIMEOUT_STEP
-        # Shortened timeouts for deadline-bound requests, by whole _TIMEOUT_STEP.
-        self._short_timeouts: dict[int, aiohttp.ClientTimeout] = {}
+        # The request timeout (or the call's deadline, if sooner) ends an attempt
+        # through one shared cutoff timer, not aiohttp's timer per request: the
+        # session's timeout bounds only the connect phase.
+        self._request_span = float(config.timeouts.request)
+        self._session_timeout = aiohttp.ClientTimeout(total=None, connect=config.timeouts.connect)
+        self._cuts = Cutoffs()
         # Without a rate limit, a paced call only waits out 429 pauses.
         self._unpaced = gate.rate is None
         self._cancel_url = URL(self._base + CANCEL_PATH, encoded=True)
@@ -528,6 +527,7 @@ class HttpApi:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+        self._cuts.close()
 
     # -- internals --------------------------------------------------------------------
 
@@ -539,7 +539,7 @@ class HttpApi:
         # Identity encoding, no inflating (see the module docstring); no proxy from
         # the environment (trust_env=False), only the configured one.
         session = aiohttp.ClientSession(
-            timeout=self._timeout,
+            timeout=self._session_timeout,
             connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=False),
             headers={
                 "User-Agent": _USER_AGENT,
@@ -755,23 +755,18 @@ class HttpApi:
         token = self._tokens.current
         if token is None or token is not self._auth_header:
             token = await self._bearer(session)
-        if deadline is None:
-            timeout: aiohttp.ClientTimeout | None = self._timeout
-        else:
-            left = deadline - asyncio.get_running_loop().time()
-            timeout = self._timeout if left > self._long_enough else self._timeout_for(left)
-            if timeout is None:
-                error = TransportError(
-                    "the deadline passed before the request could be sent", maybe_sent=False
-                )
-                return _Failure(error, too_late=True)
+        cut = self._arm_cut(deadline)
+        if cut is None:
+            late = TransportError(
+                "the deadline passed before the request could be sent", maybe_sent=False
+            )
+            return _Failure(late, too_late=True)
         try:
             resp = await session.request(
                 method,
                 url,
                 data=None if body is None else aiohttp.BytesPayload(body, content_type=_JSON),
                 allow_redirects=False,
-                timeout=timeout,
             )
             try:
                 # (the usual reply, a declared length within the cap, is read
@@ -783,13 +778,19 @@ class HttpApi:
             finally:
                 resp.release()
         except asyncio.CancelledError:
-            raise
+            if not self._cuts.let_go(cut):
+                raise  # a cancel from elsewhere: it goes on
+            # The attempt's deadline came (the request may have been sent).
+            timed_out = self._transport_error(asyncio.TimeoutError(), method, url, token)
+            return _Failure(timed_out, repeatable=True, maybe_sent=True)
         except (aiohttp.ClientError, *_TIMEOUT_ERRORS, OSError) as exc:
             return _Failure(
                 self._transport_error(exc, method, url, token),
                 repeatable=not isinstance(exc, _NOT_RETRIED_TRANSPORT),
                 maybe_sent=not isinstance(exc, _NOT_SENT),
             )
+        finally:
+            self._cuts.let_go(cut)
         return _Answer(resp.status, raw, resp, token)
 
     def _pacing(self, paced: bool, deadline: float | None) -> Awaitable[None] | None:
@@ -877,37 +878,23 @@ class HttpApi:
         error.limit = self._max_body
         return error
 
-    def _timeout_for(self, left: float) -> aiohttp.ClientTimeout | None:
-        """The timeout of a request with ``left`` seconds to its deadline; ``None``: none left.
+    def _arm_cut(self, deadline: float | None) -> int | None:
+        """The cutoff that ends this attempt at the request timeout or the deadline, if sooner.
 
-        The usual timeout when the deadline is further away than it, else a
-        shorter one that ends at the deadline (within 5 ms after it).
+        ``None`` when the deadline has passed already: nothing is sent then.
+        The cutoff cancels the task making the request; :meth:`_send_once`
+        turns that into a timeout (see :class:`~cadenza_async._alarm.Cutoffs`).
         """
-        if left <= 0:
-            return None
-        timeout = self._timeout
-        if left > self._long_enough:
-            return timeout
-        # Rounded up to a whole step so that requests sent close together share
-        # one ClientTimeout (building one per request costs more than the look-up).
-        # An attempt may so end less than one step after the deadline, never earlier:
-        # a request that stopped early would leave a sliver of time in which a
-        # follow-up (a reconcile, a resend) starts after all.
-        steps = math.ceil(left / _TIMEOUT_STEP)
-        cached = self._short_timeouts.get(steps)
-        if cached is None:
-            if len(self._short_timeouts) >= _TIMEOUT_CACHE:
-                self._short_timeouts.clear()
-            cached = self._shortened(timeout, steps * _TIMEOUT_STEP)
-            self._short_timeouts[steps] = cached
-        return cached
-
-    @staticmethod
-    def _shortened(timeout: aiohttp.ClientTimeout, total: float) -> aiohttp.ClientTimeout:
-        connect = timeout.connect
-        return aiohttp.ClientTimeout(
-            total=total, connect=None if connect is None else min(connect, total)
-        )
+        now = asyncio.get_running_loop().time()
+        until = now + self._request_span
+        if deadline is not None:
+            if deadline <= now:
+                return None
+            until = min(until, deadline)
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("an HTTP request must run in a task")
+        return self._cuts.arm(until, task)
 
     def _transport_error(
         self, exc: BaseException, method: str, url: URL, token: str

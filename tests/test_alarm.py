@@ -1,10 +1,16 @@
-"""Alarm: one loop timer for many waits; each future woken at its time, the heap kept small."""
+"""Alarm: one loop timer for many waits; each future woken at its time, the heap kept small.
+
+Cutoffs: the same timer for deadlines that cancel a task, told apart from other cancels.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
-from cadenza_async._alarm import Alarm
+import pytest
+
+from cadenza_async._alarm import Alarm, Cutoffs
 
 
 async def test_each_future_is_woken_at_its_own_time_in_order() -> None:
@@ -72,3 +78,70 @@ async def test_one_loop_timer_serves_every_wait() -> None:
     alarm.close()
     for future in futures:
         future.cancel()
+
+
+async def _bounded(cutoffs: Cutoffs, until: float) -> str:
+    """An await bounded by a cutoff, as HttpApi uses one: "done", "timed out"."""
+    cut = cutoffs.arm(until, asyncio.current_task())
+    try:
+        await asyncio.sleep(10)
+        return "done"
+    except asyncio.CancelledError:
+        if not cutoffs.let_go(cut):
+            raise
+        return "timed out"
+    finally:
+        cutoffs.let_go(cut)
+
+
+async def test_a_cutoff_ends_the_await_at_its_time_as_a_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    cutoffs = Cutoffs()
+    started = loop.time()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(_bounded(cutoffs, started + 0.05), _bounded(cutoffs, started + 0.02)), 2.0
+    )
+    assert outcomes == ["timed out", "timed out"]
+    assert 0.05 <= loop.time() - started < 1.0
+    if sys.version_info >= (3, 11):
+        assert asyncio.current_task().cancelling() == 0
+    cutoffs.close()
+
+
+async def test_a_cutoff_let_go_in_time_cancels_nothing() -> None:
+    loop = asyncio.get_running_loop()
+    cutoffs = Cutoffs()
+    task = asyncio.current_task()
+    cut = cutoffs.arm(loop.time() + 0.02, task)
+    assert cutoffs.let_go(cut) is False
+    assert cutoffs.let_go(cut) is False  # (a second call too)
+    await asyncio.sleep(0.05)  # past its time: no cancel arrives
+    if sys.version_info >= (3, 11):
+        assert task.cancelling() == 0
+    assert len(cutoffs) == 0  # its entry was dropped when the timer rang
+    cutoffs.close()
+
+
+async def test_cuts_let_go_are_dropped_so_the_heap_stays_small() -> None:
+    loop = asyncio.get_running_loop()
+    cutoffs = Cutoffs()
+    task = asyncio.current_task()
+    for _ in range(10_000):
+        cutoffs.let_go(cutoffs.arm(loop.time() + 60.0, task))
+    assert len(cutoffs) <= 128
+    cutoffs.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 cannot tell two cancels apart")
+async def test_a_cancel_from_elsewhere_at_the_cutoff_goes_on() -> None:
+    loop = asyncio.get_running_loop()
+    cutoffs = Cutoffs()
+    when = loop.time() + 0.02
+    task = asyncio.ensure_future(_bounded(cutoffs, when))
+    await asyncio.sleep(0)  # armed, sleeping
+    # The caller's cancel is due at the same time as the cutoff: both land before
+    # the task runs again, in whichever order.
+    loop.call_at(when, task.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2.0)
+    cutoffs.close()

@@ -805,26 +805,58 @@ async def test_passed_deadline_sends_nothing(api, http):
     assert api.requests == []
 
 
-@pytest.mark.parametrize("remaining", [0.0001, 0.004, 0.0051, 0.37, 2.5, 29.9999])
-async def test_shortened_timeout_ends_at_the_deadline_or_just_after(remaining):
-    http = make_http("http://127.0.0.1:9", timeouts=Timeouts(connect=1.0, request=30.0))
-    timeout = http._timeout_for(remaining)
-
-    assert timeout is not None
-    assert timeout.total is not None
-    # never before the deadline (a sliver left would let a follow-up start), < 5 ms after
-    assert remaining <= timeout.total < remaining + 0.005
-    assert timeout.connect == min(1.0, timeout.total)
-    assert http._timeout_for(remaining) is timeout  # shared by requests sent close together
+async def _never_answer(request: web.Request) -> web.StreamResponse:
+    await asyncio.Event().wait()  # (until the server stops)
+    raise AssertionError("unreachable")
 
 
-async def test_deadline_beyond_the_request_timeout_keeps_the_usual_timeout():
-    http = make_http("http://127.0.0.1:9", timeouts=Timeouts(connect=1.0, request=3.0))
-    timeout = http._timeout_for(60.0)
-    assert timeout is not None
-    assert (timeout.total, timeout.connect) == (3.0, 1.0)
-    assert http._timeout_for(0.0) is None
-    assert http._timeout_for(-1.0) is None
+@pytest.mark.parametrize("remaining", [0.05, 0.2])
+async def test_an_attempt_ends_at_the_deadline_not_after_the_request_timeout(api, remaining):
+    """A request that gets no answer ends at the call's deadline, not at the request timeout."""
+    http = make_http(api.url, timeouts=Timeouts(connect=1.0, request=30.0))
+    api.handle(_never_answer)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(TransportError, match="timed out") as info:
+            # (bounded here too: without a cutoff the call would wait 30 s)
+            await asyncio.wait_for(http.cancel_order(ORDER_ID, deadline=started + remaining), 5)
+        assert remaining <= loop.time() - started < remaining + 0.5
+        assert info.value.maybe_sent  # it may have been applied
+        assert len(api.requests) == 1  # no time was left for another attempt
+        if sys.version_info >= (3, 11):  # the cutoff's cancel was undone
+            assert asyncio.current_task().cancelling() == 0
+    finally:
+        await http.aclose()
+
+
+async def test_an_attempt_without_a_deadline_ends_after_the_request_timeout(api):
+    http = make_http(
+        api.url, timeouts=Timeouts(connect=1.0, request=0.2), retry=RetryPolicy(attempts=1)
+    )
+    api.handle(_never_answer)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(TransportError, match="timed out"):
+            await asyncio.wait_for(http.cancel_order(ORDER_ID), 5)
+        assert 0.2 <= loop.time() - started < 1.0
+    finally:
+        await http.aclose()
+
+
+async def test_cancelling_the_caller_during_a_request_is_a_cancel_not_a_timeout(api):
+    http = make_http(api.url, timeouts=Timeouts(connect=1.0, request=30.0))
+    api.handle(_never_answer)
+    try:
+        call = asyncio.ensure_future(http.cancel_order(ORDER_ID))
+        await api.received.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert len(http._cuts) <= 1  # (let go; dropped lazily)
+    finally:
+        await http.aclose()
 
 
 async def test_a_fresh_token_that_expires_during_a_long_call_is_refreshed_again(api):
