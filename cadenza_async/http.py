@@ -37,6 +37,9 @@ proxy environment variables are ignored.
 A call is layered the way httpx layers sending: ``_send_once`` sends one
 request (paced by the rate gate, with the current token, within the
 deadline, the body read up to the cap) and translates aiohttp's exceptions;
+an attempt ends at the request timeout or the call's deadline, if sooner,
+through one :class:`~cadenza_async._alarm.Cutoffs` timer for every request
+in flight (aiohttp's own timeout bounds only the connect phase);
 ``_reauthorize`` applies the 401 rule
 (:class:`~cadenza_async._auth.RefreshRule`) to a 401 answer; ``_call`` retries on
 top of that, as :func:`~cadenza_async._retry.retry_verdict` decides from
@@ -263,6 +266,9 @@ _Outcome = _Answer | _Failure
 
 
 _T = TypeVar("_T")
+#: A request does not start after a rate-limit wait with less time than this
+#: (seconds) left to its deadline: it is "not sent", a RateLimitError.
+_MIN_SEND_WINDOW: Final = 0.005
 
 
 def _same(envelope: Envelope) -> Envelope:
@@ -574,7 +580,7 @@ class HttpApi:
         The retry layer (:meth:`_retrying`), on top of :meth:`_reauthorize`
         (the 401 rule, for a 401 answer) on top of :meth:`_send_once` (one
         request). With a ``deadline`` no attempt starts or sleeps past it, and
-        an attempt that would outlive it gets a shorter timeout. Errors name
+        an attempt still running at it is cut there (:meth:`_arm_cut`). Errors name
         ``order_id`` when given. The usual call (the first answer a 2xx) builds
         no retry state.
         """
@@ -746,9 +752,13 @@ class HttpApi:
         pacing = self._pacing(paced, deadline)
         if pacing is not None:
             await pacing
-            if deadline is not None and deadline <= asyncio.get_running_loop().time():
-                # The wait fitted the budget but the loop woke it at or past the
-                # deadline: the rate limit used the time up, not the request.
+            if (
+                deadline is not None
+                and deadline - asyncio.get_running_loop().time() < _MIN_SEND_WINDOW
+            ):
+                # The wait fitted the budget but ended at (or within moments of)
+                # the deadline: the rate limit used the time up, not the request,
+                # which could not be answered (nor likely even read) in time.
                 raise RateLimitError(
                     "rate limited until the call's deadline: not sent", status=None
                 )

@@ -308,6 +308,30 @@ class _LateGate(RateGate):
         await asyncio.sleep(budget + 0.01)
 
 
+class _EdgeGate(RateGate):
+    """A gate whose pause ends a moment (1 ms) before the caller's deadline."""
+
+    async def wait_unpaused(self, budget: float | None = None) -> None:
+        assert budget is not None
+        await asyncio.sleep(budget - 0.001)
+
+
+async def test_a_pause_that_ends_moments_before_the_deadline_sends_nothing(api):
+    """A request with 1 ms left could not be answered (nor likely read): it is not sent."""
+    gate = _EdgeGate()
+    gate.pause_for(0.05)
+    config = ClientConfig(token="t", api_url=api.url, ws_url="ws://127.0.0.1:9/c", retry=FAST_RETRY)
+    http = HttpApi(config, TokenSource("t"), gate)
+    try:
+        deadline = asyncio.get_running_loop().time() + 0.05
+        with pytest.raises(RateLimitError) as info:
+            await http.cancel_order(ORDER_ID, deadline=deadline)
+        assert info.value.maybe_sent is False
+        assert api.requests == []
+    finally:
+        await http.aclose()
+
+
 async def test_a_pause_that_wakes_past_the_deadline_is_a_rate_limit_not_a_transport_error(api):
     gate = _LateGate()
     gate.pause_for(0.05)
