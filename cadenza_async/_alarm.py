@@ -117,12 +117,14 @@ class Cutoffs:
     are dropped lazily, as the alarm's are.
     """
 
-    __slots__ = ("_armed", "_fired", "_heap", "_live", "_loop", "_seq", "_timer")
+    __slots__ = ("_armed", "_before", "_fired", "_heap", "_live", "_loop", "_seq", "_timer")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int]] = []
         self._live: dict[int, asyncio.Task[Any]] = {}  # cut -> its task, until let go or fired
-        # cut -> its task and the task's other cancels when it fired, until let go
+        # cut -> the cancels its task already had when armed (only when there were any)
+        self._before: dict[int, int] = {}
+        # cut -> its task and the cancels it had when armed, once fired, until let go
         self._fired: dict[int, tuple[asyncio.Task[Any], int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._armed = math.inf
@@ -137,6 +139,8 @@ class Cutoffs:
         """Cancel ``task`` at ``when`` (event-loop time) unless :meth:`let_go` comes first."""
         self._seq = cut = self._seq + 1
         self._live[cut] = task
+        if sys.version_info >= (3, 11) and task.cancelling():
+            self._before[cut] = task.cancelling()  # (not the cut's to undo)
         heap = self._heap
         heapq.heappush(heap, (when, cut))
         if when < self._armed:
@@ -152,6 +156,8 @@ class Cutoffs:
         A second call returns False.
         """
         if self._live.pop(cut, None) is not None:
+            if self._before:
+                self._before.pop(cut, None)
             return False  # the usual case: let go in time
         fired = self._fired.pop(cut, None)
         if fired is None:
@@ -170,6 +176,7 @@ class Cutoffs:
         self._armed = math.inf
         self._heap.clear()
         self._live.clear()
+        self._before.clear()
         self._fired.clear()
 
     def _arm(self, when: float) -> None:
@@ -192,10 +199,9 @@ class Cutoffs:
             _, cut = heapq.heappop(heap)
             task = live.pop(cut, None)
             if task is not None:
-                others = 0
-                if sys.version_info >= (3, 11):
-                    others = task.cancelling()
-                self._fired[cut] = (task, others)
+                # Cancels requested since the cut was armed are not the cut's:
+                # let_go compares the count against the one at arming.
+                self._fired[cut] = (task, self._before.pop(cut, 0) if self._before else 0)
                 task.cancel()
         if heap:
             self._arm(heap[0][0])

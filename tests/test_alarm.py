@@ -145,3 +145,29 @@ async def test_a_cancel_from_elsewhere_at_the_cutoff_goes_on() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 2.0)
     cutoffs.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 cannot tell two cancels apart")
+async def test_a_cancel_requested_before_the_cutoff_fires_goes_on() -> None:
+    """Cancels requested after arming are not the cutoff's, even if they come first."""
+    loop = asyncio.get_running_loop()
+    cutoffs = Cutoffs()
+
+    async def target() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        cut = cutoffs.arm(loop.time(), task)  # due at once: it rings next loop step
+        loop.call_soon(task.cancel)  # a cancel from elsewhere, requested just before
+        try:
+            await asyncio.sleep(10)
+            return "done"
+        except asyncio.CancelledError:
+            if not cutoffs.let_go(cut):
+                raise
+            return "timed out"
+        finally:
+            cutoffs.let_go(cut)
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(target(), 2.0)
+    cutoffs.close()
