@@ -25,18 +25,58 @@ __all__ = ["Alarm", "Cutoffs"]
 _SWEEP_MIN = 64  # a heap smaller than this is never swept
 
 
-class Alarm:
-    """Sets each registered future's result (``None``) at its time, if nobody did before."""
+class _OneTimer:
+    """One event-loop timer, armed for the earliest of many deadlines kept by a subclass.
 
-    __slots__ = ("_armed", "_heap", "_live", "_loop", "_seq", "_timer")
+    The subclass keeps its entries and says, at each ring, what is due
+    (:meth:`_due`) and when the next entry's time is.
+    """
+
+    __slots__ = ("_armed", "_loop", "_seq", "_timer")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, asyncio.Future[Any]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._armed = math.inf
         self._seq = 0
-        self._live = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = when
+        self._timer = loop.call_at(when, self._ring)
+
+    def _stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._armed = math.inf
+
+    def _ring(self) -> None:
+        self._timer = None
+        self._armed = math.inf
+        assert self._loop is not None
+        after = self._due(self._loop.time())
+        if after is not None:
+            self._arm(after)
+
+    def _due(self, now: float) -> float | None:
+        """Act on every entry due at ``now``; the time of the next entry, or ``None``."""
+        raise NotImplementedError
+
+
+class Alarm(_OneTimer):
+    """Sets each registered future's result (``None``) at its time, if nobody did before."""
+
+    __slots__ = ("_heap", "_live")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._heap: list[tuple[float, int, asyncio.Future[Any]]] = []
+        self._live = 0
 
     def __len__(self) -> int:
         """Entries held (live waits plus ended ones not dropped yet)."""
@@ -59,34 +99,16 @@ class Alarm:
 
     def close(self) -> None:
         """Stop the timer and forget every entry (the waits are woken otherwise)."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._armed = math.inf
+        self._stop()
         self._heap.clear()
 
-    def _arm(self, when: float) -> None:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        if self._timer is not None:
-            self._timer.cancel()
-        self._armed = when
-        self._timer = loop.call_at(when, self._ring)
-
-    def _ring(self) -> None:
-        self._timer = None
-        self._armed = math.inf
+    def _due(self, now: float) -> float | None:
         heap = self._heap
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
         while heap and (heap[0][0] <= now or heap[0][2].done()):
             _, _, future = heapq.heappop(heap)
             if not future.done():
                 future.set_result(None)
-        if heap:
-            self._arm(heap[0][0])
+        return heap[0][0] if heap else None
 
     def _sweep(self) -> None:
         """Drop the entries of waits that are over (their futures are done)."""
@@ -94,7 +116,7 @@ class Alarm:
         heapq.heapify(self._heap)
 
 
-class Cutoffs:
+class Cutoffs(_OneTimer):
     """Cancels each armed task at its time unless let go before: a deadline for a block of awaits.
 
     What ``asyncio.timeout()`` does for one block, with one loop timer for
@@ -117,19 +139,16 @@ class Cutoffs:
     are dropped lazily, as the alarm's are.
     """
 
-    __slots__ = ("_armed", "_before", "_fired", "_heap", "_live", "_loop", "_seq", "_timer")
+    __slots__ = ("_before", "_fired", "_heap", "_live")
 
     def __init__(self) -> None:
+        super().__init__()
         self._heap: list[tuple[float, int]] = []
         self._live: dict[int, asyncio.Task[Any]] = {}  # cut -> its task, until let go or fired
         # cut -> the cancels its task already had when armed (only when there were any)
         self._before: dict[int, int] = {}
         # cut -> its task and the cancels it had when armed, once fired, until let go
         self._fired: dict[int, tuple[asyncio.Task[Any], int]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed = math.inf
-        self._seq = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         """Entries held (cuts armed plus those let go and not dropped yet)."""
@@ -170,31 +189,15 @@ class Cutoffs:
 
     def close(self) -> None:
         """Stop the timer and forget every cut."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._armed = math.inf
+        self._stop()
         self._heap.clear()
         self._live.clear()
         self._before.clear()
         self._fired.clear()
 
-    def _arm(self, when: float) -> None:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        if self._timer is not None:
-            self._timer.cancel()
-        self._armed = when
-        self._timer = loop.call_at(when, self._ring)
-
-    def _ring(self) -> None:
-        self._timer = None
-        self._armed = math.inf
+    def _due(self, now: float) -> float | None:
         heap = self._heap
         live = self._live
-        assert self._loop is not None
-        now = self._loop.time()
         while heap and (heap[0][0] <= now or heap[0][1] not in live):
             _, cut = heapq.heappop(heap)
             task = live.pop(cut, None)
@@ -203,5 +206,4 @@ class Cutoffs:
                 # let_go compares the count against the one at arming.
                 self._fired[cut] = (task, self._before.pop(cut, 0) if self._before else 0)
                 task.cancel()
-        if heap:
-            self._arm(heap[0][0])
+        return heap[0][0] if heap else None
