@@ -330,7 +330,6 @@ class HttpApi:
         "_session",
         "_session_timeout",
         "_submit_url",
-        "_timeout",
         "_tokens",
         "_unpaced",
     )
@@ -342,9 +341,6 @@ class HttpApi:
         self._retry = config.retry
         self._max_body = config.max_response_size
         self._proxy = config.proxy_for(config.api_url)
-        self._timeout = aiohttp.ClientTimeout(
-            total=config.timeouts.request, connect=config.timeouts.connect
-        )
         # The request timeout (or the call's deadline, if sooner) ends an attempt
         # through one shared cutoff timer, not aiohttp's timer per request: the
         # session's timeout bounds only the connect phase.
@@ -412,16 +408,7 @@ class HttpApi:
         if trading_account_id is not None:
             query += "&tradingAccountId=" + quote(trading_account_id, safe="")
         url = URL(f"{self._base}{LIST_PATH}?{query}", encoded=True)
-        envelope = await self._call(
-            "GET",
-            url,
-            None,
-            idempotent=True,
-            paced=False,
-            deadline=deadline,
-            decode=_same,
-            order_id=order_id,
-        )
+        envelope = await self._get(url, deadline, _same, order_id)
         try:
             orders = self._orders_from(envelope)
         except CadenzaError as exc:
@@ -472,15 +459,7 @@ class HttpApi:
                 params.append((key, quote(str(value), safe="")))
         query = "&".join(f"{k}={v}" for k, v in params)
         url = URL(f"{self._base}{LIST_PATH}" + (f"?{query}" if query else ""), encoded=True)
-        return await self._call(
-            "GET",
-            url,
-            None,
-            idempotent=True,
-            paced=False,
-            deadline=deadline,
-            decode=self._page_from,
-        )
+        return await self._get(url, deadline, self._page_from)
 
     async def submit_order(
         self,
@@ -599,6 +578,25 @@ class HttpApi:
             if order_id is not None:
                 exc.order_id = order_id
             raise
+
+    def _get(
+        self,
+        url: URL,
+        deadline: float | None,
+        decode: Callable[[Envelope], _T],
+        order_id: str | None = None,
+    ) -> Awaitable[_T]:
+        """A look-up (idempotent, not paced): :meth:`_call`'s coroutine."""
+        return self._call(
+            "GET",
+            url,
+            None,
+            idempotent=True,
+            paced=False,
+            deadline=deadline,
+            decode=decode,
+            order_id=order_id,
+        )
 
     async def _retrying(
         self, session: aiohttp.ClientSession, call: _CallState, outcome: _Outcome
@@ -752,21 +750,19 @@ class HttpApi:
         pacing = self._pacing(paced, deadline)
         if pacing is not None:
             await pacing
-            if (
-                deadline is not None
-                and deadline - asyncio.get_running_loop().time() < _MIN_SEND_WINDOW
-            ):
+        token = self._tokens.current
+        if token is None or token is not self._auth_header:
+            token = await self._bearer(session)
+        # After a rate-limit wait, a request needs a moment left to be worth sending.
+        cut = self._arm_cut(deadline, 0.0 if pacing is None else _MIN_SEND_WINDOW)
+        if cut is None:
+            if pacing is not None:
                 # The wait fitted the budget but ended at (or within moments of)
                 # the deadline: the rate limit used the time up, not the request,
                 # which could not be answered (nor likely even read) in time.
                 raise RateLimitError(
                     "rate limited until the call's deadline: not sent", status=None
                 )
-        token = self._tokens.current
-        if token is None or token is not self._auth_header:
-            token = await self._bearer(session)
-        cut = self._arm_cut(deadline)
-        if cut is None:
             late = TransportError(
                 "the deadline passed before the request could be sent", maybe_sent=False
             )
@@ -888,17 +884,18 @@ class HttpApi:
         error.limit = self._max_body
         return error
 
-    def _arm_cut(self, deadline: float | None) -> int | None:
+    def _arm_cut(self, deadline: float | None, window: float) -> int | None:
         """The cutoff that ends this attempt at the request timeout or the deadline, if sooner.
 
-        ``None`` when the deadline has passed already: nothing is sent then.
+        ``None`` when no more than ``window`` seconds are left before the
+        deadline (it has passed, for a window of 0): nothing is sent then.
         The cutoff cancels the task making the request; :meth:`_send_once`
         turns that into a timeout (see :class:`~cadenza_async._alarm.Cutoffs`).
         """
         now = asyncio.get_running_loop().time()
         until = now + self._request_span
         if deadline is not None:
-            if deadline <= now:
+            if deadline - now <= window:
                 return None
             until = min(until, deadline)
         task = asyncio.current_task()
@@ -913,8 +910,8 @@ class HttpApi:
             return ClientClosedError("the client was closed during the request")
         if isinstance(exc, _TIMEOUT_ERRORS):
             detail = (
-                f"timed out ({type(exc).__name__}; connect {self._timeout.connect:g}s, "
-                f"request {self._timeout.total:g}s)"
+                f"timed out ({type(exc).__name__}; connect {self._session_timeout.connect:g}s, "
+                f"request {self._request_span:g}s)"
             )
         elif isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
             # Connection-phase errors name the host and the OS error, never headers.
