@@ -19,13 +19,13 @@ __all__ = [
 
 MAX_ID_LENGTH: Final = 128
 # Printable ASCII minus space and the characters that change a URL's meaning.
-_ID_RE: Final = re.compile(r"[A-Za-z0-9._:~@+=-]+")
+_ID_CHAR: Final = r"[A-Za-z0-9._:~@+=-]"
+_ID_RE: Final = re.compile(_ID_CHAR + "+")
 # The same rule with the length bound: the one check a valid id costs (every cancel pays it).
-_VALID_ID: Final = re.compile(rf"[A-Za-z0-9._:~@+=-]{{1,{MAX_ID_LENGTH}}}").fullmatch
+_ONE_ID: Final = rf"{_ID_CHAR}{{1,{MAX_ID_LENGTH}}}"
+_VALID_ID: Final = re.compile(_ONE_ID).fullmatch
 # Many ids joined by newlines (not an id character): one match checks a whole bulk.
-_VALID_LINES: Final = re.compile(
-    rf"(?:[A-Za-z0-9._:~@+=-]{{1,{MAX_ID_LENGTH}}}\n)*[A-Za-z0-9._:~@+=-]{{1,{MAX_ID_LENGTH}}}"
-).fullmatch
+_VALID_LINES: Final = re.compile(rf"(?:{_ONE_ID}\n)*{_ONE_ID}").fullmatch
 
 
 def _check_id(value: object, what: str) -> str:

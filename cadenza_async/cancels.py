@@ -148,8 +148,7 @@ class _Job(Callers):
     )
 
     def __init__(self, deadline: float) -> None:
-        self.futures = None  # (Callers.__init__, inlined: one job per cancel)
-        self.error = None
+        super().__init__()
         self.deadline = deadline  # the latest deadline among the callers still waiting
         self.acked_at: float | None = None  # when the cancel's own reply came
         self.send_error: CadenzaError | None = None  # the last failed send (a timeout's cause)
@@ -919,7 +918,7 @@ class Canceller:
 
         If callers who joined still wait then, a task takes the job over for them.
         """
-        del inline.bulk.driving[job.driver]
+        del inline.bulk.driving[asyncio.current_task()]  # (the worker: _drive_here's key)
         job.driver = None
         job.inline = None
         job.deadline = max(until, inline.wanted)  # the job works for every caller again
