@@ -80,9 +80,17 @@ async def test_one_loop_timer_serves_every_wait() -> None:
         future.cancel()
 
 
-async def _bounded(cutoffs: Cutoffs, until: float) -> str:
-    """An await bounded by a cutoff, as HttpApi uses one: "done", "timed out"."""
-    cut = cutoffs.arm(until, asyncio.current_task())
+async def _bounded(cutoffs: Cutoffs, until: float, *, cancelled_first: bool = False) -> str:
+    """An await bounded by a cutoff, as HttpApi uses one: "done", "timed out".
+
+    ``cancelled_first``: a cancel from elsewhere is requested right after arming,
+    before the cutoff rings (arm it due at once for the two to land together).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    cut = cutoffs.arm(until, task)
+    if cancelled_first:
+        asyncio.get_running_loop().call_soon(task.cancel)
     try:
         await asyncio.sleep(10)
         return "done"
@@ -152,22 +160,7 @@ async def test_a_cancel_requested_before_the_cutoff_fires_goes_on() -> None:
     """Cancels requested after arming are not the cutoff's, even if they come first."""
     loop = asyncio.get_running_loop()
     cutoffs = Cutoffs()
-
-    async def target() -> str:
-        task = asyncio.current_task()
-        assert task is not None
-        cut = cutoffs.arm(loop.time(), task)  # due at once: it rings next loop step
-        loop.call_soon(task.cancel)  # a cancel from elsewhere, requested just before
-        try:
-            await asyncio.sleep(10)
-            return "done"
-        except asyncio.CancelledError:
-            if not cutoffs.let_go(cut):
-                raise
-            return "timed out"
-        finally:
-            cutoffs.let_go(cut)
-
+    # Due at once, the cutoff rings in the loop step after the cancel is requested.
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(target(), 2.0)
+        await asyncio.wait_for(_bounded(cutoffs, loop.time(), cancelled_first=True), 2.0)
     cutoffs.close()
