@@ -172,7 +172,7 @@ class _Job(Callers):
         """A caller joins with ``deadline``: the job works for the latest one.
 
         While a bulk worker drives the job, the worker keeps to its own deadline
-        and a task takes over after it for the later one (:meth:`Canceller._drive_here`).
+        and a task takes over after it for the later one (:func:`_drive_here`).
         """
         inline = self.inline
         if inline is not None:
@@ -281,6 +281,19 @@ class _Bulk:
         """The client closed under the bulk: every order without an outcome gets ``error``."""
         for order_id in list(self.pending):
             self.record(order_id, _naming(ClientClosedError(str(error)), order_id))
+
+
+def _drive_here(job: _Job, inline: _Inline, until: float, worker: asyncio.Task[Any]) -> None:
+    """A bulk ``worker`` starts driving ``job`` in its own task, until ``until`` (its final slice).
+
+    The final look-up's slice is the worker's own (as a caller's is in
+    :meth:`Canceller.cancel_and_confirm`); :meth:`Canceller._driven` ends the drive.
+    """
+    inline.wanted = job.deadline  # an earlier caller may still wait (and may not)
+    job.deadline = until
+    job.driver = worker
+    job.inline = inline
+    inline.bulk.driving[worker] = inline
 
 
 def _shared(inline: _Inline | None) -> bool:
@@ -400,6 +413,7 @@ class Canceller:
         self._sweeper: asyncio.Task[None] | None = None
         self._ever_up = False
         self.rest_polls = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # (see _running_loop)
 
     # -- life ------------------------------------------------------------------
 
@@ -416,6 +430,17 @@ class Canceller:
             _job(waiter).wake()
         await self._tasks.aclose()
         self._alarm.close()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The client's event loop (the running one), looked up once.
+
+        On Python 3.11 every ``asyncio.get_running_loop()`` makes a getpid()
+        system call, and a cancel reads the clock several times.
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start a task the canceller owns (cancelled and awaited by :meth:`aclose`)."""
@@ -454,7 +479,7 @@ class Canceller:
     def _used(self, account: str) -> None:
         if self._idle_after is None or self._closed is not None or self._pinned(account):
             return
-        self._last_used[account] = asyncio.get_running_loop().time()
+        self._last_used[account] = self._running_loop().time()
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = self._spawn(self._sweep_idle(self._idle_after), "idle channels")
 
@@ -463,7 +488,7 @@ class Canceller:
 
         Ends once no account is left to watch (the next cancel on one starts it again).
         """
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         while self._last_used:
             await asyncio.sleep(idle / 2)
             self.release_idle(loop.time() - idle)
@@ -488,7 +513,7 @@ class Canceller:
 
     def stream_state(self, state: str) -> None:
         """The stream's state changed: note entering and leaving degraded mode, once each."""
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         if state == "connected":
             self._ever_up = True
             self._down_since = None
@@ -515,7 +540,7 @@ class Canceller:
 
     def observe_event(self, order: TradeOrder, account: str | None) -> None:
         """An order update from the stream; wakes the callers of the waiter it resolves."""
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         waiter = self._registry.observe(order, "ws", now, channel_account=account)
         if waiter is not None:
             _job(waiter).wake()
@@ -569,7 +594,7 @@ class Canceller:
         order = await self._get_order(waiter.order_id, waiter.account_id, deadline)
         if waiter.done:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         if self._registry.resolve_from_rest(order, now) is not None:
             _job(waiter).wake()
 
@@ -632,11 +657,11 @@ class Canceller:
         """
         running = self._listings.get(account)
         if running is None:
-            self._listed_at[account] = asyncio.get_running_loop().time()
+            self._listed_at[account] = self._running_loop().time()
             running = self._spawn(self._list_pages(account), f"list {account}")
             self._listings[account] = running
             running.add_done_callback(lambda _t: self._listings.pop(account, None))
-        timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        timeout = None if deadline is None else deadline - self._running_loop().time()
         await asyncio.wait((running,), timeout=timeout)
         if not running.done() or running.cancelled():
             return None
@@ -659,7 +684,7 @@ class Canceller:
     async def _list_pages_of(self, account: str) -> set[str]:
         list_page = self._list_page
         assert list_page is not None
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         wanted = {w.order_id for w in self._registry.pending_for_account(account)}
         deadline = loop.time() + self._request_timeout
         seen: set[str] = set()
@@ -700,7 +725,7 @@ class Canceller:
         function: the HTTP cancel, the usual one, costs no coroutine of its own.
         """
         if deadline is None:
-            deadline = asyncio.get_running_loop().time() + self._request_timeout
+            deadline = self._running_loop().time() + self._request_timeout
         stream = self._stream
         if (
             (via or self._cancel_via) == "ws"
@@ -738,7 +763,7 @@ class Canceller:
     ) -> CancelResult:
         """Cancel and wait until a terminal state is proven; see ``CadenzaClient``."""
         timeout = self._check_call(order_id, trading_account_id, timeout)
-        started = asyncio.get_running_loop().time()
+        started = self._running_loop().time()
         deadline = started + timeout
         registry = self._registry
         waiter, created = registry.register(order_id, started, account_id=trading_account_id)
@@ -828,11 +853,13 @@ class Canceller:
             raise
 
     async def _bulk_worker(self, ids: Iterator[str], bulk: _Bulk) -> None:
+        worker = asyncio.current_task(self._running_loop())
+        assert worker is not None
         try:
             for order_id in ids:
                 if bulk.stopped:
                     return
-                await self._bulk_confirm(order_id, bulk)
+                await self._bulk_confirm(order_id, bulk, worker)
         except asyncio.CancelledError:
             if self._closed is not None:
                 bulk.close_out(self._closed)  # stopped by the client's close
@@ -840,9 +867,9 @@ class Canceller:
         except BaseException as exc:  # a bug: the bulk raises it
             bulk.crash(exc)
 
-    async def _bulk_confirm(self, order_id: str, bulk: _Bulk) -> None:
-        """One order of a bulk: :meth:`cancel_and_confirm`, a new job driven right here."""
-        loop = asyncio.get_running_loop()
+    async def _bulk_confirm(self, order_id: str, bulk: _Bulk, worker: asyncio.Task[Any]) -> None:
+        """One order of a bulk: :meth:`cancel_and_confirm`, a new job driven right here (``worker``)."""
+        loop = self._running_loop()
         started = loop.time()
         deadline = started + bulk.timeout
         registry = self._registry
@@ -859,13 +886,13 @@ class Canceller:
                 # here: no coroutine layer of its own on the bulk's hot path).
                 until = deadline - bulk.slice
                 inline = _Inline(bulk, order_id, waiter, started)
-                self._drive_here(job, inline, until)
+                _drive_here(job, inline, until, worker)
                 stopped = True
                 try:
                     await self._drive(waiter, job, owned=False)
                     stopped = loop.time() >= until
                 finally:
-                    self._driven(waiter, job, inline, until, stopped)
+                    self._driven(waiter, job, inline, until, stopped, worker)
                 if order_id not in bulk.pending or bulk.stopped:
                     return  # proven (or failed) during the drive: recorded then
             else:
@@ -898,27 +925,20 @@ class Canceller:
         job = waiter.handle = _Job(started + bulk.timeout)
         return job
 
-    @staticmethod
-    def _drive_here(job: _Job, inline: _Inline, until: float) -> None:
-        """A bulk worker starts driving ``job`` in its own task, until ``until`` (its final slice).
-
-        The final look-up's slice is the worker's own (as a caller's is in
-        :meth:`cancel_and_confirm`); :meth:`_driven` ends the drive.
-        """
-        inline.wanted = job.deadline  # an earlier caller may still wait (and may not)
-        job.deadline = until
-        job.driver = worker = asyncio.current_task()
-        job.inline = inline
-        inline.bulk.driving[worker] = inline
-
     def _driven(
-        self, waiter: Waiter, job: _Job, inline: _Inline, until: float, stopped: bool
+        self,
+        waiter: Waiter,
+        job: _Job,
+        inline: _Inline,
+        until: float,
+        stopped: bool,
+        worker: asyncio.Task[Any],
     ) -> None:
-        """A bulk worker's drive ended (``stopped``: cut short, or ``until`` reached).
+        """``worker``'s drive of ``job`` ended (``stopped``: cut short, or ``until`` reached).
 
         If callers who joined still wait then, a task takes the job over for them.
         """
-        del inline.bulk.driving[asyncio.current_task()]  # (the worker: _drive_here's key)
+        del inline.bulk.driving[worker]
         job.driver = None
         job.inline = None
         job.deadline = max(until, inline.wanted)  # the job works for every caller again
@@ -927,7 +947,7 @@ class Canceller:
 
     def _take_over(self, waiter: Waiter, job: _Job) -> None:
         """A task drives on a job a bulk worker stopped driving, for the callers still waiting."""
-        if self._closed is not None or job.deadline <= asyncio.get_running_loop().time():
+        if self._closed is not None or job.deadline <= self._running_loop().time():
             return
         job.driver = self._spawn(self._resume_job(waiter, job), f"cancel {waiter.order_id}")
 
@@ -942,7 +962,7 @@ class Canceller:
             except Exception as exc:  # a definite answer: every caller learns it now
                 job.fail(exc)
                 return
-            loop = asyncio.get_running_loop()
+            loop = self._running_loop()
             last = waiter.last_known
             if waiter.outcome is not None or (
                 last is not None and last.status == OrderStatus.PENDING_CANCEL
@@ -1031,7 +1051,7 @@ class Canceller:
 
     async def _wait(self, waiter: Waiter, job: _Job, until: float) -> None:
         """Return when the waiter is proven, the job failed, the client closed, or at ``until``."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         while not waiter.done and job.error is None and self._closed is None:
             if loop.time() >= until:
                 return
@@ -1066,7 +1086,8 @@ class Canceller:
             job.fail(exc)
         finally:
             if owned:
-                self._tasks.discard(asyncio.current_task())  # started unwatched: forget itself
+                # started unwatched: forget itself
+                self._tasks.discard(asyncio.current_task(self._running_loop()))
 
     async def _send(self, waiter: Waiter, job: _Job) -> None:
         """Send until a reply acknowledges the cancel (or proves the order final).
@@ -1074,7 +1095,7 @@ class Canceller:
         Raises a definite error: never sent (refused, rate limited past the
         deadline, every answer a 5xx) or refused by the API.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         delay = RESEND_FIRST
         while not waiter.done:
             now = loop.time()
@@ -1130,7 +1151,7 @@ class Canceller:
         (the event wakes the callers); when the stream goes down, the
         canceller starts it again for every pending job (:meth:`_resume`).
         """
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         stream = self._stream
         channel = None if waiter.account_id is None else channel_for(waiter.account_id)
         delay = POLL_FIRST
@@ -1187,7 +1208,7 @@ class Canceller:
         """
         account = waiter.account_id
         polled_before = max(job.polled_at, job.sent_at)
-        job.polled_at = asyncio.get_running_loop().time()
+        job.polled_at = self._running_loop().time()
         if (
             account is not None
             and self._list_page is not None

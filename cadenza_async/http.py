@@ -323,6 +323,7 @@ class HttpApi:
         "_closed",
         "_cuts",
         "_gate",
+        "_loop",
         "_max_body",
         "_proxy",
         "_request_span",
@@ -352,6 +353,9 @@ class HttpApi:
         self._cancel_url = URL(self._base + CANCEL_PATH, encoded=True)
         self._submit_url = URL(self._base + SUBMIT_PATH, encoded=True)
         self._session: aiohttp.ClientSession | None = None
+        # The session's event loop, kept when it opens: on Python 3.11 every
+        # asyncio.get_running_loop() makes a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         # The token in the session's default Authorization header (set when it changes).
         self._auth_header: str | None = None
@@ -538,6 +542,7 @@ class HttpApi:
             proxy=self._proxy,
             request_class=aiohttp.ClientRequest if self._proxy is None else _ProxiedRequest,
         )
+        self._loop = asyncio.get_running_loop()
         self._session = session
         self._auth_header = None
         return session
@@ -892,13 +897,15 @@ class HttpApi:
         The cutoff cancels the task making the request; :meth:`_send_once`
         turns that into a timeout (see :class:`~cadenza_async._alarm.Cutoffs`).
         """
-        now = asyncio.get_running_loop().time()
+        loop = self._loop
+        assert loop is not None  # (the session is open)
+        now = loop.time()
         until = now + self._request_span
         if deadline is not None:
             if deadline - now <= window:
                 return None
             until = min(until, deadline)
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("an HTTP request must run in a task")
         return self._cuts.arm(until, task)
