@@ -253,3 +253,33 @@ def test_results_are_not_tracked_by_the_cyclic_collector():
     assert not gc.is_tracked(cancel)
     assert not gc.is_tracked(submit)
     assert cancel == CancelResult(order=order, cancelled=True, source="ws", latency=0.01)
+
+
+def test_decoded_models_do_not_count_towards_the_collector():
+    """Every cancel decodes an order twice (its reply, its event) and a bulk keeps one
+    per result: allocations the cyclic collector would count towards its thresholds
+    (with gc=True, a bulk of 10,000 ran about 20 collections more; benchmarks/PROFILE.md).
+    They hold strings, numbers and lists of fees: no cycle can run through them."""
+    order_json = msgspec.json.encode({**SEED_ORDER, "fees": [{"asset": "BTC", "quantity": "1"}]})
+    reply = b'{"success":true,"data":' + order_json + b"}"
+    event = b'{"metadata":{"eventType":"event.trade_order.updated"},"data":' + order_json + b"}"
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        kept = [
+            (
+                decode_envelope(reply),
+                decode_order(decode_envelope(reply).data),
+                decode_order_event(event),
+            )
+            for _ in range(500)
+        ]
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert kept[0][1].fees is not None
+    assert kept[0][1] == kept[0][2]
+    # the list, its 500 tuples and the list of fees of each of the 1,000 orders kept
+    assert grown <= 500 + 1_000 + 10, grown
+    assert not gc.is_tracked(kept[0][1])
