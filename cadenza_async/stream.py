@@ -74,7 +74,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from ._alarm import Alarm
+from ._alarm import Alarm, Cutoffs
 from ._auth import TokenSource
 from ._redact import RedactingLogger, scope_secrets
 from ._redact import redact as redact  # the old import path of the one implementation
@@ -312,6 +312,8 @@ class OrderStream:
         # the call's deadline (one loop timer for every RPC in flight).
         self._rpc_waiters: dict[int, asyncio.Future[msgspec.Raw | None]] = {}
         self._rpc_alarm = Alarm()
+        # A caller's write of its commands ends at its deadline (the socket may not drain).
+        self._write_cuts = Cutoffs()
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._aux: set[asyncio.Task[None]] = set()
@@ -513,20 +515,21 @@ class OrderStream:
         if channel in self._wanted and self._proto.is_subscribed(channel):
             return
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._config.timeouts.connect if timeout is None else timeout)
         waiter: asyncio.Future[None] = loop.create_future()
         self._sub_waiters.setdefault(channel, []).append(waiter)
-        if channel not in self._wanted:
-            self._wanted.add(channel)
-            if self._proto.connected:
-                self._proto.send_subscribe(channel, loop.time())
-                await self._after_commands()
+        late = f"subscribe to {channel} not confirmed in time"
         try:
-            await asyncio.wait_for(
-                asyncio.shield(waiter),
-                self._config.timeouts.connect if timeout is None else timeout,
-            )
-        except asyncio.TimeoutError:
-            raise TransportError(f"subscribe to {channel} not confirmed in time") from None
+            if channel not in self._wanted:
+                self._wanted.add(channel)
+                if self._proto.connected:
+                    self._proto.send_subscribe(channel, loop.time())
+                    if not await self._write_by(deadline):
+                        raise TransportError(late)  # the socket did not drain in time
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise TransportError(late) from None
         finally:
             waiters = self._sub_waiters.get(channel)
             if waiters is not None and waiter in waiters:
@@ -580,8 +583,8 @@ class OrderStream:
         # while a frame is still arriving: the alarm ends the wait regardless.
         self._rpc_alarm.add(now + remaining + 0.05, waiter)
         try:
-            await self._after_commands()
-            reply = await waiter
+            # (a write that outlasts the deadline is a reply that did not come in time)
+            reply = await waiter if await self._write_by(now + remaining) else None
         finally:
             self._rpc_alarm.done()
             self._rpc_waiters.pop(cid, None)
@@ -604,6 +607,7 @@ class OrderStream:
         await self._stop_task()
         self._fail_waiters(ClientClosedError("the stream was closed"))
         self._rpc_alarm.close()
+        self._write_cuts.close()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(ClientClosedError("the stream was closed"))
             self._ready.exception()
@@ -989,12 +993,45 @@ class OrderStream:
         self._arm_timer()
         await self._send_frames(ws, self._proto.data_to_send())
 
+    async def _write_by(self, deadline: float) -> bool:
+        """:meth:`_after_commands`, waiting for the socket to drain until ``deadline`` at most.
+
+        False when the deadline came first. Nothing is lost then: the frame
+        being sent was written to the transport before the wait to drain, and
+        the frames after it are sent in the background (:meth:`_send_frames`).
+        """
+        task = asyncio.current_task()
+        assert task is not None  # (the caller's)
+        cut = self._write_cuts.arm(deadline, task)
+        try:
+            await self._after_commands()
+        except asyncio.CancelledError:
+            if not self._write_cuts.let_go(cut):
+                raise  # a cancel from elsewhere: it goes on
+            return False
+        finally:
+            self._write_cuts.let_go(cut)
+        return True
+
     async def _send_frames(self, ws: ClientConnection, frames: list[str]) -> None:
+        """Send ``frames`` in order; if the caller stops waiting, the rest go out in the background.
+
+        The protocol handed them over already (they may carry other callers'
+        commands). websockets writes a frame before it waits for the socket
+        to drain, so a cancel that lands in that wait loses none of them.
+        """
+        sent = 0
         try:
             for frame in frames:
                 await ws.send(frame)
+                sent += 1
         except (ConnectionClosed, OSError):
             pass  # the reader sees the loss and fails what waits on a reply
+        except asyncio.CancelledError:
+            rest = frames[sent + 1 :]  # (frames[sent] was written; its drain was cut short)
+            if rest and not self._closing:
+                self._spawn_aux(self._send_frames(ws, rest))
+            raise
 
     def _deliver(self, event: Publication) -> None:
         """Hand a publication on: raw to ``on_publication``, decoded to ``on_order``.

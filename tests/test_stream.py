@@ -507,6 +507,67 @@ async def test_rpc_without_a_reply_ends_at_its_deadline_even_if_the_protocol_wai
         sim.delay_cancel_reply(0)
 
 
+async def test_writes_that_cannot_drain_end_at_the_call_deadline_and_lose_nothing():
+    """The server stops reading: the socket fills and writing a command waits for it to
+    drain. An RPC's and a subscribe's deadlines bound that wait too; their frames are
+    written whole, and go out once the server reads again."""
+    rec = Recorder()
+    async with (
+        CadenzaSimulator(max_message_size=64 * 2**20) as sim,
+        running(sim, rec) as stream,
+    ):
+        loop = asyncio.get_running_loop()
+        sim.stall_websocket_reads()
+        big = b'{"pad":"' + b"x" * (32 * 2**20) + b'"}'  # more than the socket buffers hold
+        started = loop.time()
+        with pytest.raises(TransportError, match=r"no reply to no\.such\.method within 0\.3s"):
+            await asyncio.wait_for(stream.rpc("no.such.method", big, timeout=0.3), 10)
+        assert 0.3 <= loop.time() - started < 2.0
+        assert stream._rpc_waiters == {}
+        other = f"tradingAccount:{sim.add_account()}"
+        started = loop.time()
+        with pytest.raises(TransportError, match="not confirmed in time"):
+            await asyncio.wait_for(stream.subscribe(other, timeout=0.3), 10)
+        assert 0.3 <= loop.time() - started < 2.0
+        assert stream.connected
+        sim.resume_websocket_reads()
+        await asyncio.wait_for(stream.subscribe(other), 10)  # its frame got there
+        with pytest.raises(StreamRpcError):  # and the link carries commands as before
+            await stream.rpc("no.such.method", b"{}", timeout=5.0)
+        assert stream.reconnects == 0
+
+
+async def test_a_write_cut_short_at_its_deadline_still_sends_the_frames_after_it():
+    """One write can carry other callers' commands (here a want()'s subscribe, then a
+    cancel RPC, one frame each). Cut at its caller's deadline while the socket cannot
+    drain, it leaves the frames not yet written to the background: none is lost."""
+    rec = Recorder()
+    async with (
+        CadenzaSimulator(max_message_size=64 * 2**20) as sim,
+        running(sim, rec) as stream,
+    ):
+        order = sim.create_order()
+        sim.stall_websocket_reads()
+        big = b'{"pad":"' + b"x" * (32 * 2**20) + b'"}'  # fills the socket buffers
+        with pytest.raises(TransportError):
+            await asyncio.wait_for(stream.rpc("no.such.method", big, timeout=0.2), 10)
+        stream._proto.max_frame_size = 1  # every command in a frame of its own
+        other = f"tradingAccount:{sim.add_account()}"
+        stream.want(other)  # queued; its writer task has not run yet
+        body = msgspec.json.encode(
+            {"tradingAccountId": sim.trading_account_id, "tradeOrderId": order.trade_order_id}
+        )
+        # This call's write takes both frames and is cut in the first one's drain (it
+        # runs in this task: wait_for's task would let the want()'s writer go first).
+        with pytest.raises(TransportError):
+            await stream.rpc("command.trade_order.cancel", body, 0.2)
+        assert sim.get_order(order.trade_order_id).status != "CANCELLED"
+        sim.resume_websocket_reads()
+        await asyncio.wait_for(stream.subscribe(other), 10)
+        await rec.wait(lambda: sim.get_order(order.trade_order_id).status == "CANCELLED")
+        assert stream.reconnects == 0
+
+
 # ------------------------------------------------------------------ tokens
 
 

@@ -65,6 +65,7 @@ class WebSocketEndpoint:
         self.stopping = False
         # faults
         self.pinging = True
+        self.reading_stalled = False
         self.subscribe_reply_delay = DelaySwitch()
         self._refuse_status: int | None = None
         self._refusing = False
@@ -97,7 +98,9 @@ class WebSocketEndpoint:
         if self.stopping:
             await ws.close(code=3001, message=b"shutdown")
             return ws
-        conn = Connection(self, ws)
+        conn = Connection(self, ws, request.transport)
+        if self.reading_stalled:
+            conn.stall_reading(True)
         self.connections.add(conn)
         self.connect_count += 1
         try:
@@ -105,6 +108,12 @@ class WebSocketEndpoint:
         finally:
             self.connection_closed(conn)
         return ws
+
+    def stall_reading(self, stalled: bool) -> None:
+        """Stop (or resume) reading what clients send, on every connection, new ones too."""
+        self.reading_stalled = stalled
+        for conn in self.connections:
+            conn.stall_reading(stalled)
 
     def refuse(self, status: int | None) -> None:
         """Answer every handshake from now on with HTTP ``status`` (None: close the TCP connection)."""

@@ -81,9 +81,15 @@ class _Raw:
 class Connection:
     """A client connection to the simulated Centrifugo endpoint."""
 
-    def __init__(self, host: ConnectionHost, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self,
+        host: ConnectionHost,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None = None,
+    ) -> None:
         self._host = host
         self._ws = ws
+        self._transport = transport  # (for the read-stall fault)
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes | _Raw] = []
         self._wake = asyncio.Event()
@@ -165,6 +171,15 @@ class Connection:
                     item.done.set_result(None)
         if text:
             await ws.send_frame(text[0] if len(text) == 1 else b"\n".join(text), WSMsgType.TEXT)
+
+    def stall_reading(self, stalled: bool) -> None:
+        """Stop (or resume) reading the client's frames: its socket fills up and its writes block."""
+        transport = self._transport
+        if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+            if stalled:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     # ---- lifecycle -------------------------------------------------------
 

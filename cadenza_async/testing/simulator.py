@@ -93,6 +93,8 @@ class CadenzaSimulator:
     - ``delay_subscribe_replies(s)``: every subscribe handled and answered late.
     - ``refuse_subscribe(account, code=, message=, times=, resubscribe_only=)``:
       the next subscribes of ``tradingAccount:{account}`` get a Centrifugo error.
+    - ``stall_websocket_reads()`` / ``resume_websocket_reads()``: what clients
+      send is not read (TCP stays up), so their writes block once buffers fill.
     - ``stop_pinging()``, ``send_raw(frame)``, ``lose_history(account)``,
       ``pause_publications()``, ``duplicate_next_publications(n)``,
       ``reorder_next_publications(n)``, ``delay_publications(s)``, ``restart()``.
@@ -710,6 +712,15 @@ class CadenzaSimulator:
 
     def resume_pinging(self) -> None:
         self._ws.pinging = True
+
+    def stall_websocket_reads(self) -> None:
+        """Stop reading what clients send over WebSocket (TCP stays up): once the socket
+        buffers fill, a client's writes wait for them to drain. Until
+        :meth:`resume_websocket_reads`; connections made meanwhile stall too."""
+        self._ws.stall_reading(True)
+
+    def resume_websocket_reads(self) -> None:
+        self._ws.stall_reading(False)
 
     async def send_raw(self, frame: str | bytes) -> None:
         """Send ``frame`` as is to every connection (str: text frame, bytes: binary frame)."""
