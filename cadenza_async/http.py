@@ -174,6 +174,16 @@ def _budget(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - asyncio.get_running_loop().time()
 
 
+def _token_budget(deadline: float | None) -> float | None:
+    """The time a token fetch has: until ``deadline``; raises when it has passed (nothing sent)."""
+    budget = _budget(deadline)
+    if budget is not None and budget <= 0:
+        raise TransportError(
+            "the deadline passed before a token could be fetched", maybe_sent=False
+        )
+    return budget
+
+
 class _CallState:
     """One logical request across its attempts: what is sent, and what its attempts learned.
 
@@ -715,12 +725,7 @@ class HttpApi:
             token = outcome.token
             if not rule.should_refresh(token, tokens.refreshable):
                 raise self._token_refused(outcome)
-            budget = _budget(call.deadline)
-            if budget is not None and budget <= 0:
-                raise TransportError(
-                    "the deadline passed before a fresh token could be fetched", maybe_sent=False
-                )
-            fresh = await tokens.refresh(token, timeout=budget)
+            fresh = await tokens.refresh(token, timeout=_token_budget(call.deadline))
             if not rule.retry_with(fresh, token):
                 raise self._token_refused(outcome)
             log.debug("%s %s: 401, retrying with a fresh token", call.method, call.url.path)
@@ -757,7 +762,7 @@ class HttpApi:
             await pacing
         token = self._tokens.current
         if token is None or token is not self._auth_header:
-            token = await self._bearer(session)
+            token = await self._bearer(session, deadline)
         # After a rate-limit wait, a request needs a moment left to be worth sending.
         cut = self._arm_cut(deadline, 0.0 if pacing is None else _MIN_SEND_WINDOW)
         if cut is None:
@@ -819,12 +824,17 @@ class HttpApi:
             return gate.wait_unpaused(_budget(deadline))
         return None
 
-    async def _bearer(self, session: aiohttp.ClientSession) -> str:
-        """The token to send, set as the session's ``Authorization`` header if it changed."""
+    async def _bearer(self, session: aiohttp.ClientSession, deadline: float | None) -> str:
+        """The token to send, set as the session's ``Authorization`` header if it changed.
+
+        The first token is fetched within the call's deadline, as a fresh one is
+        after a 401: a provider that does not answer in time raises
+        :class:`AuthenticationError` (nothing was sent).
+        """
         tokens = self._tokens
         token = tokens.current
         if token is None:
-            token = await tokens.get()
+            token = await tokens.get(timeout=_token_budget(deadline))
         if token is not self._auth_header:
             # aiohttp copies the default headers when the request starts, before
             # its first await: requests already sent keep the token they had.

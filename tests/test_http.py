@@ -810,6 +810,30 @@ async def test_deadline_cuts_a_request_that_would_outlive_it(api):
     assert len(api.requests) == 1
 
 
+async def test_a_first_token_fetch_that_outlasts_the_deadline_ends_at_it_unsent(api):
+    """The provider is asked for the first token within the call's deadline, as for a
+    fresh one after a 401: a provider that hangs cannot hold a cancel past it."""
+    asked = asyncio.Event()
+
+    async def hanging_provider() -> str:
+        asked.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    http = make_http(api.url, token=hanging_provider)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.2
+    try:
+        with pytest.raises(AuthenticationError, match="did not answer within"):
+            await asyncio.wait_for(http.cancel_order(ORDER_ID, deadline=deadline), 5)
+        ended = loop.time()
+    finally:
+        await http.aclose()
+    assert asked.is_set()
+    assert deadline <= ended < deadline + 1.0
+    assert api.requests == []
+
+
 async def test_passed_deadline_sends_nothing(api, http):
     deadline = asyncio.get_running_loop().time() - 0.001
     with pytest.raises(TransportError, match="deadline passed"):
