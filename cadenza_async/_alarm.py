@@ -157,15 +157,21 @@ class Cutoffs(_OneTimer):
     def arm(self, when: float, task: asyncio.Task[Any]) -> int:
         """Cancel ``task`` at ``when`` (event-loop time) unless :meth:`let_go` comes first."""
         self._seq = cut = self._seq + 1
-        self._live[cut] = task
+        live = self._live
+        live[cut] = task
         if sys.version_info >= (3, 11) and task.cancelling():
             self._before[cut] = task.cancelling()  # (not the cut's to undo)
         heap = self._heap
-        heapq.heappush(heap, (when, cut))
+        if heap and heap[0][1] not in live:
+            # The earliest cut was let go (the usual: requests end in about the
+            # order they start): this entry takes its place, in one step.
+            heapq.heapreplace(heap, (when, cut))
+        else:
+            heapq.heappush(heap, (when, cut))
         if when < self._armed:
             self._arm(when)
-        elif len(heap) >= _SWEEP_MIN and len(heap) > 2 * len(self._live):
-            self._heap = [entry for entry in heap if entry[1] in self._live]
+        elif len(heap) >= _SWEEP_MIN and len(heap) > 2 * len(live):
+            self._heap = [entry for entry in heap if entry[1] in live]
             heapq.heapify(self._heap)
         return cut
 

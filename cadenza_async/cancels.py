@@ -1228,19 +1228,22 @@ class Canceller:
     @staticmethod
     def _result(waiter: Waiter, started: float) -> CancelResult:
         order = waiter.outcome
+        source = waiter.source
         assert order is not None
-        assert waiter.source is not None
-        resolved_at = waiter.resolved_at if waiter.resolved_at is not None else started
+        assert source is not None
+        resolved_at = waiter.resolved_at
+        if resolved_at is None:
+            resolved_at = started
+        # (comparisons, not max(): this runs once per cancel)
+        latency = resolved_at - started if resolved_at > started else 0.0
         handle = waiter.handle
         acked_at = handle.acked_at if isinstance(handle, _Job) else None
+        acked_after = None
+        if acked_at is not None and acked_at <= resolved_at:
+            acked_after = acked_at - started if acked_at > started else 0.0
+        # (positional: CancelResult(order, cancelled, source, latency, acked_after))
         return CancelResult(
-            order=order,
-            cancelled=order.status == OrderStatus.CANCELLED,
-            source=waiter.source,
-            latency=max(0.0, resolved_at - started),
-            acked_after=None
-            if acked_at is None or acked_at > resolved_at
-            else max(0.0, acked_at - started),
+            order, order.status == OrderStatus.CANCELLED, source, latency, acked_after
         )
 
 

@@ -172,11 +172,8 @@ class CadenzaClient:
         self._stream = OrderStream(
             config,
             self._tokens,
-            on_order=(
-                self._canceller.observe_event,
-                self._placer.observe_event,
-                self._updates.on_order,
-            ),
+            # (the placer and order_updates() listen while they need events)
+            on_order=(self._canceller.observe_event,),
             on_gap=self._canceller.channel_gap,
             on_refused=self._canceller.channel_refused,
             on_failure=self._canceller.stream_failed,
@@ -195,6 +192,7 @@ class CadenzaClient:
             ),
         )
         self._placer.attach_stream(self._stream)
+        self._updates.attach_stream(self._stream)
         self._stream_start: asyncio.Task[None] | None = None
 
     @classmethod

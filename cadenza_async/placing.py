@@ -472,6 +472,8 @@ class Placer:
         assert account is not None
         registry = self._registry
         placement, created = registry.register(client_id, account, started)
+        if created and len(registry) == 1:
+            self._hear_events(True)  # the first submit held: its proof may come as an event
         job: _Job | None = None
         try:
             if placement.done:
@@ -485,6 +487,18 @@ class Placer:
             registry.release(placement)
             if placement.refs == 0 and not placement.done and job is not None and job.driver:
                 job.driver.cancel()  # every caller gave up: stop working for nobody
+            if not len(registry):
+                self._hear_events(False)
+
+    def _hear_events(self, on: bool) -> None:
+        """Take the stream's order events while a submit is held, only then (each event
+        calls every listener: a cancel's event costs no call here)."""
+        stream = self._stream
+        if stream is not None:
+            if on:
+                stream.listen(self.observe_event)
+            else:
+                stream.unlisten(self.observe_event)
 
     @staticmethod
     def _join(placement: Placement, created: bool, order: NewOrder, deadline: float) -> _Job:

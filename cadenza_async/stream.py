@@ -436,6 +436,19 @@ class OrderStream:
             self._proto.send_subscribe(channel, asyncio.get_running_loop().time())
             self._spawn_aux(self._after_commands())
 
+    def listen(self, listener: OrderCallback) -> None:
+        """Add an ``on_order`` listener (once): it is called for each decoded order event from now on."""
+        if listener not in self._on_order:
+            self._on_order = (*self._on_order, listener)
+
+    def unlisten(self, listener: OrderCallback) -> None:
+        """Remove an ``on_order`` listener; no-op if it is not one.
+
+        A listener that needs events only at times (a submit waiting for proof,
+        a reader of updates) listens only then: each event calls every listener.
+        """
+        self._on_order = tuple(other for other in self._on_order if other != listener)
+
     def release(self, channel: str) -> bool:
         """Stop wanting ``channel``, the counterpart of :meth:`want`; True once it is not wanted.
 

@@ -7,8 +7,12 @@ import collections
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from .models import TradeOrder
+
+if TYPE_CHECKING:
+    from .stream import OrderStream
 
 __all__ = ["OrderUpdates"]
 
@@ -37,6 +41,7 @@ class OrderUpdates:
     def __init__(self, size: int) -> None:
         self._size = size
         self._readers: set[_Reader] = set()
+        self._stream: OrderStream | None = None
         self.dropped = 0
         self._last_warning = 0.0
 
@@ -78,10 +83,16 @@ class OrderUpdates:
             if wakeup is not None and not wakeup.done():
                 wakeup.set_result(None)
 
+    def attach_stream(self, stream: OrderStream) -> None:
+        """Take ``stream``'s order events while there are readers (each event calls every listener)."""
+        self._stream = stream
+
     async def subscribe(self) -> AsyncIterator[TradeOrder]:
         """Yield updates as they arrive until :meth:`close`; the caller may stop at any time."""
         reader = _Reader(self._size)
         self._readers.add(reader)
+        if self._stream is not None and len(self._readers) == 1:
+            self._stream.listen(self.on_order)
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -96,3 +107,5 @@ class OrderUpdates:
                     reader.wakeup = None
         finally:
             self._readers.discard(reader)
+            if self._stream is not None and not self._readers:
+                self._stream.unlisten(self.on_order)

@@ -68,6 +68,31 @@ async def test_an_acceptance_after_the_reply_is_proven_by_the_event(cadenza_sim,
     assert placed.trade_order_id == result.order_id
 
 
+@pytest.mark.cadenza_sim(accept_delay=0.05)
+async def test_the_placer_hears_order_events_only_while_a_submit_is_held(open_client):
+    """Each event calls every listener: the placer listens only while it waits for proof."""
+    client = await open_client()
+    stream = client._stream
+    idle = (client._canceller.observe_event,)
+    assert stream._on_order == idle
+    heard = []
+    observe = client._placer.observe_event
+
+    def spy(order, account):
+        heard.append(order.status)
+        observe(order, account)
+
+    client._placer.observe_event = spy  # (the listener the placer adds from now on)
+    first = asyncio.ensure_future(client.submit_and_confirm(**quote()))
+    second = asyncio.ensure_future(client.submit_and_confirm(**quote()))
+    done = await asyncio.gather(first, second)
+    assert [r.source for r in done] == ["ws", "ws"]  # proven by events the placer heard
+    assert "OPEN" in heard
+    assert stream._on_order == idle  # and it stopped listening after the last one
+    await client.cancel_and_confirm(done[0].order_id)
+    assert "CANCELLED" not in heard
+
+
 async def test_a_reply_that_already_shows_the_order_open_proves_it(cadenza_sim, open_client):
     client = await open_client()
     result = await client.submit_and_confirm(**quote())

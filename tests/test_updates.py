@@ -187,3 +187,33 @@ async def test_a_reader_that_stops_mid_wait_is_removed_and_no_longer_counts_drop
     for n in range(5):
         updates.publish(order(n))
     assert updates.dropped == 0
+
+
+class _Stream:
+    """Stands in for OrderStream's listener registry (listen, unlisten)."""
+
+    def __init__(self) -> None:
+        self.listeners: list[object] = []
+
+    def listen(self, listener: object) -> None:
+        self.listeners.append(listener)
+
+    def unlisten(self, listener: object) -> None:
+        self.listeners.remove(listener)
+
+
+async def test_listens_to_the_stream_only_while_someone_reads():
+    """Each order event calls every stream listener: none for updates nobody reads."""
+    updates = OrderUpdates(size=8)
+    stream = _Stream()
+    updates.attach_stream(stream)  # type: ignore[arg-type]
+    assert stream.listeners == []
+    first, first_next = await registered(updates)
+    second, second_next = await registered(updates)
+    assert stream.listeners == [updates.on_order]  # once, for both readers
+    updates.on_order(order(1), ACCOUNT)
+    assert (await first_next).trade_order_id == (await second_next).trade_order_id == "order-1"
+    await first.aclose()
+    assert stream.listeners == [updates.on_order]
+    await second.aclose()
+    assert stream.listeners == []
