@@ -163,7 +163,8 @@ class _Job(Callers):
 
     def wake(self) -> None:
         """Wake every caller; a bulk driving the job records the outcome or error now."""
-        Callers.wake(self)
+        if self.futures:  # (a bulk's job usually has no caller asleep: no call then)
+            Callers.wake(self)
         inline = self.inline
         if inline is not None:
             inline.bulk.settled(inline, self)
@@ -238,12 +239,6 @@ class _Bulk:
         self.driving: dict[asyncio.Task[Any] | None, _Inline] = {}
         # Ends a worker's hold on a waiter (Canceller._let_go).
         self.let_go: Callable[[Waiter], None] = _ignore
-
-    def account(self, order_id: str) -> str | None:
-        accounts = self.accounts
-        if accounts is None:
-            return self.default_account
-        return accounts.get(order_id, self.default_account)
 
     def record(self, order_id: str, outcome: CancelResult | CadenzaError) -> None:
         """The order's outcome (the first one counts); the bulk ends with the last."""
@@ -543,7 +538,9 @@ class Canceller:
         now = self._running_loop().time()
         waiter = self._registry.observe(order, "ws", now, channel_account=account)
         if waiter is not None:
-            _job(waiter).wake()
+            job = waiter.handle  # (as _job(waiter), inlined: once per event)
+            assert isinstance(job, _Job)
+            job.wake()
 
     def channel_gap(self, channel: str) -> None:
         """Continuity on ``channel`` was lost: reconcile its account's pending waiters by REST."""
@@ -736,7 +733,7 @@ class Canceller:
             rpc_account = account_id or self._default_account
             if rpc_account is not None:
                 return self._send_rpc(order_id, account_id, rpc_account, deadline)
-        return self._http_cancel.cancel(order_id, account_id, deadline)
+        return self._http_cancel.cancel(order_id, account_id, deadline=deadline)
 
     async def _send_rpc(
         self, order_id: str, account_id: str | None, rpc_account: str, deadline: float
@@ -744,13 +741,13 @@ class Canceller:
         rpc = self._rpc_cancel
         assert rpc is not None
         try:
-            return await rpc.cancel(order_id, rpc_account, deadline)
+            return await rpc.cancel(order_id, rpc_account, deadline=deadline)
         except (OrderNotFoundError, PermissionDeniedError):
             if account_id is not None:
                 raise
         # The default account was a guess and the order is not on it:
         # the HTTP cancel needs no account, and its reply names it.
-        return await self._http_cancel.cancel(order_id, account_id, deadline)
+        return await self._http_cancel.cancel(order_id, account_id, deadline=deadline)
 
     # -- the call ------------------------------------------------------------------
 
@@ -873,7 +870,13 @@ class Canceller:
         started = loop.time()
         deadline = started + bulk.timeout
         registry = self._registry
-        waiter, created = registry.register(order_id, started, account_id=bulk.account(order_id))
+        accounts = bulk.accounts  # (the order's account, as _Bulk.account, inlined)
+        account = (
+            bulk.default_account
+            if accounts is None
+            else accounts.get(order_id, bulk.default_account)
+        )
+        waiter, created = registry.register(order_id, started, account_id=account)
         job: _Job | None = None
         inline: _Inline | None = None
         try:

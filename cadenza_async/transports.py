@@ -47,7 +47,7 @@ class CancelTransport(Protocol):
     """Sends one cancel; awaiting it gives the order as the reply shows it."""
 
     def cancel(
-        self, order_id: str, account_id: str | None, deadline: float
+        self, order_id: str, account_id: str | None, /, *, deadline: float
     ) -> Awaitable[TradeOrder]:
         """Raise the SDK's errors (``ApiError`` subclasses, ``TransportError``)."""
         ...
@@ -56,16 +56,12 @@ class CancelTransport(Protocol):
 class HttpCancel:
     """``POST /api/v3/tradeOrder/cancel``: paced, retried and translated by :class:`HttpApi`."""
 
-    __slots__ = ("_http",)
+    __slots__ = ("cancel",)
 
     def __init__(self, http: HttpApi) -> None:
-        self._http = http
-
-    def cancel(
-        self, order_id: str, account_id: str | None, deadline: float
-    ) -> Awaitable[TradeOrder]:
-        # The request itself, not a coroutine around it: every cancel runs through here.
-        return self._http.cancel_order(order_id, account_id, deadline=deadline)
+        # The request itself (HttpApi.cancel_order), not a call around it: every
+        # cancel runs through here.
+        self.cancel = http.cancel_order
 
 
 def http_look_up(http: HttpApi) -> Callable[[str, str | None, float | None], Awaitable[TradeOrder]]:
@@ -113,7 +109,9 @@ class RpcCancel:
         self._gate = gate
         self._request_timeout = request_timeout
 
-    async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> TradeOrder:
+    async def cancel(
+        self, order_id: str, account_id: str | None, /, *, deadline: float
+    ) -> TradeOrder:
         if account_id is None:
             raise ValueError("an RPC cancel needs the order's trading account")
         loop = asyncio.get_running_loop()

@@ -67,7 +67,9 @@ class Script:
             self.in_flight -= 1
 
     # the CancelTransport shape
-    async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> TradeOrder:
+    async def cancel(
+        self, order_id: str, account_id: str | None, /, *, deadline: float
+    ) -> TradeOrder:
         return await self(order_id, account_id, deadline)
 
 

@@ -100,13 +100,15 @@ class DeadlinesUnderFaults(RuleBasedStateMachine):
         inner = self.client._canceller._http_cancel
 
         class Counted:
-            async def cancel(self, order_id: str, account_id: str | None, deadline: float) -> Any:
+            async def cancel(
+                self, order_id: str, account_id: str | None, /, *, deadline: float
+            ) -> Any:
                 machine.in_flight[order_id] = machine.in_flight.get(order_id, 0) + 1
                 machine.peaks[order_id] = max(
                     machine.peaks.get(order_id, 0), machine.in_flight[order_id]
                 )
                 try:
-                    return await inner.cancel(order_id, account_id, deadline)
+                    return await inner.cancel(order_id, account_id, deadline=deadline)
                 finally:
                     machine.in_flight[order_id] -= 1
 
