@@ -66,7 +66,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -144,9 +144,12 @@ def channel_for(account_id: str) -> str:
     return CHANNEL_PREFIX + account_id
 
 
+_PREFIX_LEN: Final = len(CHANNEL_PREFIX)
+
+
 def account_of(channel: str) -> str | None:
     """The account whose order updates ``channel`` carries, or ``None`` for another channel."""
-    return channel[len(CHANNEL_PREFIX) :] if channel.startswith(CHANNEL_PREFIX) else None
+    return channel[_PREFIX_LEN:] if channel.startswith(CHANNEL_PREFIX) else None
 
 
 # --------------------------------------------------------------------------- connecting
@@ -1073,7 +1076,8 @@ class OrderStream:
             return
         if order is None:
             return
-        account = account_of(channel)
+        # (account_of, inlined: once per event)
+        account = channel[_PREFIX_LEN:] if channel.startswith(CHANNEL_PREFIX) else None
         if account is not None and order.trading_account_id != account:
             self.account_mismatches += 1
             self._bad_event(channel, "order event for another account")
