@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
@@ -143,7 +144,11 @@ _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, Recursion
 _TIMEOUT_ERRORS: Final = (asyncio.TimeoutError, TimeoutError)
 _NOT_RETRIED_TRANSPORT: Final = (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)
 #: Failures before the request left: connection refused, DNS, TLS handshake.
-_NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ClientSSLError)
+_NOT_SENT: Final = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ClientSSLError,
+    aiohttp.ConnectionTimeoutError,  # no connection in time: nothing was written
+)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -279,6 +284,10 @@ _T = TypeVar("_T")
 #: A request does not start after a rate-limit wait with less time than this
 #: (seconds) left to its deadline: it is "not sent", a RateLimitError.
 _MIN_SEND_WINDOW: Final = 0.005
+#: An attempt's connect phase ends this long (seconds) before its deadline's cutoff;
+#: an attempt does not start with less than _MIN_ATTEMPT left (nothing is sent).
+_CONNECT_MARGIN: Final = 0.002
+_MIN_ATTEMPT: Final = _CONNECT_MARGIN + 0.001
 
 
 def _same(envelope: Envelope) -> Envelope:
@@ -331,6 +340,8 @@ class HttpApi:
         "_base",
         "_cancel_url",
         "_closed",
+        "_connect_span",
+        "_connect_timeouts",
         "_cuts",
         "_gate",
         "_loop",
@@ -357,6 +368,9 @@ class HttpApi:
         # session's timeout bounds only the connect phase.
         self._request_span = float(config.timeouts.request)
         self._session_timeout = aiohttp.ClientTimeout(total=None, connect=config.timeouts.connect)
+        self._connect_span = float(config.timeouts.connect)
+        # per-request timeouts whose connect phase ends before the deadline (see _connect_by)
+        self._connect_timeouts: dict[int, aiohttp.ClientTimeout] = {}
         self._cuts = Cutoffs()
         # Without a rate limit, a paced call only waits out 429 pauses.
         self._unpaced = gate.rate is None
@@ -763,8 +777,9 @@ class HttpApi:
         token = self._tokens.current
         if token is None or token is not self._auth_header:
             token = await self._bearer(session, deadline)
-        # After a rate-limit wait, a request needs a moment left to be worth sending.
-        cut = self._arm_cut(deadline, 0.0 if pacing is None else _MIN_SEND_WINDOW)
+        # A request needs time to connect before its deadline (see _connect_by),
+        # and after a rate-limit wait a moment more to be worth sending.
+        cut = self._arm_cut(deadline, _MIN_ATTEMPT if pacing is None else _MIN_SEND_WINDOW)
         if cut is None:
             if pacing is not None:
                 # The wait fitted the budget but ended at (or within moments of)
@@ -783,6 +798,7 @@ class HttpApi:
                 url,
                 data=None if body is None else aiohttp.BytesPayload(body, content_type=_JSON),
                 allow_redirects=False,
+                timeout=self._session_timeout if deadline is None else self._connect_by(deadline),
             )
             try:
                 # (the usual reply, a declared length within the cap, is read
@@ -903,7 +919,7 @@ class HttpApi:
         """The cutoff that ends this attempt at the request timeout or the deadline, if sooner.
 
         ``None`` when no more than ``window`` seconds are left before the
-        deadline (it has passed, for a window of 0): nothing is sent then.
+        deadline: nothing is sent then.
         The cutoff cancels the task making the request; :meth:`_send_once`
         turns that into a timeout (see :class:`~cadenza_async._alarm.Cutoffs`).
         """
@@ -919,6 +935,30 @@ class HttpApi:
         if task is None:
             raise RuntimeError("an HTTP request must run in a task")
         return self._cuts.arm(until, task)
+
+    def _connect_by(self, deadline: float) -> aiohttp.ClientTimeout:
+        """The attempt's aiohttp timeouts: its connect phase ends just before ``deadline``.
+
+        A cutoff can only say that a request *may* have been sent; a request
+        still connecting at the deadline was not, and aiohttp's own connect
+        timeout says so (``ConnectionTimeoutError``: not sent). aiohttp does
+        not arm that timer for a pooled connection, the usual case; the
+        timeouts are kept per millisecond left (at most 512 of them).
+        """
+        loop = self._loop
+        assert loop is not None  # (the session is open)
+        span = deadline - loop.time() - _CONNECT_MARGIN
+        if span >= self._connect_span:
+            return self._session_timeout
+        key = max(1, int(span * 1000))
+        timeout = self._connect_timeouts.get(key)
+        if timeout is None:
+            if len(self._connect_timeouts) >= 512:
+                self._connect_timeouts.clear()
+            # (ceil_threshold: aiohttp would round a longer one up to a whole second)
+            timeout = aiohttp.ClientTimeout(total=None, connect=key / 1000, ceil_threshold=math.inf)
+            self._connect_timeouts[key] = timeout
+        return timeout
 
     def _transport_error(
         self, exc: BaseException, method: str, url: URL, token: str

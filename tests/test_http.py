@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import socket
 import sys
@@ -832,6 +833,46 @@ async def test_a_first_token_fetch_that_outlasts_the_deadline_ends_at_it_unsent(
     assert asked.is_set()
     assert deadline <= ended < deadline + 1.0
     assert api.requests == []
+
+
+@pytest.fixture
+def unconnectable_url():
+    """A URL whose TCP connect hangs: a listener with its (zero) backlog already full."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        queued.append(filler)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for sock in [*queued, server]:
+            sock.close()
+
+
+@pytest.mark.parametrize("remaining", [0.1, 0.4])
+async def test_a_request_still_connecting_at_the_deadline_was_not_sent(
+    unconnectable_url, remaining
+):
+    """The deadline's cutoff can only say "may have been sent"; a request that never got a
+    connection was not, and the caller learns that (maybe_sent=False), at the deadline."""
+    http = make_http(unconnectable_url, timeouts=Timeouts(connect=30.0, request=30.0))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + remaining
+    try:
+        with pytest.raises(TransportError) as info:
+            await asyncio.wait_for(http.cancel_order(ORDER_ID, deadline=deadline), 5)
+        ended = loop.time()
+    finally:
+        await http.aclose()
+    assert info.value.maybe_sent is False, info.value
+    assert deadline - 0.05 <= ended <= deadline + 0.5
 
 
 async def test_passed_deadline_sends_nothing(api, http):
