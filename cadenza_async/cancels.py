@@ -1103,6 +1103,10 @@ class Canceller:
         while not waiter.done:
             now = loop.time()
             if now >= job.deadline:
+                if not job.sent_at:  # (the job started too late: a stalled loop)
+                    raise TransportError(
+                        "the deadline passed before the cancel could be sent", maybe_sent=False
+                    )
                 return
             job.sent_at = now
             try:

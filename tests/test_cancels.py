@@ -9,6 +9,8 @@ what each caller learns.
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -176,6 +178,27 @@ async def test_a_cancel_that_never_reached_the_api_fails_at_once(closing):
     assert error.order_id == "o1"
     assert elapsed < 0.5
     assert look.calls == []
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="3.12+ starts the job's task eagerly: it sends at once"
+)
+async def test_a_job_that_starts_after_its_deadline_says_it_never_sent(closing):
+    """A loop stalled past the deadline before the job's task ran: nothing went out, and
+    the caller learns that (not a ConfirmationTimeout, which says "may have been sent")."""
+    send, look = Script(order("o1", "CANCELLED")), Script()
+    c = canceller(send, look)
+    closing(c)
+
+    call = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=0.05))
+    await asyncio.sleep(0)  # the call registered and started its job's task, not yet run
+    time.sleep(0.1)  # the loop stalls past the deadline
+    error, _ = await timed(call)
+
+    assert isinstance(error, TransportError), repr(error)
+    assert error.maybe_sent is False
+    assert error.order_id == "o1"
+    assert send.calls == []
 
 
 async def test_every_answer_a_5xx_fails_at_once(closing):
