@@ -291,6 +291,18 @@ def _drive_here(job: _Job, inline: _Inline, until: float, worker: asyncio.Task[A
     inline.bulk.driving[worker] = inline
 
 
+def _out_of_time(job: _Job) -> None:
+    """The job's deadline came before its next send: raise if nothing was ever sent.
+
+    (The job's task started too late: a loop stalled past the deadline.) A
+    caller then learns that the cancel never went out, not "may have been sent".
+    """
+    if not job.sent_at:
+        raise TransportError(
+            "the deadline passed before the cancel could be sent", maybe_sent=False
+        )
+
+
 def _shared(inline: _Inline | None) -> bool:
     """Whether a job a bulk worker drives has callers besides the worker, still waiting."""
     if inline is None:
@@ -1103,10 +1115,7 @@ class Canceller:
         while not waiter.done:
             now = loop.time()
             if now >= job.deadline:
-                if not job.sent_at:  # (the job started too late: a stalled loop)
-                    raise TransportError(
-                        "the deadline passed before the cancel could be sent", maybe_sent=False
-                    )
+                _out_of_time(job)  # (raises if nothing was ever sent)
                 return
             job.sent_at = now
             try:
