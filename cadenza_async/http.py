@@ -369,7 +369,7 @@ class HttpApi:
         self._request_span = float(config.timeouts.request)
         self._session_timeout = aiohttp.ClientTimeout(total=None, connect=config.timeouts.connect)
         self._connect_span = float(config.timeouts.connect)
-        # per-request timeouts whose connect phase ends before the deadline (see _connect_by)
+        # per-request timeouts whose connect phase ends before the deadline (see _limits)
         self._connect_timeouts: dict[int, aiohttp.ClientTimeout] = {}
         self._cuts = Cutoffs()
         # Without a rate limit, a paced call only waits out 429 pauses.
@@ -588,7 +588,7 @@ class HttpApi:
         The retry layer (:meth:`_retrying`), on top of :meth:`_reauthorize`
         (the 401 rule, for a 401 answer) on top of :meth:`_send_once` (one
         request). With a ``deadline`` no attempt starts or sleeps past it, and
-        an attempt still running at it is cut there (:meth:`_arm_cut`). Errors name
+        an attempt still running at it is cut there (:meth:`_limits`). Errors name
         ``order_id`` when given. The usual call (the first answer a 2xx) builds
         no retry state.
         """
@@ -777,10 +777,10 @@ class HttpApi:
         token = self._tokens.current
         if token is None or token is not self._auth_header:
             token = await self._bearer(session, deadline)
-        # A request needs time to connect before its deadline (see _connect_by),
+        # A request needs time to connect before its deadline (see _limits),
         # and after a rate-limit wait a moment more to be worth sending.
-        cut = self._arm_cut(deadline, _MIN_ATTEMPT if pacing is None else _MIN_SEND_WINDOW)
-        if cut is None:
+        limits = self._limits(deadline, _MIN_ATTEMPT if pacing is None else _MIN_SEND_WINDOW)
+        if limits is None:
             if pacing is not None:
                 # The wait fitted the budget but ended at (or within moments of)
                 # the deadline: the rate limit used the time up, not the request,
@@ -792,13 +792,14 @@ class HttpApi:
                 "the deadline passed before the request could be sent", maybe_sent=False
             )
             return _Failure(late, too_late=True)
+        cut, timeout = limits
         try:
             resp = await session.request(
                 method,
                 url,
                 data=None if body is None else aiohttp.BytesPayload(body, content_type=_JSON),
                 allow_redirects=False,
-                timeout=self._session_timeout if deadline is None else self._connect_by(deadline),
+                timeout=timeout,
             )
             try:
                 # (the usual reply, a declared length within the cap, is read
@@ -915,49 +916,47 @@ class HttpApi:
         error.limit = self._max_body
         return error
 
-    def _arm_cut(self, deadline: float | None, window: float) -> int | None:
-        """The cutoff that ends this attempt at the request timeout or the deadline, if sooner.
+    def _limits(
+        self, deadline: float | None, window: float
+    ) -> tuple[int, aiohttp.ClientTimeout] | None:
+        """This attempt's limits: its cutoff, and aiohttp's timeouts for it.
 
-        ``None`` when no more than ``window`` seconds are left before the
-        deadline: nothing is sent then.
-        The cutoff cancels the task making the request; :meth:`_send_once`
+        The cutoff ends the attempt at the request timeout or the deadline, if
+        sooner: it cancels the task making the request, and :meth:`_send_once`
         turns that into a timeout (see :class:`~cadenza_async._alarm.Cutoffs`).
+        A cutoff can only say that a request *may* have been sent; one still
+        connecting at the deadline was not, and aiohttp's own connect timeout,
+        ending :data:`_CONNECT_MARGIN` before the deadline, says so
+        (``ConnectionTimeoutError``: not sent). aiohttp arms no timer for a
+        pooled connection, the usual case. ``None`` when no more than
+        ``window`` seconds are left before the deadline: nothing is sent then.
         """
         loop = self._loop
         assert loop is not None  # (the session is open)
         now = loop.time()
         until = now + self._request_span
+        timeout = self._session_timeout
         if deadline is not None:
-            if deadline - now <= window:
+            left = deadline - now
+            if left <= window:
                 return None
-            until = min(until, deadline)
+            if deadline < until:
+                until = deadline
+            if left - _CONNECT_MARGIN < self._connect_span:
+                key = max(1, int((left - _CONNECT_MARGIN) * 1000))  # whole milliseconds
+                timeout = self._connect_timeouts.get(key) or self._connect_timeout(key)
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("an HTTP request must run in a task")
-        return self._cuts.arm(until, task)
+        return self._cuts.arm(until, task), timeout
 
-    def _connect_by(self, deadline: float) -> aiohttp.ClientTimeout:
-        """The attempt's aiohttp timeouts: its connect phase ends just before ``deadline``.
-
-        A cutoff can only say that a request *may* have been sent; a request
-        still connecting at the deadline was not, and aiohttp's own connect
-        timeout says so (``ConnectionTimeoutError``: not sent). aiohttp does
-        not arm that timer for a pooled connection, the usual case; the
-        timeouts are kept per millisecond left (at most 512 of them).
-        """
-        loop = self._loop
-        assert loop is not None  # (the session is open)
-        span = deadline - loop.time() - _CONNECT_MARGIN
-        if span >= self._connect_span:
-            return self._session_timeout
-        key = max(1, int(span * 1000))
-        timeout = self._connect_timeouts.get(key)
-        if timeout is None:
-            if len(self._connect_timeouts) >= 512:
-                self._connect_timeouts.clear()
-            # (ceil_threshold: aiohttp would round a longer one up to a whole second)
-            timeout = aiohttp.ClientTimeout(total=None, connect=key / 1000, ceil_threshold=math.inf)
-            self._connect_timeouts[key] = timeout
+    def _connect_timeout(self, ms: int) -> aiohttp.ClientTimeout:
+        """aiohttp's timeouts with a connect phase of ``ms`` milliseconds (kept, at most 512)."""
+        if len(self._connect_timeouts) >= 512:
+            self._connect_timeouts.clear()
+        # (ceil_threshold: aiohttp would round a longer one up to a whole second)
+        timeout = aiohttp.ClientTimeout(total=None, connect=ms / 1000, ceil_threshold=math.inf)
+        self._connect_timeouts[ms] = timeout
         return timeout
 
     def _transport_error(
