@@ -14,6 +14,7 @@ progress.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import heapq
 import math
@@ -25,7 +26,7 @@ __all__ = ["Alarm", "Cutoffs"]
 _SWEEP_MIN = 64  # a heap smaller than this is never swept
 
 
-class _OneTimer:
+class _OneTimer(abc.ABC):
     """One event-loop timer, armed for the earliest of many deadlines kept by a subclass.
 
     The subclass keeps its entries and says, at each ring, what is due
@@ -63,9 +64,9 @@ class _OneTimer:
         if after is not None:
             self._arm(after)
 
+    @abc.abstractmethod
     def _due(self, now: float) -> float | None:
         """Act on every entry due at ``now``; the time of the next entry, or ``None``."""
-        raise NotImplementedError
 
 
 class Alarm(_OneTimer):

@@ -472,10 +472,10 @@ class Placer:
         assert account is not None
         registry = self._registry
         placement, created = registry.register(client_id, account, started)
-        if created and len(registry) == 1:
-            self._hear_events(True)  # the first submit held: its proof may come as an event
         job: _Job | None = None
         try:
+            if created and len(registry) == 1:
+                self._hear_events(True)  # the first submit held: its proof may come as an event
             if placement.done:
                 return self._result(placement, started)
             job = self._join(placement, created, order, deadline)

@@ -507,18 +507,30 @@ async def test_rpc_without_a_reply_ends_at_its_deadline_even_if_the_protocol_wai
         sim.delay_cancel_reply(0)
 
 
+@contextlib.asynccontextmanager
+async def stalled(rec: Recorder):
+    """A running stream on a simulator that has stopped reading what it sends (it takes
+    messages far over the socket buffers, so one can fill them)."""
+    async with (
+        CadenzaSimulator(max_message_size=64 * 2**20) as sim,
+        running(sim, rec) as stream,
+    ):
+        sim.stall_websocket_reads()
+        yield sim, stream
+
+
+def more_than_the_socket_buffers() -> bytes:
+    return b'{"pad":"' + b"x" * (32 * 2**20) + b'"}'
+
+
 async def test_writes_that_cannot_drain_end_at_the_call_deadline_and_lose_nothing():
     """The server stops reading: the socket fills and writing a command waits for it to
     drain. An RPC's and a subscribe's deadlines bound that wait too; their frames are
     written whole, and go out once the server reads again."""
     rec = Recorder()
-    async with (
-        CadenzaSimulator(max_message_size=64 * 2**20) as sim,
-        running(sim, rec) as stream,
-    ):
+    async with stalled(rec) as (sim, stream):
         loop = asyncio.get_running_loop()
-        sim.stall_websocket_reads()
-        big = b'{"pad":"' + b"x" * (32 * 2**20) + b'"}'  # more than the socket buffers hold
+        big = more_than_the_socket_buffers()
         started = loop.time()
         with pytest.raises(TransportError, match=r"no reply to no\.such\.method within 0\.3s"):
             await asyncio.wait_for(stream.rpc("no.such.method", big, timeout=0.3), 10)
@@ -542,13 +554,9 @@ async def test_a_write_cut_short_at_its_deadline_still_sends_the_frames_after_it
     cancel RPC, one frame each). Cut at its caller's deadline while the socket cannot
     drain, it leaves the frames not yet written to the background: none is lost."""
     rec = Recorder()
-    async with (
-        CadenzaSimulator(max_message_size=64 * 2**20) as sim,
-        running(sim, rec) as stream,
-    ):
+    async with stalled(rec) as (sim, stream):
         order = sim.create_order()
-        sim.stall_websocket_reads()
-        big = b'{"pad":"' + b"x" * (32 * 2**20) + b'"}'  # fills the socket buffers
+        big = more_than_the_socket_buffers()
         with pytest.raises(TransportError):
             await asyncio.wait_for(stream.rpc("no.such.method", big, timeout=0.2), 10)
         stream._proto.max_frame_size = 1  # every command in a frame of its own
