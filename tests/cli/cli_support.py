@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -79,7 +80,14 @@ def cli_env(sim=None, **extra: str) -> dict[str, str]:
 async def start_cli(
     *args: str, env: dict[str, str], stdin: bool = False
 ) -> asyncio.subprocess.Process:
-    """The command line in a subprocess with piped stdout and stderr (and stdin if asked)."""
+    """The command line in a subprocess with piped stdout and stderr (and stdin if asked).
+
+    Its Ctrl-C is Python's default even when this process inherited SIGINT
+    ignored (a shell's background job): a child inherits an ignored signal
+    across exec, and the Ctrl-C tests would then see the command run to its end.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # (reset to default at exec)
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-X",
