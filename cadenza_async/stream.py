@@ -555,13 +555,21 @@ class OrderStream:
             if not waiter.done():
                 waiter.cancel()
 
-    async def unsubscribe(self, channel: str) -> None:
-        """Stop receiving ``channel`` (and stop resubscribing it). Does not wait for the reply."""
+    async def unsubscribe(self, channel: str, *, timeout: float | None = None) -> None:
+        """Stop receiving ``channel`` (and stop resubscribing it). Does not wait for the reply.
+
+        Returns once the command is written, or after ``timeout`` (default
+        ``timeouts.connect``) if the socket does not drain: the command then
+        goes out in the background, and the channel is no longer wanted either way.
+        """
         self._check_usable()
         if channel not in self._wanted:
             return
+        deadline = asyncio.get_running_loop().time() + (
+            self._config.timeouts.connect if timeout is None else timeout
+        )
         self._stop_wanting(channel)
-        await self._after_commands()
+        await self._write_by(deadline)
         for waiter in self._sub_waiters.pop(channel, []):
             if not waiter.done():
                 waiter.set_exception(StreamError(f"unsubscribed from {channel}"))

@@ -525,8 +525,8 @@ def more_than_the_socket_buffers() -> bytes:
 
 async def test_writes_that_cannot_drain_end_at_the_call_deadline_and_lose_nothing():
     """The server stops reading: the socket fills and writing a command waits for it to
-    drain. An RPC's and a subscribe's deadlines bound that wait too; their frames are
-    written whole, and go out once the server reads again."""
+    drain. An RPC's, a subscribe's and an unsubscribe's deadlines bound that wait too;
+    their frames are written whole, and go out once the server reads again."""
     rec = Recorder()
     async with stalled(rec) as (sim, stream):
         loop = asyncio.get_running_loop()
@@ -542,8 +542,18 @@ async def test_writes_that_cannot_drain_end_at_the_call_deadline_and_lose_nothin
             await asyncio.wait_for(stream.subscribe(other, timeout=0.3), 10)
         assert 0.3 <= loop.time() - started < 2.0
         assert stream.connected
+        mine = channel_of(sim)
+        started = loop.time()
+        await asyncio.wait_for(stream.unsubscribe(mine, timeout=0.3), 10)
+        assert 0.3 <= loop.time() - started < 2.0
+        assert mine not in stream.channels
         sim.resume_websocket_reads()
         await asyncio.wait_for(stream.subscribe(other), 10)  # its frame got there
+        # the unsubscribe's frame got there before the subscribe's: an event on its
+        # channel published now is not delivered, one on the other channel is
+        gone, kept = publish_on(sim, sim.trading_account_id), publish_on(sim, other.split(":")[1])
+        await rec.wait(lambda: kept in rec.order_ids)
+        assert gone not in rec.order_ids
         with pytest.raises(StreamRpcError):  # and the link carries commands as before
             await stream.rpc("no.such.method", b"{}", timeout=5.0)
         assert stream.reconnects == 0
