@@ -540,7 +540,7 @@ class OrderStream:
                 self._wanted.add(channel)
                 if self._proto.connected:
                     self._proto.send_subscribe(channel, loop.time())
-                    if not await self._write_by(deadline):
+                    if not await self._write_by(deadline, loop):
                         raise TransportError(late)  # the socket did not drain in time
             try:
                 await asyncio.wait_for(asyncio.shield(waiter), max(0.0, deadline - loop.time()))
@@ -565,11 +565,10 @@ class OrderStream:
         self._check_usable()
         if channel not in self._wanted:
             return
-        deadline = asyncio.get_running_loop().time() + (
-            self._config.timeouts.connect if timeout is None else timeout
-        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._config.timeouts.connect if timeout is None else timeout)
         self._stop_wanting(channel)
-        await self._write_by(deadline)
+        await self._write_by(deadline, loop)
         for waiter in self._sub_waiters.pop(channel, []):
             if not waiter.done():
                 waiter.set_exception(StreamError(f"unsubscribed from {channel}"))
@@ -608,7 +607,7 @@ class OrderStream:
         self._rpc_alarm.add(now + remaining + 0.05, waiter)
         try:
             # (a write that outlasts the deadline is a reply that did not come in time)
-            reply = await waiter if await self._write_by(now + remaining) else None
+            reply = await waiter if await self._write_by(now + remaining, loop) else None
         finally:
             self._rpc_alarm.done()
             self._rpc_waiters.pop(cid, None)
@@ -1017,14 +1016,14 @@ class OrderStream:
         self._arm_timer()
         await self._send_frames(ws, self._proto.data_to_send())
 
-    async def _write_by(self, deadline: float) -> bool:
+    async def _write_by(self, deadline: float, loop: asyncio.AbstractEventLoop) -> bool:
         """:meth:`_after_commands`, waiting for the socket to drain until ``deadline`` at most.
 
         False when the deadline came first. Nothing is lost then: the frame
         being sent was written to the transport before the wait to drain, and
         the frames after it are sent in the background (:meth:`_send_frames`).
         """
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)  # (given the loop: no look-up, a getpid() on 3.11)
         assert task is not None  # (the caller's)
         cut = self._write_cuts.arm(deadline, task)
         try:
