@@ -116,6 +116,33 @@ async def test_a_cutoff_ends_the_await_at_its_time_as_a_timeout() -> None:
     cutoffs.close()
 
 
+async def test_a_wait_ending_when_a_cut_lands_is_woken_before_the_cut_task() -> None:
+    """A caller's deadline and its request's cutoff at the same instant: the caller's
+    wake-up runs first, the cut task's cancellation after it (the cut armed first)."""
+    loop = asyncio.get_running_loop()
+    alarm, cutoffs = Alarm(), Cutoffs()
+    when = loop.time() + 0.05
+    steps: list[str] = []
+
+    async def cut() -> None:
+        assert await _bounded(cutoffs, when) == "timed out"
+        steps.append("cut")
+
+    async def wait() -> None:
+        woken = loop.create_future()
+        alarm.add(when, woken)
+        await woken
+        alarm.done()
+        steps.append("woken")
+
+    cutting = asyncio.ensure_future(cut())
+    await asyncio.sleep(0)  # (the cut is armed before the wait)
+    await asyncio.wait_for(asyncio.gather(cutting, wait()), 2.0)
+    assert steps == ["woken", "cut"]
+    alarm.close()
+    cutoffs.close()
+
+
 async def test_a_cutoff_let_go_in_time_cancels_nothing() -> None:
     loop = asyncio.get_running_loop()
     cutoffs = Cutoffs()
