@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
-from .. import __version__
 from .._validate import check_account_id, check_url, is_loopback_host
+from .._version import __version__
 from ..client import CadenzaClient
 from ..config import DEFAULT_API_URL, DEFAULT_WS_URL, ClientConfig, Timeouts
 from ..errors import (

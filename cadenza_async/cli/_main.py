@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CadenzaError
 from ._commands import cmd_cancel, cmd_cancel_all, cmd_cancel_many, cmd_orders, cmd_watch
 from ._demo import cmd_demo
