@@ -536,7 +536,8 @@ async def test_writes_that_cannot_drain_end_at_the_call_deadline_and_lose_nothin
             await asyncio.wait_for(stream.rpc("no.such.method", big, timeout=0.3), 10)
         assert 0.3 <= loop.time() - started < 2.0
         assert stream._rpc_waiters == {}
-        other = f"tradingAccount:{sim.add_account()}"
+        other_account = sim.add_account()
+        other = f"tradingAccount:{other_account}"
         started = loop.time()
         with pytest.raises(TransportError, match="not confirmed in time"):
             await asyncio.wait_for(stream.subscribe(other, timeout=0.3), 10)
@@ -551,7 +552,7 @@ async def test_writes_that_cannot_drain_end_at_the_call_deadline_and_lose_nothin
         await asyncio.wait_for(stream.subscribe(other), 10)  # its frame got there
         # the unsubscribe's frame got there before the subscribe's: an event on its
         # channel published now is not delivered, one on the other channel is
-        gone, kept = publish_on(sim, sim.trading_account_id), publish_on(sim, other.split(":")[1])
+        gone, kept = publish_on(sim, sim.trading_account_id), publish_on(sim, other_account)
         await rec.wait(lambda: kept in rec.order_ids)
         assert gone not in rec.order_ids
         with pytest.raises(StreamRpcError):  # and the link carries commands as before
