@@ -6,12 +6,30 @@ order status decodes as its plain string, so a newer server never breaks an
 older SDK. Decimal quantities and prices stay the exact strings the server
 sent; the ``*_decimal`` accessors give :class:`decimal.Decimal`, never float.
 Decoders and encoders are built once, at import.
+
+This module is the one place the wire is read. It reads both generations of
+the API's payloads (``docs/guides/wire.md``; ``spec/cadenza-api.md``, "two
+wire generations"):
+
+* **Times are integer Unix milliseconds** on every model, whatever the wire
+  carried: an integer (the REST form), an RFC 3339 / ISO 8601 string with or
+  without a fraction, ``Z`` or an offset (the RPC and event form; a string
+  without an offset is UTC), or only the ``*DateTime`` companion of a field.
+  ``cancelled_at`` and ``canceled_at`` keep the spelling the server used
+  (:attr:`TradeOrder.cancellation_time` reads either).
+* A ``status`` may be null on an event: it is no terminal state.
+* Channel publications come as ``{metadata, data}``, as the status-change
+  shape, as ``{data}`` without metadata, or as the bare payload
+  (:func:`decode_channel_event`).
+* RPC results are ``{"data": ..., "error": ...}`` with either null
+  (:func:`decode_rpc_result`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -20,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "AccountEvent",
     "CancelResult",
     "Envelope",
     "Fee",
@@ -28,6 +47,7 @@ __all__ = [
     "OrderStatus",
     "Pagination",
     "ReplaceResult",
+    "RpcError",
     "SubmitResult",
     "TradeOrder",
     "is_terminal",
@@ -60,7 +80,7 @@ class OrderStatus:
     UNKNOWN: Final = "UNKNOWN"
 
     @staticmethod
-    def is_terminal(status: str) -> bool:
+    def is_terminal(status: str | None) -> bool:
         """True when no later event can change an order in this status."""
         return status in TERMINAL_STATUSES
 
@@ -83,6 +103,44 @@ def _decimal(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
+if TYPE_CHECKING:
+    _Ms = int
+else:
+    # A time on the wire: integer ms, or an RFC 3339 string msgspec parses (in C) into
+    # a datetime; the models' __post_init__ leaves integer ms, so their fields are ints.
+    _Ms = int | datetime
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_MS: Final = timedelta(milliseconds=1)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    """Unix milliseconds of ``value`` (a naive datetime is taken as UTC), exactly."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // _ONE_MS
+
+
+def parse_time(value: object) -> int | None:
+    """Unix milliseconds from a wire time: integer ms, a digit string, RFC 3339 text or a datetime.
+
+    ``None`` for anything else (a companion field the SDK cannot read is no
+    reason to refuse the payload that carries it).
+    """
+    if value.__class__ is int:
+        return value
+    if isinstance(value, datetime):
+        return datetime_to_ms(value)
+    if isinstance(value, str):
+        if value.isdigit():
+            return int(value)
+        try:
+            return datetime_to_ms(msgspec.convert(value, datetime))
+        except msgspec.ValidationError:
+            return None
+    return None
+
+
 # ``gc=False`` on the decoded models: they hold strings, numbers and (an order)
 # a list of fees, so no reference cycle can run through them. Every cancel
 # decodes an order from its reply and one from its event, and a bulk keeps one
@@ -90,10 +148,13 @@ def _decimal(value: str | None) -> Decimal | None:
 # thresholds (a bulk of 10,000 ran about 20 collections fewer; see
 # benchmarks/PROFILE.md).
 class Fee(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
-    """One fee charged on an order."""
+    """One fee charged on an order (REST: ``security``/``asset``/``venue``; RPC: ``asset``)."""
 
     asset: str | None = None
     quantity: str | None = None
+    security: str | None = None
+    venue: str | None = None
+    symbol: str | None = None
 
     @property
     def quantity_decimal(self) -> Decimal | None:
@@ -101,11 +162,19 @@ class Fee(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
 
 
 class TradeOrder(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
-    """A trade order as the API returns it. Timestamps are Unix milliseconds."""
+    """A trade order as the API shows it (REST reply, event or RPC result).
+
+    Every time is integer Unix milliseconds (see the module docstring for the
+    forms read). ``status`` is ``None`` when an event carried a null status
+    (never terminal). ``trading_account_id`` is filled from the channel or
+    the request when a payload omits it (the RPC models make it optional).
+    The ``*_date_time`` fields are the ISO 8601 companions the current REST
+    models add, as sent.
+    """
 
     trade_order_id: str
-    trading_account_id: str
-    status: str
+    trading_account_id: str = ""
+    status: str | None = None
     venue: str | None = None
     instrument_id: str | None = None
     base_asset: str | None = None
@@ -123,10 +192,44 @@ class TradeOrder(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
     cancel_reason: str | None = None
     reject_reason: str | None = None
     client_order_id: str | None = None
-    created_at: int | None = None
-    updated_at: int | None = None
-    cancelled_at: int | None = None
-    canceled_at: int | None = None
+    created_at: _Ms | None = None
+    updated_at: _Ms | None = None
+    cancelled_at: _Ms | None = None
+    canceled_at: _Ms | None = None
+    expire_at: _Ms | None = None
+    last_execution_at: _Ms | None = None
+    created_at_date_time: str | None = None
+    updated_at_date_time: str | None = None
+    canceled_at_date_time: str | None = None
+    expire_at_date_time: str | None = None
+    original_client_order_id: str | None = None
+    external_order_id: str | None = None
+    idempotency_key: str | None = None
+    quote_id: str | None = None
+    external_symbol: str | None = None
+    quantity_type: str | None = None
+    quote_currency_quantity: str | None = None
+    executed_percentage: str | None = None
+
+    def __post_init__(self) -> None:
+        # Times to integer ms. The usual REST and legacy payloads carry ints and no
+        # companion without its field: one check each, nothing converted.
+        created, updated = self.created_at, self.updated_at
+        if created.__class__ is not int:
+            self.created_at = parse_time(created or self.created_at_date_time)
+        if updated.__class__ is not int:
+            self.updated_at = parse_time(updated or self.updated_at_date_time)
+        canceled = self.canceled_at
+        if canceled.__class__ is not int:
+            self.canceled_at = parse_time(canceled or self.canceled_at_date_time)
+        expire = self.expire_at
+        if expire.__class__ is not int:
+            self.expire_at = parse_time(expire or self.expire_at_date_time)
+        cancelled, executed = self.cancelled_at, self.last_execution_at
+        if cancelled is not None and cancelled.__class__ is not int:
+            self.cancelled_at = parse_time(cancelled)
+        if executed is not None and executed.__class__ is not int:
+            self.last_execution_at = parse_time(executed)
 
     @property
     def is_terminal(self) -> bool:
@@ -197,7 +300,7 @@ class Envelope(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
 class EventMetadata(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
     event_id: str | None = None
     event_type: str | None = None
-    timestamp: str | None = None
+    timestamp: str | int | None = None
 
 
 class StatusChange(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
@@ -215,19 +318,35 @@ class OrderEvent(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
+class AccountEvent(msgspec.Struct, frozen=True, gc=False):
+    """A publication on ``tradingAccount:{id}`` that is not an order update.
+
+    ``event_type`` is ``metadata.eventType`` when the publication had one;
+    ``kind`` names the payload: the event type's resource (``"portfolio"``,
+    ``"trading_account"``, ...) or, without metadata, what its shape shows
+    (``"portfolio"``, ``"trading_account"``, else ``"unknown"``). ``data`` is
+    the payload itself, undecoded.
+    """
+
+    event_type: str | None
+    kind: str
+    data: msgspec.Raw
+
+
 class _OrderEventFast(msgspec.Struct, rename="camel", gc=False):
-    """The common event shape (``data`` is a TradeOrder) decoded in one pass."""
+    """The common event shapes (``data`` is an order) decoded in one pass."""
 
     metadata: EventMetadata | None = None
     data: TradeOrder | None = None
 
 
 ORDER_UPDATED: Final = "event.trade_order.updated"
+#: Event types of order updates: ``event.trade_order.updated`` and its siblings.
+ORDER_EVENT_PREFIX: Final = "event.trade_order."
 
 _envelope_decoder: Final = msgspec.json.Decoder(Envelope)
 _order_decoder: Final = msgspec.json.Decoder(TradeOrder)
 _order_list_decoder: Final = msgspec.json.Decoder(list[TradeOrder])
-_event_decoder: Final = msgspec.json.Decoder(OrderEvent)
 _fast_event_decoder: Final = msgspec.json.Decoder(_OrderEventFast)
 _FAST_PATH_MISSES: Final = (
     msgspec.DecodeError,
@@ -235,7 +354,8 @@ _FAST_PATH_MISSES: Final = (
     RecursionError,
     UnicodeDecodeError,
 )
-_order_or_change_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_object_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_metadata_decoder: Final = msgspec.json.Decoder(EventMetadata)
 _status_change_decoder: Final = msgspec.json.Decoder(StatusChange)
 encoder: Final = msgspec.json.Encoder()
 
@@ -271,18 +391,24 @@ def decode_order_list(raw: bytes | msgspec.Raw) -> list[TradeOrder]:
         raise _undecodable(exc) from None
 
 
-def decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
-    """The order carried by a channel publication, or ``None`` for other events.
+def decode_channel_event(data: bytes | msgspec.Raw) -> TradeOrder | AccountEvent:
+    """What a publication on ``tradingAccount:{id}`` carries: an order update, or another event.
 
-    Accepts both event shapes of the API: ``data`` is a TradeOrder, or a status
-    change ``{"order", "previousStatus", "newStatus"}``; a publication without
-    metadata is read by its shape alone. Raises ``msgspec.DecodeError`` (a
-    ``ValueError``) when an order-update event carries malformed data: a
-    waiter is never resolved from bad data.
+    Every documented form is read: ``{metadata, data}`` (the legacy envelope),
+    the status-change shape ``{"order", "previousStatus", "newStatus"}`` (in
+    an envelope or bare), ``{data}`` without metadata (the current models) and
+    a bare payload. A publication is an order update by its ``eventType``
+    when it has one (``event.trade_order.*``), else by its payload's shape (a
+    ``tradeOrderId``, or the status-change shape). Anything else is an
+    :class:`AccountEvent` (a portfolio, a trading account, ...), never an
+    error. Raises ``msgspec.DecodeError`` (a ``ValueError``; ``ValidationError``
+    is one) when the data is not JSON or an order update does not decode: a
+    waiter is never resolved from bad data. The error's text names the field
+    and the type it saw, never a value.
     """
-    # Fast path: the usual event (data is a TradeOrder) in one pass, no copy.
-    # Anything else (a status change, null data, bad input) takes the general
-    # path, which decides and raises exactly as it always has.
+    # Fast path: the usual event (data is an order, with or without metadata) in one
+    # pass, no copy. Anything else (a status change, a bare payload, another event,
+    # bad input) takes the general path, which decides and raises on its own.
     try:
         event = _fast_event_decoder.decode(data)
     except _FAST_PATH_MISSES:
@@ -291,34 +417,144 @@ def decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
         order = event.data
         if order is not None:
             meta = event.metadata
-            if meta is not None and meta.event_type not in (None, ORDER_UPDATED):
-                return None
-            return order
+            if meta is None:
+                return order
+            kind = meta.event_type
+            if kind is None or kind.startswith(ORDER_EVENT_PREFIX):
+                return order
     try:
-        return _decode_order_event_general(data)
+        return _decode_channel_event_general(data)
     except (RecursionError, UnicodeDecodeError) as exc:
         raise _undecodable(exc) from None
 
 
-def _decode_order_event_general(data: bytes | msgspec.Raw) -> TradeOrder | None:
-    event = _event_decoder.decode(data)
-    meta = event.metadata
-    if meta is not None and meta.event_type is not None and meta.event_type != ORDER_UPDATED:
-        return None
-    payload = bytes(event.data)
-    if payload == b"null":
-        if meta is None:
-            return None
-        raise msgspec.ValidationError("order event without data")
-    if b'"order"' in payload:
-        fields = _order_or_change_decoder.decode(payload)
-        if "order" in fields and "tradeOrderId" not in fields:
-            change = _status_change_decoder.decode(payload)
-            order = change.order
-            if change.new_status and change.new_status != order.status:
-                order = msgspec.structs.replace(order, status=change.new_status)
-            return order
-    return _order_decoder.decode(payload)
+def decode_order_event(data: bytes | msgspec.Raw) -> TradeOrder | None:
+    """The order a channel publication carries, or ``None`` for any other event.
+
+    :func:`decode_channel_event` without the other events; raises as it does.
+    """
+    event = decode_channel_event(data)
+    return event if isinstance(event, TradeOrder) else None
+
+
+_NULL: Final = msgspec.Raw(b"null")
+_T = TypeVar("_T")
+
+
+def _decode_channel_event_general(data: bytes | msgspec.Raw) -> TradeOrder | AccountEvent:
+    raw = data if isinstance(data, msgspec.Raw) else msgspec.Raw(data)
+    try:
+        top = _object_decoder.decode(raw)
+    except msgspec.ValidationError:  # JSON, but not an object (an array, a string, null)
+        return AccountEvent(None, "unknown", raw)
+    meta, payload, form = _unwrap(top, raw)
+    event_type = meta.event_type if meta is not None else None
+    if event_type is not None and not event_type.startswith(ORDER_EVENT_PREFIX):
+        return AccountEvent(event_type, _kind_of_type(event_type), payload)
+    try:
+        fields = _object_decoder.decode(payload)
+    except msgspec.ValidationError:  # null, a list, ...: no order in it
+        if event_type is None:
+            return AccountEvent(None, "unknown", payload)
+        raise msgspec.ValidationError(f"order event ({form}): data is not an object") from None
+    if "order" in fields and "tradeOrderId" not in fields:
+        change = _decode_part(_status_change_decoder, payload, form)
+        order = change.order
+        if change.new_status and change.new_status != order.status:
+            order = msgspec.structs.replace(order, status=change.new_status)
+        return order
+    if "tradeOrderId" in fields or event_type is not None:
+        return _decode_part(_order_decoder, payload, form)
+    return AccountEvent(None, _kind_of_shape(fields), payload)
+
+
+def _unwrap(
+    top: dict[str, msgspec.Raw], raw: msgspec.Raw
+) -> tuple[EventMetadata | None, msgspec.Raw, str]:
+    """A publication's metadata, its payload and the name of its form (for error texts)."""
+    if "tradeOrderId" in top or "order" in top or not ("metadata" in top or "data" in top):
+        return None, raw, "bare"
+    meta_raw = top.get("metadata")
+    meta = None if meta_raw is None else _decode_part(_metadata_decoder, meta_raw, "metadata")
+    form = "{metadata, data}" if "metadata" in top else "{data}"
+    return meta, top.get("data", _NULL), form
+
+
+def _decode_part(decoder: msgspec.json.Decoder[_T], raw: msgspec.Raw, where: str) -> _T:
+    """``decoder.decode(raw)``; a ValidationError's text says which part of the event failed."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise msgspec.ValidationError(f"{where}: {exc}") from None
+
+
+def _kind_of_type(event_type: str) -> str:
+    """``event.portfolio.updated`` -> ``"portfolio"`` (the resource between category and action)."""
+    parts = event_type.split(".")
+    return ".".join(parts[1:-1]) if len(parts) >= 3 else "unknown"
+
+
+#: Keys only a portfolio payload has, and keys of a trading account's (without an order id).
+_PORTFOLIO_KEYS: Final = frozenset({"balances", "positions", "summary", "updateMode"})
+_ACCOUNT_KEYS: Final = frozenset(
+    {"nickname", "accountType", "externalAccountId", "externalTradingAccountId", "credentials"}
+)
+
+
+def _kind_of_shape(fields: dict[str, msgspec.Raw]) -> str:
+    if not _PORTFOLIO_KEYS.isdisjoint(fields):
+        return "portfolio"
+    if not _ACCOUNT_KEYS.isdisjoint(fields):
+        return "trading_account"
+    return "unknown"
+
+
+if TYPE_CHECKING:
+    _Code = int
+else:
+    _Code = int | str  # (a digit string is read as its integer by __post_init__)
+
+
+class RpcError(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
+    """An RPC's ``error`` (``RpcError``): ``code`` (an integer, "AABBB"), ``message``, ``temporary``.
+
+    ``status`` is the HTTP status of the same error when the server says it.
+    A code sent as a digit string is read as its integer.
+    """
+
+    code: _Code = 0
+    message: str = ""
+    temporary: bool | None = None
+    status: int = 0
+
+    def __post_init__(self) -> None:
+        code: object = self.code
+        if isinstance(code, str):
+            text = code.strip()
+            self.code = int(text) if text.lstrip("-").isdigit() else 0
+
+
+class _RpcResult(msgspec.Struct, omit_defaults=True, gc=False):
+    data: TradeOrder | None = None
+    error: RpcError | None = None
+
+
+_rpc_result_decoder: Final = msgspec.json.Decoder(_RpcResult)
+
+
+def decode_rpc_result(raw: bytes | msgspec.Raw) -> tuple[TradeOrder | None, RpcError | None]:
+    """An order RPC's result ``{"data": order, "error": RpcError}``, either null or absent.
+
+    Raises ``msgspec.DecodeError`` (or ``ValidationError``) when it is not that shape.
+    """
+    try:
+        result = _rpc_result_decoder.decode(raw)
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise _undecodable(exc) from None
+    error = result.error
+    if error is not None and not error.code and not error.message:
+        error = None  # {"error": {}} or a zero code: no error (the current models' "non-zero")
+    return result.data, error
 
 
 # ``gc=False``: a result holds only an order and scalars, so it can be in no
@@ -347,7 +583,8 @@ class CancelResult(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def status(self) -> str:
-        return self.order.status
+        """The proven order's status (a proof always has one)."""
+        return self.order.status or OrderStatus.UNKNOWN
 
 
 class NewOrder(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
@@ -398,7 +635,8 @@ class SubmitResult(msgspec.Struct, frozen=True, gc=False):  # (as CancelResult)
 
     @property
     def status(self) -> str:
-        return self.order.status
+        """The proven order's status (a proof always has one)."""
+        return self.order.status or OrderStatus.UNKNOWN
 
     @property
     def reject_reason(self) -> str | None:
@@ -443,3 +681,49 @@ class ReplaceResult(msgspec.Struct, frozen=True):
 def to_builtins(obj: Any) -> Any:
     """Wire-shaped builtins (camelCase keys) for JSON output."""
     return msgspec.to_builtins(obj)
+
+
+#: The two generations of the API's wire (``spec/cadenza-api.md``).
+WireGeneration = Literal["current", "legacy"]
+
+
+def wire_of_event(data: bytes | msgspec.Raw) -> WireGeneration | None:
+    """Which generation a publication on ``tradingAccount:{id}`` is written in; None: cannot tell.
+
+    ``{metadata, data}`` (or the status-change shape) is the legacy
+    envelope; ``{data}`` without metadata, or RFC 3339 times, the current
+    models. Raises nothing: an undecodable publication says nothing.
+    """
+    try:
+        top = _object_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+        return None
+    if "metadata" in top:
+        return "legacy"
+    payload = top.get("data")
+    if payload is None:
+        return None
+    try:
+        fields = _object_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+        return None
+    if "order" in fields:
+        return "legacy"
+    updated = fields.get("updatedAt") or fields.get("createdAt")
+    if updated is None:
+        return "current"  # {data} without metadata
+    return "current" if bytes(updated).startswith(b'"') else "legacy"
+
+
+def wire_of_rpc_result(raw: bytes | msgspec.Raw) -> WireGeneration | None:
+    """Which generation an order RPC's result is written in: ``{data, error}`` both present is
+    the current models', one of them alone the legacy form; None: cannot tell."""
+    try:
+        top = _object_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+        return None
+    if "data" in top and "error" in top:
+        return "current"
+    if "data" in top or "error" in top:
+        return "legacy"
+    return None

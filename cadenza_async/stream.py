@@ -89,7 +89,7 @@ from .errors import (
     StreamRpcError,
     TransportError,
 )
-from .models import TradeOrder, decode_order_event
+from .models import AccountEvent, TradeOrder, decode_channel_event
 from .protocol.centrifugo import (
     ERROR_ALREADY_SUBSCRIBED,
     ERROR_UNAUTHORIZED,
@@ -127,6 +127,11 @@ _log = logging.getLogger("cadenza_async.stream")
 
 PublicationCallback = Callable[[str, msgspec.Raw, "int | None"], None]
 OrderCallback = Callable[[TradeOrder, "str | None"], None]
+AccountEventCallback = Callable[[AccountEvent, str], None]
+
+#: Distinct shapes of bad order events logged (each once); the rest are only counted.
+_MAX_BAD_SHAPES = 64
+_UNDECODABLE_SIZE: Final = len(UNDECODABLE_DATA)
 
 _CLOSE_EXPIRED = 3005
 #: At most this many resubscriptions of a reconnect wait for their reply at once.
@@ -250,7 +255,11 @@ class OrderStream:
     batched frames, each with recovery) and decodes their publications. Callbacks run synchronously in the reader and must
     not block: each ``on_order`` listener ``(order, account)`` for every
     decoded order event (``account`` from the channel; events naming another
-    account are dropped and counted), ``on_publication(channel, data,
+    account are dropped and counted), each ``on_account_event`` listener
+    ``(event, account)`` for every other publication on an account's channel
+    (a portfolio, a trading account: :class:`~cadenza_async.models.AccountEvent`),
+    ``on_bad_event(account)`` for an order event that did not decode (the
+    account's pending work is looked up at once), ``on_publication(channel, data,
     offset)`` with the raw data of each publication, ``on_gap(channel)``
     when continuity on a channel was lost (reconcile by REST),
     ``on_refused(channel, error)`` when the server refused a channel for good
@@ -278,6 +287,8 @@ class OrderStream:
         on_state: Callable[[str], None] | None = None,
         on_order: Sequence[OrderCallback] = (),
         on_refused: Callable[[str, StreamRpcError], None] | None = None,
+        on_bad_event: Callable[[str], None] | None = None,
+        on_account_event: Sequence[AccountEventCallback] = (),
         ping_grace: float | None = None,
         rng: random.Random | None = None,
         max_size: int | None = None,
@@ -293,6 +304,8 @@ class OrderStream:
         self._on_state = on_state
         self._on_order = tuple(on_order)
         self._on_refused = on_refused
+        self._on_bad_event = on_bad_event
+        self._on_account_event = tuple(on_account_event)
         self._rng = rng
         self._max_size = config.max_message_size if max_size is None else max_size
         self._min_delay = (
@@ -334,8 +347,11 @@ class OrderStream:
         self._resubscribing = 0
         self._window = RESUBSCRIBE_WINDOW  # shrinks when recovery replies come too big
         self.bad_events = 0
+        # shape (the decoder's words: field and type, never a value) -> how many
+        self.bad_event_shapes: dict[str, int] = {}
+        # publications on account channels that are no order update, by kind
+        self.account_events: dict[str, int] = {}
         self.account_mismatches = 0
-        self._last_bad_log = -1e9
         self._started = False
         self._closing = False
         self._ever_connected = False
@@ -1057,11 +1073,17 @@ class OrderStream:
             raise
 
     def _deliver(self, event: Publication) -> None:
-        """Hand a publication on: raw to ``on_publication``, decoded to ``on_order``.
+        """Hand a publication on: raw to ``on_publication``, decoded to the listeners.
 
-        An order event that does not decode, or names another account than
-        its channel's, is dropped and counted (``bad_events``), with at most
-        one warning a second.
+        On an account's channel every documented form is read
+        (:func:`~cadenza_async.models.decode_channel_event`): an order update
+        goes to the ``on_order`` listeners, anything else (a portfolio, a
+        trading account) to the ``on_account_event`` ones and is counted in
+        ``account_events``, never as bad. An order update that does not
+        decode, or names another account than its channel's, is dropped,
+        counted (``bad_events``), logged once per shape (the field and the
+        type it saw; never a value), and reported with ``on_bad_event(account)``
+        so what it may have proven is looked up at once.
         """
         channel = event.channel
         if self._on_publication is not None:
@@ -1069,38 +1091,67 @@ class OrderStream:
                 self._on_publication(channel, event.data, event.offset)
             except Exception:
                 self._log.exception("on_publication callback failed for %s", channel)
+        # (account_of, inlined: once per event)
+        if not channel.startswith(CHANNEL_PREFIX):
+            return  # not an account's channel: no order events on it
+        account = channel[_PREFIX_LEN:]
         listeners = self._on_order
-        if not listeners:
+        if not listeners and not self._on_account_event:
             return
         data = event.data
+        if len(data) == _UNDECODABLE_SIZE and bytes(data) == UNDECODABLE_DATA:
+            self._bad_event(channel, account, "undecodable order event (nested too deeply)")
+            return
         try:
-            order = decode_order_event(data)
+            decoded = decode_channel_event(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if bytes(data) == UNDECODABLE_DATA:
-                self._bad_event(channel, "undecodable order event (nested too deeply)")
-            else:
-                self._bad_event(channel, f"malformed order event: {exc}")
+            self._bad_event(channel, account, f"malformed order event: {exc}")
             return
-        if order is None:
+        if decoded.__class__ is not TradeOrder:
+            self._account_event(decoded, account)  # type: ignore[arg-type]
             return
-        # (account_of, inlined: once per event)
-        account = channel[_PREFIX_LEN:] if channel.startswith(CHANNEL_PREFIX) else None
-        if account is not None and order.trading_account_id != account:
-            self.account_mismatches += 1
-            self._bad_event(channel, "order event for another account")
-            return
+        order = decoded
+        if order.trading_account_id != account:
+            if order.trading_account_id:
+                self.account_mismatches += 1
+                self._bad_event(channel, account, "order event for another account")
+                return
+            order.trading_account_id = account  # (the current models may leave it out)
         for listener in listeners:
             try:
                 listener(order, account)
             except Exception:
                 self._log.exception("on_order listener failed for %s", channel)
 
-    def _bad_event(self, channel: str, what: str) -> None:
+    def _account_event(self, event: AccountEvent, account: str) -> None:
+        """A publication on an account's channel that is not an order update."""
+        self.account_events[event.kind] = self.account_events.get(event.kind, 0) + 1
+        for listener in self._on_account_event:
+            try:
+                listener(event, account)
+            except Exception:
+                self._log.exception("on_account_event listener failed for %s", account)
+
+    def _bad_event(self, channel: str, account: str, what: str) -> None:
+        """Count a bad order event, log its shape the first time, and report it at once."""
         self.bad_events += 1
-        now = asyncio.get_running_loop().time()
-        if now - self._last_bad_log >= 1.0:
-            self._last_bad_log = now
-            self._log.warning("%s on %s dropped (%d so far)", what, channel, self.bad_events)
+        shapes = self.bad_event_shapes
+        seen = shapes.get(what)
+        if seen is not None:
+            shapes[what] = seen + 1
+        elif len(shapes) < _MAX_BAD_SHAPES:
+            shapes[what] = 1
+            self._log.warning(
+                "%s on %s dropped (%d bad so far); proving what it may carry by REST",
+                what,
+                channel,
+                self.bad_events,
+            )
+        if self._on_bad_event is not None:
+            try:
+                self._on_bad_event(account)
+            except Exception:
+                self._log.exception("on_bad_event callback failed for %s", channel)
 
     def _gap(self, channel: str) -> None:
         try:

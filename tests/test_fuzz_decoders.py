@@ -318,12 +318,17 @@ def test_decode_order_event_accepts_or_raises_decode_error(payload: bytes, raw: 
     if order is not None:
         # Nothing half-built: the fields a waiter relies on have their declared types.
         assert isinstance(order.trade_order_id, str)
-        assert isinstance(order.status, str)
+        assert order.status is None or isinstance(order.status, str)
+        assert isinstance(order.trading_account_id, str)
+        for time in (order.created_at, order.updated_at, order.cancellation_time):
+            assert time is None or type(time) is int
 
 
 def test_the_valid_samples_decode() -> None:
     # The mutation strategies start from these: they must be valid to begin with.
-    assert decode_order_event(VALID_PAYLOADS[0]) is None  # a bare order is no event
+    bare = decode_order_event(VALID_PAYLOADS[0])  # a bare order is an order event too
+    assert bare is not None
+    assert bare.status == "CANCELLED"
     for payload in VALID_PAYLOADS[1:3]:
         order = decode_order_event(payload)
         assert order is not None

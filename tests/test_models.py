@@ -75,12 +75,16 @@ def test_cancellation_time_reads_both_spellings(key):
     assert order.cancellation_time == 42
 
 
-def test_only_id_account_and_status_are_required():
+def test_only_the_order_id_is_required():
     order = decode_order(b'{"tradeOrderId":"o","tradingAccountId":"a","status":"OPEN"}')
     assert order.quantity is None
     assert order.quantity_decimal is None
+    # The current RPC models make the account and the status optional (filled from the
+    # channel or the request; a missing status is no terminal state).
+    bare = decode_order(b'{"tradeOrderId":"o"}')
+    assert (bare.trading_account_id, bare.status, bare.is_terminal) == ("", None, False)
     with pytest.raises(msgspec.ValidationError):
-        decode_order(b'{"tradeOrderId":"o","status":"OPEN"}')
+        decode_order(b'{"tradingAccountId":"a","status":"OPEN"}')
 
 
 def test_decimal_accessors_are_exact():
@@ -178,13 +182,11 @@ def test_other_event_types_are_ignored():
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param({"tradeOrderId": ORDER_ID}, id="missing-fields"),
+        pytest.param({"status": "CANCELLED", "tradingAccountId": "a"}, id="missing-id"),
         pytest.param({**SEED_ORDER, "status": 7}, id="wrong-type"),
         pytest.param("CANCELLED", id="string"),
         pytest.param([SEED_ORDER], id="list"),
-        pytest.param(
-            {"order": {"tradeOrderId": ORDER_ID}, "newStatus": "CANCELLED"}, id="bad-change"
-        ),
+        pytest.param({"order": {"status": "OPEN"}, "newStatus": "CANCELLED"}, id="bad-change"),
         pytest.param(None, id="null-data"),
     ],
 )
@@ -194,7 +196,13 @@ def test_malformed_order_event_raises_instead_of_resolving(data):
 
 
 def test_other_event_type_carrying_an_order_shaped_payload_is_ignored():
-    assert decode_order_event(_event(SEED_ORDER, "event.trade_order.created_elsewhere")) is None
+    assert decode_order_event(_event(SEED_ORDER, "event.portfolio.updated")) is None
+
+
+def test_every_trade_order_event_type_is_an_order_update():
+    order = decode_order_event(_event(SEED_ORDER, "event.trade_order.status_changed"))
+    assert order is not None
+    assert order.status == "CANCELLED"
 
 
 def test_payload_with_both_an_order_id_and_an_order_key_is_the_top_level_order():
@@ -204,11 +212,14 @@ def test_payload_with_both_an_order_id_and_an_order_key_is_the_top_level_order()
     assert order.trade_order_id == ORDER_ID
 
 
-def test_event_without_data_is_ignored_only_without_metadata():
+def test_event_without_data_is_an_error_only_when_it_says_it_is_an_order_update():
     assert decode_order_event(b"{}") is None
     assert decode_order_event(msgspec.json.encode({"data": None})) is None
+    assert decode_order_event(msgspec.json.encode({"metadata": {"eventId": "e1"}})) is None
     with pytest.raises(msgspec.ValidationError):
-        decode_order_event(msgspec.json.encode({"metadata": {"eventId": "e1"}}))
+        decode_order_event(
+            msgspec.json.encode({"metadata": {"eventType": "event.trade_order.updated"}})
+        )
 
 
 def test_malformed_metadata_raises_even_when_the_order_is_fine():

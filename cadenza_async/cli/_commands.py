@@ -305,7 +305,7 @@ async def cmd_orders(ctx: Context) -> int:
         [
             (
                 order.trade_order_id,
-                order.status,
+                order.status or "-",
                 order.order_side or "",
                 order.quantity or "",
                 order.limit_price or "",
@@ -324,7 +324,7 @@ async def cmd_orders(ctx: Context) -> int:
 def order_line(order: TradeOrder) -> str:
     """One update as a line; every field came from the server, so each is cleaned."""
     stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
-    parts = [stamp, order.trade_order_id, order.status]
+    parts = [stamp, order.trade_order_id, order.status or "-"]
     if order.order_side:
         parts.append(order.order_side)
     if order.quantity:

@@ -125,9 +125,9 @@ class Tally:
             if outcome.cancelled:
                 self.cancelled += 1
             else:
-                self.not_cancelled[outcome.status] += 1
+                self.not_cancelled[outcome.status or "-"] += 1
         elif isinstance(outcome, TradeOrder):
-            self.unconfirmed[outcome.status] += 1
+            self.unconfirmed[outcome.status or "-"] += 1
         elif isinstance(outcome, OrderNotCancellableError):
             self.already_final += 1
         else:
@@ -214,7 +214,7 @@ def describe(order_id: str, outcome: Outcome) -> str:
         )
     if isinstance(outcome, TradeOrder):
         return (
-            f"{order_id}  {clean_line(outcome.status)}  "
+            f"{order_id}  {clean_line(outcome.status or '-')}  "
             "(the server's reply to the cancel; not confirmed: --no-confirm)"
         )
     if isinstance(outcome, OrderNotCancellableError):

@@ -187,7 +187,7 @@ class ConfirmationRegistry:
         # order id -> terminal status, for waiters that were resolved and left: the
         # events trailing them are duplicates (keeping them would hold a whole
         # TradeOrder per cancel for nothing)
-        self._settled: OrderedDict[str, str] = OrderedDict()
+        self._settled: OrderedDict[str, str | None] = OrderedDict()
         self.stats = RegistryStats()
 
     # -- waiters ---------------------------------------------------------------
@@ -270,6 +270,8 @@ class ConfirmationRegistry:
         current = waiter.account_id
         if current == account_id:
             return True
+        if not account_id:
+            return False  # a payload that did not name its account (optional in the RPC models)
         if current is not None:
             self.stats.account_mismatches += 1
             return False
@@ -356,7 +358,7 @@ class ConfirmationRegistry:
         if known_account is None:
             if source != "ws":
                 self.learn_account(waiter, account)
-        elif known_account != account:
+        elif known_account != account and account:  # ("": the payload did not name it)
             stats.account_mismatches += 1
             return None
         outcome = waiter.outcome

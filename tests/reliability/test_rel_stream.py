@@ -429,7 +429,8 @@ async def test_row23_deeply_nested_publication_data_is_dropped_without_a_reconne
 
 BAD_UPDATES = {
     "status-not-a-string": {"status": 5},
-    "missing-status": {"status": None},
+    "status-an-object": {"status": {"x": 1}},
+    "time-not-a-time": {"updatedAt": "yesterday"},
     "id-not-a-string": {"tradeOrderId": 12},
     "quantity-object": {"quantity": {"x": 1}},
     "data-is-a-list": None,
