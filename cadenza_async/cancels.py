@@ -76,6 +76,7 @@ from .errors import (
     ServerError,
     StreamRpcError,
     TransportError,
+    UnexpectedResponseError,
 )
 from .models import CancelResult, OrderStatus, TradeOrder
 from .protocol.confirm import ConfirmationRegistry, Waiter
@@ -420,6 +421,8 @@ class Canceller:
         self._sweeper: asyncio.Task[None] | None = None
         self._ever_up = False
         self.rest_polls = 0
+        # accounts whose pending cancels are being looked up after a bad event -> once more
+        self._bad_event_runs: dict[str, bool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # (see _running_loop)
 
     # -- life ------------------------------------------------------------------
@@ -560,6 +563,31 @@ class Canceller:
             account = account_of(channel)
             self._spawn(self.reconcile_pending(account), f"reconcile {channel}")
             self._resume(account)  # a channel dropped for good leaves its jobs to REST
+
+    def bad_event(self, account: str) -> None:
+        """An order event on ``account``'s channel did not decode: look its pending cancels up now.
+
+        The event may have carried the proof, so the account's pending
+        waiters are reconciled by REST at once, not at their deadline. One
+        reconciliation per account at a time; bad events during it run one more.
+        """
+        if self._closed is not None or not self._registry.pending_count_for_account(account):
+            return
+        if account in self._bad_event_runs:
+            self._bad_event_runs[account] = True  # once more when this one ends
+            return
+        self._bad_event_runs[account] = False
+        self._spawn(self._reconcile_bad(account), f"reconcile {account} (bad event)")
+
+    async def _reconcile_bad(self, account: str) -> None:
+        try:
+            again = True
+            while again and self._closed is None:
+                self._bad_event_runs[account] = False
+                await self.reconcile_pending(account)
+                again = self._bad_event_runs[account]
+        finally:
+            del self._bad_event_runs[account]
 
     def channel_refused(self, channel: str, error: StreamRpcError) -> None:
         """The server refused ``channel``; 103 fails its account's pending cancels."""
@@ -720,18 +748,18 @@ class Canceller:
     def send_cancel(
         self,
         order_id: str,
-        account_id: str | None,
+        account_id: str,
         *,
         via: Literal["http", "ws"] | None = None,
         deadline: float | None = None,
     ) -> Awaitable[TradeOrder]:
-        """Send one cancel (paced by the rate gate); await it for the order from its reply.
+        """Send one cancel of an order on ``account_id`` (paced); await it for the order from its reply.
 
-        ``via="ws"`` uses the RPC when the stream is connected and the order's
-        account is known (the default account is tried when none is given,
-        and HTTP when the order is not on it); otherwise the cancel goes over
-        HTTP. ``deadline`` (event-loop time) bounds the whole send. A plain
-        function: the HTTP cancel, the usual one, costs no coroutine of its own.
+        The request always names the account (the current API requires it).
+        ``via="ws"`` uses the RPC when the stream is connected; otherwise the
+        cancel goes over HTTP. ``deadline`` (event-loop time) bounds the whole
+        send. A plain function: the HTTP cancel, the usual one, costs no
+        coroutine of its own.
         """
         if deadline is None:
             deadline = self._running_loop().time() + self._request_timeout
@@ -742,24 +770,32 @@ class Canceller:
             and stream is not None
             and stream.connected
         ):
-            rpc_account = account_id or self._default_account
-            if rpc_account is not None:
-                return self._send_rpc(order_id, account_id, rpc_account, deadline)
+            return self._rpc_cancel.cancel(order_id, account_id, deadline=deadline)
         return self._http_cancel.cancel(order_id, account_id, deadline=deadline)
 
-    async def _send_rpc(
-        self, order_id: str, account_id: str | None, rpc_account: str, deadline: float
+    async def cancel_once(
+        self, order_id: str, account_id: str | None, *, deadline: float | None = None
     ) -> TradeOrder:
-        rpc = self._rpc_cancel
-        assert rpc is not None
+        """One cancel request, unconfirmed (``CadenzaClient.cancel``): the order from its reply.
+
+        The account is the caller's; else the default account is tried and,
+        when the order is not on it (404 or 403), the order is looked up by
+        its id and the cancel sent on its own account; with neither, the
+        order is looked up first. Everything runs within ``deadline``.
+        """
+        loop = self._running_loop()
+        if deadline is None:
+            deadline = loop.time() + self._request_timeout
+        account = account_id or self._default_account
+        if account is None:
+            account = self._account_named_by(await self._get_order(order_id, None, deadline))
         try:
-            return await rpc.cancel(order_id, rpc_account, deadline=deadline)
+            return await self.send_cancel(order_id, account, deadline=deadline)
         except (OrderNotFoundError, PermissionDeniedError):
-            if account_id is not None:
+            if account_id is not None or account != self._default_account:
                 raise
-        # The default account was a guess and the order is not on it:
-        # the HTTP cancel needs no account, and its reply names it.
-        return await self._http_cancel.cancel(order_id, account_id, deadline=deadline)
+        order = await self._get_order(order_id, None, deadline)  # the default was a guess
+        return await self.send_cancel(order_id, self._account_named_by(order), deadline=deadline)
 
     # -- the call ------------------------------------------------------------------
 
@@ -1117,11 +1153,23 @@ class Canceller:
             if now >= job.deadline:
                 _out_of_time(job)  # (raises if nothing was ever sent)
                 return
+            account = waiter.account_id
+            guessed = account is None and self._default_account is not None
+            if account is None:
+                account = self._default_account or await self._account_by_look_up(waiter, job)
+                if account is None:
+                    return  # the look-up proved the order final
+                now = loop.time()
             job.sent_at = now
             try:
-                order = await self.send_cancel(
-                    waiter.order_id, waiter.account_id, deadline=job.deadline
-                )
+                order = await self.send_cancel(waiter.order_id, account, deadline=job.deadline)
+            except (OrderNotFoundError, PermissionDeniedError):
+                if not guessed:
+                    raise
+                # The default account was a guess and the order is not on it: its own.
+                if await self._account_by_look_up(waiter, job) is None:
+                    return
+                continue
             except OrderNotCancellableError:
                 # Rule 3: already final (or racing a fill): the order's own state decides.
                 job.acked_at = loop.time()
@@ -1129,33 +1177,76 @@ class Canceller:
                     await self.look_up(waiter, job.deadline)
                 return
             except (TransportError, ServerError, RateLimitError) as exc:
-                if loop.time() >= job.deadline and job.maybe_sent:
-                    job.send_error = exc
-                    return  # the deadline, not this error, ends it: a timeout with its cause
-                job.maybe_sent = job.maybe_sent or exc.maybe_sent
-                job.send_error = exc
-                if not job.maybe_sent:
-                    raise  # provably never reached the API, retries spent: say so now
-                # Rule 4: it may have been applied. Look, then send again if still open.
-                with contextlib.suppress(*_RETRIABLE):
-                    await self.look_up(waiter, job.deadline)
-                last = waiter.last_known
-                proven = waiter.outcome is not None
-                if proven or (last is not None and last.status == OrderStatus.PENDING_CANCEL):
-                    job.acked_at = loop.time()  # an earlier attempt got through
+                if await self._after_failed_send(waiter, job, exc):
                     return
                 await sleep_until(job, self._alarm, min(job.deadline, loop.time() + delay))
                 delay = min(delay * 2, RESEND_MAX)
                 continue
-            if waiter.outcome is not None:
-                return  # proven while the reply travelled: nothing to add
-            now = loop.time()
-            job.acked_at = now
-            if self._registry.resolve_from_http(order, now) is not None:
-                job.wake()
-            elif waiter.account_id is None:
-                self._registry.learn_account(waiter, order.trading_account_id)
+            self._acknowledged(waiter, job, order)
             return
+
+    async def _after_failed_send(
+        self, waiter: Waiter, job: _Job, exc: TransportError | ServerError | RateLimitError
+    ) -> bool:
+        """A send failed: True when that ends the sending (proven, acknowledged, out of time).
+
+        Raises ``exc`` when it provably never reached the API. Rule 4: one that
+        may have been applied is looked up; False: still open, send again.
+        """
+        loop = self._running_loop()
+        if loop.time() >= job.deadline and job.maybe_sent:
+            job.send_error = exc
+            return True  # the deadline, not this error, ends it: a timeout with its cause
+        job.maybe_sent = job.maybe_sent or exc.maybe_sent
+        job.send_error = exc
+        if not job.maybe_sent:
+            raise exc  # provably never reached the API, retries spent: say so now
+        with contextlib.suppress(*_RETRIABLE):
+            await self.look_up(waiter, job.deadline)
+        last = waiter.last_known
+        if waiter.outcome is not None or (
+            last is not None and last.status == OrderStatus.PENDING_CANCEL
+        ):
+            job.acked_at = loop.time()  # an earlier attempt got through
+            return True
+        return False
+
+    def _acknowledged(self, waiter: Waiter, job: _Job, order: TradeOrder) -> None:
+        """The cancel's reply came: note it, and what it proves or names."""
+        if waiter.outcome is not None:
+            return  # proven while the reply travelled: nothing to add
+        now = self._running_loop().time()
+        job.acked_at = now
+        if self._registry.resolve_from_http(order, now) is not None:
+            job.wake()
+        elif waiter.account_id is None:
+            self._registry.learn_account(waiter, order.trading_account_id)
+
+    async def _account_by_look_up(self, waiter: Waiter, job: _Job) -> str | None:
+        """The order's account, from a look-up by its id (within the job's deadline).
+
+        ``None`` when the look-up proved the order final (its callers are
+        woken). Raises what the look-up raises (``OrderNotFoundError``, ...).
+        """
+        order = await self._get_order(waiter.order_id, None, job.deadline)
+        now = self._running_loop().time()
+        if self._registry.resolve_from_rest(order, now) is not None:
+            job.wake()
+        if waiter.done:
+            return None
+        return self._account_named_by(order, waiter)
+
+    def _account_named_by(self, order: TradeOrder, waiter: Waiter | None = None) -> str:
+        """The account a looked-up order names (learnt by ``waiter``); raises when it names none."""
+        account = order.trading_account_id
+        if not account:
+            raise UnexpectedResponseError(
+                f"the look-up of order {order.trade_order_id} did not name its trading account; "
+                "pass trading_account_id="
+            )
+        if waiter is not None:
+            self._registry.learn_account(waiter, account)
+        return account
 
     async def _prove(self, waiter: Waiter, job: _Job) -> None:
         """Prove the outcome: leave it to the stream's events while the channel is live, else poll.

@@ -56,6 +56,11 @@ class ClientStats(msgspec.Struct, frozen=True):
     account_mismatches: int
     terminal_conflicts: int
     pending_submits: int = 0
+    #: Publications on account channels that are not order updates, by kind
+    #: (``"portfolio"``, ``"trading_account"``, ...): read, never counted as bad.
+    account_events: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Bad order events by shape (the decoder's words: the field and the type it saw).
+    bad_event_shapes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 BulkOutcome = CancelResult | TradeOrder | CadenzaError
@@ -97,6 +102,7 @@ class CadenzaClient:
         retry: RetryPolicy | Mapping[str, Any] | None = None,
         cancel_via: Literal["http", "ws"] | None = None,
         submit_via: Literal["http", "ws"] | None = None,
+        wire: Literal["current", "legacy"] | None = None,
         allow_insecure: bool | None = None,
         drain_timeout: float | None = None,
         max_rate: float | None = None,
@@ -120,6 +126,7 @@ class CadenzaClient:
             "retry": retry,
             "cancel_via": cancel_via,
             "submit_via": submit_via,
+            "wire": wire,
             "allow_insecure": allow_insecure,
             "drain_timeout": drain_timeout,
             "max_rate": max_rate,
@@ -167,6 +174,7 @@ class CadenzaClient:
             request_timeout=config.timeouts.request,
             send_attempts=config.retry.attempts,
             default_account=config.trading_account_id,
+            wire=config.wire,
         )
         self._background = BackgroundCancels(on_background_error)
         self._stream = OrderStream(
@@ -178,6 +186,7 @@ class CadenzaClient:
             on_refused=self._canceller.channel_refused,
             on_failure=self._canceller.stream_failed,
             on_state=self._canceller.stream_state,
+            on_bad_event=self._canceller.bad_event,
         )
         self._canceller.attach_stream(self._stream)
         # Accounts whose channel stays whatever: the configured one, those the
@@ -610,6 +619,8 @@ class CadenzaClient:
             account_mismatches=registry.account_mismatches + stream.account_mismatches,
             terminal_conflicts=registry.terminal_conflicts,
             pending_submits=self._placer.pending,
+            account_events=dict(stream.account_events),
+            bad_event_shapes=dict(stream.bad_event_shapes),
         )
 
     @property
@@ -664,7 +675,7 @@ class CadenzaClient:
         check_order_id(order_id)
         if trading_account_id is not None:
             check_account_id(trading_account_id)
-        return await self._http.cancel_order(order_id, trading_account_id)
+        return await self._canceller.cancel_once(order_id, trading_account_id)
 
     async def get_order(
         self, order_id: str, *, trading_account_id: str | None = None

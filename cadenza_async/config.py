@@ -17,6 +17,10 @@ setting                         meaning                                     defa
 ``retry.max_delay``             backoff cap, seconds                        2
 ``cancel_via``                  ``"http"`` or ``"ws"``                      http
 ``submit_via``                  ``"http"`` or ``"ws"`` (the submit RPC)     http
+``wire``                        what is written: ``"current"`` (the         current
+                                official models: the RPC submit nested
+                                under ``tradeOrder``) or ``"legacy"``
+                                (flat); both are always read
 ``allow_insecure``              allow http:// and ws:// to remote hosts     False
 ``drain_timeout``               close waits this long for background work   10
 ``max_rate``                    cancels per second, all paths (None: off)   None
@@ -40,7 +44,7 @@ setting                         meaning                                     defa
 ==============================  ==========================================  =========
 
 Environment (``ClientConfig.from_env``): ``CADENZA_TOKEN``, ``CADENZA_API_URL``,
-``CADENZA_WS_URL``, ``CADENZA_TRADING_ACCOUNT_ID``.
+``CADENZA_WS_URL``, ``CADENZA_TRADING_ACCOUNT_ID``, ``CADENZA_WIRE``.
 """
 
 from __future__ import annotations
@@ -155,6 +159,7 @@ class ClientConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     cancel_via: Literal["http", "ws"] = "http"
     submit_via: Literal["http", "ws"] = "http"
+    wire: Literal["current", "legacy"] = "current"
     allow_insecure: bool = False
     drain_timeout: float = 10.0
     max_rate: float | None = None
@@ -206,6 +211,8 @@ class ClientConfig:
             raise ConfigurationError("cancel_via must be 'http' or 'ws'")
         if self.submit_via not in ("http", "ws"):
             raise ConfigurationError("submit_via must be 'http' or 'ws'")
+        if self.wire not in ("current", "legacy"):
+            raise ConfigurationError("wire must be 'current' or 'legacy'")
 
     def _check_numbers(self) -> None:
         self._check_limits()
@@ -262,6 +269,7 @@ class ClientConfig:
             ("api_url", "CADENZA_API_URL"),
             ("ws_url", "CADENZA_WS_URL"),
             ("trading_account_id", "CADENZA_TRADING_ACCOUNT_ID"),
+            ("wire", "CADENZA_WIRE"),
         ):
             value = env.get(name)
             if value:

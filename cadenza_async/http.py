@@ -122,9 +122,11 @@ class OrderPage(msgspec.Struct, frozen=True):
     pagination: Pagination | None = None
 
 
-class _CancelBody(msgspec.Struct, rename="camel", omit_defaults=True):
+class _CancelBody(msgspec.Struct, rename="camel"):
+    """``CancelTradeOrderRequest``: both fields required by the current API."""
+
     trade_order_id: str
-    trading_account_id: str | None = None
+    trading_account_id: str
 
 
 class _SubmitBody(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -397,7 +399,7 @@ class HttpApi:
     def cancel_order(
         self,
         order_id: str,
-        trading_account_id: str | None = None,
+        trading_account_id: str,
         *,
         deadline: float | None = None,
     ) -> Awaitable[TradeOrder]:

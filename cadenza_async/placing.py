@@ -286,8 +286,10 @@ class Placer:
         request_timeout: float,
         send_attempts: int = 3,
         default_account: str | None = None,
+        wire: Literal["current", "legacy"] = "current",
     ) -> None:
         self._http_submit = http_submit
+        self._wire = wire
         self._rpc_submit: SubmitTransport | None = None
         self._get_order = look_up_order
         self._list_recent = list_recent
@@ -325,7 +327,9 @@ class Placer:
     def attach_stream(self, stream: OrderStream) -> None:
         """Use ``stream`` for events, subscriptions and (``submit_via="ws"``) RPC submits."""
         self._stream = stream
-        self._rpc_submit = RpcSubmit(stream, self._gate, self._request_timeout)
+        self._rpc_submit = RpcSubmit(
+            stream, self._gate, self._request_timeout, nested=self._wire == "current"
+        )
 
     def observe_event(self, order: TradeOrder, account: str | None) -> None:
         """An order update from the stream; wakes the callers of the submit it proves."""

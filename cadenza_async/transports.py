@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import msgspec
 
 from .errors import TransportError, UnexpectedResponseError, error_for_rpc
-from .models import NewOrder, TradeOrder, encoder
+from .models import NewOrder, TradeOrder, decode_rpc_result, encoder
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
@@ -37,6 +37,7 @@ __all__ = [
     "http_list_page",
     "http_list_recent",
     "http_look_up",
+    "rpc_submit_params",
 ]
 
 RPC_CANCEL: Final = "command.trade_order.cancel"
@@ -47,7 +48,7 @@ class CancelTransport(Protocol):
     """Sends one cancel; awaiting it gives the order as the reply shows it."""
 
     def cancel(
-        self, order_id: str, account_id: str | None, /, *, deadline: float
+        self, order_id: str, account_id: str, /, *, deadline: float
     ) -> Awaitable[TradeOrder]:
         """Raise the SDK's errors (``ApiError`` subclasses, ``TransportError``)."""
         ...
@@ -84,19 +85,45 @@ def http_list_page(http: HttpApi) -> Callable[[str, int, int, float], Awaitable[
     return list_page
 
 
-class _RpcError(msgspec.Struct, omit_defaults=True):
-    code: int = 0
-    message: str = ""
-    temporary: bool = False
-    status: int = 0  # the HTTP status of the same error, when the server says it
+def _order_from_rpc(raw: msgspec.Raw, what: str, account_id: str) -> TradeOrder:
+    """The order of an RPC result (either generation), or the SDK error its ``error`` means."""
+    try:
+        order, error = decode_rpc_result(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise UnexpectedResponseError(f"malformed reply to the {what} RPC") from None
+    if error is not None:
+        raise error_for_rpc(
+            error.code, error.message, status=error.status, temporary=bool(error.temporary)
+        )
+    if order is None:
+        raise UnexpectedResponseError(f"the {what} RPC replied without an order")
+    if not order.trading_account_id:
+        order.trading_account_id = account_id  # (optional in the current RPC models)
+    return order
 
 
-class _RpcCancelReply(msgspec.Struct, omit_defaults=True):
-    data: TradeOrder | None = None
-    error: _RpcError | None = None
+class _RpcSubmitParams(msgspec.Struct, rename="camel", omit_defaults=True):
+    """``command.trade_order.submit``'s params in the current models (``RpcSubmitTradeOrderParams``)."""
+
+    trade_order: NewOrder
+    trading_account_id: str
+    idempotency_key: str | None = None
 
 
-_rpc_reply_decoder: Final = msgspec.json.Decoder(_RpcCancelReply)
+def rpc_submit_params(order: NewOrder, *, nested: bool = True) -> bytes:
+    """The submit RPC's params for ``order`` (its ``trading_account_id`` set).
+
+    ``nested`` (the current models): ``{"tradeOrder": {...}, "tradingAccountId",
+    "idempotencyKey"}``, the idempotency key being the ``clientOrderId``;
+    otherwise (the legacy servers) the REST body, flat.
+    """
+    account = order.trading_account_id
+    if account is None:
+        raise ValueError("an RPC submit needs the order's trading account")
+    if not nested:
+        return encoder.encode(order)
+    inner = msgspec.structs.replace(order, trading_account_id=None)
+    return encoder.encode(_RpcSubmitParams(inner, account, order.client_order_id))
 
 
 class RpcCancel:
@@ -109,11 +136,7 @@ class RpcCancel:
         self._gate = gate
         self._request_timeout = request_timeout
 
-    async def cancel(
-        self, order_id: str, account_id: str | None, /, *, deadline: float
-    ) -> TradeOrder:
-        if account_id is None:
-            raise ValueError("an RPC cancel needs the order's trading account")
+    async def cancel(self, order_id: str, account_id: str, /, *, deadline: float) -> TradeOrder:
         loop = asyncio.get_running_loop()
         await self._gate.acquire(deadline - loop.time())
         timeout = min(self._request_timeout, deadline - loop.time())
@@ -123,16 +146,7 @@ class RpcCancel:
             )
         payload = encoder.encode({"tradingAccountId": account_id, "tradeOrderId": order_id})
         raw = await self._stream.rpc(RPC_CANCEL, payload, timeout=timeout)
-        try:
-            reply = _rpc_reply_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise UnexpectedResponseError("malformed reply to the cancel RPC") from None
-        if reply.error is not None:
-            err = reply.error
-            raise error_for_rpc(err.code, err.message, status=err.status, temporary=err.temporary)
-        if reply.data is None:
-            raise UnexpectedResponseError("the cancel RPC replied without an order")
-        return reply.data
+        return _order_from_rpc(raw, "cancel", account_id)
 
 
 class SubmitTransport(Protocol):
@@ -172,15 +186,20 @@ class HttpSubmit:
 class RpcSubmit:
     """The submit as a Centrifugo RPC (``command.trade_order.submit``) on the open WebSocket.
 
-    Its params are the REST body; its reply is read like the cancel RPC's.
+    Its params nest the order under ``tradeOrder`` (the current models;
+    ``nested=False``: the REST body, flat, for legacy servers); its reply is
+    read like the cancel RPC's.
     """
 
-    __slots__ = ("_gate", "_request_timeout", "_stream")
+    __slots__ = ("_gate", "_nested", "_request_timeout", "_stream")
 
-    def __init__(self, stream: OrderStream, gate: RateGate, request_timeout: float) -> None:
+    def __init__(
+        self, stream: OrderStream, gate: RateGate, request_timeout: float, *, nested: bool = True
+    ) -> None:
         self._stream = stream
         self._gate = gate
         self._request_timeout = request_timeout
+        self._nested = nested
 
     async def submit(self, order: NewOrder, deadline: float) -> TradeOrder:
         if order.trading_account_id is None:
@@ -193,17 +212,9 @@ class RpcSubmit:
             raise TransportError(
                 "the deadline passed before the submit could be sent", maybe_sent=False
             )
-        raw = await self._stream.rpc(RPC_SUBMIT, encoder.encode(order), timeout=timeout)
-        try:
-            reply = _rpc_reply_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise UnexpectedResponseError("malformed reply to the submit RPC") from None
-        if reply.error is not None:
-            err = reply.error
-            raise error_for_rpc(err.code, err.message, status=err.status, temporary=err.temporary)
-        if reply.data is None:
-            raise UnexpectedResponseError("the submit RPC replied without an order")
-        return reply.data
+        params = rpc_submit_params(order, nested=self._nested)
+        raw = await self._stream.rpc(RPC_SUBMIT, params, timeout=timeout)
+        return _order_from_rpc(raw, "submit", order.trading_account_id)
 
 
 class ListRecent(Protocol):

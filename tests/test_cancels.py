@@ -76,6 +76,7 @@ class Script:
 
 
 def canceller(send: Script, look: Script, **options: object) -> Canceller:
+    options.setdefault("default_account", ACCOUNT)  # (the orders' account: no look-up first)
     return Canceller(
         http_cancel=send,
         look_up_order=look,
@@ -245,12 +246,67 @@ async def test_a_definite_answer_is_every_callers_error(closing):
     closing(c)
 
     a, b = await asyncio.gather(
-        c.cancel_and_confirm("o1"), c.cancel_and_confirm("o1"), return_exceptions=True
+        c.cancel_and_confirm("o1", trading_account_id=ACCOUNT),
+        c.cancel_and_confirm("o1", trading_account_id=ACCOUNT),
+        return_exceptions=True,
     )
 
     assert isinstance(a, OrderNotFoundError)
     assert isinstance(b, OrderNotFoundError)
     assert len(send.calls) == 1
+
+
+async def test_a_not_found_on_the_guessed_default_account_looks_the_order_up(closing):
+    send = Script(
+        OrderNotFoundError("no such order", status=404),
+        TradeOrder("o1", "acc-2", "CANCELLED", updated_at=2),
+    )
+    look = Script(TradeOrder("o1", "acc-2", "OPEN", updated_at=1))
+    c = canceller(send, look)
+    closing(c)
+
+    result = await c.cancel_and_confirm("o1")
+
+    assert (result.cancelled, result.source) == (True, "http")
+    assert [account for _, account, _ in send.calls] == [ACCOUNT, "acc-2"]
+    assert [account for _, account, _ in look.calls] == [None]  # by the order's id alone
+
+
+async def test_an_order_found_nowhere_is_not_found_after_one_look_up(closing):
+    send = Script(OrderNotFoundError("no such order", status=404))
+    look = Script(OrderNotFoundError("no such order", status=404))
+    c = canceller(send, look)
+    closing(c)
+
+    error, _ = await timed(c.cancel_and_confirm("o1"))
+
+    assert isinstance(error, OrderNotFoundError)
+    assert (len(send.calls), len(look.calls)) == (1, 1)
+
+
+async def test_without_any_account_the_order_is_looked_up_before_the_cancel(closing):
+    send = Script(order("o1", "CANCELLED"))
+    look = Script(order("o1", "OPEN"))
+    c = canceller(send, look, default_account=None)
+    closing(c)
+
+    result = await c.cancel_and_confirm("o1")
+
+    assert result.cancelled
+    assert [account for _, account, _ in look.calls] == [None]
+    assert [account for _, account, _ in send.calls] == [ACCOUNT]
+
+
+async def test_a_look_up_that_finds_the_order_final_proves_it_without_a_cancel(closing):
+    send = Script()
+    look = Script(order("o1", "FILLED"))
+    c = canceller(send, look, default_account=None)
+    closing(c)
+
+    result = await c.cancel_and_confirm("o1")
+
+    assert (result.cancelled, result.status, result.source) == (False, "FILLED", "rest")
+    assert send.calls == []
 
 
 # --------------------------------------------------------------------------- deadlines

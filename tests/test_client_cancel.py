@@ -10,6 +10,7 @@ from cadenza_async import (
     CadenzaClient,
     ClientClosedError,
     ConfigurationError,
+    OrderNotFoundError,
     Timeouts,
     TradeOrder,
 )
@@ -20,8 +21,9 @@ WS = "ws://127.0.0.1:9/connection/websocket"
 
 @pytest.fixture
 async def client(api: ScriptedApi):
-    # HTTP-only use: no ``async with`` (that would connect the order stream first).
-    c = CadenzaClient(token="tok", api_url=api.url, ws_url=WS)
+    # HTTP-only use: no ``async with`` (that would connect the order stream first). The
+    # default account is the seed order's: its cancel needs no look-up of its account.
+    c = CadenzaClient(token="tok", api_url=api.url, ws_url=WS, trading_account_id=ACCOUNT_ID)
     try:
         yield c
     finally:
@@ -46,12 +48,57 @@ async def test_cancel_with_trading_account_id_sends_it(api, client):
     assert msgspec.json.decode(api.requests[0].body)["tradingAccountId"] == ACCOUNT_ID
 
 
-async def test_cancel_does_not_send_the_configured_default_account(api):
-    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS, trading_account_id=ACCOUNT_ID)
+async def test_cancel_sends_the_configured_default_account(api, client):
     await client.cancel(ORDER_ID)
-    await client.aclose()
 
-    assert msgspec.json.decode(api.requests[0].body) == {"tradeOrderId": ORDER_ID}
+    # The current API requires the account in the body: the default one, first.
+    assert msgspec.json.decode(api.requests[0].body) == {
+        "tradeOrderId": ORDER_ID,
+        "tradingAccountId": ACCOUNT_ID,
+    }
+
+
+async def test_cancel_without_any_account_looks_the_order_up_first(api):
+    api.reply(body=envelope([SEED_ORDER]))  # the look-up names the order's account
+    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS)
+    try:
+        await client.cancel(ORDER_ID)
+    finally:
+        await client.aclose()
+
+    look_up, cancel = api.requests
+    assert (look_up.method, look_up.query) == ("GET", {"tradeOrderId": ORDER_ID})
+    assert msgspec.json.decode(cancel.body) == {
+        "tradeOrderId": ORDER_ID,
+        "tradingAccountId": ACCOUNT_ID,
+    }
+
+
+async def test_cancel_off_the_default_account_finds_the_orders_own_and_sends_again(api):
+    other = "660e8400-e29b-41d4-a716-446655440009"
+    api.reply(404, envelope(None, success=False, errno=-111002, error="Order not found"))
+    api.reply(body=envelope([{**SEED_ORDER, "tradingAccountId": other}]))
+    api.reply(body=envelope({**SEED_ORDER, "tradingAccountId": other}))
+    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS, trading_account_id=ACCOUNT_ID)
+    try:
+        order = await client.cancel(ORDER_ID)
+    finally:
+        await client.aclose()
+
+    assert order.trading_account_id == other
+    guess, look_up, cancel = api.requests
+    assert msgspec.json.decode(guess.body)["tradingAccountId"] == ACCOUNT_ID
+    assert look_up.query == {"tradeOrderId": ORDER_ID}
+    assert msgspec.json.decode(cancel.body)["tradingAccountId"] == other
+
+
+async def test_cancel_naming_its_account_is_not_retried_on_another(api, client):
+    api.reply(404, envelope(None, success=False, errno=-111002, error="Order not found"))
+
+    with pytest.raises(OrderNotFoundError):
+        await client.cancel(ORDER_ID, trading_account_id=ACCOUNT_ID)
+
+    assert len(api.requests) == 1  # the caller's account is not a guess: no look-up
 
 
 async def test_get_order_returns_the_listed_order(api, client):
@@ -80,11 +127,15 @@ async def test_list_and_submit_go_through_the_client(api, client):
     assert order.status == "OPEN"
 
 
-async def test_submit_without_any_account_raises_before_io(api, client):
-    with pytest.raises(ValueError):
-        await client.submit_order(
-            instrument_id="X:A/B", order_side="BUY", order_type="MARKET", quantity="1"
-        )
+async def test_submit_without_any_account_raises_before_io(api):
+    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS)
+    try:
+        with pytest.raises(ValueError):
+            await client.submit_order(
+                instrument_id="X:A/B", order_side="BUY", order_type="MARKET", quantity="1"
+            )
+    finally:
+        await client.aclose()
     assert api.requests == []
 
 
@@ -157,7 +208,7 @@ def test_plain_http_to_loopback_is_allowed(host):
 
 
 async def test_closed_client_refuses_every_call_and_sends_nothing(api):
-    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS)
+    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS, trading_account_id=ACCOUNT_ID)
     await client.cancel(ORDER_ID)
     await client.aclose()
     await client.aclose()  # idempotent
@@ -185,7 +236,13 @@ async def test_client_created_and_closed_without_requests_leaves_nothing_open(ap
 
 async def test_entering_a_client_whose_stream_cannot_connect_still_cancels_over_http(api):
     # A risk system must be able to pull its orders while the event stream is down.
-    client = CadenzaClient(token="tok", api_url=api.url, ws_url=WS, timeouts=Timeouts(connect=0.3))
+    client = CadenzaClient(
+        token="tok",
+        api_url=api.url,
+        ws_url=WS,
+        trading_account_id=ACCOUNT_ID,
+        timeouts=Timeouts(connect=0.3),
+    )
     async with client:
         assert not client.stats().stream_connected
         order = await client.cancel(ORDER_ID)

@@ -353,7 +353,7 @@ async def test_pings_are_answered_over_many_intervals_without_reconnecting(
 # --------------------------------------------------------------------------- event shapes
 
 
-@pytest.mark.cadenza_sim(cancel_delay=0.05, event_shape="status_change")
+@pytest.mark.cadenza_sim(cancel_delay=0.05, event_shape="status_change", wire="legacy")
 async def test_status_change_event_shape_confirms(cadenza_sim, open_client):
     client = await open_client()
     order = cadenza_sim.create_order()
@@ -474,14 +474,17 @@ async def test_account_learned_from_the_http_reply_is_subscribed_and_confirms(
     result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
 
     assert (result.cancelled, result.source) == (True, "ws")
-    # One look-up closes the gap between the HTTP answer and the subscription.
-    assert [q["tradeOrderId"] for q in lookups(cadenza_sim)] == [order.trade_order_id]
+    # No account known: one look-up by the order's id names it (the cancel must carry
+    # it), then one look-up closes the gap between the HTTP answer and the subscription.
+    account = {"tradingAccountId": cadenza_sim.trading_account_id}
+    first = {"tradeOrderId": order.trade_order_id}
+    assert lookups(cadenza_sim) == [first, first | account]
 
-    # The account is now subscribed: the next cancel needs no gap look-up.
+    # The account is now subscribed: the next cancel needs its account look-up only.
     second = cadenza_sim.create_order()
     result = await client.cancel_and_confirm(second.trade_order_id, timeout=STEP)
     assert (result.cancelled, result.source) == (True, "ws")
-    assert len(lookups(cadenza_sim)) == 1
+    assert lookups(cadenza_sim)[2:] == [{"tradeOrderId": second.trade_order_id}]
 
 
 # --------------------------------------------------------------------------- sharing

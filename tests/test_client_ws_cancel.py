@@ -25,15 +25,22 @@ async def test_ws_cancel_without_an_account_uses_the_default_account(cadenza_sim
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.01)
-async def test_ws_cancel_of_an_order_on_another_account_falls_back_to_http(cadenza_sim):
+async def test_ws_cancel_of_an_order_on_another_account_finds_its_account_and_sends_again(
+    cadenza_sim,
+):
     other = cadenza_sim.add_account()
     order = cadenza_sim.create_order(account_id=other)
     async with client_for(cadenza_sim, cancel_via="ws") as client:
         result = await client.cancel_and_confirm(order.trade_order_id)
     assert result.cancelled
     assert result.order.trading_account_id == other
-    # the guess on the default account was refused; HTTP found the order
-    assert cancels_of(cadenza_sim, order.trade_order_id) == ["ws", "http"]
+    # the guess on the default account was refused; a look-up by id named the order's
+    # own account, and the cancel went again over the RPC with it
+    assert cancels_of(cadenza_sim, order.trade_order_id) == ["ws", "ws"]
+    looked_up = [q for m, _, q in cadenza_sim.rest_requests if m == "GET"]
+    by_id = {"tradeOrderId": order.trade_order_id}
+    # (then the gap look-up: the other account's channel went live after the send)
+    assert looked_up == [by_id, by_id | {"tradingAccountId": other}]
     assert cadenza_sim.cancels_applied[order.trade_order_id] == 1
 
 

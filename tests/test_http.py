@@ -68,7 +68,7 @@ def error_body(errno: int, error: str, **extra) -> bytes:
 
 
 async def test_cancel_posts_json_order_id_with_bearer_token(api, http):
-    order = await http.cancel_order(ORDER_ID)
+    order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert order.trade_order_id == ORDER_ID
     assert order.status == "CANCELLED"
@@ -77,13 +77,8 @@ async def test_cancel_posts_json_order_id_with_bearer_token(api, http):
     assert req.path == CANCEL_PATH
     assert req.headers["Authorization"] == "Bearer tok-1"
     assert req.headers["Content-Type"] == "application/json"
-    assert msgspec.json.decode(req.body) == {"tradeOrderId": ORDER_ID}
-
-
-async def test_cancel_sends_trading_account_id_when_known(api, http):
-    await http.cancel_order(ORDER_ID, ACCOUNT_ID)
-
-    assert msgspec.json.decode(api.requests[0].body) == {
+    # The current API's CancelTradeOrderRequest: both fields, always.
+    assert msgspec.json.decode(req.body) == {
         "tradeOrderId": ORDER_ID,
         "tradingAccountId": ACCOUNT_ID,
     }
@@ -91,7 +86,7 @@ async def test_cancel_sends_trading_account_id_when_known(api, http):
 
 async def test_requests_reuse_one_pooled_connection(api, http):
     for _ in range(3):
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert len(api.requests) == 3
     assert len({r.peer for r in api.requests}) == 1  # same client socket: kept alive
@@ -229,7 +224,7 @@ async def test_error_status_maps_to_typed_error_without_retry(
     api.reply(status, body)
 
     with pytest.raises(expected) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     error = info.value
     assert type(error) is expected
@@ -243,7 +238,7 @@ async def test_not_cancellable_error_keeps_the_server_message(api, http):
     api.reply(400, error_body(-111001, "Order is already filled and cannot be cancelled"))
 
     with pytest.raises(OrderNotCancellableError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     assert info.value.message == "Order is already filled and cannot be cancelled"
 
 
@@ -251,7 +246,7 @@ async def test_request_id_comes_from_envelope_details(api, http):
     api.reply(404, error_body(-4, "nope", details={"code": "E404", "requestId": "req-42"}))
 
     with pytest.raises(OrderNotFoundError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     assert info.value.request_id == "req-42"
     assert "req-42" in str(info.value)
 
@@ -260,7 +255,7 @@ async def test_request_id_falls_back_to_the_response_header(api, http):
     api.reply(403, error_body(-3, "forbidden"), headers={"X-Request-Id": "hdr-7"})
 
     with pytest.raises(PermissionDeniedError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     assert info.value.request_id == "hdr-7"
 
 
@@ -270,7 +265,7 @@ async def test_request_id_falls_back_to_the_response_header(api, http):
 async def test_429_pauses_the_gate_for_retry_after_then_succeeds(api, http):
     api.reply(429, error_body(-429, "slow down"), headers={"Retry-After": "0.05"})
 
-    order = await http.cancel_order(ORDER_ID)
+    order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert order.status == "CANCELLED"
     assert len(api.requests) == 2
@@ -286,9 +281,9 @@ async def test_429_pause_holds_back_other_callers_sharing_the_gate(api):
         api.reply(429, error_body(0, "slow"), headers={"Retry-After": "30"})
         with pytest.raises(RateLimitError):
             # attempts=1 keeps this caller from waiting; the pause stays for everyone
-            await impatient.cancel_order(ORDER_ID)
+            await impatient.cancel_order(ORDER_ID, ACCOUNT_ID)
         assert gate.paused_until > 0.0
-        blocked = asyncio.ensure_future(http.cancel_order(ORDER_ID))
+        blocked = asyncio.ensure_future(http.cancel_order(ORDER_ID, ACCOUNT_ID))
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert not blocked.done()
@@ -329,7 +324,7 @@ async def test_a_pause_that_uses_the_time_up_is_a_rate_limit_and_sends_nothing(a
     try:
         deadline = asyncio.get_running_loop().time() + 0.05
         with pytest.raises(RateLimitError) as info:
-            await http.cancel_order(ORDER_ID, deadline=deadline)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID, deadline=deadline)
         assert info.value.maybe_sent is False
         assert "not sent" in str(info.value)
         assert api.requests == []
@@ -342,7 +337,7 @@ async def test_429_exhausting_attempts_raises_rate_limit_error_with_retry_after(
         api.reply(429, error_body(-429, "too many"), headers={"Retry-After": "0"})
 
     with pytest.raises(RateLimitError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert info.value.retry_after == 0.0
     assert info.value.status == 429
@@ -353,7 +348,7 @@ async def test_429_with_retry_after_beyond_the_cap_raises_at_once(api, http):
     api.reply(429, error_body(0, "later"), headers={"Retry-After": "3600"})
 
     with pytest.raises(RateLimitError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert info.value.retry_after == 3600.0
     assert len(api.requests) == 1
@@ -394,7 +389,7 @@ async def test_5xx_is_retried_then_raises_server_error(api, http):
         api.reply(status, error_body(-500, "boom"))
 
     with pytest.raises(ServerError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert info.value.status == 503
     assert info.value.message == "boom"
@@ -404,7 +399,7 @@ async def test_5xx_is_retried_then_raises_server_error(api, http):
 async def test_5xx_then_success_returns_the_order(api, http):
     api.reply(503, b"upstream down")
 
-    order = await http.cancel_order(ORDER_ID)
+    order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert order.status == "CANCELLED"
     assert len(api.requests) == 2
@@ -437,7 +432,7 @@ async def test_401_refreshes_the_token_once_and_retries_with_it(api):
     http = make_http(api.url, token=provider)
     try:
         api.reply(401, error_body(-2, "expired"))
-        order = await http.cancel_order(ORDER_ID)
+        order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await http.aclose()
 
@@ -473,12 +468,12 @@ async def test_request_in_flight_keeps_its_token_when_another_refreshes(api):
     try:
         api.handle(held)
         api.reply(401, error_body(-2, "expired"))
-        first = asyncio.ensure_future(http.cancel_order("held"))
+        first = asyncio.ensure_future(http.cancel_order("held", ACCOUNT_ID))
         await asyncio.wait_for(api.received.wait(), timeout=5)
-        await http.cancel_order("refreshed")  # 401, refresh, retried with tok-2
+        await http.cancel_order("refreshed", ACCOUNT_ID)  # 401, refresh, retried with tok-2
         release.set()
         await asyncio.wait_for(first, 5)
-        await http.cancel_order("after")
+        await http.cancel_order("after", ACCOUNT_ID)
     finally:
         release.set()
         await http.aclose()
@@ -503,7 +498,7 @@ async def test_second_401_raises_authentication_error_without_a_refresh_loop(api
         api.reply(401, error_body(-2, "expired"))
         api.reply(401, error_body(-2, "still expired"))
         with pytest.raises(AuthenticationError) as info:
-            await http.cancel_order(ORDER_ID)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await http.aclose()
 
@@ -516,7 +511,7 @@ async def test_401_with_a_fixed_string_token_is_not_retried(api, http):
     api.reply(401, error_body(-2, "bad token"))
 
     with pytest.raises(AuthenticationError):
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     assert len(api.requests) == 1
 
 
@@ -529,7 +524,7 @@ async def test_redirect_is_not_followed_and_second_host_sees_nothing(api, http):
     try:
         api.reply(307, b"", headers={"Location": other.url + CANCEL_PATH})
         with pytest.raises(UnexpectedResponseError) as info:
-            await http.cancel_order(ORDER_ID)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await other.server.close()
 
@@ -552,7 +547,7 @@ async def test_200_with_a_body_that_is_not_the_envelope_raises_unexpected_respon
     api.reply(200, body)
 
     with pytest.raises(UnexpectedResponseError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     assert info.value.status == 200
 
 
@@ -560,7 +555,7 @@ async def test_200_with_success_false_raises_a_typed_api_error(api, http):
     api.reply(200, error_body(-7, "something odd"))
 
     with pytest.raises(ApiError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     assert type(info.value) is UnexpectedResponseError
     assert (info.value.errno, info.value.message) == (-7, "something odd")
 
@@ -569,14 +564,14 @@ async def test_200_with_success_false_cannot_cancel_raises_not_cancellable(api, 
     api.reply(200, error_body(-111001, "Order already cancelled"))
 
     with pytest.raises(OrderNotCancellableError):
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
 
 async def test_200_whose_data_is_not_an_order_raises_unexpected_response(api, http):
-    api.reply(200, envelope({"tradeOrderId": ORDER_ID}))  # no account, no status
+    api.reply(200, envelope({"orderId": ORDER_ID, "status": "OPEN"}))  # no tradeOrderId
 
     with pytest.raises(UnexpectedResponseError):
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
 
 # -- transport ----------------------------------------------------------------------------
@@ -615,7 +610,7 @@ async def test_request_timeout_raises_transport_error_without_aiohttp_context(ap
     api.handle(never_answers)
     try:
         with pytest.raises(TransportError) as info:
-            await http.cancel_order(ORDER_ID)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         release.set()
         await http.aclose()
@@ -636,7 +631,7 @@ async def test_connection_refused_raises_transport_error_after_retries():
     http = make_http(f"http://127.0.0.1:{_closed_port()}")
     try:
         with pytest.raises(TransportError) as info:
-            await http.cancel_order(ORDER_ID)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await http.aclose()
 
@@ -666,7 +661,7 @@ async def test_connection_reset_on_cancel_is_retried_then_succeeds():
     port = server.sockets[0].getsockname()[1]
     http = make_http(f"http://127.0.0.1:{port}")
     try:
-        order = await http.cancel_order(ORDER_ID)
+        order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await http.aclose()
         server.close()
@@ -722,7 +717,7 @@ async def test_tls_certificate_failure_is_a_transport_error_and_not_retried(tmp_
     http = make_http(f"https://127.0.0.1:{port}")  # the test CA is not trusted
     try:
         with pytest.raises(TransportError) as info:
-            await http.cancel_order(ORDER_ID)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await http.aclose()
         await runner.cleanup()
@@ -735,12 +730,12 @@ async def test_tls_certificate_failure_is_a_transport_error_and_not_retried(tmp_
 
 
 async def test_calls_after_aclose_raise_client_closed(api, http):
-    await http.cancel_order(ORDER_ID)
+    await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     await http.aclose()
     await http.aclose()  # idempotent
 
     with pytest.raises(ClientClosedError):
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     assert len(api.requests) == 1
 
 
@@ -748,7 +743,7 @@ async def test_session_is_opened_lazily_in_the_running_loop(api):
     http = make_http(api.url)
     assert http._session is None
     try:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
         assert http._session is not None
     finally:
         await http.aclose()
@@ -763,19 +758,19 @@ async def test_cancelling_a_call_mid_request_propagates_and_leaks_nothing(api, h
         return web.Response(body=envelope(SEED_ORDER))
 
     api.handle(slow)
-    task = asyncio.ensure_future(http.cancel_order(ORDER_ID))
+    task = asyncio.ensure_future(http.cancel_order(ORDER_ID, ACCOUNT_ID))
     await asyncio.wait_for(api.received.wait(), timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     release.set()
 
-    order = await http.cancel_order(ORDER_ID)  # the client is still usable
+    order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)  # the client is still usable
     assert order.status == "CANCELLED"
 
 
 async def test_concurrent_cancels_share_the_session_and_all_succeed(api, http):
-    orders = await asyncio.gather(*(http.cancel_order(f"order-{i}") for i in range(50)))
+    orders = await asyncio.gather(*(http.cancel_order(f"order-{i}", ACCOUNT_ID) for i in range(50)))
 
     assert len(orders) == 50
     assert len(api.requests) == 50
@@ -800,7 +795,7 @@ async def test_deadline_cuts_a_request_that_would_outlive_it(api):
     deadline = loop.time() + 0.2
     try:
         with pytest.raises(TransportError):
-            await http.cancel_order(ORDER_ID, deadline=deadline)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID, deadline=deadline)
         ended = loop.time()
     finally:
         release.set()
@@ -826,7 +821,7 @@ async def test_a_first_token_fetch_that_outlasts_the_deadline_ends_at_it_unsent(
     deadline = loop.time() + 0.2
     try:
         with pytest.raises(AuthenticationError, match="did not answer within"):
-            await asyncio.wait_for(http.cancel_order(ORDER_ID, deadline=deadline), 5)
+            await asyncio.wait_for(http.cancel_order(ORDER_ID, ACCOUNT_ID, deadline=deadline), 5)
         ended = loop.time()
     finally:
         await http.aclose()
@@ -867,7 +862,7 @@ async def test_a_request_still_connecting_at_the_deadline_was_not_sent(
     deadline = loop.time() + remaining
     try:
         with pytest.raises(TransportError) as info:
-            await asyncio.wait_for(http.cancel_order(ORDER_ID, deadline=deadline), 5)
+            await asyncio.wait_for(http.cancel_order(ORDER_ID, ACCOUNT_ID, deadline=deadline), 5)
         ended = loop.time()
     finally:
         await http.aclose()
@@ -878,7 +873,7 @@ async def test_a_request_still_connecting_at_the_deadline_was_not_sent(
 async def test_passed_deadline_sends_nothing(api, http):
     deadline = asyncio.get_running_loop().time() - 0.001
     with pytest.raises(TransportError, match="deadline passed"):
-        await http.cancel_order(ORDER_ID, deadline=deadline)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID, deadline=deadline)
     assert api.requests == []
 
 
@@ -897,7 +892,9 @@ async def test_an_attempt_ends_at_the_deadline_not_after_the_request_timeout(api
     try:
         with pytest.raises(TransportError, match="timed out") as info:
             # (bounded here too: without a cutoff the call would wait 30 s)
-            await asyncio.wait_for(http.cancel_order(ORDER_ID, deadline=started + remaining), 5)
+            await asyncio.wait_for(
+                http.cancel_order(ORDER_ID, ACCOUNT_ID, deadline=started + remaining), 5
+            )
         assert remaining <= loop.time() - started < remaining + 0.5
         assert info.value.maybe_sent  # it may have been applied
         assert len(api.requests) == 1  # no time was left for another attempt
@@ -916,7 +913,7 @@ async def test_an_attempt_without_a_deadline_ends_after_the_request_timeout(api)
     started = loop.time()
     try:
         with pytest.raises(TransportError, match="timed out"):
-            await asyncio.wait_for(http.cancel_order(ORDER_ID), 5)
+            await asyncio.wait_for(http.cancel_order(ORDER_ID, ACCOUNT_ID), 5)
         assert 0.2 <= loop.time() - started < 1.0
     finally:
         await http.aclose()
@@ -926,7 +923,7 @@ async def test_cancelling_the_caller_during_a_request_is_a_cancel_not_a_timeout(
     http = make_http(api.url, timeouts=Timeouts(connect=1.0, request=30.0))
     api.handle(_never_answer)
     try:
-        call = asyncio.ensure_future(http.cancel_order(ORDER_ID))
+        call = asyncio.ensure_future(http.cancel_order(ORDER_ID, ACCOUNT_ID))
         await api.received.wait()
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -950,7 +947,7 @@ async def test_a_fresh_token_that_expires_during_a_long_call_is_refreshed_again(
         api.reply(401, error_body(-2, "expired"))
         api.reply(503, error_body(-3, "busy"))
         api.reply(401, error_body(-2, "expired again"))
-        order = await http.cancel_order(ORDER_ID)  # then the default answer: CANCELLED
+        order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)  # then the default answer: CANCELLED
     finally:
         await http.aclose()
 

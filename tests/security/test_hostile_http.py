@@ -129,7 +129,7 @@ async def test_a_100_mib_reply_with_content_length_is_refused_unread(api, http):
     handler, sent = streaming(100 * MiB, declare_length=True)
     api.handle(handler)
 
-    error, peak = await peak_memory(lambda: http.cancel_order(ORDER_ID))
+    error, peak = await peak_memory(lambda: http.cancel_order(ORDER_ID, ACCOUNT_ID))
 
     assert isinstance(error, ResponseTooLargeError), error
     assert isinstance(error, UnexpectedResponseError)
@@ -145,7 +145,7 @@ async def test_a_100_mib_chunked_reply_is_read_only_up_to_the_cap(api, http):
     handler, sent = streaming(100 * MiB, chunk=64 * 1024, declare_length=False)
     api.handle(handler)
 
-    error, peak = await peak_memory(lambda: http.cancel_order(ORDER_ID))
+    error, peak = await peak_memory(lambda: http.cancel_order(ORDER_ID, ACCOUNT_ID))
 
     assert isinstance(error, ResponseTooLargeError), error
     assert "reading stopped" in str(error)
@@ -164,7 +164,7 @@ async def test_a_gzip_bomb_is_refused_without_inflating_it(api, http):
 
     api.handle(handler)
 
-    error, peak = await peak_memory(lambda: http.cancel_order(ORDER_ID))
+    error, peak = await peak_memory(lambda: http.cancel_order(ORDER_ID, ACCOUNT_ID))
 
     assert isinstance(error, ResponseTooLargeError), error
     assert "gzip" in str(error)
@@ -178,7 +178,7 @@ async def test_a_chunked_gzip_bomb_is_refused_too(api, http):
     )
     api.handle(handler)
 
-    error, peak = await peak_memory(lambda: http.cancel_order(ORDER_ID))
+    error, peak = await peak_memory(lambda: http.cancel_order(ORDER_ID, ACCOUNT_ID))
 
     assert isinstance(error, ResponseTooLargeError), error
     assert peak < MEMORY_BOUND
@@ -209,10 +209,10 @@ async def test_a_reply_of_exactly_the_cap_is_read_and_one_byte_more_is_refused(a
     api.handle(answer(exact + b" "))
     http = make_http(api.url, max_response_size=limit)
     try:
-        order = await http.cancel_order(ORDER_ID)
+        order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)
         assert order.trade_order_id == ORDER_ID
         with pytest.raises(ResponseTooLargeError):
-            await http.cancel_order(ORDER_ID)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await http.aclose()
 
@@ -221,9 +221,9 @@ async def test_the_connection_is_usable_again_after_a_refused_reply(api, http):
     handler, _ = streaming(10 * MiB, declare_length=False)
     api.handle(handler)
     with pytest.raises(ResponseTooLargeError):
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
-    order = await http.cancel_order(ORDER_ID)  # a fresh connection, a normal answer
+    order = await http.cancel_order(ORDER_ID, ACCOUNT_ID)  # a fresh connection, a normal answer
 
     assert order.trade_order_id == ORDER_ID
 
@@ -258,7 +258,7 @@ async def test_a_401_that_echoes_the_token_does_not_put_it_in_the_error(api, htt
     api.reply(401, echo_error(401, text), headers={"X-Request-Id": f"req-{TOKEN}"})
 
     with pytest.raises(AuthenticationError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert api.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
     error = info.value
@@ -273,7 +273,7 @@ async def test_every_error_status_scrubs_an_echoed_token(api, status):
     http = make_http(api.url, retry=RetryPolicy(attempts=1))
     try:
         with pytest.raises(ApiError) as info:
-            await http.cancel_order(ORDER_ID)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await http.aclose()
     assert_no_fragment(TOKEN, str(info.value), repr(info.value))
@@ -283,7 +283,7 @@ async def test_a_success_false_envelope_that_echoes_the_token_is_scrubbed(api, h
     api.reply(200, echo_error(200, f"session {TOKEN} closed"))
 
     with pytest.raises(ApiError) as info:
-        await http.cancel_order(ORDER_ID)
+        await http.cancel_order(ORDER_ID, ACCOUNT_ID)
 
     assert_no_fragment(TOKEN, str(info.value), repr(info.value))
 
@@ -305,7 +305,7 @@ async def test_a_refreshed_token_echoed_after_the_retry_is_scrubbed_too(api):
     http = make_http(api.url, token=provider)
     try:
         with pytest.raises(AuthenticationError) as info:
-            await http.cancel_order(ORDER_ID)
+            await http.cancel_order(ORDER_ID, ACCOUNT_ID)
     finally:
         await http.aclose()
     assert len(handed) == 2

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 from aiohttp import web
-from support import ORDER_ID, ScriptedApi, envelope
+from support import ACCOUNT_ID, ORDER_ID, ScriptedApi, envelope
 
 from cadenza_async import CadenzaClient, CadenzaError
 from cadenza_async.config import RetryPolicy, Timeouts
@@ -95,6 +95,7 @@ async def test_canary_token_leaks_nowhere_across_success_and_failures(api: Scrip
         token=provider,
         api_url=api.url,
         ws_url=WS,
+        trading_account_id=ACCOUNT_ID,  # (the cancel needs no look-up of its account first)
         timeouts=Timeouts(connect=1.0, request=0.2),
         retry=RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.001),
     )

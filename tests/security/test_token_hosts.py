@@ -17,7 +17,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import client_for
+from support import ACCOUNT_ID, client_for
 from websockets.asyncio.client import connect
 
 from cadenza_async import (
@@ -304,7 +304,7 @@ async def test_a_configured_proxy_carries_both_transports_to_remote_hosts_withou
     http = HttpApi(config, TokenSource(config.token), RateGate(None))
     try:
         with pytest.raises(TransportError):
-            await http.cancel_order("770e8400-e29b-41d4-a716-446655440002")
+            await http.cancel_order("770e8400-e29b-41d4-a716-446655440002", ACCOUNT_ID)
     finally:
         await http.aclose()
     stream = make_stream(config.ws_url, proxy=proxy_url)
