@@ -111,9 +111,11 @@ async def test_without_the_stream_the_acceptance_is_proven_by_rest_polling(caden
     assert (result.accepted, result.status, result.source) == (True, "OPEN", "rest")
 
 
-@pytest.mark.parametrize("shape", ["order", "status_change"])
-async def test_both_event_shapes_prove_acceptance_and_rejection(shape):
-    async with CadenzaSimulator(accept_delay=0.03, event_shape=shape) as sim:
+@pytest.mark.parametrize(
+    ("wire", "shape"), [("current", "order"), ("legacy", "order"), ("legacy", "status_change")]
+)
+async def test_every_event_form_proves_acceptance_and_rejection(wire, shape):
+    async with CadenzaSimulator(accept_delay=0.03, event_shape=shape, wire=wire) as sim:
         sim.set_price_band("1", "60000")
         async with client_for(sim) as client:
             accepted = await client.submit_and_confirm(**quote("50000"))

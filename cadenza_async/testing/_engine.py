@@ -22,18 +22,20 @@ were live on the exchange at the same instant.
 
 from __future__ import annotations
 
-import datetime
 import secrets
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from ..models import TERMINAL_STATUSES, OrderStatus, TradeOrder
+
+if TYPE_CHECKING:
+    from ._forms import WireForm
 
 __all__ = [
     "CANCELLABLE_STATUSES",
@@ -189,11 +191,6 @@ def _new_epoch() -> str:
     return secrets.token_hex(4)
 
 
-def _iso_now() -> bytes:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (now.microsecond // 1000)
-
-
 def _dec(value: str | None, default: str = "0") -> Decimal:
     try:
         return Decimal(value if value is not None else default)
@@ -212,7 +209,8 @@ CallLater = Callable[[float, Callable[[], None]], Any]
 class Engine:
     """Orders, accounts and tokens of the simulated exchange.
 
-    Every change of an order calls ``publish(account_id, event_bytes)`` once.
+    Every change of an order calls ``publish(account_id, event_bytes)`` once,
+    the event written in ``form``'s wire generation.
     ``cancel_delay`` > 0 makes a cancel answer PENDING_CANCEL and complete
     (CANCELLED) after the delay; 0 completes it at once.
     """
@@ -223,14 +221,12 @@ class Engine:
         publish: Publish,
         call_later: CallLater,
         cancel_delay: float = 0.0,
-        event_shape: str = "order",
+        form: WireForm,
     ) -> None:
-        if event_shape not in ("order", "status_change"):
-            raise ValueError("event_shape must be 'order' or 'status_change'")
         self._publish = publish
         self._call_later = call_later
         self.cancel_delay = cancel_delay
-        self.event_shape = event_shape
+        self.form = form
         self.orders: dict[str, TradeOrder] = {}
         # account id -> order ids, in creation order (an account's listing need not scan all)
         self._order_ids_by_account: dict[str, dict[str, None]] = {}
@@ -372,28 +368,7 @@ class Engine:
         self._peak_live[key] = len(self._live.get(key, ()))
 
     def _emit(self, order: TradeOrder, previous: str | None) -> None:
-        order_bytes = _encode(order)
-        if self.event_shape == "status_change":
-            body = (
-                b'{"order":'
-                + order_bytes
-                + (b',"previousStatus":' + _encode(previous) if previous else b"")
-                + b',"newStatus":'
-                + _encode(order.status)
-                + b"}"
-            )
-        else:
-            body = order_bytes
-        event = (
-            b'{"metadata":{"eventId":"'
-            + uuid.uuid4().hex.encode()
-            + b'","eventType":"event.trade_order.updated","timestamp":"'
-            + _iso_now()
-            + b'"},"data":'
-            + body
-            + b"}"
-        )
-        self._publish(order.trading_account_id, event)
+        self._publish(order.trading_account_id, self.form.event(order, previous))
 
     def set_status(self, order_id: str, status: str, *, publish: bool = True) -> TradeOrder:
         order = self._require(order_id)
@@ -622,7 +597,7 @@ class Engine:
         return len(self._pending_cancels)
 
 
-def _not_cancellable(status: str) -> str:
+def _not_cancellable(status: str | None) -> str:
     """The exchange's text for a cancel of an order in ``status`` (final, not cancellable)."""
     if status == OrderStatus.FILLED:
         return "Order is already filled and cannot be cancelled"

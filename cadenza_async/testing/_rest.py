@@ -38,6 +38,7 @@ from ._engine import (
     TokenInfo,
     is_valid_id,
 )
+from ._forms import WireForm
 from ._submits import SubmitDesk
 
 __all__ = ["ENDPOINTS", "MAX_LIST_LIMIT", "RestApi"]
@@ -132,7 +133,7 @@ class _ListFilter:
         )
 
 
-def _page_body(matches: list[TradeOrder], offset: int, limit: int) -> bytes:
+def _page_body(matches: list[TradeOrder], offset: int, limit: int, form: WireForm) -> bytes:
     """The list envelope: the page of ``matches`` at ``offset`` and its pagination."""
     page = matches[offset : offset + limit]
     total = len(matches)
@@ -144,7 +145,7 @@ def _page_body(matches: list[TradeOrder], offset: int, limit: int) -> bytes:
             "hasNext": offset + len(page) < total,
         }
     )
-    return b'{"data":' + _encode(page) + b',"pagination":' + pagination + _OK_TAIL
+    return b'{"data":' + form.rest_orders(page) + b',"pagination":' + pagination + _OK_TAIL
 
 
 class _Fault:
@@ -311,12 +312,13 @@ class RestApi:
                     400,
                 )
             self._cancels.log(order_id, "http")
+            form = self._engine.form
             try:
-                order = self._engine.cancel(info, order_id, body.get("tradingAccountId"))
+                order = self._engine.cancel(info, order_id, form.cancel_account(body))
             except ApiFailure as failure:
                 answer = _failure(failure)
             else:
-                answer = _json(b'{"data":' + _encode(order) + _OK_TAIL)
+                answer = _json(b'{"data":' + form.rest_order(order) + _OK_TAIL)
             # Applied already: only the answer waits (delay_cancel_reply).
             await self._hold(self._cancels.reply_delay, request, ticket)
             return answer
@@ -339,7 +341,7 @@ class RestApi:
             order = self._engine.submit(info, body)
         except ApiFailure as failure:
             return _failure(failure)
-        answer = _json(b'{"data":' + _encode(order) + _OK_TAIL)
+        answer = _json(b'{"data":' + self._engine.form.rest_order(order) + _OK_TAIL)
         lost, status = self._submits.take_lost_reply()
         if lost:
             if status is not None:
@@ -381,7 +383,7 @@ class RestApi:
         matches = [order for order in candidates if selected.admits(order)]
         if query.get("ascending", "").lower() == "false":
             matches.reverse()
-        return _json(_page_body(matches, offset, limit))
+        return _json(_page_body(matches, offset, limit, self._engine.form))
 
     def _candidates(
         self, info: TokenInfo, order_id: str | None, account: str | None

@@ -527,19 +527,13 @@ class Connection:
         cancels = self._host.cancels
         ticket = cancels.open(order_id)
         cancels.log(order_id, "ws")
+        form = self._host.engine.form
         try:
             order = self._host.engine.cancel(info, order_id, params.get("tradingAccountId"))
         except ApiFailure as failure:
-            error: dict[str, Any] = {
-                "code": failure.errno,
-                "message": failure.message,
-                "status": failure.status,
-            }
-            if failure.status >= 500:
-                error["temporary"] = True
-            payload = encode({"error": error})
+            payload = form.rpc_error(failure)
         else:
-            payload = b'{"data":' + encode(order) + b"}"
+            payload = form.rpc_order(order)
         message = reply(command_id, "rpc", b'{"data":' + payload + b"}")
         if not cancels.reply_delay.active:
             self.send(message)
@@ -557,7 +551,7 @@ class Connection:
         self._later(cancels.reply_delay, answer)
 
     def _rpc_submit(self, command_id: int, data: msgspec.Raw) -> None:
-        """``command.trade_order.submit``: the REST submit's params and answers, as an RPC."""
+        """``command.trade_order.submit``: the REST submit as an RPC, params in the wire's form."""
         try:
             params = msgspec.json.decode(data)
         except msgspec.DecodeError:
@@ -565,26 +559,13 @@ class Connection:
         info = self.token_info
         assert info is not None
         submits = self._host.submits
-        if not isinstance(params, dict):
-            payload = encode(
-                {"error": {"code": -100400, "message": "Invalid request", "status": 400}}
-            )
-        else:
-            submits.log(params.get("clientOrderId"), "ws")
-            try:
-                order = self._host.engine.submit(info, params)
-            except ApiFailure as failure:
-                payload = encode(
-                    {
-                        "error": {
-                            "code": failure.errno,
-                            "message": failure.message,
-                            "status": failure.status,
-                        }
-                    }
-                )
-            else:
-                payload = b'{"data":' + encode(order) + b"}"
+        engine = self._host.engine
+        try:
+            body = engine.form.submit_body(params)
+            submits.log(body.get("clientOrderId"), "ws")
+            payload = engine.form.rpc_order(engine.submit(info, body))
+        except ApiFailure as failure:
+            payload = engine.form.rpc_error(failure)
         message = reply(command_id, "rpc", b'{"data":' + payload + b"}")
         if not submits.reply_delay.active:
             self.send(message)

@@ -51,6 +51,7 @@ from ..models import TradeOrder
 from ._cancels import CancelDesk
 from ._endpoint import WebSocketEndpoint
 from ._engine import CHANNEL_PREFIX, Engine
+from ._forms import WireForm, WireName
 from ._hub import ChannelHub
 from ._rest import RestApi
 from ._submits import SubmitDesk
@@ -73,9 +74,12 @@ class CadenzaSimulator:
     ``token`` (default: a random ``sim-...`` token) owns ``trading_account_id``
     (default: a random uuid4). ``cancel_delay`` 0 processes a cancel at once
     (the HTTP answer already says CANCELLED); > 0 answers PENDING_CANCEL and
-    publishes CANCELLED after the delay. ``event_shape`` is ``"order"``
-    (``data`` is the TradeOrder) or ``"status_change"`` (``{"order",
-    "previousStatus", "newStatus"}``). The token is never shown by ``repr``.
+    publishes CANCELLED after the delay. ``wire`` is the API generation it
+    speaks (``"current"``, the official client's current models, or
+    ``"legacy"``; see :mod:`cadenza_async.testing._forms`). ``event_shape``
+    (legacy only) is ``"order"`` (``data`` is the TradeOrder) or
+    ``"status_change"`` (``{"order", "previousStatus", "newStatus"}``). The
+    token is never shown by ``repr``.
 
     Faults are methods; each is off until called and stays on until turned
     off (a delay of 0), used up (the ``n``/``times`` ones) or over (an
@@ -151,6 +155,7 @@ class CadenzaSimulator:
         event_shape: str = "order",
         max_message_size: int = 65536,
         accept_delay: float = 0.0,
+        wire: str = "current",
     ) -> None:
         self.host = host
         self.port = port
@@ -159,7 +164,7 @@ class CadenzaSimulator:
             publish=self._hub.publish,
             call_later=self._call_later,
             cancel_delay=cancel_delay,
-            event_shape=event_shape,
+            form=WireForm(wire, event_shape),
         )
         self._engine.accept_delay = accept_delay
         self._cancels = CancelDesk()
@@ -260,6 +265,19 @@ class CadenzaSimulator:
     @property
     def trading_account_id(self) -> str:
         return self._account
+
+    @property
+    def wire(self) -> WireName:
+        """The wire generation spoken: ``"current"`` (the default) or ``"legacy"``.
+
+        Settable: from then on REST answers, events, RPC results and the
+        RPC submit's params follow the new one.
+        """
+        return self._engine.form.name
+
+    @wire.setter
+    def wire(self, value: str) -> None:
+        self._engine.form = WireForm(value, self._engine.form.event_shape)
 
     @property
     def cancel_delay(self) -> float:

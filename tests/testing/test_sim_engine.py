@@ -60,7 +60,7 @@ class Events:
 async def cancel(session, sim, order_id):
     async with session.post(
         sim.api_url + CANCEL,
-        json={"tradeOrderId": order_id},
+        json={"tradeOrderId": order_id, "tradingAccountId": sim.trading_account_id},
         headers={"Authorization": f"Bearer {sim.token}"},
     ) as resp:
         return resp.status, decode_envelope(await resp.read())
@@ -80,7 +80,7 @@ async def test_immediate_mode_answers_cancelled_and_publishes_one_event(http):
         assert decode_order(env.data).status == OrderStatus.CANCELLED
         event = await events.next()
         assert (event.trade_order_id, event.status) == (order.trade_order_id, OrderStatus.CANCELLED)
-        assert event.cancelled_at is not None
+        assert event.cancellation_time is not None
         assert sim.pending_cancels == 0
         assert events.queue.empty()
 
@@ -189,7 +189,10 @@ async def test_updated_at_strictly_increases_with_every_change():
 
 
 async def test_status_change_event_shape_carries_previous_and_new_status(http):
-    async with CadenzaSimulator(event_shape="status_change") as sim, Events(sim, http) as events:
+    async with (
+        CadenzaSimulator(event_shape="status_change", wire="legacy") as sim,
+        Events(sim, http) as events,
+    ):
         order = sim.create_order()
         await cancel(http, sim, order.trade_order_id)
         await events.next()

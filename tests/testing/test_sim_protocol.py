@@ -427,7 +427,16 @@ async def test_rpc_cancel_returns_the_order_and_publishes(http, sim):
     assert sim.cancel_requests == [(order.trade_order_id, "ws")]
 
 
-async def test_rpc_cancel_errors_carry_code_and_message(http, sim):
+@pytest.mark.parametrize(
+    ("wire", "codes", "statuses"),
+    [
+        # the current models: "AABBB" codes, no HTTP status; the legacy form: the seed's errno
+        ("current", [11001, 11002, 400], [None, None, None]),
+        ("legacy", [-111001, -111002, -100400], [400, 404, 400]),
+    ],
+)
+async def test_rpc_cancel_errors_carry_code_and_message(http, sim, wire, codes, statuses):
+    sim.wire = wire
     filled = sim.create_order(status="FILLED")
     raw = await open_raw(http, sim)
     for command_id, data in enumerate(
@@ -437,8 +446,8 @@ async def test_rpc_cancel_errors_carry_code_and_message(http, sim):
             {"id": command_id, "rpc": {"method": "command.trade_order.cancel", "data": data}}
         )
     errors = [(await raw.reply(i))["rpc"]["data"]["error"] for i in (2, 3, 4)]
-    assert [e["code"] for e in errors] == [-111001, -111002, -100400]
-    assert [e["status"] for e in errors] == [400, 404, 400]
+    assert [e["code"] for e in errors] == codes
+    assert [e.get("status") for e in errors] == statuses
     assert errors[0]["message"] == "Order is already filled and cannot be cancelled"
     assert all("temporary" not in e for e in errors)
 

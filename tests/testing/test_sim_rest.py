@@ -9,6 +9,13 @@ from cadenza_async.models import OrderStatus, decode_envelope, decode_order, dec
 from cadenza_async.testing import ERRNO_NOT_CANCELLABLE, CadenzaSimulator
 
 CANCEL = "/api/v3/tradeOrder/cancel"
+
+
+def body(order) -> dict[str, str]:
+    """A cancel's body as the current API requires it: the order and its account."""
+    return {"tradeOrderId": order.trade_order_id, "tradingAccountId": order.trading_account_id}
+
+
 LIST = "/api/v3/tradeOrder/list"
 SUBMIT = "/api/v3/tradeOrder/submit"
 
@@ -38,15 +45,13 @@ async def call(http, sim, method, path, *, token=None, **kwargs):
 
 async def test_cancel_answers_the_seed_envelope_with_the_cancelled_order(sim, http):
     order = sim.create_order(quantity="0.001")
-    status, env, _ = await call(
-        http, sim, "POST", CANCEL, json={"tradeOrderId": order.trade_order_id}
-    )
+    status, env, _ = await call(http, sim, "POST", CANCEL, json=body(order))
     assert status == 200
     assert (env.success, env.errno, env.error) == (True, 0, None)
     cancelled = decode_order(env.data)
     assert cancelled.trade_order_id == order.trade_order_id
     assert cancelled.status == OrderStatus.CANCELLED
-    assert cancelled.cancelled_at is not None
+    assert cancelled.cancellation_time is not None
     assert cancelled.executed_quantity == "0"
     assert sim.cancel_requests == [(order.trade_order_id, "http")]
     assert sim.cancels_applied[order.trade_order_id] == 1
@@ -78,9 +83,7 @@ async def test_body_that_is_not_json_is_400(sim, http):
 
 async def test_cancel_of_filled_order_is_400_cannot_cancel_with_errno(sim, http):
     order = sim.create_order(status="FILLED", executed_quantity="1")
-    status, env, _ = await call(
-        http, sim, "POST", CANCEL, json={"tradeOrderId": order.trade_order_id}
-    )
+    status, env, _ = await call(http, sim, "POST", CANCEL, json=body(order))
     assert status == 400
     assert env.errno == ERRNO_NOT_CANCELLABLE == -111001
     assert env.error == "Order is already filled and cannot be cancelled"
@@ -90,10 +93,8 @@ async def test_cancel_of_filled_order_is_400_cannot_cancel_with_errno(sim, http)
 
 async def test_second_cancel_of_cancelled_order_is_cannot_cancel(sim, http):
     order = sim.create_order()
-    first, _, _ = await call(http, sim, "POST", CANCEL, json={"tradeOrderId": order.trade_order_id})
-    second, env, _ = await call(
-        http, sim, "POST", CANCEL, json={"tradeOrderId": order.trade_order_id}
-    )
+    first, _, _ = await call(http, sim, "POST", CANCEL, json=body(order))
+    second, env, _ = await call(http, sim, "POST", CANCEL, json=body(order))
     assert (first, second) == (200, 400)
     assert env.errno == ERRNO_NOT_CANCELLABLE
     assert "cancelled" in (env.error or "")
@@ -103,9 +104,7 @@ async def test_second_cancel_of_cancelled_order_is_cannot_cancel(sim, http):
 @pytest.mark.parametrize("token", ["", "sim-unknown"])
 async def test_missing_or_unknown_token_is_401(sim, http, token):
     order = sim.create_order()
-    status, env, _ = await call(
-        http, sim, "POST", CANCEL, token=token, json={"tradeOrderId": order.trade_order_id}
-    )
+    status, env, _ = await call(http, sim, "POST", CANCEL, token=token, json=body(order))
     assert status == 401
     assert env.success is False
     assert sim.get_order(order.trade_order_id).status == OrderStatus.OPEN
@@ -116,24 +115,26 @@ async def test_expired_token_is_401(sim, http):
     order = sim.create_order()
     ok, _, _ = await call(http, sim, "GET", LIST, token=token)
     sim.expire_token(token)
-    status, _, _ = await call(
-        http, sim, "POST", CANCEL, token=token, json={"tradeOrderId": order.trade_order_id}
-    )
+    status, _, _ = await call(http, sim, "POST", CANCEL, token=token, json=body(order))
     assert (ok, status) == (200, 401)
 
 
 async def test_order_of_an_account_the_token_does_not_own_is_403(sim, http):
     other = sim.create_order(account_id="someone-else")
-    status, env, _ = await call(
-        http, sim, "POST", CANCEL, json={"tradeOrderId": other.trade_order_id}
-    )
+    status, env, _ = await call(http, sim, "POST", CANCEL, json=body(other))
     assert status == 403
     assert env.success is False
     assert sim.get_order(other.trade_order_id).status == OrderStatus.OPEN
 
 
 async def test_unknown_order_is_404(sim, http):
-    status, env, _ = await call(http, sim, "POST", CANCEL, json={"tradeOrderId": "no-such-order"})
+    status, env, _ = await call(
+        http,
+        sim,
+        "POST",
+        CANCEL,
+        json={"tradeOrderId": "no-such-order", "tradingAccountId": sim.trading_account_id},
+    )
     assert status == 404
     assert env.error == "Order not found"
 
@@ -162,16 +163,12 @@ async def test_account_given_with_the_cancel_must_match_the_order(sim, http):
 async def test_rate_limit_answers_429_with_retry_after_then_recovers(sim, http):
     order = sim.create_order()
     sim.rate_limit_next_rest(1, retry_after=2.5)
-    status, env, headers = await call(
-        http, sim, "POST", CANCEL, json={"tradeOrderId": order.trade_order_id}
-    )
+    status, env, headers = await call(http, sim, "POST", CANCEL, json=body(order))
     assert status == 429
     assert headers["Retry-After"] == "2.5"
     assert env.success is False
     assert sim.get_order(order.trade_order_id).status == OrderStatus.OPEN
-    status, _, _ = await call(
-        http, sim, "POST", CANCEL, json={"tradeOrderId": order.trade_order_id}
-    )
+    status, _, _ = await call(http, sim, "POST", CANCEL, json=body(order))
     assert status == 200
 
 
@@ -184,10 +181,10 @@ async def test_fail_next_rest_answers_5xx_for_exactly_n_calls(sim, http, code):
 
 async def test_rest_requests_are_recorded(sim, http):
     order = sim.create_order()
-    await call(http, sim, "POST", CANCEL, json={"tradeOrderId": order.trade_order_id})
+    await call(http, sim, "POST", CANCEL, json=body(order))
     await call(http, sim, "GET", LIST, params={"tradeOrderId": order.trade_order_id})
     assert sim.rest_requests == [
-        ("POST", CANCEL, {"tradeOrderId": order.trade_order_id}),
+        ("POST", CANCEL, body(order)),
         ("GET", LIST, {"tradeOrderId": order.trade_order_id}),
     ]
 
@@ -257,10 +254,14 @@ async def test_submit_creates_an_open_order_that_can_be_cancelled(sim, http):
     order = decode_order(env.data)
     assert order.status == OrderStatus.OPEN
     assert (order.base_asset, order.quote_asset, order.client_order_id) == ("ETH", "USDT", "my-1")
-    assert sim.get_order(order.trade_order_id) == order
-    status, _, _ = await call(
-        http, sim, "POST", CANCEL, json={"tradeOrderId": order.trade_order_id}
+    stored = sim.get_order(order.trade_order_id)
+    assert stored is not None
+    assert (stored.status, stored.quantity, stored.updated_at) == (
+        order.status,
+        order.quantity,
+        order.updated_at,
     )
+    status, _, _ = await call(http, sim, "POST", CANCEL, json=body(order))
     assert status == 200
 
 

@@ -45,7 +45,8 @@ async def call(http, sim, method, path, *, timeout=5.0, **kwargs):
 
 
 async def cancel(http, sim, order_id, **kwargs):
-    return await call(http, sim, "POST", CANCEL, json={"tradeOrderId": order_id}, **kwargs)
+    body = {"tradeOrderId": order_id, "tradingAccountId": sim.trading_account_id}
+    return await call(http, sim, "POST", CANCEL, json=body, **kwargs)
 
 
 async def timed(awaitable):
@@ -201,7 +202,7 @@ async def test_late_cancel_answer_applies_to_the_rpc_reply_too(sim, http):
     try:
         sim.delay_cancel_reply(0.3)
         started = time.monotonic()
-        data = {"tradeOrderId": order.trade_order_id}
+        data = {"tradeOrderId": order.trade_order_id, "tradingAccountId": sim.trading_account_id}
         await ws.send_str(json.dumps({"id": 3, "rpc": {"method": RPC_CANCEL, "data": data}}))
         push = await next_message(ws)
         assert push["push"]["pub"]["data"]["data"]["status"] == "CANCELLED"
@@ -232,7 +233,7 @@ async def test_max_concurrent_cancels_counts_http_and_rpc_in_flight_together(sim
     ws = await ws_connect(http, sim)
     try:
         sim.delay_cancel_reply(0.3)
-        data = {"tradeOrderId": together.trade_order_id}
+        data = {"tradeOrderId": together.trade_order_id, "tradingAccountId": sim.trading_account_id}
         await ws.send_str(json.dumps({"id": 3, "rpc": {"method": RPC_CANCEL, "data": data}}))
         await sim.wait_for(lambda: sim.cancel_requests)
         status, _, _ = await cancel(http, sim, together.trade_order_id)  # while the RPC is held
@@ -265,7 +266,7 @@ async def test_a_held_rpc_cancel_ends_with_its_connection(sim, http):
     order = sim.create_order()
     ws = await ws_connect(http, sim)
     sim.delay_cancel_reply(math.inf)
-    data = {"tradeOrderId": order.trade_order_id}
+    data = {"tradeOrderId": order.trade_order_id, "tradingAccountId": sim.trading_account_id}
     await ws.send_str(json.dumps({"id": 3, "rpc": {"method": RPC_CANCEL, "data": data}}))
     await sim.wait_for(lambda: sim.cancel_requests)
     assert sim._cancels.in_flight(order.trade_order_id) == 1

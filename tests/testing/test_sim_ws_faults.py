@@ -301,7 +301,10 @@ async def test_stop_with_held_subscribe_rpc_and_rest_answers_is_quick_and_leaves
         held_cancel = asyncio.ensure_future(
             http.post(
                 sim.api_url + "/api/v3/tradeOrder/cancel",
-                json={"tradeOrderId": order.trade_order_id},
+                json={
+                    "tradeOrderId": order.trade_order_id,
+                    "tradingAccountId": sim.trading_account_id,
+                },
                 headers=headers,
             )
         )
