@@ -22,6 +22,8 @@ ws.subscribe      ``tradingAccount:{id}`` subscribed (103: no access to this acc
                   the channel's recovery position (epoch, offset)
 ws.rpc            ``command.trade_order.cancel`` on a random order id answers "not
                   found": cancels can go over the WebSocket; nothing is cancelled
+ws.wire           which generation of the wire the server speaks (the RPC answer,
+                  the channel's last event replayed), and that the event decodes
 rest.latency      median and p99 of 20 read-only REST calls
 clock.skew        this machine's clock against the server's ``Date`` header
 live.order        only with ``--place-test-order``: one LIMIT order far from the
@@ -49,6 +51,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
+import msgspec
+
 from .._validate import check_account_id, check_url, is_loopback_host
 from .._version import __version__
 from ..client import CadenzaClient
@@ -60,11 +64,13 @@ from ..errors import (
     PermissionDeniedError,
     error_for_rpc,
 )
+from ..protocol.centrifugo import Subscribed
 from ..transports import RPC_CANCEL
 from ._doctor_config import environment_of, human_duration, shown_url, token_facts
 from ._doctor_explain import error_data, rest_failure, ws_error_data, ws_failure
 from ._doctor_live import LiveOrder, live_order_request, positive_decimal, prove_live
 from ._doctor_report import CheckReport
+from ._doctor_wire import check_wire
 from ._errors import flag_words
 from ._netprobe import (
     Certificate,
@@ -190,6 +196,9 @@ class _Doctor:
         self._timeout: float = ctx.args.timeout
         self._report = CheckReport(ctx.out)
         self._tls = tls_context()
+        # what the WebSocket checks saw, for ws.wire
+        self._subscription: Subscribed | None = None
+        self._rpc_answer: msgspec.Raw | None = None
 
     async def run(self) -> int:
         settings = self._configuration()
@@ -224,10 +233,15 @@ class _Doctor:
         urls_ok = self._endpoints(api_url, ws_url)
         self._token(token)
         account = self._account(account_text)
+        wire = env.get("CADENZA_WIRE") or "current"
+        if wire not in ("current", "legacy"):
+            self._out.warn("CADENZA_WIRE must be 'current' or 'legacy'; using 'current'")
+            wire = "current"
         config = None
         if urls_ok and token is not None:
             timeout = self._timeout
             config = ClientConfig(
+                wire="legacy" if wire == "legacy" else "current",
                 token=token,
                 api_url=api_url,
                 ws_url=ws_url,
@@ -506,7 +520,7 @@ class _Doctor:
 
     async def _websocket(self, settings: _Settings, ws_up: bool) -> None:
         report = self._report
-        names = ("ws.connect", "ws.subscribe", "ws.rpc")
+        names = ("ws.connect", "ws.subscribe", "ws.rpc", "ws.wire")
         config = settings.config
         if config is None or settings.token is None:
             for name in names:
@@ -533,8 +547,25 @@ class _Doctor:
                 return
             if await self._ws_subscribe(probe, account):
                 await self._ws_rpc(probe, account)
+                await self._ws_wire(probe, config)
             else:
                 report.skip("ws.rpc", "the connection is no longer usable (ws.subscribe)")
+                report.skip("ws.wire", "the connection is no longer usable (ws.subscribe)")
+
+    async def _ws_wire(self, probe: CentrifugoProbe, config: ClientConfig) -> None:
+        """``ws.wire``: the generation the RPC answer and the channel's last event show."""
+        last_event = None
+        if self._subscription is not None:
+            try:
+                last_event = await probe.last_publication(self._subscription)
+            except WsProbeError as exc:
+                self._out.note(f"ws.wire: the channel's last publication was not replayed ({exc})")
+        check_wire(
+            self._report,
+            rpc_answer=self._rpc_answer,
+            last_event=last_event,
+            written=config.wire,
+        )
 
     async def _ws_connect(self, probe: CentrifugoProbe) -> bool:
         report, name = self._report, "ws.connect"
@@ -578,6 +609,7 @@ class _Doctor:
         channel = f"tradingAccount:{account}"
         try:
             sub, elapsed = await probe.subscribe(channel)
+            self._subscription = sub
         except WsProbeError as exc:
             reason, fix = ws_failure(exc, "subscribe", account=account)
             report.fail(name, reason, fix, data={"channel": channel, **ws_error_data(exc)})
@@ -617,6 +649,7 @@ class _Doctor:
         data: dict[str, Any] = {"method": RPC_CANCEL, "order_id": order_id}
         try:
             raw, elapsed = await probe.rpc(RPC_CANCEL, payload)
+            self._rpc_answer = raw
             answer = decode_rpc_answer(raw)
         except WsProbeError as exc:
             reason, fix = ws_failure(exc, "rpc", account=account)

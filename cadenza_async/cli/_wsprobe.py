@@ -30,6 +30,7 @@ from ..protocol.centrifugo import (
     ProtocolViolation,
     Reply,
     ReplyError,
+    StreamPosition,
     Subscribed,
 )
 
@@ -171,6 +172,25 @@ class CentrifugoProbe:
         return await self._reply(
             cid, lambda e: e if isinstance(e, Subscribed) and e.command_id == cid else None
         )
+
+    async def last_publication(self, sub: Subscribed) -> msgspec.Raw | None:
+        """The channel's last publication, replayed by recovering from the one before it.
+
+        ``sub`` is the channel's subscription (no recovery asked). The channel is
+        subscribed again, asking to recover from the offset before its last one;
+        None when the channel has no publication, or the server keeps no history
+        to replay (the subscription stays usable either way).
+        """
+        if sub.offset < 1 or not sub.epoch:
+            return None
+        loop = asyncio.get_running_loop()
+        self._proto.send_unsubscribe(sub.channel, loop.time())
+        position = StreamPosition(sub.epoch, sub.offset - 1)
+        cid = self._proto.send_subscribe(sub.channel, loop.time(), recover_from=position)
+        again, _ = await self._reply(
+            cid, lambda e: e if isinstance(e, Subscribed) and e.command_id == cid else None
+        )
+        return again.publications[-1].data if again.publications else None
 
     async def rpc(self, method: str, data: bytes) -> tuple[msgspec.Raw, float]:
         """One RPC: the reply's data and the seconds it took (an error reply raises)."""

@@ -54,6 +54,7 @@ CHECKS = [
     "ws.connect",
     "ws.subscribe",
     "ws.rpc",
+    "ws.wire",
     "rest.latency",
     "clock.skew",
     "live.order",
@@ -120,7 +121,8 @@ async def test_every_check_passes_against_the_simulator_in_plain_text(
     assert "median" in by_name["rest.latency"]
     assert "p99" in by_name["rest.latency"]
     assert "--place-test-order" in by_name["live.order"]
-    assert lines[-1] == "13 OK, 0 FAIL, 3 SKIP: no check failed"
+    assert "the server speaks the current wire" in by_name["ws.wire"]
+    assert lines[-1] == "14 OK, 0 FAIL, 3 SKIP: no check failed"
     assert cadenza_sim.token not in captured.out + captured.err
 
 
@@ -837,3 +839,57 @@ async def test_the_token_is_never_printed_nor_logged(capsys, caplog, monkeypatch
     assert any(r.name.startswith("websockets") for r in caplog.records)  # frames were logged
     for text in (captured.out, captured.err, *(r.getMessage() for r in caplog.records)):
         assert canary_piece_in(text) is None, text[:300]
+
+
+# ---- the wire's generation ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wire", ["current", "legacy"])
+async def test_the_wire_check_names_the_generation_from_the_rpc_and_the_last_event(
+    wire, capsys, monkeypatch
+):
+    async with CadenzaSimulator(wire=wire) as sim:
+        clear_env(monkeypatch)(sim)
+        sim.create_order(publish=True)  # one event in the channel's history
+
+        code, checks, _err = await doctor(capsys=capsys)
+
+    assert code == 0
+    check = checks["ws.wire"]
+    assert check["status"] == "OK"
+    assert check["data"]["seen"] == {"rpc": wire, "event": wire}
+    assert check["data"]["last_event"] == "order"
+    assert f"the server speaks the {wire} wire" in check["message"]
+    if wire == "legacy":
+        assert "CADENZA_WIRE=legacy" in check["message"]  # what RPC submits then need
+
+
+async def test_a_last_event_that_does_not_decode_fails_the_wire_check_with_field_and_type(
+    cadenza_sim, capsys, monkeypatch
+):
+    clear_env(monkeypatch)(cadenza_sim)
+    order = cadenza_sim.create_order()
+    secret_value = "not-a-time-7f3a"
+    cadenza_sim.publish_raw_order_update(
+        None, {"data": {"tradeOrderId": order.trade_order_id, "updatedAt": secret_value}}
+    )
+
+    code, checks, _err = await doctor(capsys=capsys)
+
+    assert code == 1
+    check = checks["ws.wire"]
+    assert check["status"] == "FAIL"
+    assert "updatedAt" in check["message"]
+    assert "RFC3339" in check["message"]
+    assert secret_value not in check["message"]  # the field and the type, never the value
+
+
+async def test_without_any_event_the_rpc_answer_alone_names_the_generation(
+    cadenza_sim, capsys, monkeypatch
+):
+    clear_env(monkeypatch)(cadenza_sim)
+
+    code, checks, _err = await doctor(capsys=capsys)
+
+    assert code == 0
+    assert checks["ws.wire"]["data"]["seen"] == {"rpc": "current"}
