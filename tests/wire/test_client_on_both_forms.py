@@ -113,3 +113,37 @@ async def until(predicate, timeout: float = STEP) -> None:
     while not predicate():
         assert loop.time() < deadline, "not met in time"
         await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("wire", FORMS)
+async def test_an_event_that_does_not_decode_is_counted_logged_once_and_proven_by_rest_at_once(
+    wire, caplog
+):
+    caplog.set_level("WARNING", logger="cadenza_async.stream")
+    async with (
+        CadenzaSimulator(wire=wire, cancel_delay=1000) as sim,
+        client_for(sim, wire=wire) as client,
+    ):
+        order = sim.create_order()
+        task = asyncio.ensure_future(client.cancel_and_confirm(order.trade_order_id, timeout=10))
+        await sim.wait_for(lambda: sim.get_order(order.trade_order_id).status == "PENDING_CANCEL")
+        # The exchange cancels it, and the only event about it is one the SDK cannot read.
+        sim.set_status(order.trade_order_id, "CANCELLED", publish=False)
+        bad = {"tradeOrderId": order.trade_order_id, "status": "CANCELLED", "updatedAt": "soon"}
+        sim.publish_raw_order_update(None, {"data": bad})
+        sim.publish_raw_order_update(None, {"data": bad})
+
+        result = await asyncio.wait_for(task, STEP)
+
+        # Proven by REST at once, not by the final look-up at 9 s (the channel is live:
+        # nothing else would have looked).
+        assert (result.cancelled, result.source) == (True, "rest")
+        assert result.latency < 5.0
+        stats = client.stats()
+        assert stats.bad_events == 2
+        [(shape, count)] = stats.bad_event_shapes.items()
+        assert count == 2
+        assert "updatedAt" in shape
+        assert "soon" not in shape  # the field and the type it saw, never the value
+    logged = [r for r in caplog.records if "malformed order event" in r.getMessage()]
+    assert len(logged) == 1  # once per shape
