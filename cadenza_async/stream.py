@@ -173,6 +173,7 @@ def channel_for(account_id: str) -> str:
 
 
 _PREFIX_LEN: Final = len(CHANNEL_PREFIX)
+_MARKET_PREFIX: Final = "market:"
 
 
 def account_of(channel: str) -> str | None:
@@ -1141,14 +1142,10 @@ class OrderStream:
             except Exception:
                 self._log.exception("on_publication callback failed for %s", channel)
         if self._observers:
-            for observer in self._observers.get(channel, ()) + self._observe_all:
-                try:
-                    observer.publication(channel, event.data, event.offset)
-                except Exception:
-                    self._log.exception("observer failed for %s", channel)
+            self._observed(channel, event)
         listeners = self._on_order
-        if not listeners:
-            return
+        if not listeners or channel.startswith(_MARKET_PREFIX):
+            return  # (market channels carry books, tickers, candles: never orders)
         data = event.data
         try:
             order = decode_order_event(data)
@@ -1171,6 +1168,14 @@ class OrderStream:
                 listener(order, account)
             except Exception:
                 self._log.exception("on_order listener failed for %s", channel)
+
+    def _observed(self, channel: str, event: Publication) -> None:
+        """Hand a publication to the channel's observers (and to those of every channel)."""
+        for observer in self._observers.get(channel, ()) + self._observe_all:
+            try:
+                observer.publication(channel, event.data, event.offset)
+            except Exception:
+                self._log.exception("observer failed for %s", channel)
 
     def _bad_event(self, channel: str, what: str) -> None:
         self.bad_events += 1
