@@ -206,6 +206,7 @@ class SimMarket:
         self._books[instrument_id] = _Book(inst, spec[1], self.seed * 1_000_003 + salt, depth)
         self._channels[instrument_id] = _Channels(self._hub, inst.venue or "", inst.symbol or "")
         self._states[instrument_id] = collections.OrderedDict()
+        self._remember(instrument_id, self._channels[instrument_id].book)  # offset 0
         return inst
 
     def _book(self, instrument_id: str) -> _Book:

@@ -43,13 +43,24 @@ BOOK = {
             "asks": [{"price": "50000.50", "quantity": "1.2"}],
             "sequenceNumber": 7,
         },
-        BOOK | {"columns": ["quantity", "price"], "bids": [["1.5", "50000.00"]], "asks": [["1.2", "50000.50"]]},
-        BOOK | {"orderBookType": "L2", "columns": ["price", "quantity", "orderCount"], "bids": [["50000.00", "1.5", "3"]]},
+        BOOK
+        | {
+            "columns": ["quantity", "price"],
+            "bids": [["1.5", "50000.00"]],
+            "asks": [["1.2", "50000.50"]],
+        },
+        BOOK
+        | {
+            "orderBookType": "L2",
+            "columns": ["price", "quantity", "orderCount"],
+            "bids": [["50000.00", "1.5", "3"]],
+        },
     ],
 )
 def test_every_documented_book_form_decodes_to_the_same_levels(wire):
     book = decode_order_book(msgspec.json.encode(wire))
-    assert book.best_bid.price == D("50000.00") and book.best_bid.quantity == D("1.5")
+    assert book.best_bid.price == D("50000.00")
+    assert book.best_bid.quantity == D("1.5")
     assert book.best_ask.price == D("50000.50")
     assert book.timestamp == 1703052635110
 
@@ -68,11 +79,18 @@ def test_a_payload_that_is_not_a_book_is_refused(bad):
 def test_tickers_klines_venues_and_times_in_their_forms():
     ticker = {"venue": "BINANCE", "symbol": "BTC/USDT", "bidPrice": "1.10", "timestamp": 5}
     assert decode_ticker(msgspec.json.encode({"data": ticker})).bid_price_decimal == D("1.10")
-    kline = {"venue": "B", "symbol": "S", "interval": "1m", "isClosed": False, "timestamp": 1,
-             "candles": [[60000, "1", "2", "0.5", "1.5", None], [120000, "1", "1", "1", "1", "3"]]}
+    kline = {
+        "venue": "B",
+        "symbol": "S",
+        "interval": "1m",
+        "isClosed": False,
+        "timestamp": 1,
+        "candles": [[60000, "1", "2", "0.5", "1.5", None], [120000, "1", "1", "1", "1", "3"]],
+    }
     candles = decode_kline(msgspec.json.encode({"metadata": {}, "data": kline})).candle_list()
     assert [c.closed for c in candles] == [True, False]
-    assert candles[0].volume is None and candles[1].volume == D("3")
+    assert candles[0].volume is None
+    assert candles[1].volume == D("3")
     assert decode_venues(b'["BINANCE"]')[0].venue == "BINANCE"
     assert decode_venues(b'[{"venue":"OKX","status":"ONLINE"}]')[0].status == "ONLINE"
     assert timestamp_ms("2023-12-20T06:10:35.110123456+00:00") == 1703052635110
@@ -82,7 +100,7 @@ def test_tickers_klines_venues_and_times_in_their_forms():
 async def test_rest_book_ticker_klines_and_venues_from_the_simulator():
     async with market_client() as (sim, client):
         book = await client.get_order_book(BTC, depth=5)
-        bids, asks = sim.market.book(BTC)
+        bids, _asks = sim.market.book(BTC)
         assert len(book.bids) == 5
         assert all(bids[lv.price] == lv.quantity for lv in book.bid_levels())
         assert book.best_bid.price == max(bids)
@@ -92,7 +110,8 @@ async def test_rest_book_ticker_klines_and_venues_from_the_simulator():
         assert ticker.bid_price_decimal == max(bids)
         assert len(await client.get_tickers()) == 3
         candles = await client.get_klines(BTC, "1m")
-        assert candles[-1].closed is False and candles[0].closed is True
+        assert candles[-1].closed is False
+        assert candles[0].closed is True
         assert [v.venue for v in await client.get_venues()] == ["BINANCE"]
 
 

@@ -46,10 +46,12 @@ def test_rounding_to_any_step_is_exact_and_brackets_the_value(value, step):
     down, up = inst.round_quantity(value, "down"), inst.round_quantity(value, "up")
     assert down <= value <= up
     assert up - down in (0, D(step))
-    assert down % D(step) == 0 and up % D(step) == 0
+    assert down % D(step) == 0
+    assert up % D(step) == 0
     nearest = inst.round_quantity(value, "nearest")
     assert nearest in (down, up)
-    assert abs(nearest - value) <= abs(value - down) and abs(nearest - value) <= abs(up - value)
+    assert abs(nearest - value) <= abs(value - down)
+    assert abs(nearest - value) <= abs(up - value)
 
 
 def test_rounding_keeps_the_steps_exponent_and_refuses_floats_and_unknown_modes():
@@ -73,16 +75,15 @@ def test_rounding_keeps_the_steps_exponent_and_refuses_floats_and_unknown_modes(
         ({"quantity": "99", "limit_price": "20000"}, "max_notional", (D("50.000"),)),
     ],
 )
-def test_an_order_breaking_a_rule_names_the_rule_and_the_nearest_valid_values(
-    order, rule, nearest
-):
+def test_an_order_breaking_a_rule_names_the_rule_and_the_nearest_valid_values(order, rule, nearest):
     fields = {"order_type": "LIMIT", "quantity": "0.01", "limit_price": "50000"} | order
     with pytest.raises(InstrumentRuleError) as info:
         INST.check_order(**fields)
     assert info.value.rule == rule
     assert info.value.nearest == nearest
     assert rule in str(info.value)
-    assert isinstance(info.value, ValueError) and isinstance(info.value, CadenzaError)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, CadenzaError)
 
 
 def test_a_closed_instrument_takes_no_order_and_a_valid_order_passes():
