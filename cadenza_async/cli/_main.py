@@ -143,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
         default="order",
         help="publish whole orders (default) or status-change events",
     )
+    sim.add_argument(
+        "--market-rate",
+        type=float,
+        default=2.0,
+        help="updates per second of each simulated order book (0: still; default 2)",
+    )
+    sim.add_argument("--market-seed", type=int, default=0, help="seed of the simulated books")
     sim.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     sim.set_defaults(handler=None, json=False, plain=True)
 

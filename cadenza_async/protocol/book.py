@@ -33,6 +33,8 @@ REST snapshot, proven            both sides replaced, buffered DIFFs replayed fr
                                  snapshot's timestamp on (older ones dropped as covered);
                                  SYNCED
 REST snapshot, not proven        refused (counted); another snapshot is wanted
+DIFF older than the last REST    dropped: it was in flight when the snapshot was taken,
+snapshot, arriving after it      so the snapshot holds it (applying it would go back)
 ===============================  ===========================================================
 
 A REST snapshot proves the book when it was requested after the latest
@@ -111,7 +113,7 @@ class BookDataError(ValueError):
     """A row that is not ``[price, quantity, ...]`` with a positive price and a decimal quantity."""
 
 
-def _price(text: str) -> Decimal:
+def _decimal_price(text: str) -> Decimal:
     try:
         price = Decimal(text)
     except (InvalidOperation, TypeError, ValueError):
@@ -125,15 +127,19 @@ class BookSide:
     """One side of a book: levels by exact price, best first.
 
     ``descending`` for bids (best = highest). See the module docstring for
-    the structure. Not thread-safe; one owner.
+    the structure: prices are kept as integers scaled by ``10**scale``
+    (``scale`` grows to the most decimals seen; equal prices spelled
+    differently are one level), quantities as the wire's strings. Not
+    thread-safe; one owner.
     """
 
-    __slots__ = ("_keys", "_levels", "_names", "descending")
+    __slots__ = ("_keys", "_levels", "_names", "descending", "scale")
 
     def __init__(self, descending: bool) -> None:
         self.descending = descending
+        self.scale = 0
         self._levels: dict[str, str] = {}
-        self._keys: list[Decimal] = []  # sorted; bids negated: index 0 is the best
+        self._keys: list[int] = []  # scaled prices, sorted; bids negated: index 0 is the best
         self._names: list[str] = []  # the spelling of each key, same order
 
     def __len__(self) -> int:
@@ -170,15 +176,36 @@ class BookSide:
             digits = quantity.replace(".", "", 1)
             if not digits.isdigit():
                 raise BookDataError(f"quantity {quantity!r} is not a non-negative decimal")
-            if digits.strip("0") and price in levels:
+            if price in levels and digits.strip("0"):
                 levels[price] = quantity
             else:
                 slow(price, quantity, bool(digits.strip("0")))
 
+    def _scaled(self, text: str) -> int:
+        """``text`` (``digits[.digits]``, positive) as an integer of ``10**-scale`` units."""
+        whole, dot, frac = text.partition(".")
+        if not (whole.isdigit() or (dot and not whole)) or (dot and not frac.isdigit()):
+            raise BookDataError(f"price {text!r} is not a positive decimal")
+        if len(frac) > self.scale:
+            self._rescale(len(frac))
+        try:
+            key = int(whole + frac + "0" * (self.scale - len(frac)))
+        except ValueError:
+            raise BookDataError(f"price {text!r} is not a positive decimal") from None
+        if key <= 0:
+            raise BookDataError(f"price {text!r} is not a positive decimal")
+        return key
+
+    def _rescale(self, scale: int) -> None:
+        factor = 10 ** (scale - self.scale)
+        self._keys = [k * factor for k in self._keys]
+        self.scale = scale
+
     def _upsert_or_remove(self, price: str, quantity: str, live: bool) -> None:
-        """A level not held under this spelling, or a removal: parse the price and bisect."""
-        exact = _price(price)
-        key = -exact if self.descending else exact
+        """A level not held under this spelling, or a removal: scale the price and bisect."""
+        key = self._scaled(price)
+        if self.descending:
+            key = -key
         keys = self._keys
         i = bisect.bisect_left(keys, key)
         if i < len(keys) and keys[i] == key:
@@ -194,12 +221,12 @@ class BookSide:
             self._names.insert(i, price)
             self._levels[price] = quantity
 
+    def _price_of(self, key: int) -> Decimal:
+        return Decimal(-key if self.descending else key).scaleb(-self.scale)
+
     def best_price(self) -> Decimal | None:
         """The best price held, or None when the side is empty."""
-        if not self._keys:
-            return None
-        key = self._keys[0]
-        return -key if self.descending else key
+        return self._price_of(self._keys[0]) if self._keys else None
 
     def best(self) -> Level | None:
         """The best level, or None when the side is empty."""
@@ -214,8 +241,13 @@ class BookSide:
 
     def quantity_at(self, price: Decimal | str) -> Decimal | None:
         """The quantity held at exactly ``price``, or None."""
-        exact = price if isinstance(price, Decimal) else _price(price)
-        key = -exact if self.descending else exact
+        exact = price if isinstance(price, Decimal) else _decimal_price(price)
+        scaled = exact.scaleb(self.scale)
+        if scaled != scaled.to_integral_value():
+            return None  # finer than any price held
+        key = int(scaled)
+        if self.descending:
+            key = -key
         i = bisect.bisect_left(self._keys, key)
         if i < len(self._keys) and self._keys[i] == key:
             return Decimal(self._levels[self._names[i]])
@@ -224,19 +256,21 @@ class BookSide:
     def as_dict(self) -> dict[Decimal, Decimal]:
         """Every level, price -> quantity (exact)."""
         return {
-            (-k if self.descending else k): Decimal(self._levels[n])
+            self._price_of(k): Decimal(self._levels[n])
             for k, n in zip(self._keys, self._names, strict=True)
         }
 
     def _level(self, i: int) -> Level:
-        key = self._keys[i]
-        return Level(-key if self.descending else key, Decimal(self._levels[self._names[i]]))
+        return Level(self._price_of(self._keys[i]), Decimal(self._levels[self._names[i]]))
 
 
 def crossed(bids: BookSide, asks: BookSide) -> bool:
     """True when the best bid is at or above the best ask (a book that cannot be)."""
-    bid = bids.best_price()
-    ask = asks.best_price()
+    if not bids._keys or not asks._keys:
+        return False
+    if bids.scale == asks.scale:  # the usual case: no Decimal needed
+        return -bids._keys[0] >= asks._keys[0]
+    bid, ask = bids.best_price(), asks.best_price()
     return bid is not None and ask is not None and bid >= ask
 
 
@@ -296,6 +330,7 @@ class BookSync:
         self._buffer: list[_Buffered] = []
         self._generation = 0  # bumped at each loss of continuity
         self._in_flight: int | None = None  # the generation a pending snapshot was asked at
+        self._covered_until = 0  # DIFFs older than the last REST snapshot are in it
 
     def __repr__(self) -> str:
         return (
@@ -348,6 +383,9 @@ class BookSync:
             self.last_offset = offset
         if update_type == DIFF:
             if self.state == SYNCED:
+                if timestamp < self._covered_until:
+                    self.diffs_dropped += 1  # in flight when the snapshot was taken: in it
+                    return
                 self._apply_diff(bids, asks, timestamp, offset, now)
             else:
                 self._hold(_Buffered(timestamp, bids, asks, offset))
@@ -411,6 +449,7 @@ class BookSync:
             return False
         replay = [b for b in buffer if b.timestamp >= timestamp]
         self.diffs_dropped += len(buffer) - len(replay)
+        self._covered_until = timestamp
         self._install(bids, asks, timestamp, None, now, replay)
         return self.state == SYNCED
 

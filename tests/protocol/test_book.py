@@ -224,3 +224,15 @@ def test_changes_are_collected_when_asked():
     book.changes = []
     book.publication("DIFF", [["100", "3"]], [], 2, 2, 0.0)
     assert [c.kind for c in book.changes] == ["diff"]
+
+
+def test_a_diff_older_than_the_applied_rest_snapshot_is_dropped_not_applied_over_it():
+    book = synced()
+    book.gap()
+    token = book.take_snapshot_request()
+    assert book.rest_snapshot(token, [["100", "7"]], [["101", "1"]], 50, 1.0)
+    book.publication("DIFF", [["100", "3"]], [], 40, 2, 1.0)  # in flight, already in it
+    assert book.bids.best() == Level(D("100"), D("7"))
+    book.publication("DIFF", [["100", "4"]], [], 50, 3, 1.0)  # same ms: applied again
+    assert book.bids.best() == Level(D("100"), D("4"))
+    assert book.usable
