@@ -16,6 +16,7 @@ from ._commands import cmd_cancel, cmd_cancel_all, cmd_cancel_many, cmd_orders, 
 from ._demo import cmd_demo
 from ._doctor import add_doctor_parser
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, explain
+from ._market import add_market_parsers
 from ._outcomes import error_text
 from ._output import EXIT_BROKEN_PIPE, LogHandler, Output, detach_stdout
 from ._placing import add_placing_parsers
@@ -223,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.set_defaults(handler=cmd_watch)
 
     add_placing_parsers(commands, common, _EPILOG)
+    add_market_parsers(commands, common, _EPILOG)
     add_doctor_parser(commands, parents=common)
     return parser
 

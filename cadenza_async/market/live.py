@@ -22,7 +22,7 @@ import asyncio
 import collections
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
@@ -248,7 +248,7 @@ class _ChannelView(Generic[T]):
         last = self.heard_at if self.heard_at is not None else self.since
         return self.views.loop.time() - last > self.stale_after
 
-    async def items(self) -> AsyncIterator[T]:
+    async def items(self) -> AsyncGenerator[T, None]:
         """Every item applied from now on, in order; see the handle's ``changes()``."""
         feed: _Feed[T] = _Feed()
         self._feeds.add(feed)
@@ -478,7 +478,7 @@ class LiveOrderBook(_Handle[_BookView]):
             "bad_publications": self.view.bad_publications,
         }
 
-    def changes(self) -> AsyncIterator[BookChange]:
+    def changes(self) -> AsyncGenerator[BookChange, None]:
         """Every update applied from now on: ``"snapshot"`` (the whole book) or ``"diff"`` rows.
 
         A reader more than ``CHANGES_BUFFER`` changes behind gets the whole
@@ -532,7 +532,7 @@ class LiveTicker(_Handle[_TickerView]):
     def latest(self) -> Ticker | None:
         return self.view.latest
 
-    def updates(self) -> AsyncIterator[Ticker]:
+    def updates(self) -> AsyncGenerator[Ticker, None]:
         """Every ticker from now on (ends when the last holder leaves)."""
         return self.view.items()
 
@@ -608,7 +608,7 @@ class LiveKlines(_Handle[_KlineView]):
         candles = self.view.candles
         return candles[max(candles)] if candles else None
 
-    def updates(self) -> AsyncIterator[Candle]:
+    def updates(self) -> AsyncGenerator[Candle, None]:
         """Every candle upserted from now on (ends when the last holder leaves)."""
         return self.view.items()
 
