@@ -52,6 +52,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/bench_scale.py --json benchmarks/results/scale.json --plot benchmarks/results/scale.png
 	$(BIN)/python benchmarks/bench_deadline.py --json benchmarks/results/deadline.json
 	$(BIN)/python benchmarks/bench_submit.py
+	$(BIN)/python benchmarks/bench_book.py --json benchmarks/results/book.json
 
 # The docs site (mkdocs-material + mkdocstrings) into site/; any warning fails the build.
 docs: $(VENV)/.docs

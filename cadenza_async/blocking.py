@@ -44,6 +44,7 @@ from .client import BulkOutcome, CadenzaClient, ClientStats
 from .config import ClientConfig, TokenProvider
 from .errors import ClientClosedError
 from .http import OrderPage
+from .market._blocking import BlockingMarketMethods
 from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOrder
 from .placing import SubmitOutcome
 
@@ -62,7 +63,7 @@ class _Next(Generic[T]):
         self.error = error
 
 
-class BlockingCadenzaClient:
+class BlockingCadenzaClient(BlockingMarketMethods):
     """The Cadenza API client for code that is not asyncio: same methods, no ``await``.
 
     Takes the arguments of :class:`~cadenza_async.CadenzaClient` and runs

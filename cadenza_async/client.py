@@ -30,6 +30,7 @@ from .errors import (
     TransportError,
 )
 from .http import HttpApi, OrderPage
+from .market._client import Market, MarketMethods
 from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOrder, is_terminal
 from .placing import Placer, SubmitOutcome, new_order
 from .protocol.confirm import ConfirmationRegistry
@@ -68,7 +69,7 @@ BulkOutcome = CancelResult | TradeOrder | CadenzaError
 __all__ = ["CadenzaClient", "ClientStats"]
 
 
-class CadenzaClient:
+class CadenzaClient(MarketMethods):
     """The Cadenza API client. Use it as ``async with CadenzaClient(...) as client:``.
 
     ``async with`` connects the order stream and subscribes the default
@@ -203,6 +204,10 @@ class CadenzaClient:
         self._placer.attach_stream(self._stream)
         self._updates.attach_stream(self._stream)
         self._stream_start: asyncio.Task[None] | None = None
+        # Market data (instruments and their rules, books, tickers, candles): market/.
+        self._market = Market(
+            self._http, self._stream, self._ensure_stream, config.timeouts.request
+        )
 
     @classmethod
     def from_env(
@@ -268,6 +273,7 @@ class CadenzaClient:
             await self._placer.aclose()
             await self._background.finish()
             self._updates.close()
+            await self._market.aclose()
             await self._stream.aclose()
             await self._http.aclose()
 
@@ -802,6 +808,7 @@ class CadenzaClient:
             client_order_id=client_order_id,
             trading_account_id=trading_account_id,
         )
+        self._market.check_new_order(order)  # the instrument's rules, if it is cached
         self._start_stream()
         return await self._placer.submit_and_confirm(order, timeout=timeout)
 
@@ -852,6 +859,7 @@ class CadenzaClient:
             client_order_id=client_order_id,
             trading_account_id=trading_account_id,
         )
+        self._market.check_new_order(order)  # the instrument's rules, if it is cached
         self._start_stream()
         return await self._placer.replace_and_confirm(
             old_order_id,
@@ -878,6 +886,8 @@ class CadenzaClient:
         bounds each order's call (as for :meth:`submit_and_confirm`).
         """
         self._check_open()
+        orders = list(orders)
+        self._market.check_orders(orders)  # the instruments' rules, for those cached
         self._start_stream()
         return await self._placer.submit_many(orders, concurrency=concurrency, timeout=timeout)
 

@@ -59,7 +59,7 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Final, TypeVar
 from urllib.parse import quote
@@ -535,6 +535,23 @@ class HttpApi:
             deadline=deadline,
             decode=self._order_from,
         )
+
+    async def get_envelope(
+        self,
+        path: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        deadline: float | None = None,
+    ) -> Envelope:
+        """GET ``path`` (under the API URL) with query ``params``: the success envelope.
+
+        ``params`` may repeat a key (the API's array parameters). A look-up:
+        idempotent, retried like :meth:`get_order`, errors translated the same
+        way; ``deadline`` bounds the call. The caller decodes ``data``.
+        """
+        query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
+        url = URL(f"{self._base}{path}" + (f"?{query}" if query else ""), encoded=True)
+        return await self._get(url, deadline, _same)
 
     async def aclose(self) -> None:
         """Close the session and its connections. Safe to call twice."""

@@ -66,7 +66,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -107,6 +107,7 @@ from .protocol.centrifugo import (
     RefreshNeeded,
     Reply,
     ReplyError,
+    StreamPosition,
     Subscribed,
     Unsubscribed,
     reconnect_delays,
@@ -117,6 +118,7 @@ from .protocol.tokens import MAX_TOKEN_REFUSALS, TokenRefusals
 __all__ = [
     "CHANNEL_PREFIX",
     "MAX_TOKEN_REFUSALS",
+    "ChannelObserver",
     "OrderStream",
     "StreamRpcError",
     "account_of",
@@ -132,6 +134,32 @@ AccountEventCallback = Callable[[AccountEvent, str], None]
 #: Distinct shapes of bad order events logged (each once); the rest are only counted.
 _MAX_BAD_SHAPES = 64
 _UNDECODABLE_SIZE: Final = len(UNDECODABLE_DATA)
+
+
+class ChannelObserver(Protocol):
+    """What :meth:`OrderStream.observe` calls for a channel, synchronously, in stream order.
+
+    ``publication`` for each publication (its raw ``data`` and Centrifugo
+    offset; the epoch is the one of the last ``live`` call), ``gap`` when
+    continuity on the channel was lost (``reason``: ``"gap"`` for an offset
+    skip, ``"not_recovered"`` for a resubscribe that could not recover,
+    ``"unsubscribed"`` when the server dropped the channel,
+    ``"unrecoverable"`` for a position the server refused with 112),
+    ``live`` when the channel becomes live at a stream position (after the
+    publications a recovery replayed) and with ``None`` when it stops being
+    live (connection lost, server unsubscribe), and ``refused`` when the
+    server refused the channel for good. Observers must not block or raise
+    (an exception is logged and the stream goes on).
+    """
+
+    def publication(self, channel: str, data: msgspec.Raw, offset: int | None) -> None: ...
+
+    def gap(self, channel: str, reason: str) -> None: ...
+
+    def live(self, channel: str, position: StreamPosition | None) -> None: ...
+
+    def refused(self, channel: str, error: StreamRpcError) -> None: ...
+
 
 _CLOSE_EXPIRED = 3005
 #: At most this many resubscriptions of a reconnect wait for their reply at once.
@@ -150,6 +178,7 @@ def channel_for(account_id: str) -> str:
 
 
 _PREFIX_LEN: Final = len(CHANNEL_PREFIX)
+_MARKET_PREFIX: Final = "market:"
 
 
 def account_of(channel: str) -> str | None:
@@ -267,6 +296,10 @@ class OrderStream:
     ``on_state(state)`` with ``"connecting"``, ``"connected"``,
     ``"disconnected"``, ``"closed"``, and ``on_failure(error)`` once when the
     stream stops for good. :meth:`changed` gives a future for the next change.
+    Per channel (or for all), :meth:`observe` registers a
+    :class:`ChannelObserver`: its publications with their offsets, gaps with
+    their reason, and live/not-live changes with the stream position; the
+    live views of market data are built on it.
 
     Tuning comes from ``config`` (``ping_grace``, ``reconnect_min_delay``,
     ``reconnect_max_delay``, ``max_message_size``); the keyword arguments of
@@ -364,6 +397,9 @@ class OrderStream:
         self._refusals = TokenRefusals()
         self._poison = PoisonedPositions()
         self.reconnects = 0
+        # observe(): per channel, and for every channel (key None)
+        self._observers: dict[str | None, tuple[ChannelObserver, ...]] = {}
+        self._observe_all: tuple[ChannelObserver, ...] = ()
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else ("failed" if self._failure else "idle")
@@ -467,6 +503,40 @@ class OrderStream:
         a reader of updates) listens only then: each event calls every listener.
         """
         self._on_order = tuple(other for other in self._on_order if other != listener)
+
+    def observe(self, channel: str | None, observer: ChannelObserver) -> None:
+        """Call ``observer`` (a :class:`ChannelObserver`) for ``channel`` from now on (once).
+
+        ``channel`` None observes every channel. Observing does not subscribe:
+        pair it with :meth:`want`/:meth:`subscribe`, and :meth:`unobserve`
+        before :meth:`release`. The observer hears of a channel that is live
+        already at its next change; :meth:`is_live` and :attr:`positions`
+        tell the state now.
+        """
+        current = self._observers.get(channel, ())
+        if observer not in current:
+            self._observers[channel] = (*current, observer)
+            self._observe_all = self._observers.get(None, ())
+
+    def unobserve(self, channel: str | None, observer: ChannelObserver) -> None:
+        """Stop calling ``observer`` for ``channel``; no-op if it does not observe it."""
+        rest = tuple(o for o in self._observers.get(channel, ()) if o is not observer)
+        if rest:
+            self._observers[channel] = rest
+        else:
+            self._observers.pop(channel, None)
+        self._observe_all = self._observers.get(None, ())
+
+    def _observers_of(self, channel: str) -> tuple[ChannelObserver, ...]:
+        return self._observers.get(channel, ()) + self._observe_all
+
+    def _tell(self, channel: str, what: str, *args: Any) -> None:
+        """Call method ``what`` of every observer of ``channel``, each failure logged."""
+        for observer in self._observers_of(channel):
+            try:
+                getattr(observer, what)(channel, *args)
+            except Exception:
+                self._log.exception("observer %s failed for %s", what, channel)
 
     def release(self, channel: str) -> bool:
         """Stop wanting ``channel``, the counterpart of :meth:`want`; True once it is not wanted.
@@ -968,6 +1038,8 @@ class OrderStream:
             await asyncio.wait_for(ws.wait_closed(), 1.0)
         lost = self._proto.connection_lost(end.code, end.reason)
         self._fail_rpc(TransportError("the stream connection was lost before the reply"))
+        for channel in [c for c in self._observers if c is not None]:
+            self._tell(channel, "live", None)
         if self._connected_event is not None and not self._closing:
             self._connected_event.clear()
         if not self._closing:
@@ -1091,9 +1163,11 @@ class OrderStream:
                 self._on_publication(channel, event.data, event.offset)
             except Exception:
                 self._log.exception("on_publication callback failed for %s", channel)
+        if self._observers:
+            self._observed(channel, event)
         # (account_of, inlined: once per event)
         if not channel.startswith(CHANNEL_PREFIX):
-            return  # not an account's channel: no order events on it
+            return  # not an account's channel (a market one: books, tickers, candles)
         account = channel[_PREFIX_LEN:]
         listeners = self._on_order
         if not listeners and not self._on_account_event:
@@ -1122,6 +1196,14 @@ class OrderStream:
                 listener(order, account)
             except Exception:
                 self._log.exception("on_order listener failed for %s", channel)
+
+    def _observed(self, channel: str, event: Publication) -> None:
+        """Hand a publication to the channel's observers (and to those of every channel)."""
+        for observer in self._observers.get(channel, ()) + self._observe_all:
+            try:
+                observer.publication(channel, event.data, event.offset)
+            except Exception:
+                self._log.exception("observer failed for %s", channel)
 
     def _account_event(self, event: AccountEvent, account: str) -> None:
         """A publication on an account's channel that is not an order update."""
@@ -1153,11 +1235,13 @@ class OrderStream:
             except Exception:
                 self._log.exception("on_bad_event callback failed for %s", channel)
 
-    def _gap(self, channel: str) -> None:
+    def _gap(self, channel: str, reason: str = "gap") -> None:
         try:
             self._on_gap(channel)
         except Exception:
             self._log.exception("on_gap callback failed for %s", channel)
+        if self._observers:
+            self._tell(channel, "gap", reason)
 
     def _connected(self, event: Connected) -> None:
         """The connect succeeded: resubscribe every wanted channel, in one batch.
@@ -1200,7 +1284,7 @@ class OrderStream:
                     event.expected_offset,
                     event.got_offset,
                 )
-                self._gap(event.channel)
+                self._gap(event.channel, "gap")
             case Reply():
                 self._on_reply(event)
             case ReplyError():
@@ -1264,9 +1348,11 @@ class OrderStream:
             self._deliver(pub)
         channel = event.channel
         if self._poison.subscribed(channel) or event.gap:
-            self._gap(channel)
+            self._gap(channel, "not_recovered")
         if channel not in self._live_since:
             self._live_since[channel] = asyncio.get_running_loop().time()
+        if self._observers:
+            self._tell(channel, "live", StreamPosition(event.epoch, event.offset))
         for waiter in self._sub_waiters.pop(channel, []):
             if not waiter.done():
                 waiter.set_result(None)
@@ -1298,6 +1384,8 @@ class OrderStream:
     def _on_unsubscribed(self, event: Unsubscribed) -> None:
         """The server unsubscribed a channel: subscribe again if asked to, else let it go."""
         channel = event.channel
+        if self._observers:
+            self._tell(channel, "live", None)
         if event.resubscribe and channel in self._wanted:
             self._proto.send_subscribe(channel, asyncio.get_running_loop().time())
             return
@@ -1305,7 +1393,7 @@ class OrderStream:
         self._live_since.pop(channel, None)
         self._log.warning("stream: server unsubscribed %s (code %d)", channel, event.code)
         self._notify()
-        self._gap(channel)
+        self._gap(channel, "unsubscribed")
 
     def _on_reply_error(self, event: ReplyError) -> None:
         """An error reply: fail the RPC, or decide what the refused command means for the link."""
@@ -1359,7 +1447,7 @@ class OrderStream:
             if proto.connected:
                 proto.send_subscribe(channel, asyncio.get_running_loop().time(), recover=False)
                 self._spawn_aux(self._after_commands())
-            self._gap(channel)
+            self._gap(channel, "unrecoverable")
             return
         was_wanted = channel in self._wanted
         self._wanted.discard(channel)
@@ -1379,6 +1467,8 @@ class OrderStream:
                 self._on_refused(channel, error)
             except Exception:
                 self._log.exception("on_refused callback failed for %s", channel)
+        if self._observers:
+            self._tell(channel, "refused", error)
 
     def _refused_by(self, event: ReplyError) -> str:
         """The token ``event`` refused: the one a refresh carried, else the connection's."""

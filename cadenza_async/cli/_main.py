@@ -16,6 +16,7 @@ from ._commands import cmd_cancel, cmd_cancel_all, cmd_cancel_many, cmd_orders, 
 from ._demo import cmd_demo
 from ._doctor import add_doctor_parser
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, explain
+from ._market import add_market_parsers
 from ._outcomes import error_text
 from ._output import EXIT_BROKEN_PIPE, LogHandler, Output, detach_stdout
 from ._placing import add_placing_parsers
@@ -143,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
         default="order",
         help="publish whole orders (default) or status-change events",
     )
+    sim.add_argument(
+        "--market-rate",
+        type=float,
+        default=2.0,
+        help="updates per second of each simulated order book (0: still; default 2)",
+    )
+    sim.add_argument("--market-seed", type=int, default=0, help="seed of the simulated books")
     sim.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     sim.set_defaults(handler=None, json=False, plain=True)
 
@@ -216,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.set_defaults(handler=cmd_watch)
 
     add_placing_parsers(commands, common, _EPILOG)
+    add_market_parsers(commands, common, _EPILOG)
     add_doctor_parser(commands, parents=common)
     return parser
 

@@ -81,6 +81,8 @@ def cmd_sim(args: argparse.Namespace, out: Output) -> int:
         ping_interval=args.ping_interval,
         history_size=args.history_size,
         event_shape=args.event_shape,
+        market_rate=args.market_rate,
+        market_seed=args.market_seed,
     )
     runner: Callable[[Any], Any] = asyncio.run
     if not args.no_uvloop:

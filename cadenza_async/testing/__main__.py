@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pong-timeout", type=float, default=8.0)
     parser.add_argument("--history-size", type=int, default=300)
     parser.add_argument("--event-shape", choices=("order", "status_change"), default="order")
+    parser.add_argument(
+        "--market-rate", type=float, default=0.0, help="book updates per second (0: still)"
+    )
+    parser.add_argument("--market-seed", type=int, default=0, help="seed of the market's books")
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     return parser
 
@@ -54,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pong_timeout=args.pong_timeout,
         history_size=args.history_size,
         event_shape=args.event_shape,
+        market_rate=args.market_rate,
+        market_seed=args.market_seed,
     )
     runner: object = asyncio.run
     if not args.no_uvloop:

@@ -1,5 +1,8 @@
 """The channel hub: every channel, who is subscribed to it, and the live delivery of publications.
 
+Account channels (``tradingAccount:{id}``) are made on first use; other
+channels (the market's) exist once :meth:`ChannelHub.add_named` made them.
+
 A publication is recorded in its channel's history first (see
 :class:`~cadenza_async.testing._engine.Channel`), then delivered to the
 channel's subscribers as one push message. The delivery faults act between
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Protocol
+
+import msgspec
 
 from ._engine import CHANNEL_PREFIX, Channel
 
@@ -31,6 +36,7 @@ class ChannelHub:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.channels: dict[str, Channel] = {}
+        self.named: dict[str, Channel] = {}  # channels that are not an account's, by name
         self._subscribers: dict[str, set[Subscriber]] = {}
         # delivery faults
         self.paused = False
@@ -51,6 +57,34 @@ class ChannelHub:
             self.channels[account_id] = channel
         return channel
 
+    def add_named(self, name: str) -> Channel:
+        """A channel that is not an account's (the market's), by its full name; made once."""
+        channel = self.named.get(name)
+        if channel is None:
+            channel = self.named[name] = Channel(name, self.history_size, self.history_ttl)
+        return channel
+
+    def by_name(self, name: str) -> Channel | None:
+        """The channel called ``name``: an account's (made on first use) or a named one, else None."""
+        if name.startswith(CHANNEL_PREFIX):
+            return self.channel(name[len(CHANNEL_PREFIX) :])
+        return self.named.get(name)
+
+    def drop_subscribers(self, name: str, code: int, reason: str) -> None:
+        """Unsubscribe everyone from ``name`` with an unsubscribe push (code >= 2500: resubscribe)."""
+        frame = (
+            b'{"push":{"channel":'
+            + msgspec.json.encode(name)
+            + b',"unsubscribe":'
+            + msgspec.json.encode({"code": code, "reason": reason})
+            + b"}}"
+        )
+        for subscriber in list(self._subscribers.pop(name, ())):
+            subscriber.send(frame)
+            forget = getattr(subscriber, "forget_subscription", None)
+            if forget is not None:
+                forget(name)
+
     def reset_all(self, account_id: str) -> None:
         """New epoch and empty history on every channel (``account_id``'s too, even if unused yet)."""
         self.channel(account_id)
@@ -70,7 +104,10 @@ class ChannelHub:
 
     def publish(self, account_id: str, data: bytes) -> int:
         """Record ``data`` on the account's channel and deliver it; return its offset."""
-        channel = self.channel(account_id)
+        return self.publish_on(self.channel(account_id), data)
+
+    def publish_on(self, channel: Channel, data: bytes) -> int:
+        """Record ``data`` on ``channel`` and deliver it; return its offset."""
         offset, pub = channel.add(data)
         frame = channel.push_prefix + pub + b"}}"
         if self.paused:
@@ -80,6 +117,10 @@ class ChannelHub:
             self._deliver(channel.name, frame)
         self._deliver(channel.name, frame)
         return offset
+
+    def deliver_frame(self, name: str, frame: bytes) -> None:
+        """Deliver a push frame recorded earlier (held back by a fault) to ``name``'s subscribers."""
+        self._deliver(name, frame)
 
     def reorder_next(self, n: int) -> None:
         """Hold the next ``n`` deliveries, then deliver them in reverse order."""

@@ -17,7 +17,7 @@ import asyncio
 import http
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,6 +48,7 @@ ENDPOINTS: Final = {
     "cancel": "/api/v3/tradeOrder/cancel",
     "list": "/api/v3/tradeOrder/list",
     "submit": "/api/v3/tradeOrder/submit",
+    "market": "/api/v3/market/",  # every market data GET (the simulator's market)
 }
 MAX_LIST_LIMIT: Final = 1000
 # How often a held cancel checks whether its client is still there.
@@ -177,6 +178,28 @@ class RestApi:
         app.router.add_post(ENDPOINTS["cancel"], self._cancel)
         app.router.add_get(ENDPOINTS["list"], self._list)
         app.router.add_post(ENDPOINTS["submit"], self._submit)
+
+    def add_market_routes(
+        self, app: web.Application, routes: Mapping[str, Callable[[Any], bytes]]
+    ) -> None:
+        """GET ``path`` answers ``handler(query)`` as the envelope's data (endpoint ``"market"``)."""
+        for path, handler in routes.items():
+            app.router.add_get(path, self._market_endpoint(handler))
+
+    def _market_endpoint(
+        self, handler: Callable[[Any], bytes]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def answer(request: web.Request) -> web.Response:
+            await self._read(request)
+            _info, early = await self._admit(request, "market")
+            if early is not None:
+                return early
+            try:
+                return _json(b'{"data":' + handler(request.query) + _OK_TAIL)
+            except ApiFailure as failure:
+                return _failure(failure)
+
+        return answer
 
     # ---- faults ---------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ async def serve(
     orders: int = 0,
     out: Callable[[str], Any] = print,
     started: Callable[[CadenzaSimulator], Any] | None = None,
+    market_rate: float = 0.0,
     **sim_options: Any,
 ) -> None:
     """Run a :class:`CadenzaSimulator` until the task is cancelled (Ctrl-C).
@@ -25,7 +26,8 @@ async def serve(
     Prints ``api_url``, ``ws_url``, ``token`` and ``trading_account_id`` (one
     ``name: value`` line each) through ``out``, after creating ``orders`` open
     orders on the default account. ``started`` is called with the running
-    simulator. ``sim_options`` go to :class:`CadenzaSimulator`. Raises
+    simulator. ``market_rate`` > 0 moves every book of the simulated market
+    that many times a second. ``sim_options`` go to :class:`CadenzaSimulator`. Raises
     ``OSError`` when the port is taken.
     """
     async with CadenzaSimulator(host=host, port=port, **sim_options) as sim:
@@ -38,4 +40,7 @@ async def serve(
         out(f"orders: {orders}")
         if started is not None:
             started(sim)
+        if market_rate > 0:
+            sim.market.run(market_rate)
+            out(f"market: {', '.join(sim.market.instruments)} moving {market_rate:g}/s")
         await asyncio.Event().wait()

@@ -115,6 +115,10 @@ class Connection:
         self._out.append(message)
         self._wake.set()
 
+    def forget_subscription(self, channel: str) -> None:
+        """The server dropped this connection's subscription to ``channel`` (an unsubscribe push)."""
+        self.subscriptions.discard(channel)
+
     def send_raw(self, data: str | bytes) -> asyncio.Future[None]:
         done: asyncio.Future[None] = self._loop.create_future()
         if self._close_request is not None:
@@ -417,7 +421,7 @@ class Connection:
     def _account_allowed(self, channel: str) -> int:
         """0 when this connection may use ``channel``, else the Centrifugo error code."""
         if not channel.startswith(CHANNEL_PREFIX):
-            return 102
+            return 0 if channel in self._host.hub.named else 102
         info = self.token_info
         if info is None or channel[len(CHANNEL_PREFIX) :] not in info.accounts:
             return 103
@@ -456,7 +460,8 @@ class Connection:
         if channel_name in self.subscriptions:
             self.send(error_reply(command_id, 105, "already subscribed"))
             return
-        channel = self._host.hub.channel(channel_name[len(CHANNEL_PREFIX) :])
+        channel = self._host.hub.by_name(channel_name)
+        assert channel is not None  # (allowed: an account's or a named one)
         result: dict[str, Any] = {}
         recoverable = req.recoverable or req.recover
         if recoverable:
@@ -493,7 +498,8 @@ class Connection:
                 error_reply(cmd.id, code, "unknown channel" if code == 102 else "permission denied")
             )
             return
-        channel = self._host.hub.channel(req.channel[len(CHANNEL_PREFIX) :])
+        channel = self._host.hub.by_name(req.channel)
+        assert channel is not None  # (allowed: an account's or a named one)
         since = req.since
         if since is not None and since.epoch and since.epoch != channel.epoch:
             self.send(error_reply(cmd.id, 112, "unrecoverable position"))

@@ -53,6 +53,7 @@ from ._endpoint import WebSocketEndpoint
 from ._engine import CHANNEL_PREFIX, Engine
 from ._forms import WireForm, WireName
 from ._hub import ChannelHub
+from ._market import SimMarket
 from ._rest import RestApi
 from ._submits import SubmitDesk
 from ._ws import Connection
@@ -103,7 +104,13 @@ class CadenzaSimulator:
       ``pause_publications()``, ``duplicate_next_publications(n)``,
       ``reorder_next_publications(n)``, ``delay_publications(s)``, ``restart()``.
 
-    REST (``endpoint`` names: ``"cancel"``, ``"list"``, ``"submit"``):
+    Market (``sim.market``, a :class:`~cadenza_async.testing._market.SimMarket`;
+    ``market_seed`` seeds its books): instruments with rules, books moved by
+    ``market.step(n)``, tickers and candles on their channels, REST market
+    data, and the market faults (``drop_next``, ``lose_history``,
+    ``send_delta``, ``cross_book``, ``stall``, ``set_wire_form``).
+
+    REST (``endpoint`` names: ``"cancel"``, ``"list"``, ``"submit"``, ``"market"``):
 
     - ``fail_next_rest(n, status, endpoint=)``, ``rate_limit_next_rest(n,
       retry_after, endpoint=)``: the next ``n`` calls answer 5xx / 429.
@@ -156,6 +163,7 @@ class CadenzaSimulator:
         max_message_size: int = 65536,
         accept_delay: float = 0.0,
         wire: str = "current",
+        market_seed: int = 0,
     ) -> None:
         self.host = host
         self.port = port
@@ -179,6 +187,7 @@ class CadenzaSimulator:
             pong_timeout=pong_timeout,
             max_message_size=max_message_size,
         )
+        self._market = SimMarket(self._hub, seed=market_seed)
         self._account = self._engine.add_account(trading_account_id)
         self._token = self._engine.issue_token([self._account], token=token)
         self._runner: web.AppRunner | None = None
@@ -205,6 +214,7 @@ class CadenzaSimulator:
             raise RuntimeError("a simulator starts once")
         app = web.Application(client_max_size=1024 * 1024)
         self._rest.add_routes(app)
+        self._rest.add_market_routes(app, self._market.routes())
         app.router.add_get("/connection/websocket", self._ws.handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -232,6 +242,7 @@ class CadenzaSimulator:
             return
         self._stopping = True
         self._engine.close()
+        await self._market.aclose()
         self._hub.drop_in_flight()
         self._ws.stopping = True
         self._rest.stop()
@@ -256,6 +267,11 @@ class CadenzaSimulator:
     def ws_url(self) -> str:
         """``ws://127.0.0.1:PORT/connection/websocket`` once started."""
         return self._ws_url
+
+    @property
+    def market(self) -> SimMarket:
+        """The simulated market: instruments, books moved by ``market.step(n)``, its faults."""
+        return self._market
 
     @property
     def token(self) -> str:
