@@ -147,3 +147,19 @@ async def test_an_event_that_does_not_decode_is_counted_logged_once_and_proven_b
         assert "soon" not in shape  # the field and the type it saw, never the value
     logged = [r for r in caplog.records if "malformed order event" in r.getMessage()]
     assert len(logged) == 1  # once per shape
+
+
+async def test_portfolio_and_account_payloads_on_the_channel_are_counted_apart_never_as_bad():
+    async with on("current") as (sim, client):
+        marker = sim.create_order()
+        portfolio = {"data": {"tradingAccountId": sim.trading_account_id, "balances": []}}
+        account = {"data": {"tradingAccountId": sim.trading_account_id, "nickname": "main"}}
+        legacy = {"metadata": {"eventType": "event.portfolio.updated"}, "data": {"balances": []}}
+        for payload in (portfolio, account, legacy):
+            sim.publish_raw_order_update(None, payload)
+        # an order event after them: once it is proven, the three were handled
+        result = await asyncio.wait_for(client.cancel_and_confirm(marker.trade_order_id), STEP)
+        assert result.source == "ws"
+        await until(lambda: sum(client.stats().account_events.values()) == 3)
+        assert client.stats().account_events == {"portfolio": 2, "trading_account": 1}
+        # (on() checks that no bad event was counted)
