@@ -185,12 +185,16 @@ class TransportError(CadenzaError):
     ``maybe_sent`` is False when the request provably never reached the
     server (connection refused, DNS or TLS failure, a deadline that passed
     before sending) and True when it may have (a timeout or a connection
-    lost after the request went out).
+    lost after the request went out). ``lasting`` is True when waiting
+    cannot help, a fault of the set-up: a DNS name that does not exist, a
+    TLS certificate refused. A cancel or a submit retries the others while
+    its deadline allows, and fails at once on a lasting one.
     """
 
-    def __init__(self, message: str, *, maybe_sent: bool = True) -> None:
+    def __init__(self, message: str, *, maybe_sent: bool = True, lasting: bool = False) -> None:
         super().__init__(message)
         self.maybe_sent = maybe_sent
+        self.lasting = lasting
 
 
 class ConfirmationTimeout(CadenzaError):

@@ -58,6 +58,7 @@ import asyncio
 import email.utils
 import logging
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from decimal import Decimal
@@ -151,6 +152,24 @@ _NOT_SENT: Final = (
     aiohttp.ClientSSLError,
     aiohttp.ConnectionTimeoutError,  # no connection in time: nothing was written
 )
+
+
+#: getaddrinfo's "no such name" (a DNS name that does not exist, as opposed to a resolver
+#: that did not answer in time).
+_NO_SUCH_NAME: Final = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code
+)
+
+
+def _lasting(exc: BaseException) -> bool:
+    """True for a failure that waiting cannot fix: a TLS certificate refused, a DNS name unknown."""
+    if isinstance(exc, _NOT_RETRIED_TRANSPORT):
+        return True
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return exc.os_error.errno in _NO_SUCH_NAME
+    return False
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -836,8 +855,11 @@ class HttpApi:
             timed_out = self._transport_error(asyncio.TimeoutError(), method, url, token)
             return _Failure(timed_out, repeatable=True, maybe_sent=True)
         except (aiohttp.ClientError, *_TIMEOUT_ERRORS, OSError) as exc:
+            error = self._transport_error(exc, method, url, token)
+            if isinstance(error, TransportError):
+                error.lasting = _lasting(exc)
             return _Failure(
-                self._transport_error(exc, method, url, token),
+                error,
                 repeatable=not isinstance(exc, _NOT_RETRIED_TRANSPORT),
                 maybe_sent=not isinstance(exc, _NOT_SENT),
             )
