@@ -1,0 +1,247 @@
+"""`make mutation`: mutmut over the areas of tests/mutation/areas.toml, and the report.
+
+Each area runs in a scratch copy of the tree (``build/mutation/AREA``: the package,
+the tests and pyproject.toml with a ``[tool.mutmut]`` section written for the area),
+so the areas never share mutmut's state and the work tree is left alone. Then each
+mutant is killed, survived (its diff is shown), or listed in
+tests/mutation/equivalent.toml with the reason it cannot be killed. The report goes
+to ``OUT.json`` and ``OUT.md``; the exit status is 1 when an area misses its target
+or a survivor is not listed (a standing check), 0 otherwise.
+
+Run it from the repository root with the venv's Python (``make mutation`` does)::
+
+    python tests/mutation/run.py [--area NAME ...] [--engine "a.py b.py"] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the copy pip vendors
+    from pip._vendor import tomli as tomllib
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SCRATCH = ROOT / "build" / "mutation"
+#: What the tests of an area may read besides the package and the tests themselves.
+COPIED = ("cadenza_async", "tests", "pyproject.toml", "README.md")
+
+
+@dataclass
+class Area:
+    name: str
+    modules: list[str]
+    tests: list[str]
+    target: float
+    status: dict[str, str] = field(default_factory=dict)  # mutant -> mutmut's status
+    diffs: dict[str, str] = field(default_factory=dict)  # survivor -> its diff
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def load_areas(engine: list[str] | None) -> list[Area]:
+    with open(HERE / "areas.toml", "rb") as f:
+        table = tomllib.load(f)
+    areas = []
+    for name, spec in table.items():
+        modules = list(spec["modules"])
+        if name == "engine" and engine:
+            modules = engine
+        areas.append(Area(name, modules, list(spec["tests"]), float(spec.get("target", 0))))
+    return areas
+
+
+def load_equivalent() -> dict[str, str]:
+    """Mutant name -> why no test can tell it from the original."""
+    with open(HERE / "equivalent.toml", "rb") as f:
+        table = tomllib.load(f)
+    return {entry["mutant"]: entry["reason"] for entry in table.get("equivalent", [])}
+
+
+def mutmut_section(area: Area, workers: int) -> str:
+    values: dict[str, Any] = {
+        "source_paths": ["cadenza_async"],
+        "only_mutate": area.modules,
+        "pytest_add_cli_args_test_selection": area.tests,
+        # a mutant that hangs a test is ended by pytest-timeout, well before the suite's 60 s
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "--timeout=30"],
+        "max_children": workers,
+        "use_git_change_detection": False,
+    }
+    lines = ["", "[tool.mutmut]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def prepare(area: Area, workers: int) -> Path:
+    where = SCRATCH / area.name
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(
+                source, where / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        elif source.exists():
+            shutil.copy2(source, where / name)
+    with open(where / "pyproject.toml", "a", encoding="utf-8") as f:
+        f.write(mutmut_section(area, workers))
+    return where
+
+
+def mutmut(where: Path, *args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "mutmut", *args]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if log is None:
+        return subprocess.run(
+            command, cwd=where, env=env, capture_output=True, text=True, check=False
+        )
+    with open(log, "w", encoding="utf-8") as out:
+        return subprocess.run(
+            command, cwd=where, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+
+
+def run_area(area: Area, workers: int) -> None:
+    from mutmut.stats import status_by_exit_code  # (the mutation extra)
+
+    where = prepare(area, workers)
+    started = time.monotonic()
+    done = mutmut(where, "run", log=SCRATCH / f"{area.name}.log")
+    area.seconds = time.monotonic() - started
+    for meta in sorted((where / "mutants").rglob("*.meta")):
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        for name, code in data["exit_code_by_key"].items():
+            area.status[name] = status_by_exit_code[code]
+    if done.returncode != 0 or not area.status:
+        area.error = f"mutmut run exited {done.returncode}: see {SCRATCH / area.name}.log"
+    for name, status in area.status.items():
+        if status != "killed":
+            shown = mutmut(where, "show", name)
+            area.diffs[name] = _diff_only(shown.stdout)
+
+
+def _diff_only(text: str) -> str:
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("@@")), 0)
+    return "\n".join(lines[start:]).strip()
+
+
+def score(area: Area, equivalent: dict[str, str]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for status in area.status.values():
+        counts[status] = counts.get(status, 0) + 1
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    others = [n for n, s in area.status.items() if s not in ("killed", "timeout")]
+    listed = sorted(n for n in others if n in equivalent)
+    unlisted = sorted(n for n in others if n not in equivalent)
+    counted = len(area.status) - len(listed)
+    percent = 100.0 * killed / counted if counted else 0.0
+    return {
+        "modules": area.modules,
+        "tests": area.tests,
+        "mutants": len(area.status),
+        "by_status": dict(sorted(counts.items())),
+        "killed": killed,
+        "equivalent": listed,
+        "survivors": unlisted,
+        "score": round(percent, 1),
+        "target": area.target,
+        "met": not area.error and percent >= area.target and not unlisted,
+        "seconds": round(area.seconds, 1),
+        "error": area.error,
+    }
+
+
+def report_md(
+    results: dict[str, dict[str, Any]], areas: list[Area], equivalent: dict[str, str]
+) -> str:
+    out = [
+        "# Mutation score (`make mutation`)",
+        "",
+        "mutmut over each area of `tests/mutation/areas.toml`, against the tests listed there.",
+        "Score: killed / (mutants - listed equivalents), in percent; a timeout counts as killed.",
+        "",
+        "| area | modules | mutants | killed | equivalent | survivors | score | target | time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        target = f"{r['target']:g}%" if r["target"] else "-"
+        out.append(
+            f"| {name} | {', '.join(r['modules'])} | {r['mutants']} | {r['killed']} | "
+            f"{len(r['equivalent'])} | {len(r['survivors'])} | {r['score']:.1f}% | {target} | "
+            f"{r['seconds']:.0f} s |"
+        )
+    by_name = {a.name: a for a in areas}
+    for name, r in results.items():
+        if r["error"]:
+            out += ["", f"**{name}: {r['error']}**"]
+        if r["survivors"]:
+            out += ["", f"## Survivors in {name} (not killed, not listed as equivalent)", ""]
+            for mutant in r["survivors"]:
+                out += [f"`{mutant}` ({by_name[name].status[mutant]})", "", "```diff"]
+                out += [by_name[name].diffs.get(mutant, ""), "```", ""]
+        if r["equivalent"]:
+            out += ["", f"## Equivalent mutants in {name}", ""]
+            out += [f"- `{m}`: {equivalent[m]}" for m in r["equivalent"]]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--area", action="append", help="run only this area (repeatable)")
+    parser.add_argument("--engine", help="the engine's modules, space separated")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mutation"))
+    args = parser.parse_args()
+
+    areas = load_areas(args.engine.split() if args.engine else None)
+    if args.area:
+        unknown = set(args.area) - {a.name for a in areas}
+        if unknown:
+            parser.error(f"unknown area(s): {', '.join(sorted(unknown))}")
+        areas = [a for a in areas if a.name in args.area]
+    equivalent = load_equivalent()
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for area in areas:
+        print(f"mutation: {area.name}: {' '.join(area.modules)}", flush=True)
+        run_area(area, args.workers)
+        results[area.name] = score(area, equivalent)
+        r = results[area.name]
+        print(
+            f"mutation: {area.name}: {r['killed']}/{r['mutants'] - len(r['equivalent'])} killed "
+            f"({r['score']:.1f}%), {len(r['survivors'])} survivor(s), {r['seconds']:.0f} s",
+            flush=True,
+        )
+    out = Path(args.out)
+    if not args.area:  # (a partial run does not overwrite the published report)
+        out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        out.with_suffix(".md").write_text(report_md(results, areas, equivalent), encoding="utf-8")
+    else:
+        partial = SCRATCH / "partial"
+        partial.with_suffix(".md").write_text(
+            report_md(results, areas, equivalent), encoding="utf-8"
+        )
+        print(f"mutation: partial report in {partial.with_suffix('.md')}")
+    failed = [name for name, r in results.items() if not r["met"]]
+    if failed:
+        print(f"mutation: below target or with unlisted survivors: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
