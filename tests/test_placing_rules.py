@@ -13,8 +13,10 @@ import time
 from typing import Any
 
 import pytest
+from support import DEADLINE_SLACK, turns_until, until
 
 from cadenza_async._ratelimit import RateGate
+from cadenza_async.cancels import final_slice
 from cadenza_async.errors import (
     AuthenticationError,
     ClientClosedError,
@@ -28,6 +30,7 @@ from cadenza_async.errors import (
 from cadenza_async.http import OrderPage
 from cadenza_async.models import NewOrder, Pagination, TradeOrder
 from cadenza_async.placing import (
+    LIST_MAX_PAGES,
     LIST_PAGE,
     LIST_SKEW_MS,
     Placer,
@@ -274,7 +277,8 @@ async def test_a_timeout_names_the_key_the_last_state_and_the_last_send_error() 
     started = loop.time()
     with pytest.raises(SubmitConfirmationTimeout) as caught:
         await p.submit_and_confirm(ORDER, timeout=0.4)
-    assert 0.4 <= loop.time() - started < 0.45
+    # (a deadline test: the timeout ends the call at its deadline, with the loop's slack)
+    assert 0.4 <= loop.time() - started < 0.4 + DEADLINE_SLACK
     assert caught.value.__cause__ is error
     assert caught.value.last_known is None
     assert isinstance(caught.value, ConfirmationTimeout)
@@ -290,13 +294,17 @@ async def test_a_submit_that_never_answers_times_out_with_a_transport_cause() ->
     await p.aclose()
 
 
-async def test_closing_fails_the_waiting_callers_with_client_closed() -> None:
-    p = placer(Submits(shows("SUBMITTED")), LookUps(default=placed("SUBMITTED", "k")))
-    task = asyncio.ensure_future(p.submit_and_confirm(ORDER, timeout=5.0))
-    await asyncio.sleep(0.05)
+async def test_closing_wakes_the_waiting_callers_with_client_closed_at_once() -> None:
+    looks = LookUps(default=placed("SUBMITTED", "k"))
+    p = placer(Submits(shows("SUBMITTED")), looks)
+    task = asyncio.ensure_future(p.submit_and_confirm(ORDER, timeout=30.0))
+    await until(lambda: looks.calls)  # acknowledged, and polling: the caller sleeps
     await p.aclose()
+    # Woken by the close, not by its deadline 30 s away (nor left asleep for good).
+    done, _ = await asyncio.wait({task}, timeout=2.0)
+    assert task in done
     with pytest.raises(ClientClosedError):
-        await task
+        task.result()
     with pytest.raises(ClientClosedError):
         await p.submit_and_confirm(ORDER)
 
@@ -305,14 +313,71 @@ async def test_a_caller_that_leaves_stops_the_job() -> None:
     looks = LookUps(default=placed("SUBMITTED", "k"))
     p = placer(Submits(shows("SUBMITTED")), looks)
     task = asyncio.ensure_future(p.submit_and_confirm(ORDER, timeout=5.0))
-    await asyncio.sleep(0.25)
+    await until(lambda: len(looks.calls) >= 2)  # polling
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    polls = len(looks.calls)
-    await asyncio.sleep(0.5)
-    assert len(looks.calls) == polls  # nobody waits: nobody polls
+    # Nobody waits: no task is left that could poll (the job's own was stopped).
+    await turns_until(lambda: not asyncio.all_tasks() - {asyncio.current_task()})
     assert p.pending == 0
+    await p.aclose()
+
+
+async def test_a_shared_submit_works_for_the_latest_deadline_not_the_last_joiners() -> None:
+    """Two callers share a clientOrderId; the one who joined last has the earlier deadline.
+    It times out, and the job still proves the order for the other one, by its own polls
+    (not by that caller's final look-up, in the last slice of its timeout)."""
+    looks = LookUps(
+        placed("SUBMITTED", "k", updated_at=2),
+        placed("SUBMITTED", "k", updated_at=3),
+        placed("SUBMITTED", "k", updated_at=4),
+        default=placed("OPEN", "k", updated_at=5),
+    )
+    submits = Submits(shows("SUBMITTED"))
+    p = placer(submits, looks)
+    order = new_order(**{**_fields(ORDER), "client_order_id": "shared"})
+    first = asyncio.ensure_future(p.submit_and_confirm(order, timeout=4.0))
+    await until(lambda: submits.sent)
+    later = asyncio.ensure_future(p.submit_and_confirm(order, timeout=0.2))
+
+    with pytest.raises(SubmitConfirmationTimeout):
+        await later
+    result = await asyncio.wait_for(first, 10.0)
+
+    assert (result.accepted, result.source) == (True, "rest")
+    assert result.latency < 4.0 - final_slice(4.0)
+    assert len(submits.sent) == 1
+
+
+async def test_the_listing_stops_at_its_page_cap_when_every_page_is_full() -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    full = OrderPage(
+        [placed("OPEN", f"other-{i}", f"x-{i}") for i in range(LIST_PAGE)],
+        Pagination(has_next=True),
+    )
+    lists = Listings(default=full)
+    p = placer(submits, lists=lists)
+    result = await p.submit_and_confirm(ORDER)
+
+    assert result.accepted
+    assert [c["offset"] for c in lists.calls] == [i * LIST_PAGE for i in range(LIST_MAX_PAGES)]
+    assert len(submits.sent) == 2  # not found within the cap: sent again, same key
+    await p.aclose()
+
+
+async def test_a_full_page_without_pagination_goes_on_to_the_next_page() -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    cid = "key-2"
+    lists = Listings(
+        OrderPage([placed("OPEN", f"other-{i}", f"x-{i}") for i in range(LIST_PAGE)]),
+        OrderPage([placed("OPEN", cid, "o-1")]),
+    )
+    p = placer(submits, lists=lists)
+    result = await p.submit_and_confirm(new_order(**{**_fields(ORDER), "client_order_id": cid}))
+
+    assert [c["offset"] for c in lists.calls] == [0, LIST_PAGE]
+    assert (result.accepted, result.source, result.order_id) == (True, "rest", "o-1")
+    assert len(submits.sent) == 1  # found on page 2: not sent again
     await p.aclose()
 
 
