@@ -7,8 +7,9 @@ test files import the plain names from here: ``from support import ...``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,3 +213,19 @@ async def turns_until(predicate: Callable[[], Any], turns: int = 100) -> Any:
             return value
         await asyncio.sleep(0)
     raise AssertionError(f"condition not met within {turns} loop turns")
+
+
+@contextlib.contextmanager
+def clock_jumped(seconds: float) -> Iterator[None]:
+    """The running loop's clock reads ``seconds`` later, as after a loop stalled that long.
+
+    Timers keep their times, so each one due within the jump runs at its next turn:
+    what a stalled loop does, with no real stall (no ``time.sleep``).
+    """
+    loop = asyncio.get_running_loop()
+    real = loop.time
+    loop.time = lambda: real() + seconds  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del loop.time  # type: ignore[method-assign]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable
 
 import pytest
+from support import DEADLINE_SLACK, clock_jumped, turns_until, until
 
 from cadenza_async._ratelimit import RateGate
 from cadenza_async.cancels import POLL_FIRST, Canceller
@@ -41,24 +41,30 @@ def order(order_id: str, status: str, updated_at: int = 1) -> TradeOrder:
 
 
 class Script:
-    """A fake transport: each call takes the next step (an order, an error, a hang)."""
+    """A fake transport: each call takes the next step (an order, an error, a hang).
+
+    A step ``(gate, then)`` waits until the test sets ``gate`` (an ``asyncio.Event``),
+    then takes ``then``: the answer comes when the test says, not after a guessed time.
+    """
 
     def __init__(self, *steps: object, default: object = None) -> None:
         self.steps = list(steps)
         self.default = default
         self.calls: list[tuple[str, str | None, float | None]] = []
+        self.called_at: list[float] = []
         self.in_flight = 0
         self.peak = 0
 
     async def __call__(self, order_id: str, account_id: str | None, deadline: float | None):
         self.calls.append((order_id, account_id, deadline))
+        self.called_at.append(asyncio.get_running_loop().time())
         step = self.steps.pop(0) if self.steps else self.default
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
-            while isinstance(step, tuple):  # ("after", seconds, then)
-                _, seconds, step = step
-                await asyncio.sleep(seconds)
+            while isinstance(step, tuple):  # (gate, then)
+                gate, step = step
+                await gate.wait()
             if step == "hang":
                 await asyncio.Event().wait()
             if isinstance(step, BaseException):
@@ -76,11 +82,14 @@ class Script:
 
 
 def canceller(send: Script, look: Script, **options: object) -> Canceller:
+    registry = options.pop("registry", None)
+    if registry is None:
+        registry = ConfirmationRegistry(settled_capacity=100)
     return Canceller(
         http_cancel=send,
         look_up_order=look,
         gate=RateGate(),
-        registry=ConfirmationRegistry(settled_capacity=100),
+        registry=registry,  # type: ignore[arg-type]
         cancel_via="http",
         confirm_timeout=2.0,
         request_timeout=1.0,
@@ -137,12 +146,11 @@ async def test_without_a_stream_a_pending_reply_is_proven_by_rest_polling(closin
 
 
 async def test_an_event_proves_it_while_the_reply_is_still_travelling(closing):
-    send, look = Script(("after", 10.0, order("o1", "PENDING_CANCEL"))), Script()
+    send, look = Script("hang"), Script()
     c = canceller(send, look)
     closing(c)
     task = asyncio.ensure_future(c.cancel_and_confirm("o1"))
-    while not send.calls:
-        await asyncio.sleep(0)
+    await turns_until(lambda: send.calls)
 
     c.observe_event(order("o1", "CANCELLED", 5), ACCOUNT)
     result, elapsed = await timed(task)
@@ -192,8 +200,8 @@ async def test_a_job_that_starts_after_its_deadline_says_it_never_sent(closing):
 
     call = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=0.05))
     await asyncio.sleep(0)  # the call registered and started its job's task, not yet run
-    time.sleep(0.1)  # the loop stalls past the deadline
-    error, _ = await timed(call)
+    with clock_jumped(0.1):  # the loop stalled past the deadline (its clock moved on)
+        error, _ = await timed(call)
 
     assert isinstance(error, TransportError), repr(error)
     assert error.maybe_sent is False
@@ -239,14 +247,18 @@ async def test_a_may_have_arrived_cancel_seen_pending_is_not_sent_again(closing)
 
 
 async def test_a_definite_answer_is_every_callers_error(closing):
-    # The answer comes a moment later: both callers have joined by then.
-    send, look = Script(("after", 0.01, OrderNotFoundError("no such order", status=404))), Script()
-    c = canceller(send, look)
+    answer = asyncio.Event()  # the answer comes once both callers have joined
+    send, look = Script((answer, OrderNotFoundError("no such order", status=404))), Script()
+    registry = ConfirmationRegistry()
+    c = canceller(send, look, registry=registry)
     closing(c)
-
-    a, b = await asyncio.gather(
+    calls = asyncio.gather(
         c.cancel_and_confirm("o1"), c.cancel_and_confirm("o1"), return_exceptions=True
     )
+    await turns_until(lambda: send.calls and (w := registry.get("o1")) and w.refs == 2)
+    answer.set()
+
+    a, b = await asyncio.wait_for(calls, STEP)
 
     assert isinstance(a, OrderNotFoundError)
     assert isinstance(b, OrderNotFoundError)
@@ -264,7 +276,7 @@ async def test_a_hung_request_ends_at_the_deadline_with_the_unanswered_send_as_c
     error, elapsed = await timed(c.cancel_and_confirm("o1", timeout=0.3))
 
     assert isinstance(error, ConfirmationTimeout)
-    assert 0.3 <= elapsed < 0.4
+    assert 0.3 <= elapsed < 0.3 + DEADLINE_SLACK  # (a deadline test: ends on time)
     assert isinstance(error.__cause__, TransportError)
     assert error.last_known is None
     assert len(look.calls) == 1  # the final look-up, in the deadline's last slice
@@ -280,23 +292,25 @@ async def test_every_request_carries_the_calls_deadline(closing):
 
     await c.cancel_and_confirm("o1", timeout=0.8)
 
-    deadlines = [d for _, _, d in send.calls + look.calls]
-    assert deadlines
-    assert all(d is not None and abs(d - (started + 0.8)) < 0.05 for d in deadlines)
+    (deadline,) = {d for _, _, d in send.calls + look.calls}  # one deadline for every request
+    assert deadline is not None
+    assert started + 0.8 <= deadline <= send.called_at[0] + 0.8  # set when the call began
 
 
 # --------------------------------------------------------------------------- sharing
 
 
 async def test_shared_callers_share_one_request_and_a_leaving_caller_changes_nothing(closing):
-    send = Script(("after", 0.2, order("o1", "CANCELLED")))
+    answer = asyncio.Event()
+    send = Script((answer, order("o1", "CANCELLED")))
     c = canceller(send, Script())
     closing(c)
     first = asyncio.ensure_future(c.cancel_and_confirm("o1"))
     second = asyncio.ensure_future(c.cancel_and_confirm("o1"))
-    while not send.calls:
-        await asyncio.sleep(0)
+    await turns_until(lambda: send.calls)
     first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    answer.set()  # the answer comes after the first caller left
 
     result = await asyncio.wait_for(second, STEP)
 
@@ -307,15 +321,17 @@ async def test_shared_callers_share_one_request_and_a_leaving_caller_changes_not
 
 
 async def test_a_later_caller_extends_the_shared_job_past_the_first_deadline(closing):
-    timed_out = TransportError("timed out")
-    send = Script(("after", 0.25, timed_out), order("o1", "CANCELLED", 3))
+    answer = asyncio.Event()  # the first send fails only after the first caller's deadline
+    send = Script((answer, TransportError("timed out")), order("o1", "CANCELLED", 3))
     look = Script(default=order("o1", "OPEN", 2))
     c = canceller(send, look)
     closing(c)
     a = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=0.3))
     b = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=3.0))
+    result_a = (await asyncio.gather(a, return_exceptions=True))[0]
+    answer.set()
 
-    result_a, result_b = await asyncio.gather(a, b, return_exceptions=True)
+    result_b = (await asyncio.gather(asyncio.wait_for(b, STEP), return_exceptions=True))[0]
 
     assert isinstance(result_a, ConfirmationTimeout)
     assert isinstance(result_b, CancelResult)
@@ -329,15 +345,13 @@ async def test_when_every_caller_left_the_job_stops(closing):
     c = canceller(send, Script())
     closing(c)
     task = asyncio.ensure_future(c.cancel_and_confirm("o1"))
-    while not send.calls:
-        await asyncio.sleep(0)
+    await turns_until(lambda: send.calls)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    for _ in range(5):
-        await asyncio.sleep(0)
 
+    # no task is left that could send or poll (the job's own was stopped)
+    await turns_until(lambda: not asyncio.all_tasks() - {asyncio.current_task()})
     assert send.in_flight == 0
-    assert len(c._tasks) == 0
 
 
 # --------------------------------------------------------------------------- closing and refusals
@@ -345,13 +359,15 @@ async def test_when_every_caller_left_the_job_stops(closing):
 
 async def test_closing_ends_every_waiting_caller_with_client_closed(closing):
     send = Script(order("o1", "PENDING_CANCEL"))
-    c = canceller(send, Script("hang"))
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1"))
-    while not send.calls:
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
+    look = Script("hang")
+    c = canceller(send, look)
+    task = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=30.0))
+    await until(lambda: look.calls)  # acknowledged, and polling: the caller sleeps
 
     await c.aclose()
+    # woken by the close at once, not at its deadline 30 s away
+    done, _ = await asyncio.wait({task}, timeout=2.0)
+    assert task in done
     error = await asyncio.gather(task, return_exceptions=True)
 
     assert isinstance(error[0], ClientClosedError)
@@ -362,12 +378,11 @@ async def test_closing_ends_every_waiting_caller_with_client_closed(closing):
 
 async def test_a_channel_refused_with_103_fails_that_accounts_cancels(closing):
     send = Script(order("o1", "PENDING_CANCEL"))
-    c = canceller(send, Script("hang"))
+    look = Script("hang")
+    c = canceller(send, look)
     closing(c)
     task = asyncio.ensure_future(c.cancel_and_confirm("o1", trading_account_id=ACCOUNT))
-    while not send.calls:
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
+    await until(lambda: look.calls)  # acknowledged, and polling
 
     c.channel_refused("tradingAccount:" + ACCOUNT, StreamRpcError("permission denied", errno=103))
     (error,) = await asyncio.gather(task, return_exceptions=True)
@@ -405,8 +420,7 @@ async def test_reconciliation_lists_the_account_and_looks_up_only_what_the_pages
     c = canceller(send, look, list_page=pages)
     closing(c)
     tasks = [asyncio.ensure_future(c.cancel_and_confirm(i, timeout=3.0)) for i in ids]
-    while len(send.calls) < len(ids):
-        await asyncio.sleep(0.01)
+    await until(lambda: len(send.calls) == len(ids))
 
     await c.reconcile_pending(ACCOUNT)
     results = await asyncio.wait_for(asyncio.gather(*tasks), STEP)
