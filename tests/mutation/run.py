@@ -127,10 +127,34 @@ def run_area(area: Area, workers: int) -> None:
             area.status[name] = status_by_exit_code[code]
     if done.returncode != 0 or not area.status:
         area.error = f"mutmut run exited {done.returncode}: see {SCRATCH / area.name}.log"
-    for name, status in area.status.items():
-        if status != "killed":
-            shown = mutmut(where, "show", name)
-            area.diffs[name] = _diff_only(shown.stdout)
+    area.diffs = diffs(where, [name for name, status in area.status.items() if status != "killed"])
+
+
+#: Prints {mutant: diff} for the mutants named in argv[1] (JSON), run in an area's copy:
+#: one process for every survivor (``mutmut show`` costs a process each).
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+names = json.loads(sys.argv[1])
+print(json.dumps({n: get_diff_for_mutant(n, path=find_mutant(n).path) for n in names}))
+"""
+
+
+def diffs(where: Path, names: list[str]) -> dict[str, str]:
+    """Each mutant's diff (mutmut's own rendering), the unified diff's header left out."""
+    if not names:
+        return {}
+    done = subprocess.run(
+        [sys.executable, "-c", _DIFFS, json.dumps(names)],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode == 0:
+        return {name: _diff_only(text) for name, text in json.loads(done.stdout).items()}
+    # (another mutmut version: its command, a process per mutant)
+    return {name: _diff_only(mutmut(where, "show", name).stdout) for name in names}
 
 
 def _diff_only(text: str) -> str:
