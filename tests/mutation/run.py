@@ -50,16 +50,18 @@ class Area:
     error: str | None = None
 
 
-def load_areas(engine: list[str] | None) -> list[Area]:
+def load_areas(engine: list[str] | None) -> tuple[list[Area], list[str]]:
+    """The areas, and the patterns of statements never mutated."""
     with open(HERE / "areas.toml", "rb") as f:
         table = tomllib.load(f)
+    skip = list(table.pop("skip", {}).get("patterns", []))
     areas = []
     for name, spec in table.items():
         modules = list(spec["modules"])
         if name == "engine" and engine:
             modules = engine
         areas.append(Area(name, modules, list(spec["tests"]), float(spec.get("target", 0))))
-    return areas
+    return areas, skip
 
 
 def load_equivalent() -> dict[str, str]:
@@ -69,10 +71,11 @@ def load_equivalent() -> dict[str, str]:
     return {entry["mutant"]: entry["reason"] for entry in table.get("equivalent", [])}
 
 
-def mutmut_section(area: Area, workers: int) -> str:
+def mutmut_section(area: Area, workers: int, skip: list[str]) -> str:
     values: dict[str, Any] = {
         "source_paths": ["cadenza_async"],
         "only_mutate": area.modules,
+        "do_not_mutate_patterns": skip,
         "pytest_add_cli_args_test_selection": area.tests,
         # a mutant that hangs a test is ended by pytest-timeout, well before the suite's 60 s
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "--timeout=30"],
@@ -84,7 +87,7 @@ def mutmut_section(area: Area, workers: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare(area: Area, workers: int) -> Path:
+def prepare(area: Area, workers: int, skip: list[str]) -> Path:
     where = SCRATCH / area.name
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
@@ -97,7 +100,7 @@ def prepare(area: Area, workers: int) -> Path:
         elif source.exists():
             shutil.copy2(source, where / name)
     with open(where / "pyproject.toml", "a", encoding="utf-8") as f:
-        f.write(mutmut_section(area, workers))
+        f.write(mutmut_section(area, workers, skip))
     return where
 
 
@@ -114,10 +117,10 @@ def mutmut(where: Path, *args: str, log: Path | None = None) -> subprocess.Compl
         )
 
 
-def run_area(area: Area, workers: int) -> None:
+def run_area(area: Area, workers: int, skip: list[str]) -> None:
     from mutmut.stats import status_by_exit_code  # (the mutation extra)
 
-    where = prepare(area, workers)
+    where = prepare(area, workers, skip)
     started = time.monotonic()
     done = mutmut(where, "run", log=SCRATCH / f"{area.name}.log")
     area.seconds = time.monotonic() - started
@@ -189,6 +192,29 @@ def score(area: Area, equivalent: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def summary_md(results: dict[str, dict[str, Any]]) -> str:
+    """The score table (also included in docs/development.md)."""
+    out = [
+        "| area | modules | mutants | killed | equivalent | survivors | score | target | time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        target = f"{r['target']:g}%" if r["target"] else "-"
+        modules = ", ".join(f"`{m}`" for m in r["modules"])
+        out.append(
+            f"| {name} | {modules} | {r['mutants']} | {r['killed']} | "
+            f"{len(r['equivalent'])} | {len(r['survivors'])} | {r['score']:.1f}% | {target} | "
+            f"{r['seconds']:.0f} s |"
+        )
+    out += [
+        "",
+        "Score: killed / (mutants - listed equivalents), in percent (a timeout counts as "
+        "killed). Survivors: neither killed nor listed in `tests/mutation/equivalent.toml`; "
+        "each is shown with its diff in `benchmarks/results/mutation.md`.",
+    ]
+    return "\n".join(out) + "\n"
+
+
 def report_md(
     results: dict[str, dict[str, Any]], areas: list[Area], equivalent: dict[str, str]
 ) -> str:
@@ -196,18 +222,9 @@ def report_md(
         "# Mutation score (`make mutation`)",
         "",
         "mutmut over each area of `tests/mutation/areas.toml`, against the tests listed there.",
-        "Score: killed / (mutants - listed equivalents), in percent; a timeout counts as killed.",
         "",
-        "| area | modules | mutants | killed | equivalent | survivors | score | target | time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        summary_md(results).rstrip(),
     ]
-    for name, r in results.items():
-        target = f"{r['target']:g}%" if r["target"] else "-"
-        out.append(
-            f"| {name} | {', '.join(r['modules'])} | {r['mutants']} | {r['killed']} | "
-            f"{len(r['equivalent'])} | {len(r['survivors'])} | {r['score']:.1f}% | {target} | "
-            f"{r['seconds']:.0f} s |"
-        )
     by_name = {a.name: a for a in areas}
     for name, r in results.items():
         if r["error"]:
@@ -231,7 +248,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mutation"))
     args = parser.parse_args()
 
-    areas = load_areas(args.engine.split() if args.engine else None)
+    areas, skip = load_areas(args.engine.split() if args.engine else None)
     if args.area:
         unknown = set(args.area) - {a.name for a in areas}
         if unknown:
@@ -242,7 +259,7 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     for area in areas:
         print(f"mutation: {area.name}: {' '.join(area.modules)}", flush=True)
-        run_area(area, args.workers)
+        run_area(area, args.workers, skip)
         results[area.name] = score(area, equivalent)
         r = results[area.name]
         print(
@@ -254,6 +271,8 @@ def main() -> int:
     if not args.area:  # (a partial run does not overwrite the published report)
         out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         out.with_suffix(".md").write_text(report_md(results, areas, equivalent), encoding="utf-8")
+        summary = out.with_name(out.name + "-summary.md")
+        summary.write_text(summary_md(results), encoding="utf-8")
     else:
         partial = SCRATCH / "partial"
         partial.with_suffix(".md").write_text(
