@@ -95,7 +95,14 @@ class Listings:
 
     async def __call__(self, account_id, start_time, limit, offset, cursor, deadline):
         self.calls.append(
-            {"account": account_id, "start": start_time, "offset": offset, "cursor": cursor}
+            {
+                "account": account_id,
+                "start": start_time,
+                "limit": limit,
+                "offset": offset,
+                "cursor": cursor,
+                "deadline": deadline,
+            }
         )
         page = self.pages.pop(0) if self.pages else self.default
         if isinstance(page, BaseException):
@@ -417,4 +424,129 @@ async def test_a_timeout_must_be_positive() -> None:
     p = placer(Submits())
     with pytest.raises(ValueError, match="timeout"):
         await p.submit_and_confirm(ORDER, timeout=-1)
+    await p.aclose()
+
+
+def full_page(pagination: Pagination | None = None, tag: str = "") -> OrderPage:
+    """A page of LIST_PAGE orders of other submits."""
+    others = [placed("OPEN", f"other{tag}-{i}", f"x{tag}-{i}") for i in range(LIST_PAGE)]
+    return OrderPage(others, pagination)
+
+
+async def test_the_listing_follows_the_cursor_and_stops_when_it_stops_moving() -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    lists = Listings(
+        full_page(Pagination(has_next=True, cursor="c1")),
+        full_page(Pagination(has_next=True, cursor="c2")),
+        full_page(Pagination(has_next=True, cursor="c2")),  # stuck: the listing stops
+    )
+    p = placer(submits, lists=lists)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await p.submit_and_confirm(ORDER, timeout=4.0)
+
+    assert result.accepted
+    assert [(c["offset"], c["cursor"]) for c in lists.calls] == [
+        (0, None),
+        (None, "c1"),
+        (None, "c2"),
+    ]
+    assert {c["limit"] for c in lists.calls} == {LIST_PAGE}
+    (deadline,) = {c["deadline"] for c in lists.calls}  # the call's own deadline
+    assert started + 4.0 <= deadline < loop.time() + 4.0
+    assert len(submits.sent) == 2  # not found: sent again
+    await p.aclose()
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        OrderPage([]),  # empty
+        full_page(Pagination(has_next=False)),  # the server says it is the last
+        OrderPage([placed("OPEN", "other", "x")]),  # short, no pagination
+    ],
+)
+async def test_the_listing_stops_at_the_last_page(last: OrderPage) -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    lists = Listings(full_page(Pagination(has_next=True), tag="a"), last)
+    p = placer(submits, lists=lists)
+    assert (await p.submit_and_confirm(ORDER)).accepted
+    assert [c["offset"] for c in lists.calls] == [0, LIST_PAGE]
+    await p.aclose()
+
+
+async def test_a_full_page_with_more_and_no_cursor_goes_on_by_offset() -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    cid = "key-3"
+    lists = Listings(
+        full_page(Pagination(has_next=True), tag="a"),
+        full_page(Pagination(has_next=True), tag="b"),
+        OrderPage([placed("SUBMITTED", cid, "o-1")], Pagination(has_next=False)),
+    )
+    looks = LookUps(default=placed("OPEN", cid, "o-1", updated_at=2))
+    p = placer(submits, looks, lists)
+    result = await p.submit_and_confirm(new_order(**{**_fields(ORDER), "client_order_id": cid}))
+
+    assert [(c["offset"], c["cursor"]) for c in lists.calls] == [
+        (0, None),
+        (LIST_PAGE, None),
+        (2 * LIST_PAGE, None),
+    ]
+    assert (result.accepted, result.order_id, result.source) == (True, "o-1", "rest")
+    assert result.acked_after is not None  # found by the listing: acknowledged then
+    assert len(submits.sent) == 1
+    await p.aclose()
+
+
+async def test_an_order_found_already_final_by_the_listing_proves_the_submit() -> None:
+    submits = Submits(ServerError("oops", status=500))
+    cid = "key-4"
+    lists = Listings(OrderPage([placed("REJECTED", cid, "o-1")]))
+    p = placer(submits, lists=lists)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await p.submit_and_confirm(new_order(**{**_fields(ORDER), "client_order_id": cid}))
+    assert (result.accepted, result.status, result.source) == (False, "REJECTED", "rest")
+    assert 0.0 < result.latency <= loop.time() - started  # proven when the listing answered
+    assert len(submits.sent) == 1
+    await p.aclose()
+
+
+async def test_a_timeout_before_any_answer_says_so_in_its_message() -> None:
+    p = placer(Submits("hang"))
+    order = new_order(**{**_fields(ORDER), "client_order_id": "quiet-1"})
+    with pytest.raises(SubmitConfirmationTimeout) as caught:
+        await p.submit_and_confirm(order, timeout=0.2)
+    assert str(caught.value) == (
+        "submit quiet-1: the order was not proven accepted or refused within 0.2s "
+        "(last known status: unknown)"
+    )
+    assert str(caught.value.__cause__) == "the submit got no answer before the deadline"
+    await p.aclose()
+
+
+async def test_submit_many_refuses_bad_arguments_by_name() -> None:
+    p = placer(Submits())
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match=r"^concurrency must be an int >= 1$"):
+            await p.submit_many([ORDER], concurrency=bad)  # type: ignore[arg-type]
+    for one in (ORDER, {"instrument_id": "X"}, "X:A/B"):
+        with pytest.raises(TypeError, match=r"^orders must be an iterable of NewOrder or "):
+            await p.submit_many(one)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^order 1: a NewOrder or a mapping of its fields"):
+        await p.submit_many([ORDER, 42])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"^order 0: quantity must be a decimal string$"):
+        await p.submit_many([{**_fields(ORDER), "quantity": ""}])
+    await p.aclose()
+
+
+async def test_submit_many_gives_each_order_the_calls_timeout() -> None:
+    p = placer(Submits(default="hang"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcomes = await p.submit_many([ORDER, ORDER], timeout=0.3)
+    assert all(isinstance(o, SubmitConfirmationTimeout) for o in outcomes)
+    assert {o.timeout for o in outcomes} == {0.3}  # type: ignore[union-attr]
+    # (a deadline test: both end by the timeout, not the default 5 s)
+    assert loop.time() - started < 0.3 + DEADLINE_SLACK
     await p.aclose()
