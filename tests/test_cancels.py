@@ -16,7 +16,7 @@ import pytest
 from support import DEADLINE_SLACK, clock_jumped, turns_until, until
 
 from cadenza_async._ratelimit import RateGate
-from cadenza_async.cancels import POLL_FIRST, Canceller
+from cadenza_async.cancels import POLL_FIRST, CancelHandle, Canceller
 from cadenza_async.errors import (
     ClientClosedError,
     ConfirmationTimeout,
@@ -445,3 +445,220 @@ async def test_many_polling_jobs_of_one_account_share_one_listing(closing):
     assert all(r.cancelled for r in results)
     assert look.calls == []
     assert len(pages.calls) <= 2  # not 40 look-ups
+
+
+class Listing:
+    """A fake list transport over ``orders``: pages as asked, with or without pagination."""
+
+    def __init__(self, orders: list[TradeOrder], *, paginated: bool = True) -> None:
+        self.orders = orders
+        self.paginated = paginated
+        self.calls: list[tuple[str, int, int, float]] = []
+        self.fail: BaseException | None = None
+
+    async def __call__(self, account: str, limit: int, offset: int, deadline: float):
+        from cadenza_async.http import OrderPage
+        from cadenza_async.models import Pagination
+
+        self.calls.append((account, limit, offset, deadline))
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        page = self.orders[offset : offset + limit]
+        if not self.paginated:
+            return OrderPage(page)
+        return OrderPage(page, Pagination(has_next=offset + len(page) < len(self.orders)))
+
+
+def others(n: int, tag: str) -> list[TradeOrder]:
+    return [order(f"{tag}{i}", "OPEN", 9) for i in range(n)]
+
+
+async def pending_cancels(c: Canceller, send: Script, ids: list[str]) -> list[asyncio.Task]:
+    """``ids`` cancelled and acknowledged (PENDING_CANCEL): each waits for its proof."""
+    tasks = [asyncio.ensure_future(c.cancel_and_confirm(i, timeout=5.0)) for i in ids]
+    await until(lambda: len(send.calls) == len(ids))
+    return tasks
+
+
+async def test_reconciliation_pages_until_it_has_seen_every_pending_order(closing):
+    ids = ["w0", "w1", "w2", "w3"]
+    send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
+    final = [order(i, "CANCELLED", 9) for i in ids]
+    # w0, w1 on the first page, w2, w3 on the third; a fourth page the listing never reads
+    listing = Listing(
+        [*final[:2], *others(498, "a"), *others(500, "b"), *final[2:], *others(996, "c")]
+    )
+    c = canceller(send, Script("hang"), list_page=listing)
+    closing(c)
+    tasks = await pending_cancels(c, send, ids)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    assert await c.reconcile_pending(ACCOUNT) == 4
+    results = await asyncio.wait_for(asyncio.gather(*tasks), STEP)
+
+    assert [offset for _, _, offset, _ in listing.calls] == [0, 500, 1000]
+    assert {(account, limit) for account, limit, _, _ in listing.calls} == {(ACCOUNT, 500)}
+    (deadline,) = {d for _, _, _, d in listing.calls}  # one request timeout for the listing
+    assert started + 1.0 <= deadline <= loop.time() + 1.0
+    assert all(r.cancelled and r.source == "rest" and r.latency > 0 for r in results)
+
+
+@pytest.mark.parametrize(
+    ("paginated", "total", "offsets"),
+    [
+        (True, 700, [0, 500]),  # has_next false on the second page
+        (False, 700, [0, 500]),  # no pagination: a short page is the last
+        (False, 1000, [0, 500, 1000]),  # no pagination: a full page has a next one
+    ],
+)
+async def test_reconciliation_stops_at_the_last_page_and_looks_up_what_it_missed(
+    closing, paginated: bool, total: int, offsets: list[int]
+):
+    ids = ["w0", "w1", "w2", "w3"]  # w3 is on no page
+    send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
+    listing = Listing(
+        [*[order(i, "CANCELLED", 9) for i in ids[:3]], *others(total - 3, "x")],
+        paginated=paginated,
+    )
+    look = Script(default=order("w3", "CANCELLED", 9))
+    c = canceller(send, look, list_page=listing)
+    closing(c)
+    tasks = await pending_cancels(c, send, ids)
+
+    await c.reconcile_pending(ACCOUNT)
+    results = await asyncio.wait_for(asyncio.gather(*tasks), STEP)
+
+    assert [offset for _, _, offset, _ in listing.calls] == offsets
+    assert [oid for oid, _, _ in look.calls] == ["w3"]
+    assert all(r.cancelled for r in results)
+
+
+async def test_a_failed_listing_leaves_each_pending_order_to_a_look_up(closing):
+    ids = ["w0", "w1", "w2", "w3"]
+    send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
+    listing = Listing([])
+    listing.fail = ServerError("unavailable", status=503)
+    look = Script(*[order(i, "CANCELLED", 9) for i in ids])
+    c = canceller(send, look, list_page=listing)
+    closing(c)
+    tasks = await pending_cancels(c, send, ids)
+
+    await c.reconcile_pending(ACCOUNT)
+    results = await asyncio.wait_for(asyncio.gather(*tasks), STEP)
+
+    assert len(listing.calls) == 1
+    assert sorted(oid for oid, _, _ in look.calls) == ids
+    assert all(r.cancelled and r.source == "rest" for r in results)
+
+
+async def test_one_error_reaching_two_callers_names_each_callers_order(closing):
+    error = ServerError("unavailable", status=503)  # the same object for both sends
+    send = Script(error, error)
+    c = canceller(send, Script())
+    closing(c)
+
+    a, b = await asyncio.gather(
+        c.cancel_and_confirm("o1", timeout=5.0),
+        c.cancel_and_confirm("o2", timeout=5.0),
+        return_exceptions=True,
+    )
+
+    assert a is error
+    assert a.order_id == "o1"
+    assert type(b) is ServerError
+    assert b is not error
+    assert (b.order_id, str(b), b.status, b.args) == ("o2", str(error), 503, error.args)
+
+
+async def test_closing_under_a_bulk_gives_each_order_left_client_closed(closing):
+    send = Script(default="hang")
+    c = canceller(send, Script())
+    recorded: dict[str, object] = {}
+    bulk = asyncio.ensure_future(
+        c.confirm_many(["o1", "o2", "o3"], recorded.__setitem__, concurrency=3, timeout=STEP)
+    )
+    await until(lambda: len(send.calls) == 3)
+
+    await c.aclose()
+    await asyncio.wait_for(bulk, STEP)
+
+    assert sorted(recorded) == ["o1", "o2", "o3"]
+    for order_id, outcome in recorded.items():
+        assert isinstance(outcome, ClientClosedError)
+        assert outcome.order_id == order_id
+
+
+@pytest.mark.parametrize(
+    ("seen", "sends"),
+    [
+        ("PENDING_CANCEL", 2),  # it got through: not sent again, proven by a poll
+        ("OPEN", 3),  # still open: sent again after the backoff
+    ],
+)
+async def test_a_joiner_taking_over_a_bulks_unanswered_cancel_looks_before_sending(
+    closing, seen: str, sends: int
+):
+    """A bulk's worker stops at its deadline with its cancel unanswered (it may have
+    reached the API); the caller who joined takes the job over and looks the order up
+    before anything is sent again."""
+    timed_out = TransportError("POST /cancel: timed out")  # may have reached the API
+    send = Script(timed_out, timed_out, default=order("o1", "CANCELLED", 9))
+    look = Script(
+        order("o1", "OPEN", 2),  # after the worker's first send
+        order("o1", "OPEN", 3),  # after its second
+        order("o1", seen, 4),  # the take-over's look, first when the worker stops
+        order("o1", seen, 5),  # the bulk's final look-up, right after
+        default=order("o1", "CANCELLED", 9),
+    )
+    c = canceller(send, look)
+    closing(c)
+    recorded: dict[str, object] = {}
+    bulk = asyncio.ensure_future(
+        c.confirm_many(["o1"], recorded.__setitem__, concurrency=1, timeout=0.4)
+    )
+    await turns_until(lambda: send.calls)
+    joiner = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=STEP))
+
+    await asyncio.wait_for(bulk, STEP)
+    result = await asyncio.wait_for(joiner, STEP)
+
+    assert list(recorded) == ["o1"]
+    assert result.cancelled
+    assert len(send.calls) == sends
+    assert len(look.calls) >= 3
+    assert send.peak == 1
+
+
+def test_a_cancel_handle_says_its_state_and_whether_it_was_observed() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        future = loop.create_future()
+        task = loop.create_task(asyncio.wait_for(future, STEP))
+        handle = CancelHandle("o1", task)
+        assert repr(handle) == "<CancelHandle o1 pending>"
+        assert (handle.done(), handle.observed) == (False, False)
+        seen: list[CancelHandle] = []
+        handle.add_done_callback(seen.append)
+        assert handle.observed
+        result = CancelResult(order("o1", "CANCELLED"), True, "ws", 0.1, None)
+        future.set_result(result)
+        loop.run_until_complete(task)
+        assert repr(handle) == "<CancelHandle o1 done>"
+        assert handle.done()
+        assert handle.result() is result
+        assert handle.exception() is None
+        loop.run_until_complete(asyncio.sleep(0))  # (done callbacks run in a loop turn)
+        assert seen == [handle]
+
+        failed_future = loop.create_future()
+        failed = CancelHandle("o2", loop.create_task(asyncio.wait_for(failed_future, STEP)))
+        assert not failed.observed
+        error = OrderNotFoundError("no such order", status=404)
+        failed_future.set_exception(error)
+        loop.run_until_complete(asyncio.gather(failed._task, return_exceptions=True))
+        assert failed.exception() is error
+        assert failed.observed
+    finally:
+        loop.close()
