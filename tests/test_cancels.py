@@ -662,3 +662,148 @@ def test_a_cancel_handle_says_its_state_and_whether_it_was_observed() -> None:
         assert failed.observed
     finally:
         loop.close()
+
+
+class States:
+    """A fake look-up answering each order's state as the test sets it (PENDING_CANCEL first)."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, str] = {}
+        self.accounts: dict[str, str] = {}
+        self.calls: list[str] = []
+
+    async def __call__(self, order_id: str, account_id: str | None, deadline: float | None):
+        self.calls.append(order_id)
+        return TradeOrder(
+            order_id,
+            self.accounts.get(order_id, ACCOUNT),
+            self.status.get(order_id, "PENDING_CANCEL"),
+            updated_at=len(self.calls),
+        )
+
+
+async def test_a_gap_on_one_accounts_channel_reconciles_only_that_account(closing):
+    send = Script(
+        TradeOrder("a1", ACCOUNT, "PENDING_CANCEL"), TradeOrder("b1", "acc-2", "PENDING_CANCEL")
+    )
+    states = States()
+    states.accounts["b1"] = "acc-2"
+    c = canceller(send, states)  # type: ignore[arg-type]
+    closing(c)
+    ours = asyncio.ensure_future(c.cancel_and_confirm("a1", trading_account_id=ACCOUNT, timeout=30))
+    theirs = asyncio.ensure_future(
+        c.cancel_and_confirm("b1", trading_account_id="acc-2", timeout=30)
+    )
+    await until(lambda: {"a1", "b1"} <= set(states.calls))  # both polling (next in 0.2 s)
+    polled = len(states.calls)
+    states.status["a1"] = states.status["b1"] = "CANCELLED"
+
+    c.channel_gap("tradingAccount:" + ACCOUNT)
+    result = await asyncio.wait_for(ours, STEP)
+
+    assert result.cancelled
+    assert states.calls[polled:] == ["a1"]  # the gap's look-up, at once, of that account only
+    assert not theirs.done()
+    theirs.cancel()
+    await asyncio.gather(theirs, return_exceptions=True)
+
+
+async def test_a_refusal_other_than_103_fails_nobody(closing):
+    send = Script(order("o1", "PENDING_CANCEL"))
+    look = Script(order("o1", "PENDING_CANCEL", 2), default=order("o1", "CANCELLED", 3))
+    c = canceller(send, look)
+    closing(c)
+    task = asyncio.ensure_future(c.cancel_and_confirm("o1", trading_account_id=ACCOUNT))
+    await until(lambda: look.calls)
+
+    c.channel_refused("tradingAccount:" + ACCOUNT, StreamRpcError("busy", errno=111))
+    c.channel_refused("another:channel", StreamRpcError("denied", errno=103))  # not an account
+    result = await asyncio.wait_for(task, STEP)
+
+    assert (result.cancelled, result.source) == (True, "rest")
+
+
+async def test_a_103_fails_that_accounts_cancels_only_and_says_why(closing):
+    send = Script(
+        TradeOrder("a1", ACCOUNT, "PENDING_CANCEL"), TradeOrder("b1", "acc-2", "PENDING_CANCEL")
+    )
+    look = Script(default="hang")
+    c = canceller(send, look)
+    closing(c)
+    ours = asyncio.ensure_future(c.cancel_and_confirm("a1", trading_account_id=ACCOUNT))
+    theirs = asyncio.ensure_future(c.cancel_and_confirm("b1", trading_account_id="acc-2"))
+    await until(lambda: len(look.calls) >= 2)
+
+    c.channel_refused("tradingAccount:" + ACCOUNT, StreamRpcError("permission denied", errno=103))
+    (error,) = await asyncio.gather(ours, return_exceptions=True)
+
+    assert isinstance(error, PermissionDeniedError)
+    assert (error.order_id, error.errno) == ("a1", 103)
+    assert str(error).startswith(f"no access to trading account {ACCOUNT}: permission denied")
+    assert not theirs.done()
+    theirs.cancel()
+    await asyncio.gather(theirs, return_exceptions=True)
+
+
+async def test_a_bug_in_a_bulks_job_is_raised_by_the_bulk(closing):
+    send = Script(RuntimeError("a bug, not an answer"))
+    c = canceller(send, Script())
+    closing(c)
+    with pytest.raises(RuntimeError, match="a bug, not an answer"):
+        await asyncio.wait_for(c.confirm_many(["o1"], lambda *_: None, concurrency=1), STEP)
+
+
+async def test_a_bulk_order_joining_a_running_cancel_gets_its_definite_error(closing):
+    answer = asyncio.Event()
+    send = Script((answer, OrderNotFoundError("no such order", status=404)))
+    registry = ConfirmationRegistry()
+    c = canceller(send, Script(), registry=registry)
+    closing(c)
+    alone = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=STEP))
+    await turns_until(lambda: send.calls)
+    recorded: dict[str, object] = {}
+    bulk = asyncio.ensure_future(c.confirm_many(["o1"], recorded.__setitem__, concurrency=1))
+    await turns_until(lambda: (w := registry.get("o1")) is not None and w.refs == 2)
+    answer.set()
+
+    await asyncio.wait_for(bulk, STEP)
+    (error,) = await asyncio.gather(alone, return_exceptions=True)
+
+    assert isinstance(recorded["o1"], OrderNotFoundError)
+    assert recorded["o1"].order_id == "o1"
+    assert isinstance(error, OrderNotFoundError)
+    assert len(send.calls) == 1
+
+
+@pytest.mark.parametrize(("n", "listed"), [(3, False), (4, True)])
+async def test_an_account_is_listed_from_four_pending_cancels_and_looked_up_below(
+    closing, n: int, listed: bool
+):
+    ids = [f"w{i}" for i in range(n)]
+    send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
+    listing = Listing([order(i, "CANCELLED", 9) for i in ids])
+    look = Script(*[order(i, "CANCELLED", 9) for i in ids])
+    c = canceller(send, look, list_page=listing)
+    closing(c)
+    tasks = await pending_cancels(c, send, ids)
+
+    assert await c.reconcile_pending() == n  # every account
+    await asyncio.wait_for(asyncio.gather(*tasks), STEP)
+
+    assert bool(listing.calls) is listed
+    assert len(look.calls) == (0 if listed else n)
+    assert await c.reconcile_pending() == 0  # nothing pending any more
+
+
+async def test_two_reconciliations_of_one_account_share_its_listing(closing):
+    ids = [f"w{i}" for i in range(4)]
+    send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
+    listing = Listing([order(i, "CANCELLED", 9) for i in ids])
+    c = canceller(send, Script("hang"), list_page=listing)
+    closing(c)
+    tasks = await pending_cancels(c, send, ids)
+
+    await asyncio.gather(c.reconcile_pending(ACCOUNT), c.reconcile_pending(ACCOUNT))
+    await asyncio.wait_for(asyncio.gather(*tasks), STEP)
+
+    assert len(listing.calls) == 1
