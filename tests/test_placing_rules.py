@@ -28,7 +28,7 @@ from cadenza_async.errors import (
     TransportError,
 )
 from cadenza_async.http import OrderPage
-from cadenza_async.models import NewOrder, Pagination, TradeOrder
+from cadenza_async.models import CancelResult, NewOrder, Pagination, TradeOrder
 from cadenza_async.placing import (
     LIST_MAX_PAGES,
     LIST_PAGE,
@@ -76,9 +76,11 @@ class LookUps:
         self.states = list(states)
         self.default = default
         self.calls: list[str] = []
+        self.deadlines: list[float | None] = []
 
     async def __call__(self, order_id: str, account_id: str | None, deadline: float | None):
         self.calls.append(order_id)
+        self.deadlines.append(deadline)
         step = self.states.pop(0) if self.states else self.default
         if isinstance(step, BaseException):
             raise step
@@ -550,3 +552,53 @@ async def test_submit_many_gives_each_order_the_calls_timeout() -> None:
     # (a deadline test: both end by the timeout, not the default 5 s)
     assert loop.time() - started < 0.3 + DEADLINE_SLACK
     await p.aclose()
+
+
+async def test_every_look_up_carries_the_calls_deadline() -> None:
+    looks = LookUps(default=placed("SUBMITTED", "k"))
+    p = placer(Submits(shows("SUBMITTED")), looks)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(SubmitConfirmationTimeout):
+        await p.submit_and_confirm(ORDER, timeout=0.5)
+    assert len(looks.calls) >= 3  # the polls and the final look-up
+    (deadline,) = set(looks.deadlines)
+    assert deadline is not None
+    assert started + 0.5 <= deadline < loop.time()
+    await p.aclose()
+
+
+def cancelled(order_id: str, status: str = "CANCELLED") -> CancelResult:
+    return CancelResult(
+        TradeOrder(order_id, ACCOUNT, status), status == "CANCELLED", "http", 0.0, None
+    )
+
+
+async def test_a_replace_cancels_on_the_new_orders_account_within_the_calls_timeout() -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def cancel_and_confirm(order_id: str, **kwargs: Any) -> CancelResult:
+        calls.append((order_id, kwargs))
+        return cancelled(order_id)
+
+    p = placer(Submits(shows("OPEN")))
+    rep = await p.replace_and_confirm(
+        "old-1", ORDER, cancel_and_confirm=cancel_and_confirm, timeout=3.0
+    )
+    assert calls == [("old-1", {"trading_account_id": ACCOUNT, "timeout": 3.0})]
+    assert rep.outcome == "submitted"
+    await p.aclose()
+
+
+async def test_a_replace_of_a_filled_order_places_nothing_by_default() -> None:
+    async def cancel_and_confirm(order_id: str, **kwargs: Any) -> CancelResult:
+        return cancelled(order_id, "FILLED")
+
+    submits = Submits(shows("OPEN"))
+    p = placer(submits)
+    rep = await p.replace_and_confirm("old-1", ORDER, cancel_and_confirm=cancel_and_confirm)
+    assert (rep.outcome, rep.submit) == ("old_filled", None)
+    assert submits.sent == []
+    await p.aclose()
+    with pytest.raises(ClientClosedError, match=r"^the client is closed$"):
+        await p.replace_and_confirm("old-1", ORDER, cancel_and_confirm=cancel_and_confirm)
