@@ -807,3 +807,96 @@ async def test_two_reconciliations_of_one_account_share_its_listing(closing):
     await asyncio.wait_for(asyncio.gather(*tasks), STEP)
 
     assert len(listing.calls) == 1
+
+
+class QuietStream:
+    """A stream that is never live (cancels are proven by REST) and records releases."""
+
+    connected = False
+    failure = None
+
+    def __init__(self, releasable: bool = True) -> None:
+        self.released: list[str] = []
+        self.wanted: list[str] = []
+        self.releasable = releasable
+
+    def want(self, channel: str) -> None:
+        self.wanted.append(channel)
+
+    def live_since(self, channel: str) -> float | None:
+        return None
+
+    def changed(self) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+    def release(self, channel: str) -> bool:
+        self.released.append(channel)
+        return self.releasable
+
+
+async def test_idle_channels_are_released_but_not_pinned_or_pending_ones(closing):
+    accounts = ["acc-a", "acc-b", "acc-pinned", "acc-busy"]
+    send = Script(*[TradeOrder(f"{a}-o", a, "CANCELLED") for a in accounts[:3]])
+    send.steps.append(TradeOrder("acc-busy-o", "acc-busy", "PENDING_CANCEL"))
+    c = canceller(send, Script(default="hang"))
+    closing(c)
+    stream = QuietStream()
+    c.attach_stream(stream)  # type: ignore[arg-type]
+    c.release_idle_after(3600.0, lambda account: account == "acc-pinned")
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    for account in accounts[:3]:
+        await c.cancel_and_confirm(f"{account}-o", trading_account_id=account)
+    busy = asyncio.ensure_future(
+        c.cancel_and_confirm("acc-busy-o", trading_account_id="acc-busy", timeout=30)
+    )
+    await until(lambda: len(send.calls) == 4)
+
+    assert c.release_idle(before) == 0  # none was idle before the cancels ended
+    assert c.release_idle(loop.time() + 1) == 2
+    assert sorted(stream.released) == ["tradingAccount:acc-a", "tradingAccount:acc-b"]
+    assert c.release_idle(loop.time() + 1) == 0  # released once, forgotten
+    busy.cancel()
+    await asyncio.gather(busy, return_exceptions=True)
+    assert c.release_idle(loop.time() + 1) == 1  # the busy account, once its cancel left
+    assert stream.released[-1] == "tradingAccount:acc-busy"
+
+
+async def test_a_channel_the_stream_keeps_is_tried_again_at_the_next_sweep(closing):
+    send = Script(TradeOrder("o1", "acc-a", "CANCELLED"))
+    c = canceller(send, Script())
+    closing(c)
+    stream = QuietStream(releasable=False)  # (someone still subscribes it)
+    c.attach_stream(stream)  # type: ignore[arg-type]
+    c.release_idle_after(3600.0, lambda account: False)
+    await c.cancel_and_confirm("o1", trading_account_id="acc-a")
+    loop = asyncio.get_running_loop()
+
+    assert c.release_idle(loop.time() + 1) == 0
+    stream.releasable = True
+    assert c.release_idle(loop.time() + 1) == 1
+    assert stream.released == ["tradingAccount:acc-a"] * 2
+
+
+async def test_without_a_stream_there_is_nothing_to_release(closing):
+    c = canceller(Script(TradeOrder("o1", "acc-a", "CANCELLED")), Script())
+    closing(c)
+    c.release_idle_after(3600.0, lambda account: False)
+    await c.cancel_and_confirm("o1", trading_account_id="acc-a")
+    assert c.release_idle(asyncio.get_running_loop().time() + 1) == 0
+
+
+async def test_the_sweeper_releases_an_idle_channel_after_the_idle_time(closing):
+    c = canceller(Script(TradeOrder("o1", "acc-a", "CANCELLED")), Script())
+    closing(c)
+    stream = QuietStream()
+    c.attach_stream(stream)  # type: ignore[arg-type]
+    c.release_idle_after(0.2, lambda account: False)
+    loop = asyncio.get_running_loop()
+    await c.cancel_and_confirm("o1", trading_account_id="acc-a")
+    ended = loop.time()
+
+    await until(lambda: stream.released)
+    # (a deadline test: not before the idle time, and by the next sweep after it)
+    assert 0.2 <= loop.time() - ended < 0.2 + 0.1 + DEADLINE_SLACK
+    assert stream.released == ["tradingAccount:acc-a"]
