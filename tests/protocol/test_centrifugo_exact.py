@@ -347,3 +347,41 @@ def test_only_data_deeper_than_max_data_depth_is_replaced_in_a_too_deep_message(
     assert data[13] == UNDECODABLE_DATA
     assert data[14] == b"[]"
     assert proto.undecodable_publications == 2
+
+
+def test_an_unsubscribe_without_a_time_expires_ten_seconds_after_zero() -> None:
+    proto = connected()  # (pings every 25 s: the ping check is due at 35)
+    subscribed(proto)
+    proto.send_unsubscribe(CH)
+    assert proto.next_deadline() == 10.0
+    proto.send_unsubscribe("tradingAccount:never-subscribed")  # no error either
+
+
+def test_an_unsubscribe_push_that_asks_to_resubscribe_lets_the_channel_be_subscribed_again() -> (
+    None
+):
+    proto = connected()
+    subscribed(proto)
+    push = json.dumps({"push": {"channel": CH, "unsubscribe": {"code": 2500, "reason": "x"}}})
+    (event,) = proto.receive_frame(push, 1.0)
+    assert event.resubscribe
+    assert not proto.is_subscribed(CH)
+    proto.send_subscribe(CH, 1.0)  # allowed: it is not subscribed or subscribing
+
+
+def test_after_a_disconnect_push_nothing_more_is_read() -> None:
+    proto = connected()
+    subscribed(proto)
+    push = json.dumps({"push": {"disconnect": {"code": 3001, "reason": "shutdown"}}})
+    proto.receive_frame(push, 1.0)
+    assert proto.receive_frame(pub(CH, 11), 2.0) == []
+    assert "broken" in repr(proto)
+
+
+def test_an_error_reply_to_a_subscribe_of_a_channel_forgotten_meanwhile_is_still_reported() -> None:
+    proto = connected()
+    cid = proto.send_subscribe(CH, 0.0)
+    proto.forget(CH)
+    error = json.dumps({"id": cid, "error": {"code": 103, "message": "permission denied"}})
+    (event,) = proto.receive_frame(error, 1.0)
+    assert (event.channel, event.code, event.temporary) == (CH, 103, False)

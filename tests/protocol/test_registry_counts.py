@@ -494,3 +494,20 @@ def test_an_order_with_a_foreign_trade_order_id_is_counted_each_time() -> None:
         assert reg.resolve_from_rest(order("OPEN", other, client_order_id="c1"), 1.0) is None
     assert reg.stats.foreign_orders == 2
     assert not placement.done
+
+
+def test_learning_the_account_of_a_waiter_that_left_indexes_nothing() -> None:
+    reg = ConfirmationRegistry()
+    waiter, _ = reg.register("o1", 0.0)
+    reg.release(waiter)  # the caller left before the reply named the account
+    assert reg.learn_account(waiter, ACCOUNT)
+    assert reg.pending_for_account(ACCOUNT) == []
+
+
+def test_a_placement_resolved_then_released_leaves_every_index() -> None:
+    reg = PlacementRegistry()
+    placement = placed(reg, "c1")
+    reg.resolve_from_reply(placement, order("OPEN", "o-1", client_order_id="c1"), 1.0)
+    reg.release(placement)
+    assert (len(reg), reg.pending_count, reg.for_order("o-1")) == (0, 0, None)
+    assert reg.get("c1", ACCOUNT) is None
