@@ -385,3 +385,20 @@ def test_an_error_reply_to_a_subscribe_of_a_channel_forgotten_meanwhile_is_still
     error = json.dumps({"id": cid, "error": {"code": 103, "message": "permission denied"}})
     (event,) = proto.receive_frame(error, 1.0)
     assert (event.channel, event.code, event.temporary) == (CH, 103, False)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # a "data" five levels down that is not a publication's
+        '{"id": 7, "rpc": {"data": {"a": {"data": @}}}}',
+        # five levels down in a subscribe reply, but not in its publications
+        '{"id": 7, "subscribe": {"x": {"y": {"data": @}}}}',
+    ],
+)
+def test_deep_data_outside_a_publication_is_a_violation_not_replaced(message: str) -> None:
+    proto = connected()
+    deep = "[" * 30_000 + "]" * 30_000
+    events = proto.receive_frame(message.replace("@", deep), 1.0)
+    assert events == [ProtocolViolation("undecodable message (nested too deep)")]
+    assert proto.undecodable_publications == 0
