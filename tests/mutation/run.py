@@ -2,11 +2,15 @@
 
 Each area runs in a scratch copy of the tree (``build/mutation/AREA``: the package,
 the tests and pyproject.toml with a ``[tool.mutmut]`` section written for the area),
-so the areas never share mutmut's state and the work tree is left alone. Then each
-mutant is killed, survived (its diff is shown), or listed in
-tests/mutation/equivalent.toml with the reason it cannot be killed. The report goes
-to ``OUT.json`` and ``OUT.md``; the exit status is 1 when an area misses its target
-or a survivor is not listed (a standing check), 0 otherwise.
+so the areas never share mutmut's state and the work tree is left alone. Each mutant
+is then killed, or not (its status and diff are kept), and a mutant not killed is
+either listed in tests/mutation/equivalent.toml with the reason it cannot be killed,
+or a survivor. The report goes to ``OUT.json`` (what each area's last run found),
+``OUT.md`` (scores, survivors with their diffs, equivalents) and ``OUT-summary.md``
+(the score table the docs include). ``--area NAME`` runs that area alone and replaces
+its entry, the other areas keeping their last run (each entry names the commit it
+mutated); ``--report-only`` rewrites the report from the JSON (after equivalent.toml
+changed). The exit status is 1 when an area misses its target or has a survivor.
 
 Run it from the repository root with the venv's Python (``make mutation`` does)::
 
@@ -166,77 +170,105 @@ def _diff_only(text: str) -> str:
     return "\n".join(lines[start:]).strip()
 
 
-def score(area: Area, equivalent: dict[str, str]) -> dict[str, Any]:
+def raw_result(area: Area) -> dict[str, Any]:
+    """What one area's run found, kept in the JSON report: the counts and every mutant not
+    killed, with its status and diff (the score is worked out from these, see :func:`score`)."""
     counts: dict[str, int] = {}
     for status in area.status.values():
         counts[status] = counts.get(status, 0) + 1
-    killed = counts.get("killed", 0) + counts.get("timeout", 0)
-    others = [n for n, s in area.status.items() if s not in ("killed", "timeout")]
-    listed = sorted(n for n in others if n in equivalent)
-    unlisted = sorted(n for n in others if n not in equivalent)
-    counted = len(area.status) - len(listed)
-    percent = 100.0 * killed / counted if counted else 0.0
     return {
         "modules": area.modules,
         "tests": area.tests,
+        "target": area.target,
         "mutants": len(area.status),
         "by_status": dict(sorted(counts.items())),
-        "killed": killed,
-        "equivalent": listed,
-        "survivors": unlisted,
-        "score": round(percent, 1),
-        "target": area.target,
-        "met": not area.error and percent >= area.target and not unlisted,
+        "not_killed": {
+            name: {"status": status, "diff": area.diffs.get(name, "")}
+            for name, status in sorted(area.status.items())
+            if status not in ("killed", "timeout")
+        },
         "seconds": round(area.seconds, 1),
+        "commit": _commit(),
         "error": area.error,
     }
 
 
-def summary_md(results: dict[str, dict[str, Any]]) -> str:
+def _commit() -> str:
+    """The commit the run mutated (with '+' when the tree had changes)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "cadenza_async", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return head + ("+" if dirty else "")
+
+
+def score(raw: dict[str, Any], equivalent: dict[str, str]) -> dict[str, Any]:
+    """An area's score: killed / (mutants - listed equivalents); a timeout counts as killed."""
+    not_killed = raw["not_killed"]
+    listed = sorted(n for n in not_killed if n in equivalent)
+    survivors = sorted(n for n in not_killed if n not in equivalent)
+    killed = raw["mutants"] - len(not_killed)
+    counted = raw["mutants"] - len(listed)
+    percent = 100.0 * killed / counted if counted else 0.0
+    return {
+        "killed": killed,
+        "equivalent": listed,
+        "survivors": survivors,
+        "score": round(percent, 1),
+        "met": not raw["error"] and percent >= raw["target"] and not survivors,
+    }
+
+
+def summary_md(raws: dict[str, dict[str, Any]], equivalent: dict[str, str]) -> str:
     """The score table (also included in docs/development.md)."""
     out = [
-        "| area | modules | mutants | killed | equivalent | survivors | score | target | time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| area | modules | mutants | killed | equivalent | survivors | score | target | commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, r in results.items():
-        target = f"{r['target']:g}%" if r["target"] else "-"
-        modules = ", ".join(f"`{m}`" for m in r["modules"])
+    for name, raw in raws.items():
+        s = score(raw, equivalent)
+        target = f"{raw['target']:g}%" if raw["target"] else "-"
+        modules = ", ".join(f"`{m}`" for m in raw["modules"])
         out.append(
-            f"| {name} | {modules} | {r['mutants']} | {r['killed']} | "
-            f"{len(r['equivalent'])} | {len(r['survivors'])} | {r['score']:.1f}% | {target} | "
-            f"{r['seconds']:.0f} s |"
+            f"| {name} | {modules} | {raw['mutants']} | {s['killed']} | "
+            f"{len(s['equivalent'])} | {len(s['survivors'])} | {s['score']:.1f}% | {target} | "
+            f"{raw['commit']} ({raw['seconds']:.0f} s) |"
         )
     out += [
         "",
         "Score: killed / (mutants - listed equivalents), in percent (a timeout counts as "
         "killed). Survivors: neither killed nor listed in `tests/mutation/equivalent.toml`; "
-        "each is shown with its diff in `benchmarks/results/mutation.md`.",
+        "each is shown with its diff in `benchmarks/results/mutation.md`. Commit: the tree "
+        "the area's last run mutated, and how long it took on two workers.",
     ]
     return "\n".join(out) + "\n"
 
 
-def report_md(
-    results: dict[str, dict[str, Any]], areas: list[Area], equivalent: dict[str, str]
-) -> str:
+def report_md(raws: dict[str, dict[str, Any]], equivalent: dict[str, str]) -> str:
     out = [
         "# Mutation score (`make mutation`)",
         "",
         "mutmut over each area of `tests/mutation/areas.toml`, against the tests listed there.",
         "",
-        summary_md(results).rstrip(),
+        summary_md(raws, equivalent).rstrip(),
     ]
-    by_name = {a.name: a for a in areas}
-    for name, r in results.items():
-        if r["error"]:
-            out += ["", f"**{name}: {r['error']}**"]
-        if r["survivors"]:
+    for name, raw in raws.items():
+        s = score(raw, equivalent)
+        if raw["error"]:
+            out += ["", f"**{name}: {raw['error']}**"]
+        if s["survivors"]:
             out += ["", f"## Survivors in {name} (not killed, not listed as equivalent)", ""]
-            for mutant in r["survivors"]:
-                out += [f"`{mutant}` ({by_name[name].status[mutant]})", "", "```diff"]
-                out += [by_name[name].diffs.get(mutant, ""), "```", ""]
-        if r["equivalent"]:
+            for mutant in s["survivors"]:
+                entry = raw["not_killed"][mutant]
+                out += [f"`{mutant}` ({entry['status']})", "", "```diff", entry["diff"], "```", ""]
+        if s["equivalent"]:
             out += ["", f"## Equivalent mutants in {name}", ""]
-            out += [f"- `{m}`: {equivalent[m]}" for m in r["equivalent"]]
+            out += [f"- `{m}`: {equivalent[m]}" for m in s["equivalent"]]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -246,6 +278,11 @@ def main() -> int:
     parser.add_argument("--engine", help="the engine's modules, space separated")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mutation"))
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rewrite the report from its JSON (after equivalent.toml changed)",
+    )
     args = parser.parse_args()
 
     areas, skip = load_areas(args.engine.split() if args.engine else None)
@@ -255,31 +292,33 @@ def main() -> int:
             parser.error(f"unknown area(s): {', '.join(sorted(unknown))}")
         areas = [a for a in areas if a.name in args.area]
     equivalent = load_equivalent()
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
-    for area in areas:
-        print(f"mutation: {area.name}: {' '.join(area.modules)}", flush=True)
-        run_area(area, args.workers, skip)
-        results[area.name] = score(area, equivalent)
-        r = results[area.name]
-        print(
-            f"mutation: {area.name}: {r['killed']}/{r['mutants'] - len(r['equivalent'])} killed "
-            f"({r['score']:.1f}%), {len(r['survivors'])} survivor(s), {r['seconds']:.0f} s",
-            flush=True,
-        )
     out = Path(args.out)
-    if not args.area:  # (a partial run does not overwrite the published report)
-        out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        out.with_suffix(".md").write_text(report_md(results, areas, equivalent), encoding="utf-8")
-        summary = out.with_name(out.name + "-summary.md")
-        summary.write_text(summary_md(results), encoding="utf-8")
-    else:
-        partial = SCRATCH / "partial"
-        partial.with_suffix(".md").write_text(
-            report_md(results, areas, equivalent), encoding="utf-8"
-        )
-        print(f"mutation: partial report in {partial.with_suffix('.md')}")
-    failed = [name for name, r in results.items() if not r["met"]]
+    json_path = out.with_suffix(".json")
+    # An area run alone replaces its own entry; the others keep their last run.
+    raws: dict[str, dict[str, Any]] = {}
+    if json_path.exists() and (args.area or args.report_only):
+        raws = json.loads(json_path.read_text(encoding="utf-8"))
+    if not args.report_only:
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        for area in areas:
+            print(f"mutation: {area.name}: {' '.join(area.modules)}", flush=True)
+            run_area(area, args.workers, skip)
+            raws[area.name] = raw_result(area)
+            s = score(raws[area.name], equivalent)
+            print(
+                f"mutation: {area.name}: {s['killed']}/{raws[area.name]['mutants']} killed, "
+                f"{len(s['equivalent'])} equivalent, {len(s['survivors'])} survivor(s): "
+                f"{s['score']:.1f}%, {raws[area.name]['seconds']:.0f} s",
+                flush=True,
+            )
+    order = [a.name for a in load_areas(None)[0]]
+    raws = {name: raws[name] for name in order if name in raws}
+    json_path.write_text(json.dumps(raws, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(report_md(raws, equivalent), encoding="utf-8")
+    out.with_name(out.name + "-summary.md").write_text(
+        summary_md(raws, equivalent), encoding="utf-8"
+    )
+    failed = [name for name, raw in raws.items() if not score(raw, equivalent)["met"]]
     if failed:
         print(f"mutation: below target or with unlisted survivors: {', '.join(failed)}")
         return 1
