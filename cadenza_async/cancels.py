@@ -1279,7 +1279,8 @@ class Canceller:
                 await sleep_until(job, self._alarm, min(job.deadline, next_poll), changed)
                 continue
             self.rest_polls += 1
-            job.gap_closed = True
+            # (a poll made while the channel was not live leaves the gap open: the
+            # event may come between it and the moment the channel is live)
             await self._poll(waiter, job)
             delay, next_poll = min(delay * 2, POLL_MAX), None
 

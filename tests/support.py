@@ -7,8 +7,9 @@ test files import the plain names from here: ``from support import ...``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,3 +174,58 @@ def waiters_held(client: CadenzaClient) -> int:
     sees a waiter a caller forgot to release.
     """
     return len(client._registry)
+
+
+# -- waiting on conditions, always bounded ------------------------------------------------------
+
+#: Seconds past a deadline a call may take to return on a busy two-core machine: the loop's
+#: scheduling slack (tens of ms, see the README) with room for other work on the machine.
+#: Deadline tests bound their wall-clock window with it (and say so); no other test has one.
+DEADLINE_SLACK = 0.25
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Wait until ``predicate()`` is truthy (checked every millisecond); its value.
+
+    Raises ``AssertionError`` after ``timeout`` seconds: a bound, not a pace (the
+    condition usually holds within a few loop turns).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() >= deadline:
+            raise AssertionError(f"condition not met within {timeout:g}s")
+        await asyncio.sleep(0.001)
+
+
+async def turns_until(predicate: Callable[[], Any], turns: int = 100) -> Any:
+    """Wait until ``predicate()`` is truthy, at most ``turns`` loop turns; its value.
+
+    For what needs no time at all, only other tasks to run a step (a task
+    started, a callback run): raises ``AssertionError`` past the bound.
+    """
+    for _ in range(turns):
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0)
+    raise AssertionError(f"condition not met within {turns} loop turns")
+
+
+@contextlib.contextmanager
+def clock_jumped(seconds: float) -> Iterator[None]:
+    """The running loop's clock reads ``seconds`` later, as after a loop stalled that long.
+
+    Timers keep their times, so each one due within the jump runs at its next turn:
+    what a stalled loop does, with no real stall (no ``time.sleep``).
+    """
+    loop = asyncio.get_running_loop()
+    real = loop.time
+    loop.time = lambda: real() + seconds  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del loop.time  # type: ignore[method-assign]

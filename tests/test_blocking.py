@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -296,8 +297,12 @@ def test_leaving_a_bulk_iterator_early_stops_its_work(sim: ThreadedSim) -> None:
         assert isinstance(first, CancelResult)
         iterator.close()  # type: ignore[attr-defined]
         assert client.stats().pending_cancels == 0
-    cancelled = [oid for oid in ids if sim.status(oid) == "CANCELLED"]
-    assert len(cancelled) < 10
+        requested = sim.call(lambda: {oid for oid, _ in sim.sim.cancel_requests})
+    # Nothing was sent after leaving, and only what was sent was cancelled.
+    assert sim.call(lambda: {oid for oid, _ in sim.sim.cancel_requests}) == requested
+    cancelled = {oid for oid in ids if sim.status(oid) == "CANCELLED"}
+    assert cancelled <= requested
+    assert len(requested) < 10  # (the bulk stopped early: 2 at a time, out of 50)
 
 
 def test_order_updates_is_a_blocking_iterator_that_ends_on_close(sim: ThreadedSim) -> None:
@@ -368,6 +373,36 @@ def test_close_from_another_thread_ends_every_call_in_flight(sim: ThreadedSim) -
     with pytest.raises(ClientClosedError):
         client.cancel_and_confirm(ids[1])
     assert threading.active_count() == baseline
+
+
+def test_a_blocking_call_still_running_at_close_raises_client_closed(sim: ThreadedSim) -> None:
+    """A call the client's close does not end by itself (``run`` of a coroutine that waits
+    for ever) is stopped with the loop: its caller gets ClientClosedError, not CancelledError."""
+    client = sim.client()
+    client.__enter__()
+    started = threading.Event()
+    outcome: list[object] = []
+
+    async def forever(_client: CadenzaClient) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def call() -> None:
+        try:
+            outcome.append(client.run(forever))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        assert started.wait(10)
+    finally:
+        client.close()
+        caller.join(10)
+    assert not caller.is_alive()
+    (error,) = outcome
+    assert isinstance(error, ClientClosedError), repr(error)
 
 
 def test_calls_after_close_raise_client_closed_and_no_thread_is_left(sim: ThreadedSim) -> None:

@@ -38,6 +38,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from oracle import is_final
 from support import waiters_held
 
 from cadenza_async import (
@@ -50,7 +51,7 @@ from cadenza_async import (
     Timeouts,
     TransportError,
 )
-from cadenza_async.models import TERMINAL_STATUSES, OrderStatus
+from cadenza_async.models import OrderStatus
 from cadenza_async.testing import CadenzaSimulator
 from cadenza_async.testing.faults import FaultProxy
 
@@ -185,7 +186,7 @@ class ClientAndSimulator(RuleBasedStateMachine):
         self.finished += 1
         if isinstance(item, CancelResult):
             assert item.order_id == order_id
-            assert item.status in TERMINAL_STATUSES
+            assert is_final(item.status)
             assert item.cancelled == (item.status == OrderStatus.CANCELLED)
             self.outcomes.setdefault(order_id, []).append(("result", item.status))
             return
@@ -193,7 +194,7 @@ class ClientAndSimulator(RuleBasedStateMachine):
         last = None
         if isinstance(item, ConfirmationTimeout) and item.last_known is not None:
             last = item.last_known.status
-            assert last not in TERMINAL_STATUSES, "a terminal last_known is a proof, not a timeout"
+            assert not is_final(last), "a terminal last_known is a proof, not a timeout"
         self.outcomes.setdefault(order_id, []).append(("error", type(item).__name__, str(last)))
 
     @invariant()

@@ -253,7 +253,9 @@ async def test_degraded_mode_is_logged_once_on_entering_and_once_on_leaving(cade
         caplog.clear()
         await cadenza_sim.refuse_websocket(503)
         await cadenza_sim.wait_for(lambda: client.stats().degraded, timeout=STEP)
-        await asyncio.sleep(0.5)  # several refused reconnects: still one warning
+        refused = cadenza_sim.websocket_refusals
+        # several refused reconnects: still one warning
+        await cadenza_sim.wait_for(lambda: cadenza_sim.websocket_refusals >= refused + 3, STEP)
         cadenza_sim.accept_websocket()
         await cadenza_sim.wait_for(lambda: not client.stats().degraded, timeout=STEP)
     records = [r for r in caplog.records if r.name == "cadenza_async.cancels"]

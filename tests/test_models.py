@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import msgspec
 import pytest
+from oracle import FINAL
 from support import ORDER_ID, SEED_ORDER
 
 from cadenza_async.models import (
@@ -54,9 +55,13 @@ def test_unknown_status_is_kept_as_string_and_not_terminal():
     assert not OrderStatus.is_terminal("HIBERNATING")
 
 
-@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
+@pytest.mark.parametrize("status", sorted(FINAL))
 def test_terminal_statuses_are_terminal(status):
     assert OrderStatus.is_terminal(status)
+
+
+def test_the_terminal_set_is_the_specifications():
+    assert TERMINAL_STATUSES == FINAL
 
 
 @pytest.mark.parametrize(

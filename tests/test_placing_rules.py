@@ -13,8 +13,10 @@ import time
 from typing import Any
 
 import pytest
+from support import DEADLINE_SLACK, turns_until, until
 
 from cadenza_async._ratelimit import RateGate
+from cadenza_async.cancels import final_slice
 from cadenza_async.errors import (
     AuthenticationError,
     ClientClosedError,
@@ -26,8 +28,9 @@ from cadenza_async.errors import (
     TransportError,
 )
 from cadenza_async.http import OrderPage
-from cadenza_async.models import NewOrder, Pagination, TradeOrder
+from cadenza_async.models import CancelResult, NewOrder, Pagination, TradeOrder
 from cadenza_async.placing import (
+    LIST_MAX_PAGES,
     LIST_PAGE,
     LIST_SKEW_MS,
     Placer,
@@ -73,9 +76,11 @@ class LookUps:
         self.states = list(states)
         self.default = default
         self.calls: list[str] = []
+        self.deadlines: list[float | None] = []
 
     async def __call__(self, order_id: str, account_id: str | None, deadline: float | None):
         self.calls.append(order_id)
+        self.deadlines.append(deadline)
         step = self.states.pop(0) if self.states else self.default
         if isinstance(step, BaseException):
             raise step
@@ -92,7 +97,14 @@ class Listings:
 
     async def __call__(self, account_id, start_time, limit, offset, cursor, deadline):
         self.calls.append(
-            {"account": account_id, "start": start_time, "offset": offset, "cursor": cursor}
+            {
+                "account": account_id,
+                "start": start_time,
+                "limit": limit,
+                "offset": offset,
+                "cursor": cursor,
+                "deadline": deadline,
+            }
         )
         page = self.pages.pop(0) if self.pages else self.default
         if isinstance(page, BaseException):
@@ -274,7 +286,8 @@ async def test_a_timeout_names_the_key_the_last_state_and_the_last_send_error() 
     started = loop.time()
     with pytest.raises(SubmitConfirmationTimeout) as caught:
         await p.submit_and_confirm(ORDER, timeout=0.4)
-    assert 0.4 <= loop.time() - started < 0.45
+    # (a deadline test: the timeout ends the call at its deadline, with the loop's slack)
+    assert 0.4 <= loop.time() - started < 0.4 + DEADLINE_SLACK
     assert caught.value.__cause__ is error
     assert caught.value.last_known is None
     assert isinstance(caught.value, ConfirmationTimeout)
@@ -290,13 +303,17 @@ async def test_a_submit_that_never_answers_times_out_with_a_transport_cause() ->
     await p.aclose()
 
 
-async def test_closing_fails_the_waiting_callers_with_client_closed() -> None:
-    p = placer(Submits(shows("SUBMITTED")), LookUps(default=placed("SUBMITTED", "k")))
-    task = asyncio.ensure_future(p.submit_and_confirm(ORDER, timeout=5.0))
-    await asyncio.sleep(0.05)
+async def test_closing_wakes_the_waiting_callers_with_client_closed_at_once() -> None:
+    looks = LookUps(default=placed("SUBMITTED", "k"))
+    p = placer(Submits(shows("SUBMITTED")), looks)
+    task = asyncio.ensure_future(p.submit_and_confirm(ORDER, timeout=30.0))
+    await until(lambda: looks.calls)  # acknowledged, and polling: the caller sleeps
     await p.aclose()
+    # Woken by the close, not by its deadline 30 s away (nor left asleep for good).
+    done, _ = await asyncio.wait({task}, timeout=2.0)
+    assert task in done
     with pytest.raises(ClientClosedError):
-        await task
+        task.result()
     with pytest.raises(ClientClosedError):
         await p.submit_and_confirm(ORDER)
 
@@ -305,14 +322,71 @@ async def test_a_caller_that_leaves_stops_the_job() -> None:
     looks = LookUps(default=placed("SUBMITTED", "k"))
     p = placer(Submits(shows("SUBMITTED")), looks)
     task = asyncio.ensure_future(p.submit_and_confirm(ORDER, timeout=5.0))
-    await asyncio.sleep(0.25)
+    await until(lambda: len(looks.calls) >= 2)  # polling
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    polls = len(looks.calls)
-    await asyncio.sleep(0.5)
-    assert len(looks.calls) == polls  # nobody waits: nobody polls
+    # Nobody waits: no task is left that could poll (the job's own was stopped).
+    await turns_until(lambda: not asyncio.all_tasks() - {asyncio.current_task()})
     assert p.pending == 0
+    await p.aclose()
+
+
+async def test_a_shared_submit_works_for_the_latest_deadline_not_the_last_joiners() -> None:
+    """Two callers share a clientOrderId; the one who joined last has the earlier deadline.
+    It times out, and the job still proves the order for the other one, by its own polls
+    (not by that caller's final look-up, in the last slice of its timeout)."""
+    looks = LookUps(
+        placed("SUBMITTED", "k", updated_at=2),
+        placed("SUBMITTED", "k", updated_at=3),
+        placed("SUBMITTED", "k", updated_at=4),
+        default=placed("OPEN", "k", updated_at=5),
+    )
+    submits = Submits(shows("SUBMITTED"))
+    p = placer(submits, looks)
+    order = new_order(**{**_fields(ORDER), "client_order_id": "shared"})
+    first = asyncio.ensure_future(p.submit_and_confirm(order, timeout=4.0))
+    await until(lambda: submits.sent)
+    later = asyncio.ensure_future(p.submit_and_confirm(order, timeout=0.2))
+
+    with pytest.raises(SubmitConfirmationTimeout):
+        await later
+    result = await asyncio.wait_for(first, 10.0)
+
+    assert (result.accepted, result.source) == (True, "rest")
+    assert result.latency < 4.0 - final_slice(4.0)
+    assert len(submits.sent) == 1
+
+
+async def test_the_listing_stops_at_its_page_cap_when_every_page_is_full() -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    full = OrderPage(
+        [placed("OPEN", f"other-{i}", f"x-{i}") for i in range(LIST_PAGE)],
+        Pagination(has_next=True),
+    )
+    lists = Listings(default=full)
+    p = placer(submits, lists=lists)
+    result = await p.submit_and_confirm(ORDER)
+
+    assert result.accepted
+    assert [c["offset"] for c in lists.calls] == [i * LIST_PAGE for i in range(LIST_MAX_PAGES)]
+    assert len(submits.sent) == 2  # not found within the cap: sent again, same key
+    await p.aclose()
+
+
+async def test_a_full_page_without_pagination_goes_on_to_the_next_page() -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    cid = "key-2"
+    lists = Listings(
+        OrderPage([placed("OPEN", f"other-{i}", f"x-{i}") for i in range(LIST_PAGE)]),
+        OrderPage([placed("OPEN", cid, "o-1")]),
+    )
+    p = placer(submits, lists=lists)
+    result = await p.submit_and_confirm(new_order(**{**_fields(ORDER), "client_order_id": cid}))
+
+    assert [c["offset"] for c in lists.calls] == [0, LIST_PAGE]
+    assert (result.accepted, result.source, result.order_id) == (True, "rest", "o-1")
+    assert len(submits.sent) == 1  # found on page 2: not sent again
     await p.aclose()
 
 
@@ -353,3 +427,178 @@ async def test_a_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="timeout"):
         await p.submit_and_confirm(ORDER, timeout=-1)
     await p.aclose()
+
+
+def full_page(pagination: Pagination | None = None, tag: str = "") -> OrderPage:
+    """A page of LIST_PAGE orders of other submits."""
+    others = [placed("OPEN", f"other{tag}-{i}", f"x{tag}-{i}") for i in range(LIST_PAGE)]
+    return OrderPage(others, pagination)
+
+
+async def test_the_listing_follows_the_cursor_and_stops_when_it_stops_moving() -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    lists = Listings(
+        full_page(Pagination(has_next=True, cursor="c1")),
+        full_page(Pagination(has_next=True, cursor="c2")),
+        full_page(Pagination(has_next=True, cursor="c2")),  # stuck: the listing stops
+    )
+    p = placer(submits, lists=lists)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await p.submit_and_confirm(ORDER, timeout=4.0)
+
+    assert result.accepted
+    assert [(c["offset"], c["cursor"]) for c in lists.calls] == [
+        (0, None),
+        (None, "c1"),
+        (None, "c2"),
+    ]
+    assert {c["limit"] for c in lists.calls} == {LIST_PAGE}
+    (deadline,) = {c["deadline"] for c in lists.calls}  # the call's own deadline
+    assert started + 4.0 <= deadline < loop.time() + 4.0
+    assert len(submits.sent) == 2  # not found: sent again
+    await p.aclose()
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        OrderPage([]),  # empty
+        full_page(Pagination(has_next=False)),  # the server says it is the last
+        OrderPage([placed("OPEN", "other", "x")]),  # short, no pagination
+    ],
+)
+async def test_the_listing_stops_at_the_last_page(last: OrderPage) -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    lists = Listings(full_page(Pagination(has_next=True), tag="a"), last)
+    p = placer(submits, lists=lists)
+    assert (await p.submit_and_confirm(ORDER)).accepted
+    assert [c["offset"] for c in lists.calls] == [0, LIST_PAGE]
+    await p.aclose()
+
+
+async def test_a_full_page_with_more_and_no_cursor_goes_on_by_offset() -> None:
+    submits = Submits(ServerError("oops", status=500), default=shows("OPEN"))
+    cid = "key-3"
+    lists = Listings(
+        full_page(Pagination(has_next=True), tag="a"),
+        full_page(Pagination(has_next=True), tag="b"),
+        OrderPage([placed("SUBMITTED", cid, "o-1")], Pagination(has_next=False)),
+    )
+    looks = LookUps(default=placed("OPEN", cid, "o-1", updated_at=2))
+    p = placer(submits, looks, lists)
+    result = await p.submit_and_confirm(new_order(**{**_fields(ORDER), "client_order_id": cid}))
+
+    assert [(c["offset"], c["cursor"]) for c in lists.calls] == [
+        (0, None),
+        (LIST_PAGE, None),
+        (2 * LIST_PAGE, None),
+    ]
+    assert (result.accepted, result.order_id, result.source) == (True, "o-1", "rest")
+    assert result.acked_after is not None  # found by the listing: acknowledged then
+    assert len(submits.sent) == 1
+    await p.aclose()
+
+
+async def test_an_order_found_already_final_by_the_listing_proves_the_submit() -> None:
+    submits = Submits(ServerError("oops", status=500))
+    cid = "key-4"
+    lists = Listings(OrderPage([placed("REJECTED", cid, "o-1")]))
+    p = placer(submits, lists=lists)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await p.submit_and_confirm(new_order(**{**_fields(ORDER), "client_order_id": cid}))
+    assert (result.accepted, result.status, result.source) == (False, "REJECTED", "rest")
+    assert 0.0 < result.latency <= loop.time() - started  # proven when the listing answered
+    assert len(submits.sent) == 1
+    await p.aclose()
+
+
+async def test_a_timeout_before_any_answer_says_so_in_its_message() -> None:
+    p = placer(Submits("hang"))
+    order = new_order(**{**_fields(ORDER), "client_order_id": "quiet-1"})
+    with pytest.raises(SubmitConfirmationTimeout) as caught:
+        await p.submit_and_confirm(order, timeout=0.2)
+    assert str(caught.value) == (
+        "submit quiet-1: the order was not proven accepted or refused within 0.2s "
+        "(last known status: unknown)"
+    )
+    assert str(caught.value.__cause__) == "the submit got no answer before the deadline"
+    await p.aclose()
+
+
+async def test_submit_many_refuses_bad_arguments_by_name() -> None:
+    p = placer(Submits())
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match=r"^concurrency must be an int >= 1$"):
+            await p.submit_many([ORDER], concurrency=bad)  # type: ignore[arg-type]
+    for one in (ORDER, {"instrument_id": "X"}, "X:A/B"):
+        with pytest.raises(TypeError, match=r"^orders must be an iterable of NewOrder or "):
+            await p.submit_many(one)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^order 1: a NewOrder or a mapping of its fields"):
+        await p.submit_many([ORDER, 42])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"^order 0: quantity must be a decimal string$"):
+        await p.submit_many([{**_fields(ORDER), "quantity": ""}])
+    await p.aclose()
+
+
+async def test_submit_many_gives_each_order_the_calls_timeout() -> None:
+    p = placer(Submits(default="hang"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcomes = await p.submit_many([ORDER, ORDER], timeout=0.3)
+    assert all(isinstance(o, SubmitConfirmationTimeout) for o in outcomes)
+    assert {o.timeout for o in outcomes} == {0.3}  # type: ignore[union-attr]
+    # (a deadline test: both end by the timeout, not the default 5 s)
+    assert loop.time() - started < 0.3 + DEADLINE_SLACK
+    await p.aclose()
+
+
+async def test_every_look_up_carries_the_calls_deadline() -> None:
+    looks = LookUps(default=placed("SUBMITTED", "k"))
+    p = placer(Submits(shows("SUBMITTED")), looks)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(SubmitConfirmationTimeout):
+        await p.submit_and_confirm(ORDER, timeout=0.5)
+    assert len(looks.calls) >= 3  # the polls and the final look-up
+    (deadline,) = set(looks.deadlines)
+    assert deadline is not None
+    assert started + 0.5 <= deadline < loop.time()
+    await p.aclose()
+
+
+def cancelled(order_id: str, status: str = "CANCELLED") -> CancelResult:
+    return CancelResult(
+        TradeOrder(order_id, ACCOUNT, status), status == "CANCELLED", "http", 0.0, None
+    )
+
+
+async def test_a_replace_cancels_on_the_new_orders_account_within_the_calls_timeout() -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def cancel_and_confirm(order_id: str, **kwargs: Any) -> CancelResult:
+        calls.append((order_id, kwargs))
+        return cancelled(order_id)
+
+    p = placer(Submits(shows("OPEN")))
+    rep = await p.replace_and_confirm(
+        "old-1", ORDER, cancel_and_confirm=cancel_and_confirm, timeout=3.0
+    )
+    assert calls == [("old-1", {"trading_account_id": ACCOUNT, "timeout": 3.0})]
+    assert rep.outcome == "submitted"
+    await p.aclose()
+
+
+async def test_a_replace_of_a_filled_order_places_nothing_by_default() -> None:
+    async def cancel_and_confirm(order_id: str, **kwargs: Any) -> CancelResult:
+        return cancelled(order_id, "FILLED")
+
+    submits = Submits(shows("OPEN"))
+    p = placer(submits)
+    rep = await p.replace_and_confirm("old-1", ORDER, cancel_and_confirm=cancel_and_confirm)
+    assert (rep.outcome, rep.submit) == ("old_filled", None)
+    assert submits.sent == []
+    await p.aclose()
+    with pytest.raises(ClientClosedError, match=r"^the client is closed$"):
+        await p.replace_and_confirm("old-1", ORDER, cancel_and_confirm=cancel_and_confirm)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 
 import pytest
 
 from cadenza_async import _redact, stream
-from cadenza_async._redact import redact, redact_in_scope, scope_secrets
+from cadenza_async._redact import RedactingLogger, redact, redact_in_scope, scope_secrets
 from cadenza_async.errors import ApiError, AuthenticationError, StreamError
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.sig-Qm9vW2xhc3Q"
@@ -73,3 +75,32 @@ async def test_errors_built_in_a_scope_are_scrubbed_of_its_secrets():
 def test_redaction_stays_linear_on_long_texts():
     text = ("a" * 7 + TOKEN[:7]) * 20_000
     assert redact(text, (TOKEN,)) == text  # no 8-run of the token: nothing masked
+
+
+def test_the_tokens_last_8_characters_at_the_very_end_of_a_text_are_masked():
+    assert redact(f"refused: {TOKEN[-8:]}", (TOKEN,)) == "refused: ***"
+    assert redact(TOKEN[-8:], (TOKEN,)) == "***"
+    assert redact(TOKEN, (TOKEN,)) == "***"
+
+
+def test_a_4_character_secret_is_masked_and_a_3_character_one_is_not():
+    assert redact("pin abcd here", ("abcd",)) == "pin *** here"
+    assert redact("pin abc here", ("abc",)) == "pin abc here"
+
+
+def test_a_redacting_logger_record_passed_exc_info_carries_no_token(caplog):
+    logger = logging.getLogger("cadenza_async.tests.redacting")
+    adapter = RedactingLogger(logger, lambda: (TOKEN,))
+    with caplog.at_level(logging.DEBUG, logger=logger.name):
+        try:
+            raise ConnectionError(f"handshake refused for {TOKEN}")
+        except ConnectionError:
+            adapter.error("connect failed with %s", TOKEN, exc_info=True, stack_info=True)
+            adapter.debug("again", exc_info=sys.exc_info())
+    assert len(caplog.records) == 2
+    for record in caplog.records:
+        assert record.exc_info is None
+        assert record.stack_info is None
+    assert caplog.records[0].getMessage() == "connect failed with ***"
+    assert TOKEN[:8] not in caplog.text
+    assert TOKEN[-8:] not in caplog.text

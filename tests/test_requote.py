@@ -26,17 +26,16 @@ import time
 from collections import Counter
 
 import pytest
+from oracle import is_final, submit_verdict
 from support import client_for
 
 from cadenza_async import (
-    TERMINAL_STATUSES,
     CadenzaClient,
     CadenzaError,
     ReplaceResult,
     SubmitResult,
     TradeOrder,
 )
-from cadenza_async.protocol.placement import verdict_of
 from cadenza_async.testing import CadenzaSimulator
 
 INSTRUMENT = "BINANCE:BTC/USDT"
@@ -153,7 +152,7 @@ async def settle(client: CadenzaClient, account: str, cid: str) -> str | None:
         except CadenzaError:
             found = None
         if found is not None:
-            if found.status in TERMINAL_STATUSES:
+            if is_final(found.status):
                 return None
             try:
                 await client.cancel_and_confirm(found.trade_order_id, timeout=TIMEOUT)
@@ -169,7 +168,7 @@ def check_submit(sim: CadenzaSimulator, result: SubmitResult) -> None:
     placed = sim.find_by_client_order_id(result.client_order_id)
     assert placed is not None
     assert placed.trade_order_id == result.order_id
-    assert verdict_of(result.order) is result.accepted
+    assert submit_verdict(result.order.status, result.order.executed_quantity) is result.accepted
 
 
 def check_replace(sim: CadenzaSimulator, old: str, rep: ReplaceResult) -> None:
@@ -180,7 +179,7 @@ def check_replace(sim: CadenzaSimulator, old: str, rep: ReplaceResult) -> None:
         assert rep.submit is None
         return
     assert rep.cancel.order_id == old
-    assert rep.cancel.status in TERMINAL_STATUSES
+    assert is_final(rep.cancel.status)
     final = sim.get_order(old)
     assert final is not None
     assert final.status == rep.cancel.status  # terminal is terminal: the exchange agrees

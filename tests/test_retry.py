@@ -110,3 +110,21 @@ def test_a_429_always_draws_one_backoff():
     delays = Delays(0.1, 0.2)
     verdict(429, delays, repeatable=False, retry_after=1.0)
     assert delays.drawn == 1
+
+
+def test_a_retry_after_equal_to_the_cap_is_still_retried() -> None:
+    """The cap is the longest pause a retry waits for: a Retry-After of exactly the cap is
+    within it (only a longer one gives up)."""
+    assert verdict(429, Delays(0.1), retry_after=30.0, max_retry_after=30.0) == RetryVerdict(
+        True, pause=30.0
+    )
+    assert verdict(429, Delays(0.1), retry_after=30.001, max_retry_after=30.0).retry is False
+
+
+def test_the_default_cap_on_retry_after_is_30_seconds() -> None:
+    assert retry_verdict(
+        429, repeatable=True, next_delay=Delays(0.1), time_left=None, retry_after=30.0
+    ) == RetryVerdict(True, pause=30.0)
+    assert retry_verdict(
+        429, repeatable=True, next_delay=Delays(0.1), time_left=None, retry_after=30.5
+    ) == RetryVerdict(False, pause=30.0)

@@ -153,8 +153,17 @@ async def test_no_channel_is_released_while_order_updates_has_a_reader(cadenza_s
         order = cadenza_sim.create_order(account_id=other)
         await client.cancel_and_confirm(order.trade_order_id, trading_account_id=other)
         stream = client._stream
-        await asyncio.sleep(0.4)  # two sweeps: the reader keeps every channel
+        # A sweep that takes every channel for idle (used before an hour from now)
+        # releases none: the reader keeps every channel.
+        loop = asyncio.get_running_loop()
+        assert client._canceller.release_idle(loop.time() + 3600) == 0
         assert "tradingAccount:" + other in stream.channels
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await updates.aclose()
+        # With the reader gone, the next cancel's channel is released once idle.
+        again = cadenza_sim.create_order(account_id=other)
+        await client.cancel_and_confirm(again.trade_order_id, trading_account_id=other)
+        await cadenza_sim.wait_for(
+            lambda: "tradingAccount:" + other not in stream.channels, timeout=STEP
+        )

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from oracle import FINAL, is_final
 
 from cadenza_async import (
     CadenzaClient,
@@ -59,7 +60,7 @@ from cadenza_async import (
     Timeouts,
     TransportError,
 )
-from cadenza_async.models import TERMINAL_STATUSES, OrderStatus
+from cadenza_async.models import OrderStatus
 from cadenza_async.testing import CadenzaSimulator
 from cadenza_async.testing.faults import FaultProxy
 
@@ -81,7 +82,7 @@ SHORT_RUN_MEMORY_MARGIN = 3 * 1024 * 1024
 # TradeOrder plus its dict slot); the buffer is capped at 10,000 entries.
 EARLY_ENTRY_BYTES = 4096
 
-STATUSES = {s: s for s in (*TERMINAL_STATUSES, OrderStatus.OPEN, OrderStatus.PENDING_CANCEL)}
+STATUSES = {s: s for s in (*sorted(FINAL), OrderStatus.OPEN, OrderStatus.PENDING_CANCEL)}
 
 TIMEOUTS = Timeouts(connect=3.0, request=2.0, confirm=6.0)
 RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.1, max_retry_after=1.0)
@@ -140,7 +141,7 @@ class Soak:
                 self.problems.append(f"{call.order_id}: result for another order")
             if outcome.cancelled != (status == OrderStatus.CANCELLED):
                 self.problems.append(f"{call.order_id}: cancelled flag disagrees with status")
-            if status not in TERMINAL_STATUSES:
+            if not is_final(status):
                 self.problems.append(f"{call.order_id}: result with non-terminal {status}")
             call.outcomes.append(("result", status, None))
             self.outcomes["cancelled" if outcome.cancelled else f"result:{status}"] += 1
@@ -565,7 +566,7 @@ def check_against_exchange(sim: CadenzaSimulator, soak: Soak) -> None:
                     f"{call.order_id} ({call.kind} via {call.via}): confirmed {what} "
                     f"but the exchange says {final.status}"
                 )
-            if last is not None and last in TERMINAL_STATUSES:
+            if last is not None and is_final(last):
                 soak.problems.append(f"{call.order_id}: timeout with terminal last_known {last}")
         if applied[call.order_id] > 1:
             soak.problems.append(f"{call.order_id}: {applied[call.order_id]} cancels applied")

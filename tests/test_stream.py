@@ -1111,7 +1111,11 @@ async def test_release_while_disconnected_keeps_the_channel_from_the_next_connec
         assert stream.release(channel_of(sim)) is True
         sim.accept_websocket()
         await eventually(lambda: stream.reconnects == 1 and stream.connected)
-        await asyncio.sleep(0.05)
+        # A channel wanted after the connect goes live after anything the connect
+        # subscribed: once it is live, the released one would have been too.
+        other = "tradingAccount:" + sim.add_account()
+        stream.want(other)
+        await eventually(lambda: stream.is_live(other))
         assert not stream.is_live(channel_of(sim))
         assert channel_of(sim) not in stream.positions  # forgotten: a later want starts afresh
 

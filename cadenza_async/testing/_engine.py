@@ -238,6 +238,7 @@ class Engine:
         # placing
         self.accept_delay = 0.0
         self._pending_accepts: dict[str, Any] = {}
+        self.peak_pending_accepts = 0  # the most orders waiting for acceptance at once
         self._by_client_id: dict[tuple[str, str], str] = {}
         self._price_bands: dict[str | None, tuple[Decimal, Decimal]] = {}
         self._reject_next: deque[str] = deque()
@@ -516,6 +517,8 @@ class Engine:
             self._pending_accepts[order_id] = self._call_later(
                 self.accept_delay, lambda: self._complete_accept(order_id, reason)
             )
+            if len(self._pending_accepts) > self.peak_pending_accepts:
+                self.peak_pending_accepts = len(self._pending_accepts)
         elif reason is not None:
             fields["reject_reason"] = reason
             order = self.create_order(

@@ -444,6 +444,16 @@ class CadenzaSimulator:
         return self._engine.duplicate_submits
 
     @property
+    def peak_pending_acceptances(self) -> int:
+        """The most placed orders waiting for the exchange's acceptance at the same instant.
+
+        With ``accept_delay`` > 0 a new order stays SUBMITTED for that long; this
+        counts such orders exactly at each submit (not sampled), so a test can
+        tell how many submits a client kept unproven at once.
+        """
+        return self._engine.peak_pending_accepts
+
+    @property
     def rest_outage_answers(self) -> int:
         """REST calls answered by :meth:`rest_outage` so far."""
         return self._rest.outage_answers

@@ -6,8 +6,9 @@ import ast
 import pathlib
 
 import pytest
+from oracle import FINAL
 
-from cadenza_async.models import TERMINAL_STATUSES, OrderStatus, TradeOrder
+from cadenza_async.models import OrderStatus, TradeOrder
 from cadenza_async.protocol import confirm
 from cadenza_async.protocol.confirm import ConfirmationRegistry, Waiter
 
@@ -86,7 +87,7 @@ def test_rest_terminal_answer_resolves_with_source_rest(reg: ConfirmationRegistr
     assert waiter.outcome.status == OrderStatus.FILLED
 
 
-@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
+@pytest.mark.parametrize("status", sorted(FINAL))
 def test_every_terminal_status_resolves(reg: ConfirmationRegistry, status: str) -> None:
     waiter, _ = reg.register("o1", 0.0)
     assert reg.observe(order(status), "ws", 1.0) is waiter

@@ -23,8 +23,9 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from oracle import is_final
 
-from cadenza_async.models import TERMINAL_STATUSES, OrderStatus, TradeOrder
+from cadenza_async.models import OrderStatus, TradeOrder
 from cadenza_async.protocol.confirm import ConfirmationRegistry, Waiter
 
 A = "acct-a"
@@ -74,7 +75,7 @@ class Exchange:
     def receive_cancel(self, oid: str, immediate: bool) -> TradeOrder | None:
         """Apply a cancel request; the reply's order, or None for "cannot cancel"."""
         current = self.state[oid]
-        if current.status in TERMINAL_STATUSES:
+        if is_final(current.status):
             return None
         if current.status == OrderStatus.PENDING_CANCEL:
             return current
@@ -112,7 +113,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.evidence_ids.add(id(order))
         oid = order.trade_order_id
         if (
-            order.status in TERMINAL_STATUSES
+            is_final(order.status)
             and not any(c.order_id == oid for c in self.callers)
             and oid not in self.early_model
             and self.capacity
@@ -275,7 +276,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.delivered.update(range(len(self.exchange.log)))
         self.reconcile_everything_by_rest()
         for waiter in self.reg.pending():
-            assert self.exchange.state[waiter.order_id].status not in TERMINAL_STATUSES
+            assert not is_final(self.exchange.state[waiter.order_id].status)
 
     # -- invariants --------------------------------------------------------------
 
@@ -289,7 +290,7 @@ class RegistryMachine(RuleBasedStateMachine):
                 continue
             assert caller.waiter.done
             assert caller.waiter.source in ("ws", "http", "rest")
-            assert outcome.status in TERMINAL_STATUSES
+            assert is_final(outcome.status)
             assert id(outcome) in self.evidence_ids
             assert outcome.trade_order_id == caller.order_id
             assert outcome.trading_account_id == ORDER_ACCOUNTS[caller.order_id]

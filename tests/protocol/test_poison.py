@@ -91,3 +91,11 @@ def test_forgetting_a_stuck_channel_lets_it_recover_when_wanted_again():
     rule.poisoned_end({A: pos(5)})
     rule.forget(A)
     assert rule.recovers(A)
+
+
+def test_the_rules_repr_lists_the_stuck_channels_sorted():
+    rule = PoisonedPositions()
+    assert repr(rule) == "<PoisonedPositions stuck=[]>"
+    for _ in range(2):
+        rule.poisoned_end({B: pos(5), A: pos(3)})
+    assert repr(rule) == f"<PoisonedPositions stuck={[A, B]!r}>"

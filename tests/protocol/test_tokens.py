@@ -89,3 +89,20 @@ def test_expiries_between_refusals_do_not_reset_the_count():
     assert policy.before_fetch() == GiveUp(
         "the WebSocket refused 2 tokens in a row from the token provider", 109
     )
+
+
+def test_a_give_up_after_an_expiry_names_the_expirys_code():
+    policy = TokenRefusals(max_refusals=1)
+    policy.refused("t1", 109)
+    policy.after_fetch("t2")
+    policy.expired("t2", 3005)
+    assert policy.before_fetch() == GiveUp(
+        "the WebSocket refused 1 tokens in a row from the token provider", 3005
+    )
+
+
+def test_the_policys_repr_says_its_refusals_and_whether_a_token_is_stale():
+    policy = TokenRefusals()
+    assert repr(policy) == "<TokenRefusals refusals=0 stale=False>"
+    policy.refused("t1", 109)
+    assert repr(policy) == "<TokenRefusals refusals=1 stale=True>"

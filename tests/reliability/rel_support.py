@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
+from oracle import is_final
 from support import client_for, has_update_reader
 
 import cadenza_async.client as client_module
 from cadenza_async import CadenzaClient, CancelResult
 from cadenza_async.config import RetryPolicy, Timeouts
 from cadenza_async.errors import CadenzaError
-from cadenza_async.models import is_terminal
 from cadenza_async.stream import OrderStream
 from cadenza_async.testing import CadenzaSimulator
 
@@ -62,7 +62,7 @@ def assert_consistent(sim: CadenzaSimulator, order_id: str, outcome: object) -> 
     final = sim.get_order(order_id)
     if isinstance(outcome, CancelResult):
         assert final is not None, f"{order_id}: a result for an order the exchange never had"
-        assert is_terminal(outcome.status), f"{order_id}: result with non-terminal {outcome.status}"
+        assert is_final(outcome.status), f"{order_id}: result with non-terminal {outcome.status}"
         assert outcome.status == final.status, (
             f"{order_id}: result says {outcome.status}, exchange says {final.status}"
         )

@@ -9,6 +9,7 @@ Centrifugo stand-in whose refusals quote the token back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import ACCOUNT_ID, client_for
+from support import ACCOUNT_ID, client_for, until
 from websockets.asyncio.client import connect
 
 from cadenza_async import (
@@ -63,6 +64,7 @@ class RecordingWebSocketServer:
 
     def __init__(self) -> None:
         self.handshakes = 0
+        self.ended = 0  # connections read to their end
         self.frames: list[str] = []
         app = web.Application()
         app.router.add_get(WS_PATH, self._handler)
@@ -74,11 +76,14 @@ class RecordingWebSocketServer:
 
     async def _handler(self, request: web.Request) -> web.StreamResponse:
         self.handshakes += 1
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for message in ws:
-            self.frames.append(str(message.data))
-        return ws
+        try:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for message in ws:
+                self.frames.append(str(message.data))
+            return ws
+        finally:
+            self.ended += 1
 
 
 class Redirector:
@@ -211,10 +216,11 @@ async def test_even_a_followed_redirect_is_dropped_before_the_token_is_sent(
     try:
         with pytest.raises(TransportError) as info:
             await stream.start()
-        await asyncio.sleep(0.05)  # let the recorder read whatever might have been sent
     finally:
         await stream.aclose()
         await redirector.server.close()
+    # the recorder read whatever was sent, each connection to its end
+    await until(lambda: recorder.ended == recorder.handshakes)
 
     assert recorder.handshakes >= 1  # websockets did follow it here
     assert "another URI" in str(info.value)
@@ -376,7 +382,9 @@ class EchoingCentrifugo:
                     push = {"push": {"disconnect": {"code": 3501, "reason": f"token {token}"}}}
                     await ws.send_str(msgspec.json.encode(push).decode())
             break
-        await asyncio.sleep(0.2)
+        if not ws.closed:  # hold the connection until the client leaves (it read the answer)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await ws.receive(timeout=5.0)
         return ws
 
 
@@ -389,10 +397,8 @@ async def test_centrifugo_texts_that_quote_the_token_are_scrubbed(how: str):
 
     async def start_and_wait_for_the_failure() -> None:
         await stream.start()  # a refused connect raises here
-        for _ in range(200):  # a close or a push comes after the connect succeeded
-            if failures:
-                raise failures[0]
-            await asyncio.sleep(0.01)
+        await until(lambda: failures)  # a close or a push comes after the connect succeeded
+        raise failures[0]
 
     try:
         with pytest.raises(CadenzaError) as info:
