@@ -15,24 +15,29 @@ from typing import Any
 
 from ._alarm import Alarm
 
-__all__ = ["Callers", "sleep_until"]
+__all__ = ["Callers", "CallersMixin", "sleep_until"]
 
 
-class Callers:
-    """The wake-up futures of the callers of one piece of work, and its definite error."""
+class CallersMixin:
+    """:class:`Callers`' behaviour for a slotted class that declares ``futures`` and
+    ``error`` in its own ``__slots__`` (:class:`cadenza_async.engine.Job`)."""
 
-    __slots__ = ("error", "futures")
+    __slots__ = ()
+
+    futures: list[asyncio.Future[None]] | None
+    error: BaseException | None
 
     def __init__(self) -> None:
-        # (made by the first caller that sleeps: most cancels are proven without one)
-        self.futures: list[asyncio.Future[None]] | None = None
-        self.error: BaseException | None = None  # definite failure: every caller raises it
+        # (made by the first caller that sleeps: most jobs are proven without one; the
+        # slots are the subclass's, which mypy's slot check does not see)
+        self.futures = None  # type: ignore[misc]
+        self.error = None  # type: ignore[misc]  # definite failure: every caller raises it
 
     def wake(self) -> None:
         """Wake every caller now (proof came, the work failed, the client closed)."""
         futures = self.futures
         if futures:
-            self.futures = None
+            self.futures = None  # type: ignore[misc]
             for future in futures:
                 if not future.done():
                     future.set_result(None)
@@ -40,8 +45,14 @@ class Callers:
     def fail(self, error: BaseException) -> None:
         """End the work with ``error`` (the first one wins) and wake every caller."""
         if self.error is None:
-            self.error = error
+            self.error = error  # type: ignore[misc]
         self.wake()
+
+
+class Callers(CallersMixin):
+    """The wake-up futures of the callers of one piece of work, and its definite error."""
+
+    __slots__ = ("error", "futures")
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
@@ -50,13 +61,13 @@ def _expire(future: asyncio.Future[Any]) -> None:
 
 
 async def sleep_until(
-    callers: Callers, alarm: Alarm, until: float, also: asyncio.Future[Any] | None = None
+    callers: CallersMixin, alarm: Alarm, until: float, also: asyncio.Future[Any] | None = None
 ) -> None:
     """Sleep until ``until`` (event-loop time); woken early by ``callers`` or when ``also`` is done."""
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     futures = callers.futures
     if futures is None:
-        callers.futures = [future]
+        callers.futures = [future]  # type: ignore[misc]
     else:
         futures.append(future)
     alarm.add(until, future)

@@ -35,8 +35,9 @@ from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOr
 from .placing import Placer, SubmitOutcome, new_order
 from .protocol.confirm import ConfirmationRegistry
 from .protocol.placement import PlacementRegistry
+from .protocol.proof import Pager
 from .stream import OrderStream, channel_for
-from .transports import HttpCancel, HttpSubmit, http_list_page, http_list_recent, http_look_up
+from .transports import HttpCancel, HttpSubmit, http_list_orders, http_look_up
 from .updates import OrderUpdates
 
 log = logging.getLogger("cadenza_async.client")
@@ -156,7 +157,7 @@ class CadenzaClient(MarketMethods):
         self._canceller = Canceller(
             http_cancel=HttpCancel(self._http),
             look_up_order=http_look_up(self._http),
-            list_page=http_list_page(self._http),
+            list_page=http_list_orders(self._http),
             gate=self._gate,
             registry=self._registry,
             cancel_via=config.cancel_via,
@@ -167,13 +168,12 @@ class CadenzaClient(MarketMethods):
         self._placer = Placer(
             http_submit=HttpSubmit(self._http),
             look_up_order=http_look_up(self._http),
-            list_recent=http_list_recent(self._http),
+            list_recent=http_list_orders(self._http),
             gate=self._gate,
             registry=PlacementRegistry(),
             submit_via=config.submit_via,
             confirm_timeout=config.timeouts.confirm,
             request_timeout=config.timeouts.request,
-            send_attempts=config.retry.attempts,
             default_account=config.trading_account_id,
             wire=config.wire,
         )
@@ -183,11 +183,12 @@ class CadenzaClient(MarketMethods):
             self._tokens,
             # (the placer and order_updates() listen while they need events)
             on_order=(self._canceller.observe_event,),
-            on_gap=self._canceller.channel_gap,
-            on_refused=self._canceller.channel_refused,
-            on_failure=self._canceller.stream_failed,
-            on_state=self._canceller.stream_state,
-            on_bad_event=self._canceller.bad_event,
+            # what the stream says about channels and itself, to both engines
+            on_gap=self._both("channel_gap"),
+            on_refused=self._both("channel_refused"),
+            on_failure=self._both("stream_failed"),
+            on_state=self._both("stream_state"),
+            on_bad_event=self._both("bad_event"),
         )
         self._canceller.attach_stream(self._stream)
         # Accounts whose channel stays whatever: the configured one, those the
@@ -208,6 +209,17 @@ class CadenzaClient(MarketMethods):
         self._market = Market(
             self._http, self._stream, self._ensure_stream, config.timeouts.request
         )
+
+    def _both(self, method: str) -> Callable[..., None]:
+        """Call ``method`` of the canceller, then of the placer (the stream's callbacks)."""
+        first = getattr(self._canceller, method)
+        second = getattr(self._placer, method)
+
+        def both(*args: Any) -> None:
+            first(*args)
+            second(*args)
+
+        return both
 
     @classmethod
     def from_env(
@@ -472,10 +484,16 @@ class CadenzaClient(MarketMethods):
         timeout: float | None,
         account: str | None,
         accounts: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Many[CancelResult]:
-        """The confirmed bulk: :meth:`Canceller.confirm_many`, checks made once for it all."""
+        """The confirmed bulk: :meth:`Canceller.confirm_many`, checks made once for it all.
+
+        With a ``timeout`` the whole bulk ends by it (``deadline``, when not given).
+        """
         if account is not None:
             check_account_id(account)
+        if timeout is not None and deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._canceller._check_timeout(timeout)
         self._start_stream()
         return functools.partial(
             self._canceller.confirm_many,
@@ -484,6 +502,7 @@ class CadenzaClient(MarketMethods):
             trading_account_id=account,
             accounts=accounts,
             still_open=self._is_open,
+            deadline=deadline,
         )
 
     def _is_open(self) -> bool:
@@ -520,10 +539,12 @@ class CadenzaClient(MarketMethods):
         in listing order (see :meth:`cancel_many`). A listing that stops
         making progress (a page with no order not already listed, a cursor
         that does not move) or reaches ``max_pages`` ends there with a
-        warning, and what was found is cancelled. The listing runs within
-        ``timeout`` (``timeouts.confirm`` when None): past it,
-        :class:`~cadenza_async.errors.TransportError` and nothing is
-        cancelled; with a ``timeout`` the cancels get the time the listing left.
+        warning, and what was found is cancelled. ``timeout``
+        (``timeouts.confirm`` when None) bounds the whole call, the listing
+        and the cancels: a listing still going at it ends there and what it
+        found is cancelled in the time left (an order whose turn comes too
+        late is not sent: :class:`~cadenza_async.errors.TransportError`); a
+        listing that found nothing in time raises its error.
         """
         self._check_open()
         accounts = [] if trading_account_id is None else [trading_account_id]
@@ -535,10 +556,11 @@ class CadenzaClient(MarketMethods):
             raise ValueError("cancel_all_open needs trading_account_id or account_ids")
         for account in accounts:
             check_account_id(account)
-        if max_pages < 1:
-            raise ValueError("max_pages must be >= 1")
+        if max_pages < 1 or page_size < 1:
+            raise ValueError("max_pages and page_size must be >= 1")
+        timeout = self._canceller._check_timeout(timeout)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.config.timeouts.confirm if timeout is None else timeout)
+        deadline = loop.time() + timeout
         limit = asyncio.Semaphore(concurrency)
 
         async def listed(account: str) -> list[str]:
@@ -551,8 +573,7 @@ class CadenzaClient(MarketMethods):
             for account, ids in zip(accounts, per_account, strict=True)
             for order_id in ids
         }
-        remaining = None if timeout is None else max(0.0, deadline - loop.time())
-        many = self._confirm_many(concurrency, remaining, None, account_of)
+        many = self._confirm_many(concurrency, timeout, None, account_of, deadline)
         return list(await run_many(list(account_of), many, concurrency=concurrency))
 
     async def _list_open(
@@ -563,37 +584,56 @@ class CadenzaClient(MarketMethods):
         max_pages: int,
         deadline: float,
     ) -> list[str]:
-        """The ids of an account's open orders, listed within ``deadline`` (see cancel_all_open)."""
-        listing = _Listing()
-        for pages in range(1, max_pages + 1):
-            page = await self._http.list_orders(
-                trading_account_id=account,
-                instrument_id=instrument_id,
-                limit=page_size,
-                offset=None if listing.cursor is not None else listing.offset,
-                cursor=listing.cursor,
-                deadline=deadline,
-            )
-            more = listing.take(page, page_size)
-            if more is None:
-                return listing.open_ids
-            if not more:
-                log.warning(
-                    "cancel_all_open: the order listing of %s stopped advancing after %d pages; "
-                    "cancelling the %d open orders found",
-                    account,
-                    pages,
-                    len(listing.open_ids),
+        """The ids of an account's open orders, listed within ``deadline`` (see cancel_all_open).
+
+        Raises the listing's error only when it found nothing before it.
+        """
+        pager = Pager(page_size, max_pages)
+        open_ids: list[str] = []
+        reason = ""
+        while (request := pager.request()) is not None:
+            offset, cursor = request
+            try:
+                page = await self._http.list_orders(
+                    trading_account_id=account,
+                    instrument_id=instrument_id,
+                    limit=page_size,
+                    offset=offset,
+                    cursor=cursor,
+                    deadline=deadline,
                 )
-                return listing.open_ids
-        log.warning(
-            "cancel_all_open: the order listing of %s still had more after max_pages=%d pages; "
-            "cancelling the %d open orders found",
-            account,
-            max_pages,
-            len(listing.open_ids),
-        )
-        return listing.open_ids
+            except CadenzaError as exc:
+                if not pager.seen or asyncio.get_running_loop().time() < deadline:
+                    raise
+                reason = f"the call's deadline came ({type(exc).__name__})"
+                break
+            pagination = page.pagination
+            new = set(
+                pager.take(
+                    (o.trade_order_id for o in page.orders),
+                    len(page.orders),
+                    None if pagination is None else pagination.has_next,
+                    None if pagination is None else pagination.cursor,
+                )
+            )
+            open_ids += [
+                o.trade_order_id
+                for o in page.orders
+                if o.trade_order_id in new and not is_terminal(o.status)
+            ]
+        if pager.stalled:
+            reason = "it stopped advancing"
+        elif pager.exhausted:
+            reason = f"it still had more after max_pages={max_pages} pages"
+        if reason:
+            log.warning(
+                "cancel_all_open: the order listing of %s ended early (%s); "
+                "cancelling the %d open orders found",
+                account,
+                reason,
+                len(open_ids),
+            )
+        return open_ids
 
     async def order_updates(self) -> AsyncIterator[TradeOrder]:
         """Every order update on the subscribed accounts, as it arrives.
@@ -619,7 +659,7 @@ class CadenzaClient(MarketMethods):
             stream_connected=stream.connected,
             stream_reconnects=stream.reconnects,
             degraded=self._canceller.degraded,
-            rest_polls=self._canceller.rest_polls,
+            rest_polls=self._canceller.rest_polls + self._placer.rest_polls,
             bad_events=stream.bad_events,
             updates_dropped=self._updates.dropped,
             account_mismatches=registry.account_mismatches + stream.account_mismatches,
@@ -896,34 +936,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a task's exception as seen (whoever needs it awaits the task itself)."""
     if not task.cancelled():
         task.exception()
-
-
-class _Listing:
-    """Where a paged listing of an account's orders stands (see ``cancel_all_open``)."""
-
-    __slots__ = ("cursor", "listed", "offset", "open_ids")
-
-    def __init__(self) -> None:
-        self.open_ids: list[str] = []
-        self.listed: set[str] = set()
-        self.offset = 0
-        self.cursor: str | None = None
-
-    def take(self, page: OrderPage, page_size: int) -> bool | None:
-        """Add a page: ``None`` when it was the last, False when the listing stalled, else True.
-
-        Stalled: a page with no order not already listed, or a cursor that did not move.
-        """
-        new = [o for o in page.orders if o.trade_order_id not in self.listed]
-        self.listed.update(o.trade_order_id for o in new)
-        self.open_ids += [o.trade_order_id for o in new if not is_terminal(o.status)]
-        self.offset += len(page.orders)
-        pagination = page.pagination
-        more = pagination.has_next if pagination is not None else None
-        if not page.orders or more is False or (more is None and len(page.orders) < page_size):
-            return None
-        stalled = not new
-        if pagination is not None and pagination.cursor is not None:
-            stalled = stalled or pagination.cursor == self.cursor
-            self.cursor = pagination.cursor
-        return not stalled

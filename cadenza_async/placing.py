@@ -1,44 +1,24 @@
-"""Placing with proof: a submit turned into one proven outcome, on time, and never into two orders.
+"""Placing: the submit policy of the proof engine; submit, submit many, replace, never two orders.
 
-This is the asyncio side of :class:`~cadenza_async.protocol.placement.PlacementRegistry`.
-The registry decides *whether* evidence proves the exchange accepted (or
-refused) a new order; this module sends the submits, feeds the registry with
-what the submit's reply, the order stream and REST look-ups say, and wakes
-the callers waiting on each submit. It follows the cancels' two principles
-(:mod:`cadenza_async.cancels`): one deadline per call, bounding every wait,
-the final look-up included (in the reserved :func:`~cadenza_async.cancels.final_slice`);
-and a stream that cannot help never stops a submit: REST proves it then.
+The rules are the engine's (:mod:`cadenza_async.engine`, over the sans-I/O
+:mod:`cadenza_async.protocol.proof`); what proves a submit (accepted or
+refused) is the :class:`~cadenza_async.protocol.placement.PlacementRegistry`'s.
+This module says how a submit goes out and what its answers mean:
 
-How one submit runs:
-
-1. Its ``clientOrderId`` (the API's idempotency key; a uuid4 when the caller
-   gives none) is chosen and the placement registered *before* the submit is
-   sent: the event can beat the reply, and is matched by ``clientOrderId``
-   until an answer names the ``tradeOrderId``.
-2. One *job* per account and ``clientOrderId``, driven by one task the placer
-   owns, sends the submit and proves its outcome; concurrent callers with the
-   same ``clientOrderId`` share it (one submit at a time), each waiting on a
-   future of its own. The job stops when its last caller leaves.
-3. Proof from any source (event, reply, look-up) wakes every caller at once.
-4. A send that fails is only ever sent again with the same ``clientOrderId``:
-
-   * it provably never reached the API (refused, DNS, TLS, a 429): sent
-     again with backoff while ``retry.attempts`` and the deadline allow,
-     then that error is raised at once;
-   * it may have reached it (a timeout, a reset after sending, any 5xx):
-     the account's recent orders are listed and matched by
-     ``clientOrderId`` *before* anything is sent again. Found, it is the
-     order (nothing is resent); not found, the submit goes again, with the
-     same key, so the API places one order at most. The deadline ends the
-     loop, with the last send error as the timeout's ``__cause__``.
-
-   A definite answer (400, 401, 403) is raised at once.
-5. After the reply, the stream proves the outcome while the account's channel
-   is live; a channel that became live after the submit went out, or lost
-   continuity, gets one look-up for the events it may have missed. While it is
-   not live (stream down, closed for good, refused), REST polls with backoff.
-6. At the deadline: :class:`SubmitConfirmationTimeout` with ``last_known``
-   (SUBMITTED, say) and the ``client_order_id`` to find the order by later.
+* Its ``clientOrderId`` (the API's idempotency key; a uuid4 when the caller
+  gives none) is chosen, and the placement registered, before it is sent:
+  the event can beat the reply, and is matched by ``clientOrderId`` until an
+  answer names the ``tradeOrderId``. Callers with the same ``clientOrderId``
+  share one job: one submit at a time.
+* A submit is only ever sent again with the same ``clientOrderId``, and one
+  that may have been placed (a timeout, a reset after sending, any 5xx) only
+  after a listing of the account's recent orders completed without finding
+  it (a failed listing is listed again, never resent). A submit that
+  provably never reached the API is sent again while the deadline allows.
+* ``submit_via="ws"`` sends it as a Centrifugo RPC while the stream is
+  connected (HTTP when the server has no such RPC).
+* At the deadline: :class:`SubmitConfirmationTimeout` with ``last_known``
+  (SUBMITTED, say) and the ``client_order_id`` to find the order by later.
 
 ``replace_and_confirm`` cancels the old order with the canceller's
 ``cancel_and_confirm`` and sends the new one only once the old one is proven
@@ -48,30 +28,23 @@ final: never two live orders. One deadline bounds both halves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from ._alarm import Alarm
-from ._callers import Callers, sleep_until
-from ._tasks import TaskOwner
 from ._validate import _check_id, check_account_id, check_order_id
 from .bulk import run_pool
-from .cancels import final_slice
+from .engine import MIN_TURN, RETRIABLE, Job, ListOrders, ProofEngine, naming, no_time_left
 from .errors import (
     CadenzaError,
     ClientClosedError,
     ConfirmationTimeout,
-    RateLimitError,
-    ServerError,
     StreamRpcError,
-    TransportError,
 )
 from .models import (
     CancelResult,
@@ -82,12 +55,11 @@ from .models import (
     TradeOrder,
 )
 from .protocol.placement import Placement, PlacementRegistry
-from .stream import channel_for
-from .transports import ListRecent, RpcSubmit, SubmitTransport
+from .protocol.proof import SUBMIT_RULES, Pager, final_slice
+from .transports import RpcSubmit, SubmitTransport
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
-    from .http import OrderPage
     from .stream import OrderStream
 
 __all__ = [
@@ -105,12 +77,6 @@ LookUp = Callable[[str, "str | None", "float | None"], Awaitable[TradeOrder]]
 #: One outcome of ``submit_many``: the proven result, or that order's error.
 SubmitOutcome = SubmitResult | CadenzaError
 
-#: REST polling while the stream cannot prove: first look-up after this, doubling up to the cap.
-POLL_FIRST: Final = 0.1
-POLL_MAX: Final = 2.0
-#: Backoff between sends of a submit that failed.
-RESEND_FIRST: Final = 0.05
-RESEND_MAX: Final = 1.0
 #: Finding a submit by clientOrderId: orders created since the first send, less this
 #: margin for the skew between our clock and the server's (ms), newest first.
 LIST_SKEW_MS: Final = 300_000
@@ -218,38 +184,15 @@ def _as_new_order(item: NewOrder | Mapping[str, Any], index: int) -> NewOrder:
         raise type(exc)(f"order {index}: {exc}") from None
 
 
-class _Job(Callers):
-    """One submit: its callers' wake-up futures, its driver, what happened so far."""
+class _Job(Job):
+    """One submit: the engine's job, the order it sends, and when it first went out."""
 
-    __slots__ = (
-        "acked_at",
-        "asked",
-        "deadline",
-        "driver",
-        "first_sent_at",
-        "maybe_sent",
-        "not_sent",
-        "order",
-        "seen_since",
-        "send_error",
-        "sent_at",
-        "sent_wall_ms",
-    )
+    __slots__ = ("order", "sent_wall_ms")
 
     def __init__(self, order: NewOrder, deadline: float) -> None:
+        super().__init__(deadline, SUBMIT_RULES)
         self.order = order
-        super().__init__()
-        self.deadline = deadline  # the latest deadline among the callers still waiting
-        self.acked_at: float | None = None  # when a reply (or a listing) showed the order
-        self.send_error: CadenzaError | None = None  # the last failed send (a timeout's cause)
-        self.maybe_sent = False  # a send may have reached the API
-        self.not_sent = 0  # sends that provably never reached it
-        self.sent_at = 0.0  # when the submit last went out (event-loop time)
-        self.first_sent_at: float | None = None  # when it first went out (event-loop time)
         self.sent_wall_ms: int | None = None  # when it first went out (Unix ms, for listing)
-        self.asked = False  # the account's channel was asked for (once per job)
-        self.seen_since: float | None = None  # the channel's live_since the job last saw
-        self.driver: asyncio.Task[None] | None = None
 
 
 def _job(placement: Placement) -> _Job:
@@ -258,14 +201,11 @@ def _job(placement: Placement) -> _Job:
     return handle
 
 
-#: Failures of a look-up or a listing that leave the question open (poll again, or resend).
-_RETRIABLE: Final = (TransportError, ServerError, RateLimitError)
-
 CancelAndConfirm = Callable[..., Awaitable[CancelResult]]
 
 
-class Placer:
-    """Sends submits over HTTP or the stream and waits for their proof; owns jobs and their tasks.
+class Placer(ProofEngine[Placement, _Job]):
+    """The submit policy of the proof engine; owns submit jobs and their tasks.
 
     Owned by :class:`~cadenza_async.CadenzaClient`, which gives it the HTTP
     submit, the REST look-up and listing, the rate gate and the registry,
@@ -273,60 +213,43 @@ class Placer:
     decoded order events to :meth:`observe_event`. Tests give it fakes.
     """
 
+    kind = "submit"
+    announces = False  # (the canceller's log says it once for the client)
+
     def __init__(
         self,
         *,
         http_submit: SubmitTransport,
         look_up_order: LookUp,
-        list_recent: ListRecent,
+        list_recent: ListOrders,
         gate: RateGate,
         registry: PlacementRegistry,
         submit_via: Literal["http", "ws"],
         confirm_timeout: float,
         request_timeout: float,
-        send_attempts: int = 3,
         default_account: str | None = None,
         wire: Literal["current", "legacy"] = "current",
     ) -> None:
+        super().__init__(
+            registry=registry,
+            list_orders=list_recent,
+            confirm_timeout=confirm_timeout,
+            request_timeout=request_timeout,
+            log=log,
+        )
+        self._registry: PlacementRegistry = registry
         self._http_submit = http_submit
-        self._wire = wire
         self._rpc_submit: SubmitTransport | None = None
         self._get_order = look_up_order
         self._list_recent = list_recent
         self._gate = gate
-        self._registry = registry
         self._submit_via = submit_via
-        self._confirm_timeout = confirm_timeout
-        self._request_timeout = request_timeout
-        self._send_attempts = max(1, send_attempts)
         self._default_account = default_account
-        self._stream: OrderStream | None = None
-        self._closed: ClientClosedError | None = None
-        self._tasks = TaskOwner(log)
-        self._alarm = Alarm()
-        self.rest_polls = 0
-
-    # -- life ------------------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """Every caller still waiting gets ``ClientClosedError`` at once; running sends stop."""
-        if self._closed is None:
-            self._closed = ClientClosedError(
-                "the client was closed before the submit was confirmed"
-            )
-        for placement in self._registry.pending():
-            handle = placement.handle
-            if isinstance(handle, _Job):
-                handle.wake()
-        await self._tasks.aclose()
-        self._alarm.close()
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        return self._tasks.spawn(coro, name)
+        self._wire = wire
 
     def attach_stream(self, stream: OrderStream) -> None:
         """Use ``stream`` for events, subscriptions and (``submit_via="ws"``) RPC submits."""
-        self._stream = stream
+        super().attach_stream(stream)
         self._rpc_submit = RpcSubmit(
             stream, self._gate, self._request_timeout, nested=self._wire == "current"
         )
@@ -336,7 +259,7 @@ class Placer:
         registry = self._registry
         if not registry.pending_count:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         placement = registry.resolve_from_event(order, now, channel_account=account)
         if placement is not None:
             _job(placement).wake()
@@ -366,13 +289,6 @@ class Placer:
             return order
         return msgspec.structs.replace(order, trading_account_id=account, client_order_id=client_id)
 
-    def _timeout(self, timeout: float | None) -> float:
-        if timeout is None:
-            return self._confirm_timeout
-        if not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        return float(timeout)
-
     async def submit_and_confirm(
         self, order: NewOrder, *, timeout: float | None = None
     ) -> SubmitResult:
@@ -380,10 +296,8 @@ class Placer:
 
         See ``CadenzaClient.submit_and_confirm``.
         """
-        timeout = self._timeout(timeout)
+        timeout = self._check_timeout(timeout)
         order = self.prepare(order)
-        if self._closed is not None:
-            raise ClientClosedError("the client is closed")
         started = asyncio.get_running_loop().time()
         return await self._submit(order, started, started + timeout, timeout)
 
@@ -400,21 +314,42 @@ class Placer:
         anything is sent: a malformed one raises ``TypeError``/``ValueError``
         naming its index, and nothing goes out. Then each item is a
         :class:`SubmitResult` or that order's error; a single order's failure
-        never raises. Cancelling the caller cancels the submits in flight.
+        never raises. ``timeout`` (default ``timeouts.confirm``) bounds each
+        order's call and the whole bulk: an order whose turn comes too close
+        to it is not sent (:class:`~cadenza_async.errors.TransportError`,
+        ``maybe_sent`` False). A worker takes the next order once its submit's
+        request is over too (its proof can come first), so no more than
+        ``concurrency`` submits are ever in flight. Cancelling the caller
+        cancels the submits in flight.
         """
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValueError("concurrency must be an int >= 1")
         if isinstance(orders, (str, bytes, Mapping, NewOrder)):
             raise TypeError("orders must be an iterable of NewOrder or mappings, not one order")
         prepared = [self.prepare(_as_new_order(item, i)) for i, item in enumerate(orders)]
-        timeout = self._timeout(timeout)
+        timeout = self._check_timeout(timeout)
+        end = self._running_loop().time() + timeout
         outcomes: list[SubmitOutcome | None] = [None] * len(prepared)
 
         async def work(index: int) -> None:
+            order = prepared[index]
+            started = self._running_loop().time()
+            deadline, budget = started + timeout, timeout
+            if deadline > end + MIN_TURN:  # the bulk's own deadline comes first
+                deadline, budget = end, end - started
+                if budget < MIN_TURN:
+                    outcomes[index] = naming(no_time_left(self.kind), order.client_order_id or "")
+                    return
+            jobs: list[_Job] = []
             try:
-                outcomes[index] = await self.submit_and_confirm(prepared[index], timeout=timeout)
+                outcomes[index] = await self._submit(order, started, deadline, budget, jobs)
             except CadenzaError as exc:
                 outcomes[index] = exc
+            # The proof can come before the submit's reply: the worker's slot is free only
+            # once its request is over too, so no more than ``concurrency`` are in flight.
+            drivers = [job.driver for job in jobs if job.driver is not None]
+            if drivers:
+                await asyncio.wait(drivers)
 
         await run_pool(range(len(prepared)), work, concurrency=concurrency)
         done: list[SubmitOutcome] = []
@@ -437,10 +372,8 @@ class Placer:
         See ``CadenzaClient.replace_and_confirm``.
         """
         check_order_id(old_order_id)
-        timeout = self._timeout(timeout)
+        timeout = self._check_timeout(timeout)
         order = self.prepare(order)
-        if self._closed is not None:
-            raise ClientClosedError("the client is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -468,8 +401,14 @@ class Placer:
     # -- one submit, for every caller of its clientOrderId -----------------------
 
     async def _submit(
-        self, order: NewOrder, started: float, deadline: float, timeout: float
+        self,
+        order: NewOrder,
+        started: float,
+        deadline: float,
+        timeout: float,
+        jobs: list[_Job] | None = None,
     ) -> SubmitResult:
+        """One submit for one caller; ``jobs`` (when given) gets the job it joined."""
         client_id = order.client_order_id
         account = order.trading_account_id
         assert client_id is not None
@@ -483,16 +422,26 @@ class Placer:
             if placement.done:
                 return self._result(placement, started)
             job = self._join(placement, created, order, deadline)
-            await self._prove_by(placement, job, deadline, timeout)
-            if placement.outcome is not None:
-                return self._result(placement, started)
-            raise self._unproven(placement, job, timeout)
+            if jobs is not None:
+                jobs.append(job)
+            return await self._proven(placement, job, started, deadline, timeout)
         finally:
             registry.release(placement)
             if placement.refs == 0 and not placement.done and job is not None and job.driver:
                 job.driver.cancel()  # every caller gave up: stop working for nobody
             if not len(registry):
                 self._hear_events(False)
+
+    async def _proven(
+        self, placement: Placement, job: _Job, started: float, deadline: float, timeout: float
+    ) -> SubmitResult:
+        """A caller's wait for the proof, the final look-up in its last slice; or its error."""
+        await self._wait(placement, job, deadline - self._final_slice(timeout))
+        if not placement.done and job.error is None and self._closed is None:
+            await self._final_wait(placement, job, deadline)
+        if placement.outcome is not None:
+            return self._result(placement, started)
+        raise self._unproven(placement, job, timeout)
 
     def _hear_events(self, on: bool) -> None:
         """Take the stream's order events while a submit is held, only then (each event
@@ -504,108 +453,20 @@ class Placer:
             else:
                 stream.unlisten(self.observe_event)
 
-    @staticmethod
-    def _join(placement: Placement, created: bool, order: NewOrder, deadline: float) -> _Job:
-        """The submit's job: new, or shared and extended to ``deadline``."""
+    def _join(self, placement: Placement, created: bool, order: NewOrder, deadline: float) -> _Job:
+        """The submit's job (new, or shared and extended to ``deadline``), with a task driving it."""
         if created:
             job = _Job(order, deadline)
             placement.handle = job
-            return job
-        job = _job(placement)
-        job.deadline = max(job.deadline, deadline)
+        else:
+            job = _job(placement)
+            job.extend(deadline)
+        driver = job.driver
+        if driver is None or driver.done():
+            job.driver = self._start_driver(placement, job)
         return job
 
-    async def _prove_by(
-        self, placement: Placement, job: _Job, deadline: float, timeout: float
-    ) -> None:
-        """Wait for proof until ``deadline``; the final look-up starts in the last slice.
-
-        (_wait starts the job's task, and starts it again when the stream changes.)
-        """
-        await self._wait(placement, job, deadline - final_slice(timeout))
-        if placement.done or job.error is not None or self._closed is not None:
-            return
-        # The final look-up, inside the deadline; proof from any source ends the wait.
-        final = self._spawn(
-            self._final_look_up(placement, deadline), f"find {placement.client_order_id}"
-        )
-        try:
-            await self._wait(placement, job, deadline)
-        finally:
-            final.cancel()
-
-    def _unproven(self, placement: Placement, job: _Job, timeout: float) -> BaseException:
-        """What a caller without proof raises: the job's error, a close, or a timeout."""
-        if job.error is not None:
-            return job.error
-        client_id = placement.client_order_id
-        if self._closed is not None:
-            return ClientClosedError(
-                f"the client was closed before the submit {client_id} was confirmed"
-            )
-        cause = job.send_error
-        if cause is None and job.acked_at is None and job.sent_at:
-            cause = TransportError("the submit got no answer before the deadline")
-        error = SubmitConfirmationTimeout(
-            client_id, placement.order_id, placement.last_known, timeout
-        )
-        error.__cause__ = cause
-        return error
-
-    async def _wait(self, placement: Placement, job: _Job, until: float) -> None:
-        """Return when the submit is proven, the job failed, the client closed, or at ``until``.
-
-        The job's task ends while the stream can prove the submit; a change of
-        the stream's state wakes the callers, and one of them starts it again
-        (to look up what a gap may have hidden, or to poll while it is down).
-        """
-        loop = asyncio.get_running_loop()
-        stream = self._stream
-        start = True  # (re)start the job's task now: first, and after each change of the stream
-        while not placement.done and job.error is None and self._closed is None:
-            now = loop.time()
-            if now >= until:
-                return
-            driver = job.driver
-            if start and (driver is None or driver.done()) and now < job.deadline:
-                start = False
-                job.driver = self._spawn(
-                    self._drive(placement, job), f"submit {placement.client_order_id}"
-                )
-                continue  # (an eager task may have proven it already)
-            changed = None if stream is None else stream.changed()
-            await self._sleep(job, until, changed)
-            start = changed is not None and changed.done()
-
-    async def _sleep(
-        self, job: _Job, until: float, also: asyncio.Future[Any] | None = None
-    ) -> None:
-        """Sleep until ``until``; woken early by the job (proof, failure, close) or ``also``."""
-        await sleep_until(job, self._alarm, until, also)
-
-    async def _final_look_up(self, placement: Placement, deadline: float) -> None:
-        try:
-            await self._look_up(placement, deadline)
-        except CadenzaError as exc:
-            log.debug(
-                "final look-up of submit %s failed: %s",
-                placement.client_order_id,
-                type(exc).__name__,
-            )
-
-    # -- the job -------------------------------------------------------------------
-
-    async def _drive(self, placement: Placement, job: _Job) -> None:
-        """Send the submit until acknowledged, then prove its outcome; for every caller."""
-        try:
-            if job.acked_at is None:
-                await self._send(placement, job)
-            if not placement.done and job.error is None:
-                await self._prove(placement, job)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a definite answer (or a bug): every caller learns it now
-            job.fail(exc)
+    # -- the policy ------------------------------------------------------------------
 
     async def send_submit(self, order: NewOrder, deadline: float) -> TradeOrder:
         """Send one submit; the order from its reply.
@@ -625,121 +486,24 @@ class Placer:
                 self._submit_via = "http"
         return await self._http_submit.submit(order, deadline)
 
-    async def _send(self, placement: Placement, job: _Job) -> None:
-        """Send until a reply (or a listing) shows the order; always with the same clientOrderId.
+    def _send_once(self, placement: Placement, job: _Job) -> Awaitable[TradeOrder | None]:
+        if job.sent_wall_ms is None:
+            job.sent_wall_ms = time.time_ns() // 1_000_000
+        return self.send_submit(job.order, job.deadline)
 
-        Raises a definite error: refused by the API, or provably never sent
-        with the retries spent.
-        """
-        loop = asyncio.get_running_loop()
-        delay = RESEND_FIRST
-        while not placement.done and loop.time() < job.deadline:
-            job.sent_at = loop.time()
-            if job.first_sent_at is None:
-                job.first_sent_at = job.sent_at
-                job.sent_wall_ms = time.time_ns() // 1_000_000
-            try:
-                reply = await self.send_submit(job.order, job.deadline)
-            except (*_RETRIABLE, StreamRpcError) as exc:
-                if await self._after_failed_send(placement, job, exc):
-                    return
-                await self._sleep(job, min(job.deadline, loop.time() + delay))
-                delay = min(delay * 2, RESEND_MAX)
-                continue
-            now = loop.time()
-            job.acked_at = now
-            if (
-                placement.outcome is None
-                and self._registry.resolve_from_reply(placement, reply, now) is not None
-            ):
-                job.wake()
-            return
+    def _replied(
+        self, placement: Placement, job: _Job, order: TradeOrder | None, now: float
+    ) -> None:
+        job.replied(now)
+        if order is not None and self._registry.resolve_from_reply(placement, order, now):
+            job.wake()
 
-    async def _after_failed_send(self, placement: Placement, job: _Job, exc: CadenzaError) -> bool:
-        """A send failed: True when the job is done sending (found, or the deadline).
-
-        Raises ``exc`` when it is definite: the RPC refused for good, or the
-        submit provably never reached the API with the retries spent.
-        """
-        if isinstance(exc, StreamRpcError) and not exc.temporary:
-            raise exc  # the server refused the RPC for good: nothing was placed
-        job.send_error = exc
-        # A 5xx (or a temporary RPC error) may come after the order was placed:
-        # only a listing can tell.
-        job.maybe_sent = (
-            job.maybe_sent or exc.maybe_sent or isinstance(exc, (ServerError, StreamRpcError))
-        )
-        loop = asyncio.get_running_loop()
-        if loop.time() >= job.deadline:
-            if job.maybe_sent:
-                return True  # the deadline, not this error, ends it: a timeout with its cause
-            raise exc
-        if job.maybe_sent:
-            # Before any resend: did an earlier attempt place it?
-            with contextlib.suppress(*_RETRIABLE):
-                await self._find(placement, job.deadline)
-            if placement.order_id is not None or placement.done:
-                job.acked_at = loop.time()
-                return True
-            return False
-        job.not_sent += 1
-        if job.not_sent >= self._send_attempts:
-            raise exc  # provably never reached the API, retries spent: say so now
-        return False
-
-    async def _prove(self, placement: Placement, job: _Job) -> None:
-        """Prove the outcome: the stream's events while the channel is live, else REST polling.
-
-        A channel that became live after the submit went out (or came back
-        without continuity) may have missed the event: one look-up closes
-        that window. While the channel is live this returns (the event wakes
-        the callers; a change of the stream wakes them too, and they start
-        this again, see :meth:`_wait`); while it is not, it polls.
-        """
-        loop = asyncio.get_running_loop()
-        stream = self._stream
-        channel = channel_for(placement.account_id)
-        delay = POLL_FIRST
-        next_poll: float | None = None
-        while not placement.done and job.error is None:
-            now = loop.time()
-            if now >= job.deadline:
-                return
-            since = None if stream is None else stream.live_since(channel)
-            if since is not None:
-                seen = job.seen_since
-                if since == seen:
-                    return  # live, and nothing missed: the event proves it
-                first = job.first_sent_at
-                job.seen_since = since
-                if seen is not None or first is None or since > first:
-                    await self._poll(placement, job)  # the event may have come before
-                continue
-            job.seen_since = None
-            changed = None if stream is None else stream.changed()
-            if not job.asked and stream is not None:
-                job.asked = True  # once per job: a channel the server refuses is not asked again
-                with contextlib.suppress(CadenzaError):
-                    stream.want(channel)
-            if next_poll is None:
-                next_poll = now + delay
-            if now < next_poll:
-                await self._sleep(job, min(job.deadline, next_poll), changed)
-                continue
-            self.rest_polls += 1
-            await self._poll(placement, job)
-            delay, next_poll = min(delay * 2, POLL_MAX), None
-
-    async def _poll(self, placement: Placement, job: _Job) -> None:
-        """One look-up for the job; a definite answer (auth, forbidden) fails it."""
+    async def _presence(self, placement: Placement, job: _Job) -> bool | None:
+        """Did an earlier send place the order? Only a completed listing says no."""
         try:
-            await self._look_up(placement, job.deadline)
-        except _RETRIABLE as exc:
-            log.debug(
-                "look-up of submit %s failed: %s", placement.client_order_id, type(exc).__name__
-            )
-
-    # -- look-ups ----------------------------------------------------------------
+            return await self._find(placement, job.deadline)
+        except RETRIABLE:
+            return None
 
     async def _look_up(self, placement: Placement, deadline: float) -> None:
         """The order's state by REST: by ``tradeOrderId`` once known, else found by ``clientOrderId``."""
@@ -750,15 +514,36 @@ class Placer:
         order = await self._get_order(order_id, placement.account_id, deadline)
         if placement.done:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         if self._registry.resolve_from_rest(order, now) is not None:
             _job(placement).wake()
+
+    def _key(self, placement: Placement) -> str:
+        return placement.client_order_id
+
+    def _listed_key(self, order: TradeOrder) -> str | None:
+        return order.client_order_id
+
+    def _timeout(self, placement: Placement, job: _Job, timeout: float) -> CadenzaError:
+        return SubmitConfirmationTimeout(
+            placement.client_order_id, placement.order_id, placement.last_known, timeout
+        )
+
+    def _listing_since(self, account: str) -> int | None:
+        """The account's pending submits' earliest first send, less the clock skew margin."""
+        firsts = [
+            job.sent_wall_ms
+            for placement in self._registry.pending_for_account(account)
+            if isinstance(job := placement.handle, _Job) and job.sent_wall_ms is not None
+        ]
+        return max(0, min(firsts, default=time.time_ns() // 1_000_000) - LIST_SKEW_MS)
 
     async def _find(self, placement: Placement, deadline: float) -> bool:
         """List the account's recent orders and match ``clientOrderId``; True when found.
 
         A match binds the placement to its ``tradeOrderId`` (and proves it when
-        its status does). Raises what the listing raises.
+        its status does). False only when the listing completed without it.
+        Raises what the listing raises.
         """
         handle = placement.handle
         first_ms = handle.sent_wall_ms if isinstance(handle, _Job) else None
@@ -766,32 +551,30 @@ class Placer:
             first_ms = time.time_ns() // 1_000_000
         since = max(0, first_ms - LIST_SKEW_MS)
         client_id = placement.client_order_id
-        offset = 0
-        cursor: str | None = None
-        for _ in range(LIST_MAX_PAGES):
+        pager = Pager(LIST_PAGE, LIST_MAX_PAGES)
+        while (request := pager.request()) is not None:
+            offset, cursor = request
             page = await self._list_recent(
-                placement.account_id,
-                since,
-                LIST_PAGE,
-                None if cursor is not None else offset,
-                cursor,
-                deadline,
+                placement.account_id, since, LIST_PAGE, offset, cursor, deadline
             )
             match = next((o for o in page.orders if o.client_order_id == client_id), None)
             if match is not None:
                 self._found(placement, match)
                 return True
-            go_on, cursor = _next_page(page, cursor)
-            if not go_on:
-                return False
-            offset += len(page.orders)
+            pagination = page.pagination
+            pager.take(
+                (o.trade_order_id for o in page.orders),
+                len(page.orders),
+                None if pagination is None else pagination.has_next,
+                None if pagination is None else pagination.cursor,
+            )
         return False
 
     def _found(self, placement: Placement, order: TradeOrder) -> None:
         """A listing found the submit's order: feed it to the registry (it may prove it)."""
         if placement.done:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         if self._registry.resolve_from_rest(order, now) is not None:
             _job(placement).wake()
 
@@ -814,16 +597,3 @@ class Placer:
             else max(0.0, acked_at - started),
             client_order_id=placement.client_order_id,
         )
-
-
-def _next_page(page: OrderPage, cursor: str | None) -> tuple[bool, str | None]:
-    """Whether a listing goes on after ``page``, and with which cursor (a stuck one stops it)."""
-    pagination = page.pagination
-    more = pagination.has_next if pagination is not None else None
-    if not page.orders or more is False or (more is None and len(page.orders) < LIST_PAGE):
-        return False, cursor
-    if pagination is not None and pagination.cursor:
-        if pagination.cursor == cursor:
-            return False, cursor
-        return True, pagination.cursor
-    return True, cursor

@@ -21,6 +21,7 @@ from .models import NewOrder, TradeOrder, decode_rpc_result, encoder
 
 if TYPE_CHECKING:
     from ._ratelimit import RateGate
+    from .engine import ListOrders
     from .http import HttpApi, OrderPage
     from .stream import OrderStream
 
@@ -30,12 +31,10 @@ __all__ = [
     "CancelTransport",
     "HttpCancel",
     "HttpSubmit",
-    "ListRecent",
     "RpcCancel",
     "RpcSubmit",
     "SubmitTransport",
-    "http_list_page",
-    "http_list_recent",
+    "http_list_orders",
     "http_look_up",
     "rpc_submit_params",
 ]
@@ -74,15 +73,31 @@ def http_look_up(http: HttpApi) -> Callable[[str, str | None, float | None], Awa
     return look_up
 
 
-def http_list_page(http: HttpApi) -> Callable[[str, int, int, float], Awaitable[OrderPage]]:
-    """One page of an account's orders by REST, in the shape the reconciliation takes."""
+def http_list_orders(http: HttpApi) -> ListOrders:
+    """One page of an account's orders by REST, in the shape the proof engine lists with.
 
-    async def list_page(account_id: str, limit: int, offset: int, deadline: float) -> OrderPage:
+    ``since`` (Unix ms): orders created since then, newest first; None: all of them.
+    """
+
+    async def list_orders(
+        account_id: str,
+        since: int | None,
+        limit: int,
+        offset: int | None,
+        cursor: str | None,
+        deadline: float,
+    ) -> OrderPage:
         return await http.list_orders(
-            trading_account_id=account_id, limit=limit, offset=offset, deadline=deadline
+            trading_account_id=account_id,
+            start_time=since,
+            ascending=None if since is None else False,
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
+            deadline=deadline,
         )
 
-    return list_page
+    return list_orders
 
 
 def _order_from_rpc(raw: msgspec.Raw, what: str, account_id: str) -> TradeOrder:
@@ -215,41 +230,3 @@ class RpcSubmit:
         params = rpc_submit_params(order, nested=self._nested)
         raw = await self._stream.rpc(RPC_SUBMIT, params, timeout=timeout)
         return _order_from_rpc(raw, "submit", order.trading_account_id)
-
-
-class ListRecent(Protocol):
-    """One page of an account's orders created since ``start_time`` (Unix ms), newest first."""
-
-    def __call__(
-        self,
-        account_id: str,
-        start_time: int,
-        limit: int,
-        offset: int | None,
-        cursor: str | None,
-        deadline: float,
-    ) -> Awaitable[OrderPage]: ...
-
-
-def http_list_recent(http: HttpApi) -> ListRecent:
-    """The REST listing :class:`Placer` finds a submit by ``clientOrderId`` with."""
-
-    async def list_recent(
-        account_id: str,
-        start_time: int,
-        limit: int,
-        offset: int | None,
-        cursor: str | None,
-        deadline: float,
-    ) -> OrderPage:
-        return await http.list_orders(
-            trading_account_id=account_id,
-            start_time=start_time,
-            ascending=False,
-            limit=limit,
-            offset=offset,
-            cursor=cursor,
-            deadline=deadline,
-        )
-
-    return list_recent

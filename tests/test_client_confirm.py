@@ -609,22 +609,38 @@ async def test_server_error_on_the_cancel_is_retried_and_applied_once(cadenza_si
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.05)
-async def test_server_errors_past_the_retry_policy_raise_at_once(cadenza_sim, open_client):
+async def test_server_errors_past_the_retry_policy_are_sent_again_within_the_deadline(
+    cadenza_sim, open_client
+):
     client = await open_client()
     order = cadenza_sim.create_order()
-    cadenza_sim.fail_next_rest(3, status=502)  # every attempt of the cancel
+    cadenza_sim.fail_next_rest(3, status=502)  # every attempt of the cancel's first send
+
+    result = await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+
+    # Every answer was a 502: the cancel never reached the exchange; a cancel is a safety
+    # operation, so it goes again after a backoff while the deadline allows (DESIGN rule 4).
+    assert result.cancelled
+    assert cadenza_sim.cancels_applied[order.trade_order_id] == 1
+
+
+async def test_server_errors_until_the_deadline_raise_the_error_not_a_timeout(
+    cadenza_sim, open_client
+):
+    client = await open_client()
+    order = cadenza_sim.create_order()
+    cadenza_sim.rest_outage(30.0, status=502, endpoints=["cancel"])
 
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(ServerError) as info:
-        await client.cancel_and_confirm(order.trade_order_id, timeout=STEP)
+        await client.cancel_and_confirm(order.trade_order_id, timeout=1.0)
 
-    # Every answer was a 502: the cancel never reached the exchange, and the
-    # caller learns it when the retries are spent, not at the deadline.
-    assert loop.time() - started < STEP / 2
+    # raised when no time was left for another send, as what it is: never sent
+    assert loop.time() - started < 1.0
     assert info.value.order_id == order.trade_order_id
     assert info.value.maybe_sent is False
-    assert cadenza_sim.cancels_applied[order.trade_order_id] == 0
+    assert cadenza_sim.cancels_applied.get(order.trade_order_id, 0) == 0
     assert cadenza_sim.get_order(order.trade_order_id).status == "OPEN"
 
 

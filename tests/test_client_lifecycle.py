@@ -143,7 +143,7 @@ async def test_every_call_after_close_raises_client_closed_error(cadenza_sim):
 # --------------------------------------------------------------------------- failing to start
 
 
-async def test_unreachable_server_fails_cancels_at_once_and_leaks_nothing():
+async def test_unreachable_server_fails_cancels_by_their_deadline_and_leaks_nothing():
     port = free_port()
     before = other_tasks()
     client = CadenzaClient(
@@ -158,9 +158,10 @@ async def test_unreachable_server_fails_cancels_at_once_and_leaks_nothing():
         async with client:  # an unreachable stream does not stop the client
             started = loop.time()
             with pytest.raises(TransportError) as info:
-                await client.cancel_and_confirm("some-order", timeout=5)
-            # Refused: provably never sent, so it says so at once, not at the deadline.
-            assert loop.time() - started < 2.0
+                await client.cancel_and_confirm("some-order", timeout=1.0)
+            # Refused: provably never sent; tried again while the deadline allowed, then
+            # said so (not a timeout, which would say "may have been sent").
+            assert loop.time() - started < 1.0
             assert info.value.maybe_sent is False
         gc.collect()
 

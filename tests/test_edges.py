@@ -20,7 +20,6 @@ from cadenza_async import (
     ConfirmationTimeout,
     PermissionDeniedError,
     RateLimitError,
-    ServerError,
     StreamAuthenticationError,
     TransportError,
 )
@@ -187,29 +186,32 @@ async def test_bulk_under_a_long_retry_after_reports_rate_limit_per_order_at_onc
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0)
-async def test_an_unreachable_api_fails_the_cancel_at_once_with_the_transport_error(cadenza_sim):
+async def test_an_unreachable_api_fails_the_cancel_by_its_deadline_with_the_transport_error(
+    cadenza_sim,
+):
     options = settings(cadenza_sim, api_url=f"http://127.0.0.1:{free_port()}")
     async with CadenzaClient(**options) as client:
         error, elapsed = await timed(
-            client.cancel_and_confirm("some-order", timeout=10), expect=TransportError
+            client.cancel_and_confirm("some-order", timeout=1.0), expect=TransportError
         )
+    # refused: tried again while the deadline allowed, then said as what it is (never
+    # sent), not as a timeout
     assert elapsed < 1.0
     assert error.maybe_sent is False
     assert error.order_id == "some-order"
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0)
-async def test_a_burst_of_503_fails_the_cancel_at_once_not_at_the_deadline(cadenza_sim, client):
+async def test_a_burst_of_503_is_ridden_out_within_the_deadline(cadenza_sim, client):
     order = cadenza_sim.create_order()
     cadenza_sim.rest_outage(0.6, status=503)
 
-    error, elapsed = await timed(
-        client.cancel_and_confirm(order.trade_order_id, timeout=10), expect=ServerError
-    )
+    result, elapsed = await timed(client.cancel_and_confirm(order.trade_order_id, timeout=10))
 
-    assert elapsed < 1.0
-    assert error.maybe_sent is False  # every answer was a 503: the exchange never saw it
-    assert cadenza_sim.get_order(order.trade_order_id).status == "OPEN"
+    # A cancel is a safety operation: a 0.6 s outage of a 10 s budget does not fail it
+    assert result.cancelled
+    assert 0.6 <= elapsed < 10
+    assert cadenza_sim.get_order(order.trade_order_id).status == "CANCELLED"
 
 
 # --------------------------------------------------------------------------- 3: degraded mode

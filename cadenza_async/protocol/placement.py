@@ -291,6 +291,10 @@ class PlacementRegistry:
         bucket = self._by_account.get(account_id)
         return list(bucket.values()) if bucket else []
 
+    def pending_count_for_account(self, account_id: str) -> int:
+        """How many of the account's placements wait for a verdict (O(1))."""
+        return len(self._by_account.get(account_id, ()))
+
     def __len__(self) -> int:
         return len(self._by_client)
 

@@ -16,10 +16,12 @@ phase      event                                           next       the driver
 =========  ==============================================  =========  ================================
 FRESH      its turn (the deadline not passed)              SENDING    sends: one request at a time
 SENDING    a reply                                         ACKED      feeds it to the registry
-SENDING    failed, never reached the API: refused, reset   FRESH      sends again at ``Step.at`` while
-           before sending, a 429, a 5xx but 504 (for a                the deadline leaves time for it,
-           cancel; a submit's 5xx may come after the                  else raises that error (never a
-           order was placed: see below)                               timeout: nothing was sent)
+SENDING    failed, never reached the API: refused, reset   FRESH      sends again at ``Step.at`` (after
+           before sending, a 429, a 5xx but 504 (for a                the backoff, and a 429's
+           cancel; a submit's 5xx may come after the                  Retry-After) while the deadline
+           order was placed: see below)                               leaves time for it, else raises
+                                                                      that error (never a timeout:
+                                                                      nothing was sent)
 SENDING    failed, may have reached the API: a timeout,    UNSURE     looks up at once
            a reset after sending, a 504; for a submit
            any 5xx
@@ -295,7 +297,9 @@ class ProofJob:
                 return Step(Action.STOP)
             return Step(Action.LOOK_UP, now)
         self.phase = Phase.UNSURE if self.maybe_sent else Phase.FRESH
-        at = now + resend_delay(self.attempts)
+        # (a 429's Retry-After: no send before it; one that outlasts the deadline ends it now)
+        wait = max(resend_delay(self.attempts), getattr(error, "retry_after", None) or 0.0)
+        at = now + wait
         if at >= self.deadline:
             if self.maybe_sent:
                 return Step(Action.STOP)  # an earlier send may have got through: a timeout

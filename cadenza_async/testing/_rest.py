@@ -349,6 +349,13 @@ class RestApi:
             ticket.end()
 
     async def _submit(self, request: web.Request) -> web.Response:
+        self._submits.begin()
+        try:
+            return await self._submit_in_flight(request)
+        finally:
+            self._submits.end()
+
+    async def _submit_in_flight(self, request: web.Request) -> web.Response:
         body = await self._read(request)
         info, early = await self._admit(request, "submit")
         if early is not None:

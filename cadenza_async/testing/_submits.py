@@ -23,13 +23,26 @@ __all__ = ["SubmitDesk"]
 class SubmitDesk:
     """Logs the submits the engine saw and holds the faults on their answers."""
 
-    __slots__ = ("lost_replies", "reply_delay", "requests")
+    __slots__ = ("in_flight", "lost_replies", "max_concurrent", "reply_delay", "requests")
 
     def __init__(self) -> None:
         self.requests: list[tuple[Any, str]] = []
+        # submits being handled (read, not yet answered), and the most at once
+        self.in_flight = 0
+        self.max_concurrent = 0
         self.reply_delay = DelaySwitch()
         # per HTTP submit applied: None drops the connection, an int answers that status
         self.lost_replies: deque[int | None] = deque()
+
+    def begin(self) -> None:
+        """A submit request arrived (HTTP or RPC); it is in flight until :meth:`end`."""
+        self.in_flight += 1
+        if self.in_flight > self.max_concurrent:
+            self.max_concurrent = self.in_flight
+
+    def end(self) -> None:
+        """A submit request was answered (or its client went away)."""
+        self.in_flight -= 1
 
     def log(self, client_order_id: Any, via: str) -> None:
         """A submit reached the order engine (``via``: ``"http"`` or ``"ws"``)."""

@@ -434,6 +434,11 @@ class CadenzaSimulator:
         return self._submits.requests
 
     @property
+    def max_concurrent_submits(self) -> int:
+        """The most HTTP submit requests the simulator held at once (read, not yet answered)."""
+        return self._submits.max_concurrent
+
+    @property
     def submits_applied(self) -> int:
         """New orders placed by submits (a repeated ``clientOrderId`` places none)."""
         return self._engine.submits_applied

@@ -376,3 +376,15 @@ class SubmitJobMachine(RuleBasedStateMachine):
 
 TestSubmitJobMachine = SubmitJobMachine.TestCase
 TestSubmitJobMachine.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
+
+
+def test_a_429_waits_its_retry_after_and_one_past_the_deadline_is_raised_at_once():
+    job = ProofJob(deadline=10.0)
+    job.sending(0.0)
+    slow = RateLimitError("slow down", status=429)
+    slow.retry_after = 2.0
+    step = job.send_failed(slow, 0.0)
+    assert (step.action, step.at) == (Action.SEND, 2.0)
+    later = ProofJob(deadline=1.0)
+    later.sending(0.0)
+    assert later.send_failed(slow, 0.0).action is Action.RAISE

@@ -253,7 +253,9 @@ async def test_row16_terminal_close_codes_leave_every_waiter_to_rest_proof_witho
         assert all((o.cancelled, o.source) == (True, "rest") for o in outcomes), outcomes
         assert elapsed < 3.0  # polling backs off from 0.1 s up to 2 s between look-ups
         assert cadenza_sim.connect_count == 1
-        assert client.stats().rest_polls >= 4
+        # every REST request made to prove them is counted, each once (one listing of the
+        # account serves its four polling cancels)
+        assert client.stats().rest_polls == len(lookups(cadenza_sim)) >= 1
 
 
 # --------------------------------------------------------------------------- row 17
