@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from ._alarm import Alarm
 from ._callers import Callers, sleep_until
 from ._tasks import TaskOwner
-from ._validate import check_account_id, check_order_id
+from ._validate import check_account_id, check_order_id, check_timeout
 from .errors import (
     AuthenticationError,
     CadenzaError,
@@ -1010,10 +1010,8 @@ class Canceller:
 
     def _check_timeout(self, timeout: float | None) -> float:
         """The call's timeout (the default for ``None``); refused when the client is closed."""
-        if timeout is None:
-            timeout = self._confirm_timeout
-        elif not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        seconds = check_timeout(timeout)
+        timeout = self._confirm_timeout if seconds is None else seconds
         if self._closed is not None:
             raise ClientClosedError("the client is closed")
         return timeout

@@ -30,7 +30,7 @@ from cadenza_async.errors import (
 from cadenza_async.models import CancelResult, TradeOrder
 from cadenza_async.protocol.confirm import ConfirmationRegistry
 
-ACCOUNT = "acc-1"
+ACCOUNT = "acc00000-0000-4000-8000-000000000001"
 STEP = 5.0
 
 Step = Callable[[], TradeOrder] | BaseException | float | None
@@ -109,11 +109,11 @@ async def timed(coro):
 
 
 async def test_a_terminal_reply_proves_the_cancel_with_one_request(closing):
-    send, look = Script(order("o1", "CANCELLED")), Script()
+    send, look = Script(order("00000000-0000-4000-8000-000000000001", "CANCELLED")), Script()
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert (result.cancelled, result.source) == (True, "http")
     assert result.acked_after is not None
@@ -122,12 +122,15 @@ async def test_a_terminal_reply_proves_the_cancel_with_one_request(closing):
 
 
 async def test_without_a_stream_a_pending_reply_is_proven_by_rest_polling(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
-    look = Script(order("o1", "PENDING_CANCEL"), default=order("o1", "CANCELLED", 2))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
+    look = Script(
+        order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"),
+        default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 2),
+    )
     c = canceller(send, look)
     closing(c)
 
-    result, elapsed = await timed(c.cancel_and_confirm("o1"))
+    result, elapsed = await timed(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
 
     assert isinstance(result, CancelResult)
     assert (result.cancelled, result.source) == (True, "rest")
@@ -137,14 +140,17 @@ async def test_without_a_stream_a_pending_reply_is_proven_by_rest_polling(closin
 
 
 async def test_an_event_proves_it_while_the_reply_is_still_travelling(closing):
-    send, look = Script(("after", 10.0, order("o1", "PENDING_CANCEL"))), Script()
+    send, look = (
+        Script(("after", 10.0, order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))),
+        Script(),
+    )
     c = canceller(send, look)
     closing(c)
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1"))
+    task = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
     while not send.calls:
         await asyncio.sleep(0)
 
-    c.observe_event(order("o1", "CANCELLED", 5), ACCOUNT)
+    c.observe_event(order("00000000-0000-4000-8000-000000000001", "CANCELLED", 5), ACCOUNT)
     result, elapsed = await timed(task)
 
     assert (result.cancelled, result.source) == (True, "ws")
@@ -154,11 +160,11 @@ async def test_an_event_proves_it_while_the_reply_is_still_travelling(closing):
 
 async def test_cannot_cancel_is_decided_by_the_orders_own_state(closing):
     send = Script(OrderNotCancellableError("Cannot cancel", status=400, errno=-111001))
-    look = Script(order("o1", "FILLED", 3))
+    look = Script(order("00000000-0000-4000-8000-000000000001", "FILLED", 3))
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert (result.cancelled, result.status, result.source) == (False, "FILLED", "rest")
 
@@ -172,10 +178,12 @@ async def test_a_cancel_that_never_reached_the_api_fails_at_once(closing):
     c = canceller(send, look)
     closing(c)
 
-    error, elapsed = await timed(c.cancel_and_confirm("o1", timeout=10))
+    error, elapsed = await timed(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=10)
+    )
 
     assert isinstance(error, TransportError)
-    assert error.order_id == "o1"
+    assert error.order_id == "00000000-0000-4000-8000-000000000001"
     assert elapsed < 0.5
     assert look.calls == []
 
@@ -186,18 +194,20 @@ async def test_a_cancel_that_never_reached_the_api_fails_at_once(closing):
 async def test_a_job_that_starts_after_its_deadline_says_it_never_sent(closing):
     """A loop stalled past the deadline before the job's task ran: nothing went out, and
     the caller learns that (not a ConfirmationTimeout, which says "may have been sent")."""
-    send, look = Script(order("o1", "CANCELLED")), Script()
+    send, look = Script(order("00000000-0000-4000-8000-000000000001", "CANCELLED")), Script()
     c = canceller(send, look)
     closing(c)
 
-    call = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=0.05))
+    call = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.05)
+    )
     await asyncio.sleep(0)  # the call registered and started its job's task, not yet run
     time.sleep(0.1)  # the loop stalls past the deadline
     error, _ = await timed(call)
 
     assert isinstance(error, TransportError), repr(error)
     assert error.maybe_sent is False
-    assert error.order_id == "o1"
+    assert error.order_id == "00000000-0000-4000-8000-000000000001"
     assert send.calls == []
 
 
@@ -206,7 +216,7 @@ async def test_every_answer_a_5xx_fails_at_once(closing):
     c = canceller(send, look)
     closing(c)
 
-    error, _ = await timed(c.cancel_and_confirm("o1", timeout=10))
+    error, _ = await timed(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=10))
 
     assert isinstance(error, ServerError)
     assert len(send.calls) == 1
@@ -214,12 +224,12 @@ async def test_every_answer_a_5xx_fails_at_once(closing):
 
 async def test_a_cancel_that_may_have_arrived_is_looked_up_then_sent_again(closing):
     timed_out = TransportError("POST /cancel: timed out")  # maybe_sent
-    send = Script(timed_out, order("o1", "CANCELLED", 4))
-    look = Script(order("o1", "OPEN", 2))
+    send = Script(timed_out, order("00000000-0000-4000-8000-000000000001", "CANCELLED", 4))
+    look = Script(order("00000000-0000-4000-8000-000000000001", "OPEN", 2))
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert (result.cancelled, result.source) == (True, "http")
     assert len(send.calls) == 2
@@ -228,11 +238,14 @@ async def test_a_cancel_that_may_have_arrived_is_looked_up_then_sent_again(closi
 
 async def test_a_may_have_arrived_cancel_seen_pending_is_not_sent_again(closing):
     send = Script(TransportError("reset after sending"))
-    look = Script(order("o1", "PENDING_CANCEL", 2), default=order("o1", "CANCELLED", 3))
+    look = Script(
+        order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL", 2),
+        default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 3),
+    )
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert result.cancelled is True
     assert len(send.calls) == 1
@@ -245,7 +258,9 @@ async def test_a_definite_answer_is_every_callers_error(closing):
     closing(c)
 
     a, b = await asyncio.gather(
-        c.cancel_and_confirm("o1"), c.cancel_and_confirm("o1"), return_exceptions=True
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"),
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"),
+        return_exceptions=True,
     )
 
     assert isinstance(a, OrderNotFoundError)
@@ -261,7 +276,9 @@ async def test_a_hung_request_ends_at_the_deadline_with_the_unanswered_send_as_c
     c = canceller(send, look)
     closing(c)
 
-    error, elapsed = await timed(c.cancel_and_confirm("o1", timeout=0.3))
+    error, elapsed = await timed(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.3)
+    )
 
     assert isinstance(error, ConfirmationTimeout)
     assert 0.3 <= elapsed < 0.4
@@ -271,14 +288,14 @@ async def test_a_hung_request_ends_at_the_deadline_with_the_unanswered_send_as_c
 
 
 async def test_every_request_carries_the_calls_deadline(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
-    look = Script(default=order("o1", "CANCELLED", 2))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
+    look = Script(default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 2))
     c = canceller(send, look)
     closing(c)
     loop = asyncio.get_running_loop()
     started = loop.time()
 
-    await c.cancel_and_confirm("o1", timeout=0.8)
+    await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.8)
 
     deadlines = [d for _, _, d in send.calls + look.calls]
     assert deadlines
@@ -289,11 +306,11 @@ async def test_every_request_carries_the_calls_deadline(closing):
 
 
 async def test_shared_callers_share_one_request_and_a_leaving_caller_changes_nothing(closing):
-    send = Script(("after", 0.2, order("o1", "CANCELLED")))
+    send = Script(("after", 0.2, order("00000000-0000-4000-8000-000000000001", "CANCELLED")))
     c = canceller(send, Script())
     closing(c)
-    first = asyncio.ensure_future(c.cancel_and_confirm("o1"))
-    second = asyncio.ensure_future(c.cancel_and_confirm("o1"))
+    first = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
+    second = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
     while not send.calls:
         await asyncio.sleep(0)
     first.cancel()
@@ -308,12 +325,18 @@ async def test_shared_callers_share_one_request_and_a_leaving_caller_changes_not
 
 async def test_a_later_caller_extends_the_shared_job_past_the_first_deadline(closing):
     timed_out = TransportError("timed out")
-    send = Script(("after", 0.25, timed_out), order("o1", "CANCELLED", 3))
-    look = Script(default=order("o1", "OPEN", 2))
+    send = Script(
+        ("after", 0.25, timed_out), order("00000000-0000-4000-8000-000000000001", "CANCELLED", 3)
+    )
+    look = Script(default=order("00000000-0000-4000-8000-000000000001", "OPEN", 2))
     c = canceller(send, look)
     closing(c)
-    a = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=0.3))
-    b = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=3.0))
+    a = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.3)
+    )
+    b = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=3.0)
+    )
 
     result_a, result_b = await asyncio.gather(a, b, return_exceptions=True)
 
@@ -328,7 +351,7 @@ async def test_when_every_caller_left_the_job_stops(closing):
     send = Script("hang")
     c = canceller(send, Script())
     closing(c)
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1"))
+    task = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
     while not send.calls:
         await asyncio.sleep(0)
     task.cancel()
@@ -344,9 +367,9 @@ async def test_when_every_caller_left_the_job_stops(closing):
 
 
 async def test_closing_ends_every_waiting_caller_with_client_closed(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
     c = canceller(send, Script("hang"))
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1"))
+    task = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
     while not send.calls:
         await asyncio.sleep(0)
     await asyncio.sleep(0.01)
@@ -355,16 +378,18 @@ async def test_closing_ends_every_waiting_caller_with_client_closed(closing):
     error = await asyncio.gather(task, return_exceptions=True)
 
     assert isinstance(error[0], ClientClosedError)
-    assert error[0].order_id == "o1"
+    assert error[0].order_id == "00000000-0000-4000-8000-000000000001"
     with pytest.raises(ClientClosedError):
-        await c.cancel_and_confirm("o2")
+        await c.cancel_and_confirm("00000000-0000-4000-8000-000000000002")
 
 
 async def test_a_channel_refused_with_103_fails_that_accounts_cancels(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
     c = canceller(send, Script("hang"))
     closing(c)
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1", trading_account_id=ACCOUNT))
+    task = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", trading_account_id=ACCOUNT)
+    )
     while not send.calls:
         await asyncio.sleep(0)
     await asyncio.sleep(0.01)
@@ -373,7 +398,7 @@ async def test_a_channel_refused_with_103_fails_that_accounts_cancels(closing):
     (error,) = await asyncio.gather(task, return_exceptions=True)
 
     assert isinstance(error, PermissionDeniedError)
-    assert error.order_id == "o1"
+    assert error.order_id == "00000000-0000-4000-8000-000000000001"
 
 
 # --------------------------------------------------------------------------- reconciliation
@@ -398,10 +423,12 @@ class Pages:
 
 
 async def test_reconciliation_lists_the_account_and_looks_up_only_what_the_pages_missed(closing):
-    ids = [f"o{i}" for i in range(30)]
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(30)]
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
-    pages = Pages([order(i, "CANCELLED", 9) for i in ids], hidden={"o7"})
-    look = Script(default=order("o7", "CANCELLED", 9))
+    pages = Pages(
+        [order(i, "CANCELLED", 9) for i in ids], hidden={"00000000-0000-4000-8000-000000000007"}
+    )
+    look = Script(default=order("00000000-0000-4000-8000-000000000007", "CANCELLED", 9))
     c = canceller(send, look, list_page=pages)
     closing(c)
     tasks = [asyncio.ensure_future(c.cancel_and_confirm(i, timeout=3.0)) for i in ids]
@@ -413,11 +440,13 @@ async def test_reconciliation_lists_the_account_and_looks_up_only_what_the_pages
 
     assert all(r.cancelled and r.source == "rest" for r in results)
     assert len(pages.calls) == 1  # 29 of 30 on one page of 500
-    assert [oid for oid, _, _ in look.calls] == ["o7"]  # the one the pages missed
+    assert [oid for oid, _, _ in look.calls] == [
+        "00000000-0000-4000-8000-000000000007"
+    ]  # the one the pages missed
 
 
 async def test_many_polling_jobs_of_one_account_share_one_listing(closing):
-    ids = [f"p{i}" for i in range(40)]
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(40)]
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
     pages = Pages([order(i, "CANCELLED", 9) for i in ids])
     look = Script(default=order("none", "OPEN"))

@@ -158,7 +158,7 @@ async def test_unreachable_server_fails_cancels_at_once_and_leaks_nothing():
         async with client:  # an unreachable stream does not stop the client
             started = loop.time()
             with pytest.raises(TransportError) as info:
-                await client.cancel_and_confirm("some-order", timeout=5)
+                await client.cancel_and_confirm("00000000-0000-4000-8000-0000000000a1", timeout=5)
             # Refused: provably never sent, so it says so at once, not at the deadline.
             assert loop.time() - started < 2.0
             assert info.value.maybe_sent is False
@@ -167,7 +167,7 @@ async def test_unreachable_server_fails_cancels_at_once_and_leaks_nothing():
     assert other_tasks() - before == set()
     assert [str(w.message) for w in caught] == []
     with pytest.raises(ClientClosedError):
-        await client.cancel_and_confirm("some-order")
+        await client.cancel_and_confirm("00000000-0000-4000-8000-0000000000a1")
 
 
 async def test_refused_token_raises_stream_error_without_retrying(cadenza_sim):

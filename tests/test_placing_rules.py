@@ -36,7 +36,7 @@ from cadenza_async.placing import (
 )
 from cadenza_async.protocol.placement import PlacementRegistry
 
-ACCOUNT = "acc-1"
+ACCOUNT = "acc00000-0000-4000-8000-000000000001"
 
 
 def placed(status: str, cid: str, order_id: str = "o-1", updated_at: int = 1) -> TradeOrder:
@@ -171,7 +171,9 @@ async def test_a_failure_that_may_have_placed_the_order_lists_before_resending()
     async def listing(account: str, start_time: int, *rest: Any) -> OrderPage:
         calls.append(start_time)
         cid = submits.sent[0].client_order_id or ""
-        return OrderPage([placed("OPEN", "someone-else", "o-9"), placed("OPEN", cid)])
+        return OrderPage(
+            [placed("OPEN", "e15e0000-0000-4000-8000-000000000001", "o-9"), placed("OPEN", cid)]
+        )
 
     p = placer(submits, lists=listing)  # type: ignore[arg-type]
     wall_ms = time.time_ns() // 1_000_000
