@@ -27,8 +27,8 @@ decode_order_event -> ConfirmationRegistry at 10, 1,000 and 100,000 pending
 waiters; tracemalloc bytes per pending waiter at 100,000.
 
 Output: ``benchmarks/results/latest.json``, a markdown table (printed, and
-written between ``<!-- bench:start -->`` / ``<!-- bench:end -->`` in the
-README, or to ``benchmarks/results/latest.md`` when the README has no
+written between ``<!-- bench:start -->`` / ``<!-- bench:end -->`` in
+docs/performance.md, or to ``benchmarks/results/latest.md`` when that page has no
 markers), and ``benchmarks/results/latency.png``. Targets are printed as
 PASS/FAIL; the exit status is 0 either way (numbers are not tests).
 """
@@ -424,7 +424,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-rounds", type=int, default=5)
     p.add_argument("--uvloop", action="store_true", help="run the contenders on uvloop")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--readme", type=Path, default=ROOT / "docs" / "performance.md")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument(
         "--gc-threshold",

@@ -7,6 +7,7 @@ actually processed the cancellation, not when the HTTP call returned.
 from __future__ import annotations
 
 from ._default import aclose_default_client, cancel_and_confirm, default_client
+from ._validate import Unlisted
 from ._version import __version__
 from .blocking import BlockingCadenzaClient, BlockingCancelHandle
 from .cancels import CancelHandle
@@ -14,7 +15,9 @@ from .client import CadenzaClient, ClientStats
 from .config import ClientConfig, RetryPolicy, Timeouts
 from .errors import (
     ApiError,
+    ApiNotFoundError,
     AuthenticationError,
+    BlockingInEventLoopError,
     CadenzaError,
     ClientClosedError,
     ConfigurationError,
@@ -49,9 +52,11 @@ from .placing import SubmitConfirmationTimeout
 __all__ = [
     "TERMINAL_STATUSES",
     "ApiError",
+    "ApiNotFoundError",
     "AuthenticationError",
     "BlockingCadenzaClient",
     "BlockingCancelHandle",
+    "BlockingInEventLoopError",
     "CadenzaClient",
     "CadenzaError",
     "CancelHandle",
@@ -83,6 +88,7 @@ __all__ = [
     "TradeOrder",
     "TransportError",
     "UnexpectedResponseError",
+    "Unlisted",
     "__version__",
     "aclose_default_client",
     "cancel_and_confirm",

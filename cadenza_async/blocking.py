@@ -18,7 +18,11 @@ in the async client. Results and exceptions are the async client's own
 
 Do not call a blocking client from its own loop thread (an
 ``on_background_error`` callback, a handle's done callback): that raises
-``RuntimeError`` instead of deadlocking.
+``RuntimeError`` instead of deadlocking. Nor from a thread where an event
+loop runs (``async`` code, a Jupyter cell): that raises
+:class:`~cadenza_async.errors.BlockingInEventLoopError` (a RuntimeError) at
+once instead of stalling that loop for the whole call; use
+:class:`~cadenza_async.CadenzaClient` there.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from .background import BackgroundErrorHandler
 from .cancels import CancelHandle
 from .client import BulkOutcome, CadenzaClient, ClientStats
 from .config import ClientConfig, TokenProvider
-from .errors import ClientClosedError
+from .errors import BlockingInEventLoopError, ClientClosedError
 from .http import OrderPage
 from .market._blocking import BlockingMarketMethods
 from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOrder
@@ -163,9 +167,24 @@ class BlockingCadenzaClient(BlockingMarketMethods):
 
     # -- running calls on the loop thread ---------------------------------------------
 
-    def _submit(self, call: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+    def _check_caller(self) -> None:
+        """Refuse a call that would block a running event loop (not the client's own)."""
         if self._closed:
             raise ClientClosedError("the client is closed")
+        if threading.get_ident() == self._loop_thread:
+            return  # (the portal refuses it with its own RuntimeError)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        raise BlockingInEventLoopError(
+            "BlockingCadenzaClient was called from a running event loop: it would block that "
+            "loop (every task on it) for the whole call. In async code or a Jupyter cell, use "
+            "CadenzaClient with await (async with CadenzaClient.from_env() as client: ...)"
+        )
+
+    def _submit(self, call: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        self._check_caller()
         try:
             return self._portal.start_task_soon(call)
         except RuntimeError:
@@ -528,10 +547,10 @@ class BlockingCadenzaClient(BlockingMarketMethods):
     def _iterate(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
         """Drive ``make()`` in one task on the loop; hand its items over one at a time.
 
-        Checks that the client is open now, not at the first ``next()``.
+        Checks that the client is open (and the caller not on an event loop)
+        now, not at the first ``next()``.
         """
-        if self._closed:
-            raise ClientClosedError("the client is closed")
+        self._check_caller()
         return self._pull(make)
 
     def _pull(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:

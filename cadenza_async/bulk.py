@@ -20,15 +20,18 @@ Many = Callable[[list[str], Callable[[str, "T | CadenzaError"], None]], Awaitabl
 
 def _prepare(
     order_ids: Iterable[str], concurrency: int
-) -> tuple[list[str], dict[str, CadenzaError]]:
+) -> tuple[list[str], dict[str, CadenzaError], dict[str, str]]:
+    """The unique ids to cancel (lower case), the refused ones' errors, and input -> id
+    for the inputs written otherwise (upper case)."""
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError("concurrency must be an int >= 1")
     if isinstance(order_ids, (str, bytes)):
         raise TypeError("order_ids must be an iterable of order ids, not a single string")
     if type(order_ids) is list and valid_ids(order_ids):
-        return list(dict.fromkeys(order_ids)), {}  # the usual bulk: no loop of our own
-    unique: list[str] = []
+        return list(dict.fromkeys(order_ids)), {}, {}  # the usual bulk: no loop of our own
+    unique: dict[str, None] = {}
     invalid: dict[str, CadenzaError] = {}
+    renamed: dict[str, str] = {}
     seen: set[object] = set()
     for oid in order_ids:
         key: object = oid if isinstance(oid, str) else id(oid)
@@ -36,11 +39,15 @@ def _prepare(
             continue
         seen.add(key)
         try:
-            unique.append(check_order_id(oid))
+            checked = check_order_id(oid)
         except CadenzaError as exc:
             exc.order_id = oid if isinstance(oid, str) else None
             invalid[oid if isinstance(oid, str) else repr(oid)] = exc
-    return unique, invalid
+            continue
+        unique[checked] = None
+        if checked != oid:
+            renamed[oid] = checked
+    return list(unique), invalid, renamed
 
 
 def _named(exc: CadenzaError, oid: str) -> CadenzaError:
@@ -114,7 +121,7 @@ async def run_many_iter(
     raises (a bug, not an order's failure) is raised here. Stopping the
     iteration, or cancelling the caller, cancels ``many`` and waits for it to unwind.
     """
-    unique, invalid = _prepare(order_ids, concurrency)
+    unique, invalid, _ = _prepare(order_ids, concurrency)
     for key, exc in invalid.items():
         yield key, exc
     if not unique:
@@ -153,13 +160,15 @@ async def run_many(
     if isinstance(order_ids, (str, bytes)):
         raise TypeError("order_ids must be an iterable of order ids, not a single string")
     inputs = list(order_ids)
-    unique, invalid = _prepare(inputs, concurrency)
+    unique, invalid, renamed = _prepare(inputs, concurrency)
     outcomes: dict[str, T | CadenzaError] = dict(invalid)
     if unique:
         await many(unique, outcomes.__setitem__)
-    if not invalid:  # every input a valid id (anything else is an invalid one)
+    if not invalid and not renamed:  # every input a valid id, as sent
         return list(map(outcomes.__getitem__, inputs))
-    return [outcomes[oid if isinstance(oid, str) else repr(oid)] for oid in inputs]
+    return [
+        outcomes[renamed.get(oid, oid) if isinstance(oid, str) else repr(oid)] for oid in inputs
+    ]
 
 
 def run_bulk_iter(

@@ -15,7 +15,13 @@ import msgspec
 
 from ._auth import TokenSource
 from ._ratelimit import RateGate
-from ._validate import check_account_id, check_order_id
+from ._validate import (
+    check_account_id,
+    check_bool,
+    check_count,
+    check_order_id,
+    check_timeout,
+)
 from .background import BackgroundCancels, BackgroundErrorHandler
 from .bulk import Many, run_bulk, run_bulk_iter, run_many, run_many_iter
 from .cancels import CancelHandle, Canceller
@@ -383,6 +389,8 @@ class CadenzaClient(MarketMethods):
         share one request.
         """
         self._check_open()
+        order_id, trading_account_id = _checked_ids(order_id, trading_account_id)
+        check_timeout(timeout)
         self._start_stream()
         return await self._canceller.cancel_and_confirm(
             order_id, trading_account_id=trading_account_id, timeout=timeout
@@ -403,9 +411,8 @@ class CadenzaClient(MarketMethods):
         called from a running event loop.
         """
         self._check_open()
-        check_order_id(order_id)
-        if trading_account_id is not None:
-            check_account_id(trading_account_id)
+        order_id, trading_account_id = _checked_ids(order_id, trading_account_id)
+        check_timeout(timeout)
         return self._background.start(
             order_id, self._confirm_in_background(order_id, trading_account_id, timeout)
         )
@@ -439,6 +446,7 @@ class CadenzaClient(MarketMethods):
         cancelling the caller cancels the rest and waits for them to unwind.
         """
         self._check_open()
+        trading_account_id = _checked_bulk(confirm, concurrency, timeout, trading_account_id)
         if confirm:
             many = self._confirm_many(concurrency, timeout, trading_account_id)
             return list(await run_many(order_ids, many, concurrency=concurrency))
@@ -463,6 +471,7 @@ class CadenzaClient(MarketMethods):
         stops when the event loop finalizes the abandoned generator.
         """
         self._check_open()
+        trading_account_id = _checked_bulk(confirm, concurrency, timeout, trading_account_id)
         outcomes: AsyncGenerator[tuple[str, BulkOutcome], None]
         if confirm:
             many = self._confirm_many(concurrency, timeout, trading_account_id)
@@ -486,16 +495,15 @@ class CadenzaClient(MarketMethods):
         accounts: Mapping[str, str] | None = None,
         deadline: float | None = None,
     ) -> Many[CancelResult]:
-        """The confirmed bulk: :meth:`Canceller.confirm_many`, checks made once for it all.
+        """The confirmed bulk: :meth:`Canceller.confirm_many` (its checks made by the caller).
 
-        With a ``timeout`` the whole bulk ends by it (``deadline``, when not given).
+        The stream starts when the bulk has an order to cancel (not for a
+        bulk whose every id was refused). With a ``timeout`` the whole bulk
+        ends by it (``deadline``, when not given).
         """
-        if account is not None:
-            check_account_id(account)
         if timeout is not None and deadline is None:
             deadline = asyncio.get_running_loop().time() + self._canceller._check_timeout(timeout)
-        self._start_stream()
-        return functools.partial(
+        confirm_many = functools.partial(
             self._canceller.confirm_many,
             concurrency=concurrency,
             timeout=timeout,
@@ -505,13 +513,17 @@ class CadenzaClient(MarketMethods):
             deadline=deadline,
         )
 
+        async def many(order_ids: list[str], record: Callable[[str, Any], None]) -> None:
+            self._start_stream()
+            await confirm_many(order_ids, record)
+
+        return many
+
     def _is_open(self) -> bool:
         return not self._closed
 
     def _cancel_one(self, account: str | None) -> Callable[[str], Awaitable[TradeOrder]]:
         """The unconfirmed bulk's step: :meth:`cancel` (the HTTP reply) per order."""
-        if account is not None:
-            check_account_id(account)
 
         async def unconfirmed(order_id: str) -> TradeOrder:
             return await self.cancel(order_id, trading_account_id=account)
@@ -554,10 +566,10 @@ class CadenzaClient(MarketMethods):
             accounts += [a for a in account_ids if a not in accounts]
         if not accounts:
             raise ValueError("cancel_all_open needs trading_account_id or account_ids")
-        for account in accounts:
-            check_account_id(account)
-        if max_pages < 1 or page_size < 1:
-            raise ValueError("max_pages and page_size must be >= 1")
+        accounts = list(dict.fromkeys(check_account_id(account) for account in accounts))
+        check_count(concurrency, "concurrency")
+        check_count(page_size, "page_size")
+        check_count(max_pages, "max_pages")
         timeout = self._canceller._check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -690,7 +702,7 @@ class CadenzaClient(MarketMethods):
     async def subscribe_account(self, trading_account_id: str) -> None:
         """Receive the account's order updates (cancels subscribe on their own)."""
         self._check_open()
-        check_account_id(trading_account_id)
+        trading_account_id = check_account_id(trading_account_id)
         self._pinned.add(trading_account_id)
         await self._ensure_stream()
         try:
@@ -718,9 +730,7 @@ class CadenzaClient(MarketMethods):
         :class:`~cadenza_async.errors.TransportError` once retries are spent.
         """
         self._check_open()
-        check_order_id(order_id)
-        if trading_account_id is not None:
-            check_account_id(trading_account_id)
+        order_id, trading_account_id = _checked_ids(order_id, trading_account_id)
         return await self._canceller.cancel_once(order_id, trading_account_id)
 
     async def get_order(
@@ -732,9 +742,7 @@ class CadenzaClient(MarketMethods):
         :class:`~cadenza_async.errors.OrderNotFoundError` when there is no such order.
         """
         self._check_open()
-        check_order_id(order_id)
-        if trading_account_id is not None:
-            check_account_id(trading_account_id)
+        order_id, trading_account_id = _checked_ids(order_id, trading_account_id)
         return await self._http.get_order(order_id, trading_account_id)
 
     async def list_orders(
@@ -750,7 +758,11 @@ class CadenzaClient(MarketMethods):
         """One page of orders matching the filters (``OrderPage.orders``, ``.pagination``)."""
         self._check_open()
         if trading_account_id is not None:
-            check_account_id(trading_account_id)
+            trading_account_id = check_account_id(trading_account_id)
+        if limit is not None:
+            check_count(limit, "limit")
+        if offset is not None:
+            check_count(offset, "offset", minimum=0)
         return await self._http.list_orders(
             trading_account_id=trading_account_id,
             order_status=order_status,
@@ -780,12 +792,7 @@ class CadenzaClient(MarketMethods):
         may not exist. Raises ``ValueError`` when no account is known.
         """
         self._check_open()
-        account = trading_account_id or self.config.trading_account_id
-        if account is None:
-            raise ValueError("submit_order needs trading_account_id (none configured)")
-        check_account_id(account)
-        return await self._http.submit_order(
-            trading_account_id=account,
+        order = new_order(
             instrument_id=instrument_id,
             order_side=order_side,
             order_type=order_type,
@@ -794,6 +801,21 @@ class CadenzaClient(MarketMethods):
             stop_price=stop_price,
             time_in_force=time_in_force,
             client_order_id=client_order_id,
+            trading_account_id=trading_account_id,
+        )
+        account = order.trading_account_id or self.config.trading_account_id
+        if account is None:
+            raise ValueError("submit_order needs trading_account_id (none configured)")
+        return await self._http.submit_order(
+            trading_account_id=account,
+            instrument_id=order.instrument_id,
+            order_side=order.order_side,
+            order_type=order.order_type,
+            quantity=order.quantity,
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+            time_in_force=order.time_in_force,
+            client_order_id=order.client_order_id,
         )
 
     # -- placing with proof -------------------------------------------------------------
@@ -848,6 +870,8 @@ class CadenzaClient(MarketMethods):
             client_order_id=client_order_id,
             trading_account_id=trading_account_id,
         )
+        order = self._placer.prepare(order)
+        check_timeout(timeout)
         self._market.check_new_order(order)  # the instrument's rules, if it is cached
         self._start_stream()
         return await self._placer.submit_and_confirm(order, timeout=timeout)
@@ -899,6 +923,11 @@ class CadenzaClient(MarketMethods):
             client_order_id=client_order_id,
             trading_account_id=trading_account_id,
         )
+        # The new order is checked whole before the old one is touched.
+        order = self._placer.prepare(order)
+        old_order_id = check_order_id(old_order_id)
+        check_bool(place_if_filled, "place_if_filled")
+        check_timeout(timeout)
         self._market.check_new_order(order)  # the instrument's rules, if it is cached
         self._start_stream()
         return await self._placer.replace_and_confirm(
@@ -926,10 +955,25 @@ class CadenzaClient(MarketMethods):
         bounds each order's call (as for :meth:`submit_and_confirm`).
         """
         self._check_open()
-        orders = list(orders)
-        self._market.check_orders(orders)  # the instruments' rules, for those cached
+        prepared, seconds = self._placer.check_many(orders, concurrency, timeout)
+        self._market.check_orders(prepared)  # the instruments' rules, for those cached
         self._start_stream()
-        return await self._placer.submit_many(orders, concurrency=concurrency, timeout=timeout)
+        return await self._placer.submit_checked(prepared, concurrency=concurrency, timeout=seconds)
+
+
+def _checked_ids(order_id: str, account: str | None) -> tuple[str, str | None]:
+    """An order id and an optional account id, checked (lower case); ``InvalidOrderIdError``."""
+    return check_order_id(order_id), None if account is None else check_account_id(account)
+
+
+def _checked_bulk(
+    confirm: bool, concurrency: int, timeout: float | None, account: str | None
+) -> str | None:
+    """A bulk cancel's settings checked before anything starts; the account (lower case)."""
+    check_bool(confirm, "confirm")
+    check_count(concurrency, "concurrency")
+    check_timeout(timeout)
+    return None if account is None else check_account_id(account)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -200,9 +200,10 @@ class ClientConfig:
             object.__setattr__(self, name, url)
         if self.trading_account_id is not None:
             try:
-                check_account_id(self.trading_account_id)
+                account = check_account_id(self.trading_account_id)
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
+            object.__setattr__(self, "trading_account_id", account)  # (lower case)
         if self.proxy is not None:
             check_proxy_url(self.proxy)
 

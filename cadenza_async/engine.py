@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeV
 from ._alarm import Alarm
 from ._callers import CallersMixin, sleep_until
 from ._tasks import TaskOwner
+from ._validate import check_timeout
 from .errors import (
     CadenzaError,
     ClientClosedError,
@@ -282,15 +283,10 @@ class ProofEngine(abc.ABC, Generic[E, J]):
 
     def _check_timeout(self, timeout: float | None) -> float:
         """A call's timeout (the default when None); raises before anything is sent."""
-        if timeout is None:
-            timeout = self._confirm_timeout
-        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-        elif not timeout > 0 or math.isinf(timeout):
-            raise ValueError("timeout must be a positive, finite number of seconds")
+        seconds = check_timeout(timeout)
         if self._closed is not None:
             raise ClientClosedError("the client is closed")
-        return float(timeout)
+        return self._confirm_timeout if seconds is None else seconds
 
     # -- the stream ---------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 
     CadenzaError
       ConfigurationError            bad settings (also a ValueError)
+        ApiNotFoundError            an HTTP 404 that is not the API's: api_url is wrong (also an ApiError)
       InvalidOrderIdError           an order/account id refused before any I/O (also a ValueError)
       ApiError                      .status .errno .message .request_id
         InvalidRequestError         400
@@ -22,6 +23,8 @@
     ApiError
       StreamRpcError                a Centrifugo error reply to a subscribe or RPC (.errno, .temporary)
       ClientClosedError             call after aclose()
+      BlockingInEventLoopError      a BlockingCadenzaClient call from a running event loop
+                                    (also a RuntimeError)
 
 Third-party exceptions (aiohttp, websockets, ssl) are translated at the I/O
 boundary (``http.py``, ``stream.py``) and never chained raw: their reprs can
@@ -41,7 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ApiError",
+    "ApiNotFoundError",
     "AuthenticationError",
+    "BlockingInEventLoopError",
     "CadenzaError",
     "ClientClosedError",
     "ConfigurationError",
@@ -252,6 +257,27 @@ class StreamRpcError(ApiError):
 
 class ClientClosedError(CadenzaError):
     """The client was closed; a closed client cannot be reopened."""
+
+
+class ApiNotFoundError(UnexpectedResponseError, ConfigurationError):
+    """HTTP 404 with a body that is not the API's envelope: no Cadenza API at ``api_url``.
+
+    The API answers an unknown order with its envelope (an
+    :class:`OrderNotFoundError`); a bare 404 comes from a server or a path
+    that is not the API, most often an ``api_url`` with a path
+    (``.../api/v3``): it is the base URL alone. Both an
+    :class:`ApiError` (``status`` 404) and a :class:`ConfigurationError`.
+    ``cadenza-async doctor`` checks the settings.
+    """
+
+
+class BlockingInEventLoopError(CadenzaError, RuntimeError):
+    """A :class:`~cadenza_async.BlockingCadenzaClient` method was called from a running event loop.
+
+    It would block that loop (every task on it stalls) for the whole call:
+    in ``async`` code, and in a Jupyter cell (which runs on an event loop),
+    use :class:`~cadenza_async.CadenzaClient` with ``await`` instead.
+    """
 
 
 # --------------------------------------------------------------------------- tables

@@ -13,7 +13,8 @@ answer                                  raised (after retries, where they apply)
 other 400                               :class:`InvalidRequestError`
 401 (after one token refresh + retry)   :class:`AuthenticationError`
 403                                     :class:`PermissionDeniedError`
-404                                     :class:`OrderNotFoundError`
+404 with the API's envelope             :class:`OrderNotFoundError`
+404 without it (not the API: api_url)   :class:`ApiNotFoundError` (a ConfigurationError)
 429 (pauses every caller for            :class:`RateLimitError` (``retry_after``)
 ``Retry-After``, then retried; a
 submit is never retried)
@@ -80,6 +81,7 @@ from ._version import __version__
 from .config import ClientConfig, RetryPolicy
 from .errors import (
     ApiError,
+    ApiNotFoundError,
     AuthenticationError,
     CadenzaError,
     ClientClosedError,
@@ -309,6 +311,15 @@ _MIN_SEND_WINDOW: Final = 0.005
 #: an attempt does not start with less than _MIN_ATTEMPT left (nothing is sent).
 _CONNECT_MARGIN: Final = 0.002
 _MIN_ATTEMPT: Final = _CONNECT_MARGIN + 0.001
+
+
+def _is_envelope(raw: bytes) -> bool:
+    """True for a JSON object with the envelope's own fields (``success`` or ``errno``)."""
+    try:
+        document = msgspec.json.decode(raw)
+    except (*_DECODE_ERRORS, UnicodeDecodeError):
+        return False
+    return isinstance(document, dict) and ("success" in document or "errno" in document)
 
 
 def _same(envelope: Envelope) -> Envelope:
@@ -1082,6 +1093,8 @@ class HttpApi:
         if status == 403:
             return self._api_error(PermissionDeniedError, status, raw, resp)
         if status == 404:
+            if not _is_envelope(raw):
+                return self._not_the_api(resp)
             return self._api_error(OrderNotFoundError, status, raw, resp)
         if status >= 500:
             return self._api_error(ServerError, status, raw, resp)
@@ -1094,6 +1107,19 @@ class HttpApi:
                 + " not followed"
             )
         return error
+
+    def _not_the_api(self, resp: aiohttp.ClientResponse) -> ApiError:
+        """A 404 that is not the API's (no envelope): the base URL is wrong."""
+        return ApiNotFoundError(
+            self._scrub(
+                f"HTTP 404 from {resp.url.with_query(None)} is not the API's answer (no "
+                f"envelope): there is no Cadenza API under api_url {self._base}, which is the "
+                "API's base URL alone (e.g. https://cadenza-api-uat.algo724.com, without "
+                "/api/v3); `cadenza-async doctor` checks the settings"
+            ),
+            status=404,
+            request_id=resp.headers.get("X-Request-Id"),
+        )
 
     @staticmethod
     def _order_from(envelope: Envelope) -> TradeOrder:

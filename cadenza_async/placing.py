@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from ._validate import _check_id, check_account_id, check_order_id
+from ._validate import (
+    check_account_id,
+    check_bool,
+    check_count,
+    check_order,
+    check_order_id,
+    check_orders,
+)
 from .bulk import run_pool
 from .engine import MIN_TURN, RETRIABLE, Job, ListOrders, ProofEngine, naming, no_time_left
 from .errors import (
@@ -83,7 +90,6 @@ LIST_SKEW_MS: Final = 300_000
 LIST_PAGE: Final = 200
 LIST_MAX_PAGES: Final = 10
 _RPC_METHOD_NOT_FOUND: Final = 104
-_NEW_ORDER_FIELDS: Final = frozenset(NewOrder.__struct_fields__)
 
 
 class SubmitConfirmationTimeout(ConfirmationTimeout):
@@ -112,76 +118,35 @@ class SubmitConfirmationTimeout(ConfirmationTimeout):
         )
 
 
-def _decimal_text(value: object, what: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        raise TypeError(f"pass {what} as str or Decimal, not float")
-    if isinstance(value, (str, Decimal, int)) and not isinstance(value, bool):
-        text = str(value)
-        if text:
-            return text
-    raise ValueError(f"{what} must be a decimal string")
-
-
 def new_order(
     *,
     instrument_id: str,
     order_side: str,
     order_type: str,
-    quantity: str | Decimal,
-    limit_price: str | Decimal | None = None,
-    stop_price: str | Decimal | None = None,
+    quantity: str | Decimal | int,
+    limit_price: str | Decimal | int | None = None,
+    stop_price: str | Decimal | int | None = None,
     time_in_force: str | None = None,
     client_order_id: str | None = None,
     trading_account_id: str | None = None,
 ) -> NewOrder:
-    """A :class:`NewOrder` from keyword arguments, checked before any I/O.
+    """A :class:`NewOrder` from keyword arguments, checked as a whole before any I/O.
 
-    Raises ``TypeError`` for a float quantity or price, ``ValueError`` for an
-    empty field and :class:`~cadenza_async.errors.InvalidOrderIdError` for a
-    malformed ``client_order_id`` or account id.
+    Raises ``TypeError``/``ValueError`` naming the field and the rule it
+    breaks, :class:`~cadenza_async.errors.InvalidOrderIdError` for a
+    malformed ``client_order_id`` or account id (see :mod:`cadenza_async._validate`).
     """
-    for name, text in (
-        ("instrument_id", instrument_id),
-        ("order_side", order_side),
-        ("order_type", order_type),
-    ):
-        if not isinstance(text, str) or not text:
-            raise ValueError(f"{name} must be a non-empty string")
-    if time_in_force is not None and (not isinstance(time_in_force, str) or not time_in_force):
-        raise ValueError("time_in_force must be a non-empty string or None")
-    if client_order_id is not None:
-        _check_id(client_order_id, "client order id")
-    if trading_account_id is not None:
-        check_account_id(trading_account_id)
-    return NewOrder(
+    return check_order(
         instrument_id=instrument_id,
         order_side=order_side,
         order_type=order_type,
-        quantity=str(_decimal_text(quantity, "quantity")),
-        limit_price=_decimal_text(limit_price, "limit_price"),
-        stop_price=_decimal_text(stop_price, "stop_price"),
+        quantity=quantity,
+        limit_price=limit_price,
+        stop_price=stop_price,
         time_in_force=time_in_force,
         client_order_id=client_order_id,
         trading_account_id=trading_account_id,
     )
-
-
-def _as_new_order(item: NewOrder | Mapping[str, Any], index: int) -> NewOrder:
-    if isinstance(item, NewOrder):
-        return new_order(**msgspec.structs.asdict(item))
-    if not isinstance(item, Mapping):
-        raise TypeError(f"order {index}: a NewOrder or a mapping of its fields, not {item!r}")
-    unknown = set(item) - _NEW_ORDER_FIELDS
-    if unknown:
-        raise TypeError(f"order {index}: unknown fields {sorted(unknown)}")
-    try:
-        return new_order(**item)
-    except TypeError as exc:
-        raise TypeError(f"order {index}: {exc}") from None
-    except ValueError as exc:
-        raise type(exc)(f"order {index}: {exc}") from None
 
 
 class _Job(Job):
@@ -283,11 +248,25 @@ class Placer(ProofEngine[Placement, _Job]):
         account = order.trading_account_id or self._default_account
         if account is None:
             raise ValueError("a submit needs trading_account_id (none configured)")
-        check_account_id(account)
+        account = check_account_id(account)
         client_id = order.client_order_id or str(uuid.uuid4())
         if account == order.trading_account_id and client_id == order.client_order_id:
             return order
         return msgspec.structs.replace(order, trading_account_id=account, client_order_id=client_id)
+
+    def check_many(
+        self,
+        orders: Iterable[NewOrder | Mapping[str, Any]],
+        concurrency: int,
+        timeout: float | None,
+    ) -> tuple[list[NewOrder], float]:
+        """The orders of a bulk submit, prepared, and each one's timeout: all checked, or raises.
+
+        Raises ``TypeError``/``ValueError`` naming the bad order's index.
+        """
+        check_count(concurrency, "concurrency")
+        prepared = [self.prepare(order) for order in check_orders(orders)]
+        return prepared, self._check_timeout(timeout)
 
     async def submit_and_confirm(
         self, order: NewOrder, *, timeout: float | None = None
@@ -322,12 +301,13 @@ class Placer(ProofEngine[Placement, _Job]):
         ``concurrency`` submits are ever in flight. Cancelling the caller
         cancels the submits in flight.
         """
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ValueError("concurrency must be an int >= 1")
-        if isinstance(orders, (str, bytes, Mapping, NewOrder)):
-            raise TypeError("orders must be an iterable of NewOrder or mappings, not one order")
-        prepared = [self.prepare(_as_new_order(item, i)) for i, item in enumerate(orders)]
-        timeout = self._check_timeout(timeout)
+        prepared, seconds = self.check_many(orders, concurrency, timeout)
+        return await self.submit_checked(prepared, concurrency=concurrency, timeout=seconds)
+
+    async def submit_checked(
+        self, prepared: list[NewOrder], *, concurrency: int, timeout: float
+    ) -> list[SubmitOutcome]:
+        """:meth:`submit_many` of orders :meth:`check_many` has checked and prepared."""
         end = self._running_loop().time() + timeout
         outcomes: list[SubmitOutcome | None] = [None] * len(prepared)
 
@@ -371,7 +351,8 @@ class Placer(ProofEngine[Placement, _Job]):
 
         See ``CadenzaClient.replace_and_confirm``.
         """
-        check_order_id(old_order_id)
+        old_order_id = check_order_id(old_order_id)
+        check_bool(place_if_filled, "place_if_filled")
         timeout = self._check_timeout(timeout)
         order = self.prepare(order)
         loop = asyncio.get_running_loop()

@@ -11,13 +11,14 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from anyio.from_thread import BlockingPortal
 
-from cadenza_async import CadenzaClient
+from cadenza_async import BlockingCadenzaClient, CadenzaClient
 from cadenza_async.testing import CadenzaSimulator
 
 ORDER_ID = "770e8400-e29b-41d4-a716-446655440002"
@@ -229,3 +230,34 @@ def clock_jumped(seconds: float) -> Iterator[None]:
         yield
     finally:
         del loop.time  # type: ignore[method-assign]
+
+
+T = TypeVar("T")
+
+
+class ThreadedSim:
+    """A simulator running on a loop thread of its own; every call goes through its portal."""
+
+    def __init__(self, portal: BlockingPortal, sim: CadenzaSimulator) -> None:
+        self.portal = portal
+        self.sim = sim
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self.portal.call(lambda: fn(*args, **kwargs))
+
+    def order_ids(self, n: int, **kwargs: Any) -> list[str]:
+        orders = self.call(self.sim.create_orders, n, **kwargs)
+        return [o.trade_order_id for o in orders]
+
+    def status(self, order_id: str) -> str | None:
+        order = self.call(self.sim.get_order, order_id)
+        return None if order is None else order.status
+
+    def client(self, **options: Any) -> BlockingCadenzaClient:
+        return BlockingCadenzaClient(
+            token=self.sim.token,
+            api_url=self.sim.api_url,
+            ws_url=self.sim.ws_url,
+            trading_account_id=self.sim.trading_account_id,
+            **options,
+        )

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-from support import has_update_reader
+from anyio.from_thread import start_blocking_portal
+from support import ThreadedSim, has_update_reader
 
 from cadenza_async import (
     BlockingCadenzaClient,
@@ -29,34 +29,6 @@ from cadenza_async import (
 from cadenza_async.testing import CadenzaSimulator
 
 T = TypeVar("T")
-
-
-class ThreadedSim:
-    """A simulator running on a loop thread of its own; every call goes through its portal."""
-
-    def __init__(self, portal: BlockingPortal, sim: CadenzaSimulator) -> None:
-        self.portal = portal
-        self.sim = sim
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return self.portal.call(lambda: fn(*args, **kwargs))
-
-    def order_ids(self, n: int, **kwargs: Any) -> list[str]:
-        orders = self.call(self.sim.create_orders, n, **kwargs)
-        return [o.trade_order_id for o in orders]
-
-    def status(self, order_id: str) -> str | None:
-        order = self.call(self.sim.get_order, order_id)
-        return None if order is None else order.status
-
-    def client(self, **options: Any) -> BlockingCadenzaClient:
-        return BlockingCadenzaClient(
-            token=self.sim.token,
-            api_url=self.sim.api_url,
-            ws_url=self.sim.ws_url,
-            trading_account_id=self.sim.trading_account_id,
-            **options,
-        )
 
 
 @pytest.fixture

@@ -5,22 +5,70 @@ wait until the test releases their id, so the order in which work
 completes, how much of it is in flight, and what a cancellation reaches are
 all in the test's hands. Synchronisation is by bounded waits on the fake's
 own state, never by sleeping a fixed time.
+
+Order ids are UUIDs; the tests name orders by short names ("a", "order-1")
+that :func:`run_bulk` and :func:`run_bulk_iter` here turn into UUIDs on the
+way in (:func:`uid`) and back into names on the way out, so that what each
+test says stays readable. Malformed ids ("", "b c", 42) go through as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from cadenza_async.bulk import run_bulk, run_bulk_iter
+from cadenza_async import bulk
 from cadenza_async.errors import CadenzaError, InvalidOrderIdError, OrderNotFoundError
 
 STEP = 5.0
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_NAMES: dict[str, str] = {}  # uid -> name
+
+
+def uid(name: Any) -> Any:
+    """The UUID a test's short order name stands for (anything else unchanged)."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        return name
+    value = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+    _NAMES[value] = name
+    return value
+
+
+def name(value: Any) -> Any:
+    """The short name of an order id :func:`uid` made (anything else unchanged)."""
+    return _NAMES.get(value, value) if isinstance(value, str) else value
+
+
+def _named_error(outcome: Any) -> Any:
+    if isinstance(outcome, CadenzaError):
+        outcome.order_id = name(outcome.order_id)
+    return outcome
+
+
+def _ids(order_ids: Any) -> Any:
+    if isinstance(order_ids, (str, bytes)):
+        return order_ids
+    return [uid(oid) for oid in order_ids]
+
+
+async def run_bulk(order_ids: Any, one: Any, *, concurrency: int) -> list[Any]:
+    outcomes = await bulk.run_bulk(_ids(order_ids), one, concurrency=concurrency)
+    return [_named_error(outcome) for outcome in outcomes]
+
+
+async def run_bulk_iter(order_ids: Any, one: Any, *, concurrency: int) -> Any:
+    async with contextlib.aclosing(
+        bulk.run_bulk_iter(_ids(order_ids), one, concurrency=concurrency)
+    ) as outcomes:
+        async for oid, outcome in outcomes:
+            yield name(oid), _named_error(outcome)
 
 
 class FakeCancel:
@@ -50,6 +98,7 @@ class FakeCancel:
         self.raises[order_id] = exc
 
     async def __call__(self, order_id: str) -> str:
+        order_id = name(order_id)
         self.calls.append(order_id)
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)

@@ -30,7 +30,7 @@ from cadenza_async.errors import (
 from cadenza_async.models import CancelResult, TradeOrder
 from cadenza_async.protocol.confirm import ConfirmationRegistry
 
-ACCOUNT = "acc-1"
+ACCOUNT = "acc00000-0000-4000-8000-000000000001"
 STEP = 5.0
 
 Step = Callable[[], TradeOrder] | BaseException | float | None
@@ -119,11 +119,11 @@ async def timed(coro):
 
 
 async def test_a_terminal_reply_proves_the_cancel_with_one_request(closing):
-    send, look = Script(order("o1", "CANCELLED")), Script()
+    send, look = Script(order("00000000-0000-4000-8000-000000000001", "CANCELLED")), Script()
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert (result.cancelled, result.source) == (True, "http")
     assert result.acked_after is not None
@@ -132,12 +132,15 @@ async def test_a_terminal_reply_proves_the_cancel_with_one_request(closing):
 
 
 async def test_without_a_stream_a_pending_reply_is_proven_by_rest_polling(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
-    look = Script(order("o1", "PENDING_CANCEL"), default=order("o1", "CANCELLED", 2))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
+    look = Script(
+        order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"),
+        default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 2),
+    )
     c = canceller(send, look)
     closing(c)
 
-    result, elapsed = await timed(c.cancel_and_confirm("o1"))
+    result, elapsed = await timed(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
 
     assert isinstance(result, CancelResult)
     assert (result.cancelled, result.source) == (True, "rest")
@@ -150,10 +153,10 @@ async def test_an_event_proves_it_while_the_reply_is_still_travelling(closing):
     send, look = Script("hang"), Script()
     c = canceller(send, look)
     closing(c)
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1"))
+    task = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
     await turns_until(lambda: send.calls)
 
-    c.observe_event(order("o1", "CANCELLED", 5), ACCOUNT)
+    c.observe_event(order("00000000-0000-4000-8000-000000000001", "CANCELLED", 5), ACCOUNT)
     result, elapsed = await timed(task)
 
     assert (result.cancelled, result.source) == (True, "ws")
@@ -163,11 +166,11 @@ async def test_an_event_proves_it_while_the_reply_is_still_travelling(closing):
 
 async def test_cannot_cancel_is_decided_by_the_orders_own_state(closing):
     send = Script(OrderNotCancellableError("Cannot cancel", status=400, errno=-111001))
-    look = Script(order("o1", "FILLED", 3))
+    look = Script(order("00000000-0000-4000-8000-000000000001", "FILLED", 3))
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert (result.cancelled, result.status, result.source) == (False, "FILLED", "rest")
 
@@ -179,16 +182,21 @@ async def test_a_cancel_that_never_reached_the_api_is_retried_until_the_deadline
     closing,
 ):
     refused = TransportError("POST /cancel: connection refused", maybe_sent=False)
-    send, look = Script(default=refused), Script(default=order("o1", "OPEN"))
+    send, look = (
+        Script(default=refused),
+        Script(default=order("00000000-0000-4000-8000-000000000001", "OPEN")),
+    )
     c = canceller(send, look)
     closing(c)
 
-    error, elapsed = await timed(c.cancel_and_confirm("o1", timeout=0.5))
+    error, elapsed = await timed(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.5)
+    )
 
     # sent at 0, 0.1 and 0.3 s; the next (at 0.7 s) would be past the deadline: raised then,
     # as what it is (nothing reached the API), not as a timeout
     assert isinstance(error, TransportError)
-    assert error.order_id == "o1"
+    assert error.order_id == "00000000-0000-4000-8000-000000000001"
     assert len(send.calls) == 3
     assert elapsed < 0.5
 
@@ -196,11 +204,11 @@ async def test_a_cancel_that_never_reached_the_api_is_retried_until_the_deadline
 async def test_a_refused_cancel_goes_through_once_the_api_is_back(closing):
     refused = TransportError("POST /cancel: connection refused", maybe_sent=False)
     unavailable = ServerError("unavailable", status=503)
-    send = Script(refused, unavailable, order("o1", "CANCELLED"))
+    send = Script(refused, unavailable, order("00000000-0000-4000-8000-000000000001", "CANCELLED"))
     c = canceller(send, Script())
     closing(c)
 
-    result = await c.cancel_and_confirm("o1", timeout=5.0)
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=5.0)
 
     assert (result.cancelled, result.source) == (True, "http")
     assert len(send.calls) == 3
@@ -212,7 +220,7 @@ async def test_a_fault_of_the_set_up_fails_at_once_whatever_the_time_left(closin
     c = canceller(send, look)
     closing(c)
 
-    error, _ = await timed(c.cancel_and_confirm("o1", timeout=10))
+    error, _ = await timed(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=10))
 
     assert isinstance(error, TransportError)
     assert len(send.calls) == 1
@@ -224,28 +232,32 @@ async def test_a_fault_of_the_set_up_fails_at_once_whatever_the_time_left(closin
 async def test_a_job_that_starts_after_its_deadline_says_it_never_sent(closing):
     """A loop stalled past the deadline before the job's task ran: nothing went out, and
     the caller learns that (not a ConfirmationTimeout, which says "may have been sent")."""
-    send, look = Script(order("o1", "CANCELLED")), Script()
+    send, look = Script(order("00000000-0000-4000-8000-000000000001", "CANCELLED")), Script()
     c = canceller(send, look)
     closing(c)
 
-    call = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=0.05))
+    call = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.05)
+    )
     await asyncio.sleep(0)  # the call registered and started its job's task, not yet run
     with clock_jumped(0.1):  # the loop stalled past the deadline (its clock moved on)
         error, _ = await timed(call)
 
     assert isinstance(error, TransportError), repr(error)
     assert error.maybe_sent is False
-    assert error.order_id == "o1"
+    assert error.order_id == "00000000-0000-4000-8000-000000000001"
     assert send.calls == []
 
 
 async def test_every_answer_a_5xx_is_retried_while_the_deadline_allows_then_raised(closing):
     # (a 503 other than 504: the API did not apply the cancel, DESIGN.md rule 4)
     send = Script(default=ServerError("unavailable", status=503))
-    c = canceller(send, Script(default=order("o1", "OPEN")))
+    c = canceller(send, Script(default=order("00000000-0000-4000-8000-000000000001", "OPEN")))
     closing(c)
 
-    error, elapsed = await timed(c.cancel_and_confirm("o1", timeout=0.5))
+    error, elapsed = await timed(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.5)
+    )
 
     assert isinstance(error, ServerError)
     assert len(send.calls) == 3  # at 0, 0.1 and 0.3 s
@@ -254,12 +266,12 @@ async def test_every_answer_a_5xx_is_retried_while_the_deadline_allows_then_rais
 
 async def test_a_cancel_that_may_have_arrived_is_looked_up_then_sent_again(closing):
     timed_out = TransportError("POST /cancel: timed out")  # maybe_sent
-    send = Script(timed_out, order("o1", "CANCELLED", 4))
-    look = Script(order("o1", "OPEN", 2))
+    send = Script(timed_out, order("00000000-0000-4000-8000-000000000001", "CANCELLED", 4))
+    look = Script(order("00000000-0000-4000-8000-000000000001", "OPEN", 2))
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert (result.cancelled, result.source) == (True, "http")
     assert len(send.calls) == 2
@@ -268,11 +280,14 @@ async def test_a_cancel_that_may_have_arrived_is_looked_up_then_sent_again(closi
 
 async def test_a_may_have_arrived_cancel_seen_pending_is_not_sent_again(closing):
     send = Script(TransportError("reset after sending"))
-    look = Script(order("o1", "PENDING_CANCEL", 2), default=order("o1", "CANCELLED", 3))
+    look = Script(
+        order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL", 2),
+        default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 3),
+    )
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert result.cancelled is True
     assert len(send.calls) == 1
@@ -285,11 +300,17 @@ async def test_a_definite_answer_is_every_callers_error(closing):
     c = canceller(send, look, registry=registry)
     closing(c)
     calls = asyncio.gather(
-        c.cancel_and_confirm("o1", trading_account_id=ACCOUNT),
-        c.cancel_and_confirm("o1", trading_account_id=ACCOUNT),
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", trading_account_id=ACCOUNT),
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", trading_account_id=ACCOUNT),
         return_exceptions=True,
     )
-    await turns_until(lambda: send.calls and (w := registry.get("o1")) and w.refs == 2)
+    await turns_until(
+        lambda: (
+            send.calls
+            and (w := registry.get("00000000-0000-4000-8000-000000000001"))
+            and w.refs == 2
+        )
+    )
     answer.set()
 
     a, b = await asyncio.wait_for(calls, STEP)
@@ -302,16 +323,31 @@ async def test_a_definite_answer_is_every_callers_error(closing):
 async def test_a_not_found_on_the_guessed_default_account_looks_the_order_up(closing):
     send = Script(
         OrderNotFoundError("no such order", status=404),
-        TradeOrder("o1", "acc-2", "CANCELLED", updated_at=2),
+        TradeOrder(
+            "00000000-0000-4000-8000-000000000001",
+            "acc00000-0000-4000-8000-000000000002",
+            "CANCELLED",
+            updated_at=2,
+        ),
     )
-    look = Script(TradeOrder("o1", "acc-2", "OPEN", updated_at=1))
+    look = Script(
+        TradeOrder(
+            "00000000-0000-4000-8000-000000000001",
+            "acc00000-0000-4000-8000-000000000002",
+            "OPEN",
+            updated_at=1,
+        )
+    )
     c = canceller(send, look)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert (result.cancelled, result.source) == (True, "http")
-    assert [account for _, account, _ in send.calls] == [ACCOUNT, "acc-2"]
+    assert [account for _, account, _ in send.calls] == [
+        ACCOUNT,
+        "acc00000-0000-4000-8000-000000000002",
+    ]
     assert [account for _, account, _ in look.calls] == [None]  # by the order's id alone
 
 
@@ -321,19 +357,19 @@ async def test_an_order_found_nowhere_is_not_found_after_one_look_up(closing):
     c = canceller(send, look)
     closing(c)
 
-    error, _ = await timed(c.cancel_and_confirm("o1"))
+    error, _ = await timed(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
 
     assert isinstance(error, OrderNotFoundError)
     assert (len(send.calls), len(look.calls)) == (1, 1)
 
 
 async def test_without_any_account_the_order_is_looked_up_before_the_cancel(closing):
-    send = Script(order("o1", "CANCELLED"))
-    look = Script(order("o1", "OPEN"))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "CANCELLED"))
+    look = Script(order("00000000-0000-4000-8000-000000000001", "OPEN"))
     c = canceller(send, look, default_account=None)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert result.cancelled
     assert [account for _, account, _ in look.calls] == [None]
@@ -342,11 +378,11 @@ async def test_without_any_account_the_order_is_looked_up_before_the_cancel(clos
 
 async def test_a_look_up_that_finds_the_order_final_proves_it_without_a_cancel(closing):
     send = Script()
-    look = Script(order("o1", "FILLED"))
+    look = Script(order("00000000-0000-4000-8000-000000000001", "FILLED"))
     c = canceller(send, look, default_account=None)
     closing(c)
 
-    result = await c.cancel_and_confirm("o1")
+    result = await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert (result.cancelled, result.status, result.source) == (False, "FILLED", "rest")
     assert send.calls == []
@@ -360,7 +396,9 @@ async def test_a_hung_request_ends_at_the_deadline_with_the_unanswered_send_as_c
     c = canceller(send, look)
     closing(c)
 
-    error, elapsed = await timed(c.cancel_and_confirm("o1", timeout=0.3))
+    error, elapsed = await timed(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.3)
+    )
 
     assert isinstance(error, ConfirmationTimeout)
     assert 0.3 <= elapsed < 0.3 + DEADLINE_SLACK  # (a deadline test: ends on time)
@@ -370,14 +408,14 @@ async def test_a_hung_request_ends_at_the_deadline_with_the_unanswered_send_as_c
 
 
 async def test_every_request_carries_the_calls_deadline(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
-    look = Script(default=order("o1", "CANCELLED", 2))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
+    look = Script(default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 2))
     c = canceller(send, look)
     closing(c)
     loop = asyncio.get_running_loop()
     started = loop.time()
 
-    await c.cancel_and_confirm("o1", timeout=0.8)
+    await c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.8)
 
     (deadline,) = {d for _, _, d in send.calls + look.calls}  # one deadline for every request
     assert deadline is not None
@@ -389,11 +427,11 @@ async def test_every_request_carries_the_calls_deadline(closing):
 
 async def test_shared_callers_share_one_request_and_a_leaving_caller_changes_nothing(closing):
     answer = asyncio.Event()
-    send = Script((answer, order("o1", "CANCELLED")))
+    send = Script((answer, order("00000000-0000-4000-8000-000000000001", "CANCELLED")))
     c = canceller(send, Script())
     closing(c)
-    first = asyncio.ensure_future(c.cancel_and_confirm("o1"))
-    second = asyncio.ensure_future(c.cancel_and_confirm("o1"))
+    first = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
+    second = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
     await turns_until(lambda: send.calls)
     first.cancel()
     await asyncio.gather(first, return_exceptions=True)
@@ -409,12 +447,19 @@ async def test_shared_callers_share_one_request_and_a_leaving_caller_changes_not
 
 async def test_a_later_caller_extends_the_shared_job_past_the_first_deadline(closing):
     answer = asyncio.Event()  # the first send fails only after the first caller's deadline
-    send = Script((answer, TransportError("timed out")), order("o1", "CANCELLED", 3))
-    look = Script(default=order("o1", "OPEN", 2))
+    send = Script(
+        (answer, TransportError("timed out")),
+        order("00000000-0000-4000-8000-000000000001", "CANCELLED", 3),
+    )
+    look = Script(default=order("00000000-0000-4000-8000-000000000001", "OPEN", 2))
     c = canceller(send, look)
     closing(c)
-    a = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=0.3))
-    b = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=3.0))
+    a = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.3)
+    )
+    b = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=3.0)
+    )
     result_a = (await asyncio.gather(a, return_exceptions=True))[0]
     answer.set()
 
@@ -431,7 +476,7 @@ async def test_when_every_caller_left_the_job_stops(closing):
     send = Script("hang")
     c = canceller(send, Script())
     closing(c)
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1"))
+    task = asyncio.ensure_future(c.cancel_and_confirm("00000000-0000-4000-8000-000000000001"))
     await turns_until(lambda: send.calls)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -445,10 +490,12 @@ async def test_when_every_caller_left_the_job_stops(closing):
 
 
 async def test_closing_ends_every_waiting_caller_with_client_closed(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
     look = Script("hang")
     c = canceller(send, look)
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=30.0))
+    task = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=30.0)
+    )
     await until(lambda: look.calls)  # acknowledged, and polling: the caller sleeps
 
     await c.aclose()
@@ -458,24 +505,26 @@ async def test_closing_ends_every_waiting_caller_with_client_closed(closing):
     error = await asyncio.gather(task, return_exceptions=True)
 
     assert isinstance(error[0], ClientClosedError)
-    assert error[0].order_id == "o1"
+    assert error[0].order_id == "00000000-0000-4000-8000-000000000001"
     with pytest.raises(ClientClosedError):
-        await c.cancel_and_confirm("o2")
+        await c.cancel_and_confirm("00000000-0000-4000-8000-000000000002")
 
 
 async def test_a_channel_refused_with_103_fails_that_accounts_cancels(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
     look = Script("hang")
     c = canceller(send, look)
     closing(c)
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1", trading_account_id=ACCOUNT))
+    task = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", trading_account_id=ACCOUNT)
+    )
     await until(lambda: look.calls)  # acknowledged, and polling
 
     c.channel_refused("tradingAccount:" + ACCOUNT, StreamRpcError("permission denied", errno=103))
     (error,) = await asyncio.gather(task, return_exceptions=True)
 
     assert isinstance(error, PermissionDeniedError)
-    assert error.order_id == "o1"
+    assert error.order_id == "00000000-0000-4000-8000-000000000001"
 
 
 # --------------------------------------------------------------------------- reconciliation
@@ -501,10 +550,12 @@ class Pages:
 
 
 async def test_reconciliation_lists_the_account_and_looks_up_only_what_the_pages_missed(closing):
-    ids = [f"o{i}" for i in range(30)]
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(30)]
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
-    pages = Pages([order(i, "CANCELLED", 9) for i in ids], hidden={"o7"})
-    look = Script(default=order("o7", "CANCELLED", 9))
+    pages = Pages(
+        [order(i, "CANCELLED", 9) for i in ids], hidden={"00000000-0000-4000-8000-000000000007"}
+    )
+    look = Script(default=order("00000000-0000-4000-8000-000000000007", "CANCELLED", 9))
     c = canceller(send, look, list_page=pages)
     closing(c)
     tasks = [asyncio.ensure_future(c.cancel_and_confirm(i, timeout=3.0)) for i in ids]
@@ -515,11 +566,13 @@ async def test_reconciliation_lists_the_account_and_looks_up_only_what_the_pages
 
     assert all(r.cancelled and r.source == "rest" for r in results)
     assert len(pages.calls) == 1  # 29 of 30 on one page of 500
-    assert [oid for oid, _, _ in look.calls] == ["o7"]  # the one the pages missed
+    assert [oid for oid, _, _ in look.calls] == [
+        "00000000-0000-4000-8000-000000000007"
+    ]  # the one the pages missed
 
 
 async def test_many_polling_jobs_of_one_account_share_one_listing(closing):
-    ids = [f"p{i}" for i in range(40)]
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(40)]
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
     pages = Pages([order(i, "CANCELLED", 9) for i in ids])
     look = Script(default=order("none", "OPEN"))
@@ -571,7 +624,12 @@ async def pending_cancels(c: Canceller, send: Script, ids: list[str]) -> list[as
 
 
 async def test_reconciliation_pages_until_it_has_seen_every_pending_order(closing):
-    ids = ["w0", "w1", "w2", "w3"]
+    ids = [
+        "00000000-0000-4000-8000-000000000e00",
+        "00000000-0000-4000-8000-000000000e01",
+        "00000000-0000-4000-8000-000000000e02",
+        "00000000-0000-4000-8000-000000000e03",
+    ]
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
     final = [order(i, "CANCELLED", 9) for i in ids]
     # w0, w1 on the first page, w2, w3 on the third; a fourth page the listing never reads
@@ -605,13 +663,18 @@ async def test_reconciliation_pages_until_it_has_seen_every_pending_order(closin
 async def test_reconciliation_stops_at_the_last_page_and_looks_up_what_it_missed(
     closing, paginated: bool, total: int, offsets: list[int]
 ):
-    ids = ["w0", "w1", "w2", "w3"]  # w3 is on no page
+    ids = [
+        "00000000-0000-4000-8000-000000000e00",
+        "00000000-0000-4000-8000-000000000e01",
+        "00000000-0000-4000-8000-000000000e02",
+        "00000000-0000-4000-8000-000000000e03",
+    ]  # w3 is on no page
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
     listing = Listing(
         [*[order(i, "CANCELLED", 9) for i in ids[:3]], *others(total - 3, "x")],
         paginated=paginated,
     )
-    look = Script(default=order("w3", "CANCELLED", 9))
+    look = Script(default=order("00000000-0000-4000-8000-000000000e03", "CANCELLED", 9))
     c = canceller(send, look, list_page=listing)
     closing(c)
     tasks = await pending_cancels(c, send, ids)
@@ -620,12 +683,17 @@ async def test_reconciliation_stops_at_the_last_page_and_looks_up_what_it_missed
     results = await asyncio.wait_for(asyncio.gather(*tasks), STEP)
 
     assert [offset for _, _, offset, _ in listing.calls] == offsets
-    assert [oid for oid, _, _ in look.calls] == ["w3"]
+    assert [oid for oid, _, _ in look.calls] == ["00000000-0000-4000-8000-000000000e03"]
     assert all(r.cancelled for r in results)
 
 
 async def test_a_failed_listing_leaves_each_pending_order_to_a_look_up(closing):
-    ids = ["w0", "w1", "w2", "w3"]
+    ids = [
+        "00000000-0000-4000-8000-000000000e00",
+        "00000000-0000-4000-8000-000000000e01",
+        "00000000-0000-4000-8000-000000000e02",
+        "00000000-0000-4000-8000-000000000e03",
+    ]
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
     listing = Listing([])
     listing.fail = ServerError("unavailable", status=503)
@@ -645,20 +713,25 @@ async def test_a_failed_listing_leaves_each_pending_order_to_a_look_up(closing):
 async def test_one_error_reaching_two_callers_names_each_callers_order(closing):
     error = ServerError("unavailable", status=503)  # the same object for every send
     send = Script(default=error)
-    c = canceller(send, Script(default=order("o1", "OPEN")))
+    c = canceller(send, Script(default=order("00000000-0000-4000-8000-000000000001", "OPEN")))
     closing(c)
 
     a, b = await asyncio.gather(
-        c.cancel_and_confirm("o1", timeout=0.5),
-        c.cancel_and_confirm("o2", timeout=0.5),
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=0.5),
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000002", timeout=0.5),
         return_exceptions=True,
     )
 
     assert a is error
-    assert a.order_id == "o1"
+    assert a.order_id == "00000000-0000-4000-8000-000000000001"
     assert type(b) is ServerError
     assert b is not error
-    assert (b.order_id, str(b), b.status, b.args) == ("o2", str(error), 503, error.args)
+    assert (b.order_id, str(b), b.status, b.args) == (
+        "00000000-0000-4000-8000-000000000002",
+        str(error),
+        503,
+        error.args,
+    )
 
 
 async def test_closing_under_a_bulk_gives_each_order_left_client_closed(closing):
@@ -666,14 +739,27 @@ async def test_closing_under_a_bulk_gives_each_order_left_client_closed(closing)
     c = canceller(send, Script())
     recorded: dict[str, object] = {}
     bulk = asyncio.ensure_future(
-        c.confirm_many(["o1", "o2", "o3"], recorded.__setitem__, concurrency=3, timeout=STEP)
+        c.confirm_many(
+            [
+                "00000000-0000-4000-8000-000000000001",
+                "00000000-0000-4000-8000-000000000002",
+                "00000000-0000-4000-8000-000000000003",
+            ],
+            recorded.__setitem__,
+            concurrency=3,
+            timeout=STEP,
+        )
     )
     await until(lambda: len(send.calls) == 3)
 
     await c.aclose()
     await asyncio.wait_for(bulk, STEP)
 
-    assert sorted(recorded) == ["o1", "o2", "o3"]
+    assert sorted(recorded) == [
+        "00000000-0000-4000-8000-000000000001",
+        "00000000-0000-4000-8000-000000000002",
+        "00000000-0000-4000-8000-000000000003",
+    ]
     for order_id, outcome in recorded.items():
         assert isinstance(outcome, ClientClosedError)
         assert outcome.order_id == order_id
@@ -693,27 +779,40 @@ async def test_a_joiner_taking_over_a_bulks_unanswered_cancel_looks_before_sendi
     reached the API); the caller who joined takes the job over and looks the order up
     before anything is sent again."""
     timed_out = TransportError("POST /cancel: timed out")  # may have reached the API
-    send = Script(timed_out, timed_out, default=order("o1", "CANCELLED", 9))
+    send = Script(
+        timed_out, timed_out, default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 9)
+    )
     look = Script(
-        order("o1", "OPEN", 2),  # after the worker's first send
-        order("o1", "OPEN", 3),  # after its second
-        order("o1", seen, 4),  # the take-over's look, first when the worker stops
-        order("o1", seen, 5),  # the bulk's final look-up, right after
-        default=order("o1", "CANCELLED", 9),
+        order("00000000-0000-4000-8000-000000000001", "OPEN", 2),  # after the worker's first send
+        order("00000000-0000-4000-8000-000000000001", "OPEN", 3),  # after its second
+        order(
+            "00000000-0000-4000-8000-000000000001", seen, 4
+        ),  # the take-over's look, first when the worker stops
+        order(
+            "00000000-0000-4000-8000-000000000001", seen, 5
+        ),  # the bulk's final look-up, right after
+        default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 9),
     )
     c = canceller(send, look)
     closing(c)
     recorded: dict[str, object] = {}
     bulk = asyncio.ensure_future(
-        c.confirm_many(["o1"], recorded.__setitem__, concurrency=1, timeout=0.4)
+        c.confirm_many(
+            ["00000000-0000-4000-8000-000000000001"],
+            recorded.__setitem__,
+            concurrency=1,
+            timeout=0.4,
+        )
     )
     await turns_until(lambda: send.calls)
-    joiner = asyncio.ensure_future(c.cancel_and_confirm("o1", timeout=STEP))
+    joiner = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", timeout=STEP)
+    )
 
     await asyncio.wait_for(bulk, STEP)
     result = await asyncio.wait_for(joiner, STEP)
 
-    assert list(recorded) == ["o1"]
+    assert list(recorded) == ["00000000-0000-4000-8000-000000000001"]
     assert result.cancelled
     assert len(send.calls) == sends
     assert len(look.calls) >= 3
@@ -725,16 +824,18 @@ def test_a_cancel_handle_says_its_state_and_whether_it_was_observed() -> None:
     try:
         future = loop.create_future()
         task = loop.create_task(asyncio.wait_for(future, STEP))
-        handle = CancelHandle("o1", task)
-        assert repr(handle) == "<CancelHandle o1 pending>"
+        handle = CancelHandle("00000000-0000-4000-8000-000000000001", task)
+        assert repr(handle) == "<CancelHandle 00000000-0000-4000-8000-000000000001 pending>"
         assert (handle.done(), handle.observed) == (False, False)
         seen: list[CancelHandle] = []
         handle.add_done_callback(seen.append)
         assert handle.observed
-        result = CancelResult(order("o1", "CANCELLED"), True, "ws", 0.1, None)
+        result = CancelResult(
+            order("00000000-0000-4000-8000-000000000001", "CANCELLED"), True, "ws", 0.1, None
+        )
         future.set_result(result)
         loop.run_until_complete(task)
-        assert repr(handle) == "<CancelHandle o1 done>"
+        assert repr(handle) == "<CancelHandle 00000000-0000-4000-8000-000000000001 done>"
         assert handle.done()
         assert handle.result() is result
         assert handle.exception() is None
@@ -742,7 +843,10 @@ def test_a_cancel_handle_says_its_state_and_whether_it_was_observed() -> None:
         assert seen == [handle]
 
         failed_future = loop.create_future()
-        failed = CancelHandle("o2", loop.create_task(asyncio.wait_for(failed_future, STEP)))
+        failed = CancelHandle(
+            "00000000-0000-4000-8000-000000000002",
+            loop.create_task(asyncio.wait_for(failed_future, STEP)),
+        )
         assert not failed.observed
         error = OrderNotFoundError("no such order", status=404)
         failed_future.set_exception(error)
@@ -773,36 +877,63 @@ class States:
 
 async def test_a_gap_on_one_accounts_channel_reconciles_only_that_account(closing):
     send = Script(
-        TradeOrder("a1", ACCOUNT, "PENDING_CANCEL"), TradeOrder("b1", "acc-2", "PENDING_CANCEL")
+        TradeOrder("0000000a-0000-4000-8000-0000000000a1", ACCOUNT, "PENDING_CANCEL"),
+        TradeOrder(
+            "0000000b-0000-4000-8000-0000000000b1",
+            "acc00000-0000-4000-8000-000000000002",
+            "PENDING_CANCEL",
+        ),
     )
     states = States()
-    states.accounts["b1"] = "acc-2"
+    states.accounts["0000000b-0000-4000-8000-0000000000b1"] = "acc00000-0000-4000-8000-000000000002"
     c = canceller(send, states)  # type: ignore[arg-type]
     closing(c)
-    ours = asyncio.ensure_future(c.cancel_and_confirm("a1", trading_account_id=ACCOUNT, timeout=30))
-    theirs = asyncio.ensure_future(
-        c.cancel_and_confirm("b1", trading_account_id="acc-2", timeout=30)
+    ours = asyncio.ensure_future(
+        c.cancel_and_confirm(
+            "0000000a-0000-4000-8000-0000000000a1", trading_account_id=ACCOUNT, timeout=30
+        )
     )
-    await until(lambda: {"a1", "b1"} <= set(states.calls))  # both polling (next in 0.2 s)
+    theirs = asyncio.ensure_future(
+        c.cancel_and_confirm(
+            "0000000b-0000-4000-8000-0000000000b1",
+            trading_account_id="acc00000-0000-4000-8000-000000000002",
+            timeout=30,
+        )
+    )
+    await until(
+        lambda: (
+            {"0000000a-0000-4000-8000-0000000000a1", "0000000b-0000-4000-8000-0000000000b1"}
+            <= set(states.calls)
+        )
+    )  # both polling (next in 0.2 s)
     polled = len(states.calls)
-    states.status["a1"] = states.status["b1"] = "CANCELLED"
+    states.status["0000000a-0000-4000-8000-0000000000a1"] = states.status[
+        "0000000b-0000-4000-8000-0000000000b1"
+    ] = "CANCELLED"
 
     c.channel_gap("tradingAccount:" + ACCOUNT)
     result = await asyncio.wait_for(ours, STEP)
 
     assert result.cancelled
-    assert states.calls[polled:] == ["a1"]  # the gap's look-up, at once, of that account only
+    assert states.calls[polled:] == [
+        "0000000a-0000-4000-8000-0000000000a1"
+    ]  # the gap's look-up, at once, of that account only
     assert not theirs.done()
     theirs.cancel()
     await asyncio.gather(theirs, return_exceptions=True)
 
 
 async def test_a_refusal_other_than_103_fails_nobody(closing):
-    send = Script(order("o1", "PENDING_CANCEL"))
-    look = Script(order("o1", "PENDING_CANCEL", 2), default=order("o1", "CANCELLED", 3))
+    send = Script(order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL"))
+    look = Script(
+        order("00000000-0000-4000-8000-000000000001", "PENDING_CANCEL", 2),
+        default=order("00000000-0000-4000-8000-000000000001", "CANCELLED", 3),
+    )
     c = canceller(send, look)
     closing(c)
-    task = asyncio.ensure_future(c.cancel_and_confirm("o1", trading_account_id=ACCOUNT))
+    task = asyncio.ensure_future(
+        c.cancel_and_confirm("00000000-0000-4000-8000-000000000001", trading_account_id=ACCOUNT)
+    )
     await until(lambda: look.calls)
 
     c.channel_refused("tradingAccount:" + ACCOUNT, StreamRpcError("busy", errno=111))
@@ -814,20 +945,32 @@ async def test_a_refusal_other_than_103_fails_nobody(closing):
 
 async def test_a_103_fails_that_accounts_cancels_only_and_says_why(closing):
     send = Script(
-        TradeOrder("a1", ACCOUNT, "PENDING_CANCEL"), TradeOrder("b1", "acc-2", "PENDING_CANCEL")
+        TradeOrder("0000000a-0000-4000-8000-0000000000a1", ACCOUNT, "PENDING_CANCEL"),
+        TradeOrder(
+            "0000000b-0000-4000-8000-0000000000b1",
+            "acc00000-0000-4000-8000-000000000002",
+            "PENDING_CANCEL",
+        ),
     )
     look = Script(default="hang")
     c = canceller(send, look)
     closing(c)
-    ours = asyncio.ensure_future(c.cancel_and_confirm("a1", trading_account_id=ACCOUNT))
-    theirs = asyncio.ensure_future(c.cancel_and_confirm("b1", trading_account_id="acc-2"))
+    ours = asyncio.ensure_future(
+        c.cancel_and_confirm("0000000a-0000-4000-8000-0000000000a1", trading_account_id=ACCOUNT)
+    )
+    theirs = asyncio.ensure_future(
+        c.cancel_and_confirm(
+            "0000000b-0000-4000-8000-0000000000b1",
+            trading_account_id="acc00000-0000-4000-8000-000000000002",
+        )
+    )
     await until(lambda: len(look.calls) >= 2)
 
     c.channel_refused("tradingAccount:" + ACCOUNT, StreamRpcError("permission denied", errno=103))
     (error,) = await asyncio.gather(ours, return_exceptions=True)
 
     assert isinstance(error, PermissionDeniedError)
-    assert (error.order_id, error.errno) == ("a1", 103)
+    assert (error.order_id, error.errno) == ("0000000a-0000-4000-8000-0000000000a1", 103)
     assert str(error).startswith(f"no access to trading account {ACCOUNT}: permission denied")
     assert not theirs.done()
     theirs.cancel()
@@ -839,7 +982,12 @@ async def test_a_bug_in_a_bulks_job_is_raised_by_the_bulk(closing):
     c = canceller(send, Script())
     closing(c)
     with pytest.raises(RuntimeError, match="a bug, not an answer"):
-        await asyncio.wait_for(c.confirm_many(["o1"], lambda *_: None, concurrency=1), STEP)
+        await asyncio.wait_for(
+            c.confirm_many(
+                ["00000000-0000-4000-8000-000000000001"], lambda *_: None, concurrency=1
+            ),
+            STEP,
+        )
 
 
 async def test_a_bulk_order_joining_a_running_cancel_gets_its_definite_error(closing):
@@ -849,21 +997,35 @@ async def test_a_bulk_order_joining_a_running_cancel_gets_its_definite_error(clo
     c = canceller(send, Script(), registry=registry)
     closing(c)
     alone = asyncio.ensure_future(
-        c.cancel_and_confirm("o1", trading_account_id=ACCOUNT, timeout=STEP)
+        c.cancel_and_confirm(
+            "00000000-0000-4000-8000-000000000001", trading_account_id=ACCOUNT, timeout=STEP
+        )
     )
     await turns_until(lambda: send.calls)
     recorded: dict[str, object] = {}
     bulk = asyncio.ensure_future(
-        c.confirm_many(["o1"], recorded.__setitem__, concurrency=1, trading_account_id=ACCOUNT)
+        c.confirm_many(
+            ["00000000-0000-4000-8000-000000000001"],
+            recorded.__setitem__,
+            concurrency=1,
+            trading_account_id=ACCOUNT,
+        )
     )
-    await turns_until(lambda: (w := registry.get("o1")) is not None and w.refs == 2)
+    await turns_until(
+        lambda: (
+            (w := registry.get("00000000-0000-4000-8000-000000000001")) is not None and w.refs == 2
+        )
+    )
     answer.set()
 
     await asyncio.wait_for(bulk, STEP)
     (error,) = await asyncio.gather(alone, return_exceptions=True)
 
-    assert isinstance(recorded["o1"], OrderNotFoundError)
-    assert recorded["o1"].order_id == "o1"
+    assert isinstance(recorded["00000000-0000-4000-8000-000000000001"], OrderNotFoundError)
+    assert (
+        recorded["00000000-0000-4000-8000-000000000001"].order_id
+        == "00000000-0000-4000-8000-000000000001"
+    )
     assert isinstance(error, OrderNotFoundError)
     assert len(send.calls) == 1
 
@@ -872,7 +1034,7 @@ async def test_a_bulk_order_joining_a_running_cancel_gets_its_definite_error(clo
 async def test_an_account_is_listed_from_four_pending_cancels_and_looked_up_below(
     closing, n: int, listed: bool
 ):
-    ids = [f"w{i}" for i in range(n)]
+    ids = [f"00000000-0000-4000-8000-{0xE00 + i:012x}" for i in range(n)]
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
     listing = Listing([order(i, "CANCELLED", 9) for i in ids])
     look = Script(*[order(i, "CANCELLED", 9) for i in ids])
@@ -889,7 +1051,7 @@ async def test_an_account_is_listed_from_four_pending_cancels_and_looked_up_belo
 
 
 async def test_two_reconciliations_of_one_account_share_its_listing(closing):
-    ids = [f"w{i}" for i in range(4)]
+    ids = [f"00000000-0000-4000-8000-{0xE00 + i:012x}" for i in range(4)]
     send = Script(*[order(i, "PENDING_CANCEL") for i in ids])
     listing = Listing([order(i, "CANCELLED", 9) for i in ids])
     c = canceller(send, Script("hang"), list_page=listing)
@@ -928,68 +1090,119 @@ class QuietStream:
 
 
 async def test_idle_channels_are_released_but_not_pinned_or_pending_ones(closing):
-    accounts = ["acc-a", "acc-b", "acc-pinned", "acc-busy"]
-    send = Script(*[TradeOrder(f"{a}-o", a, "CANCELLED") for a in accounts[:3]])
-    send.steps.append(TradeOrder("acc-busy-o", "acc-busy", "PENDING_CANCEL"))
+    accounts = [
+        "aaaa0000-0000-4000-8000-00000000000a",
+        "bbbb0000-0000-4000-8000-00000000000b",
+        "cccc0000-0000-4000-8000-00000000000c",
+        "dddd0000-0000-4000-8000-00000000000d",
+    ]
+    send = Script(*[TradeOrder(a[:-1] + "f", a, "CANCELLED") for a in accounts[:3]])
+    send.steps.append(
+        TradeOrder(
+            "dddd0000-0000-4000-8000-0000000000d0",
+            "dddd0000-0000-4000-8000-00000000000d",
+            "PENDING_CANCEL",
+        )
+    )
     c = canceller(send, Script(default="hang"))
     closing(c)
     stream = QuietStream()
     c.attach_stream(stream)  # type: ignore[arg-type]
-    c.release_idle_after(3600.0, lambda account: account == "acc-pinned")
+    c.release_idle_after(3600.0, lambda account: account == "cccc0000-0000-4000-8000-00000000000c")
     loop = asyncio.get_running_loop()
     before = loop.time()
     for account in accounts[:3]:
-        await c.cancel_and_confirm(f"{account}-o", trading_account_id=account)
+        await c.cancel_and_confirm(account[:-1] + "f", trading_account_id=account)
     busy = asyncio.ensure_future(
-        c.cancel_and_confirm("acc-busy-o", trading_account_id="acc-busy", timeout=30)
+        c.cancel_and_confirm(
+            "dddd0000-0000-4000-8000-0000000000d0",
+            trading_account_id="dddd0000-0000-4000-8000-00000000000d",
+            timeout=30,
+        )
     )
     await until(lambda: len(send.calls) == 4)
 
     assert c.release_idle(before) == 0  # none was idle before the cancels ended
     assert c.release_idle(loop.time() + 1) == 2
-    assert sorted(stream.released) == ["tradingAccount:acc-a", "tradingAccount:acc-b"]
+    assert sorted(stream.released) == [
+        "tradingAccount:aaaa0000-0000-4000-8000-00000000000a",
+        "tradingAccount:bbbb0000-0000-4000-8000-00000000000b",
+    ]
     assert c.release_idle(loop.time() + 1) == 0  # released once, forgotten
     busy.cancel()
     await asyncio.gather(busy, return_exceptions=True)
     assert c.release_idle(loop.time() + 1) == 1  # the busy account, once its cancel left
-    assert stream.released[-1] == "tradingAccount:acc-busy"
+    assert stream.released[-1] == "tradingAccount:dddd0000-0000-4000-8000-00000000000d"
 
 
 async def test_a_channel_the_stream_keeps_is_tried_again_at_the_next_sweep(closing):
-    send = Script(TradeOrder("o1", "acc-a", "CANCELLED"))
+    send = Script(
+        TradeOrder(
+            "00000000-0000-4000-8000-000000000001",
+            "aaaa0000-0000-4000-8000-00000000000a",
+            "CANCELLED",
+        )
+    )
     c = canceller(send, Script())
     closing(c)
     stream = QuietStream(releasable=False)  # (someone still subscribes it)
     c.attach_stream(stream)  # type: ignore[arg-type]
     c.release_idle_after(3600.0, lambda account: False)
-    await c.cancel_and_confirm("o1", trading_account_id="acc-a")
+    await c.cancel_and_confirm(
+        "00000000-0000-4000-8000-000000000001",
+        trading_account_id="aaaa0000-0000-4000-8000-00000000000a",
+    )
     loop = asyncio.get_running_loop()
 
     assert c.release_idle(loop.time() + 1) == 0
     stream.releasable = True
     assert c.release_idle(loop.time() + 1) == 1
-    assert stream.released == ["tradingAccount:acc-a"] * 2
+    assert stream.released == ["tradingAccount:aaaa0000-0000-4000-8000-00000000000a"] * 2
 
 
 async def test_without_a_stream_there_is_nothing_to_release(closing):
-    c = canceller(Script(TradeOrder("o1", "acc-a", "CANCELLED")), Script())
+    c = canceller(
+        Script(
+            TradeOrder(
+                "00000000-0000-4000-8000-000000000001",
+                "aaaa0000-0000-4000-8000-00000000000a",
+                "CANCELLED",
+            )
+        ),
+        Script(),
+    )
     closing(c)
     c.release_idle_after(3600.0, lambda account: False)
-    await c.cancel_and_confirm("o1", trading_account_id="acc-a")
+    await c.cancel_and_confirm(
+        "00000000-0000-4000-8000-000000000001",
+        trading_account_id="aaaa0000-0000-4000-8000-00000000000a",
+    )
     assert c.release_idle(asyncio.get_running_loop().time() + 1) == 0
 
 
 async def test_the_sweeper_releases_an_idle_channel_after_the_idle_time(closing):
-    c = canceller(Script(TradeOrder("o1", "acc-a", "CANCELLED")), Script())
+    c = canceller(
+        Script(
+            TradeOrder(
+                "00000000-0000-4000-8000-000000000001",
+                "aaaa0000-0000-4000-8000-00000000000a",
+                "CANCELLED",
+            )
+        ),
+        Script(),
+    )
     closing(c)
     stream = QuietStream()
     c.attach_stream(stream)  # type: ignore[arg-type]
     c.release_idle_after(0.2, lambda account: False)
     loop = asyncio.get_running_loop()
-    await c.cancel_and_confirm("o1", trading_account_id="acc-a")
+    await c.cancel_and_confirm(
+        "00000000-0000-4000-8000-000000000001",
+        trading_account_id="aaaa0000-0000-4000-8000-00000000000a",
+    )
     ended = loop.time()
 
     await until(lambda: stream.released)
     # (a deadline test: not before the idle time, and by the next sweep after it)
     assert 0.2 <= loop.time() - ended < 0.2 + 0.1 + DEADLINE_SLACK
-    assert stream.released == ["tradingAccount:acc-a"]
+    assert stream.released == ["tradingAccount:aaaa0000-0000-4000-8000-00000000000a"]

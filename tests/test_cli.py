@@ -207,7 +207,9 @@ async def test_cancel_all_cancels_only_the_accounts_open_orders(cadenza_sim, env
     open_ids = {o.trade_order_id for o in cadenza_sim.create_orders(12)}
     filled = cadenza_sim.create_order(status="FILLED").trade_order_id
 
-    code = await cli.run(["cancel-all", "--account", cadenza_sim.trading_account_id, "--json"])
+    code = await cli.run(
+        ["cancel-all", "--yes", "--account", cadenza_sim.trading_account_id, "--json"]
+    )
 
     lines = json_lines(capsys.readouterr().out)
     assert code == 0
@@ -242,7 +244,7 @@ async def test_watch_count_prints_that_many_updates_and_stops(cadenza_sim, env, 
 
 
 def test_missing_token_is_a_configuration_error(env, capsys):
-    code = cli.main(["cancel", "some-order", "--plain"])
+    code = cli.main(["cancel", "00000000-0000-4000-8000-0000000000a1", "--plain"])
 
     captured = capsys.readouterr()
     assert code == 2

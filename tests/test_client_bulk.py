@@ -73,14 +73,16 @@ async def test_background_failure_nobody_awaited_is_reported_once(cadenza_sim, c
     async with client_for(
         cadenza_sim, on_background_error=lambda exc, oid: errors.append((exc, oid))
     ) as client:
-        client.cancel_nowait("no-such-order")
+        client.cancel_nowait("00000000-0000-4000-8000-00000000dead")
         await client.drain()
     assert len(errors) == 1
     exc, oid = errors[0]
-    assert oid == "no-such-order"
+    assert oid == "00000000-0000-4000-8000-00000000dead"
     assert isinstance(exc, OrderNotFoundError)
-    assert exc.order_id == "no-such-order"
-    reports = [r for r in caplog.records if "no-such-order" in r.getMessage()]
+    assert exc.order_id == "00000000-0000-4000-8000-00000000dead"
+    reports = [
+        r for r in caplog.records if "00000000-0000-4000-8000-00000000dead" in r.getMessage()
+    ]
     assert len(reports) == 1
 
 
@@ -89,7 +91,7 @@ async def test_awaited_background_failure_is_not_reported_again(cadenza_sim):
     async with client_for(
         cadenza_sim, on_background_error=lambda exc, oid: errors.append(oid)
     ) as client:
-        handle = client.cancel_nowait("missing-order")
+        handle = client.cancel_nowait("00000000-0000-4000-8000-00000000dea1")
         with pytest.raises(OrderNotFoundError):
             await handle
         await client.drain()
@@ -163,13 +165,13 @@ async def test_cancel_nowait_after_close_raises_client_closed(cadenza_sim):
 async def test_cancel_many_of_1000_keeps_input_order_and_puts_the_error_in_place(cadenza_sim):
     orders = cadenza_sim.create_orders(1000)
     ids = [o.trade_order_id for o in orders]
-    ids.insert(500, "missing-in-the-middle")
+    ids.insert(500, "00000000-0000-4000-8000-00000000dea2")
     async with client_for(cadenza_sim) as client:
         results = await client.cancel_many(ids, concurrency=64)
     assert len(results) == 1001
     missing = results[500]
     assert isinstance(missing, OrderNotFoundError)
-    assert missing.order_id == "missing-in-the-middle"
+    assert missing.order_id == "00000000-0000-4000-8000-00000000dea2"
     for oid, item in zip(ids[:500] + ids[501:], results[:500] + results[501:], strict=True):
         assert isinstance(item, CancelResult)
         assert item.order_id == oid
@@ -221,7 +223,7 @@ async def test_cancel_many_without_confirmation_returns_the_http_orders(cadenza_
 @pytest.mark.cadenza_sim(cancel_delay=0.01)
 async def test_cancel_many_iter_yields_every_outcome_once_with_its_order_id(cadenza_sim):
     orders = cadenza_sim.create_orders(50)
-    ids = [o.trade_order_id for o in orders] + ["nope-1"]
+    ids = [o.trade_order_id for o in orders] + ["00000000-0000-4000-8000-00000000dea3"]
     seen: list[str] = []
     async with client_for(cadenza_sim) as client:
         async for item in client.cancel_many_iter(ids, concurrency=16):
@@ -344,6 +346,6 @@ async def test_from_env_takes_the_background_error_handler(cadenza_sim, monkeypa
     monkeypatch.setenv("CADENZA_WS_URL", cadenza_sim.ws_url)
     errors: list[str] = []
     async with CadenzaClient.from_env(on_background_error=lambda exc, oid: errors.append(oid)) as c:
-        c.cancel_nowait("not-an-order")
+        c.cancel_nowait("00000000-0000-4000-8000-00000000dea4")
         await c.drain()
-    assert errors == ["not-an-order"]
+    assert errors == ["00000000-0000-4000-8000-00000000dea4"]

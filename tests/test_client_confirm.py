@@ -185,10 +185,10 @@ async def test_unknown_order_raises_order_not_found(cadenza_sim, open_client):
     client = await open_client()
 
     with pytest.raises(OrderNotFoundError) as info:
-        await client.cancel_and_confirm("no-such-order", timeout=STEP)
+        await client.cancel_and_confirm("00000000-0000-4000-8000-00000000dead", timeout=STEP)
 
-    assert info.value.order_id in (None, "no-such-order")
-    assert cancels_of(cadenza_sim, "no-such-order") == ["http"]
+    assert info.value.order_id in (None, "00000000-0000-4000-8000-00000000dead")
+    assert cancels_of(cadenza_sim, "00000000-0000-4000-8000-00000000dead") == ["http"]
 
 
 @pytest.mark.parametrize(
@@ -422,7 +422,7 @@ def _scenario_filled(sim):
 
 
 def _scenario_not_found(sim):
-    return "no-such-order", ("error", OrderNotFoundError)
+    return "00000000-0000-4000-8000-00000000dead", ("error", OrderNotFoundError)
 
 
 def _scenario_already_cancelled(sim):

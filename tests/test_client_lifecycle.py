@@ -158,7 +158,7 @@ async def test_unreachable_server_fails_cancels_by_their_deadline_and_leaks_noth
         async with client:  # an unreachable stream does not stop the client
             started = loop.time()
             with pytest.raises(TransportError) as info:
-                await client.cancel_and_confirm("some-order", timeout=1.0)
+                await client.cancel_and_confirm("00000000-0000-4000-8000-0000000000a1", timeout=1.0)
             # Refused: provably never sent; tried again while the deadline allowed, then
             # said so (not a timeout, which would say "may have been sent").
             assert loop.time() - started < 1.0
@@ -168,7 +168,7 @@ async def test_unreachable_server_fails_cancels_by_their_deadline_and_leaks_noth
     assert other_tasks() - before == set()
     assert [str(w.message) for w in caught] == []
     with pytest.raises(ClientClosedError):
-        await client.cancel_and_confirm("some-order")
+        await client.cancel_and_confirm("00000000-0000-4000-8000-0000000000a1")
 
 
 async def test_refused_token_raises_stream_error_without_retrying(cadenza_sim):

@@ -20,7 +20,7 @@ ENV = {
     "CADENZA_TOKEN": "env-token",
     "CADENZA_API_URL": "https://api.example.com/",
     "CADENZA_WS_URL": "wss://ws.example.com/connection/websocket",
-    "CADENZA_TRADING_ACCOUNT_ID": "acct-1",
+    "CADENZA_TRADING_ACCOUNT_ID": "acc00000-0000-4000-8000-000000000001",
 }
 
 
@@ -30,13 +30,13 @@ def test_from_env_reads_every_cadenza_variable():
     assert config.token == "env-token"
     assert config.api_url == "https://api.example.com"  # trailing slash dropped
     assert config.ws_url == "wss://ws.example.com/connection/websocket"
-    assert config.trading_account_id == "acct-1"
+    assert config.trading_account_id == "acc00000-0000-4000-8000-000000000001"
 
 
 def test_from_env_overrides_win_and_none_overrides_are_ignored():
     config = ClientConfig.from_env(ENV, token="other", trading_account_id=None)
     assert config.token == "other"
-    assert config.trading_account_id == "acct-1"
+    assert config.trading_account_id == "acc00000-0000-4000-8000-000000000001"
 
 
 def test_from_env_defaults_to_uat_urls():
@@ -55,7 +55,7 @@ def test_client_from_env_uses_the_process_environment(monkeypatch):
         monkeypatch.setenv(key, value)
     client = CadenzaClient.from_env()
     assert client.config.api_url == "https://api.example.com"
-    assert client.config.trading_account_id == "acct-1"
+    assert client.config.trading_account_id == "acc00000-0000-4000-8000-000000000001"
 
 
 @pytest.mark.parametrize(

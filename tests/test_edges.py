@@ -192,13 +192,14 @@ async def test_an_unreachable_api_fails_the_cancel_by_its_deadline_with_the_tran
     options = settings(cadenza_sim, api_url=f"http://127.0.0.1:{free_port()}")
     async with CadenzaClient(**options) as client:
         error, elapsed = await timed(
-            client.cancel_and_confirm("some-order", timeout=1.0), expect=TransportError
+            client.cancel_and_confirm("00000000-0000-4000-8000-0000000000a1", timeout=1.0),
+            expect=TransportError,
         )
     # refused: tried again while the deadline allowed, then said as what it is (never
     # sent), not as a timeout
     assert elapsed < 1.0
     assert error.maybe_sent is False
-    assert error.order_id == "some-order"
+    assert error.order_id == "00000000-0000-4000-8000-0000000000a1"
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0)
@@ -438,7 +439,7 @@ async def test_a_token_the_rest_api_refuses_raises_authentication_error_naming_i
     client = CadenzaClient(**options)
     try:
         with pytest.raises(AuthenticationError) as info:
-            await client.cancel("some-order")
+            await client.cancel("00000000-0000-4000-8000-0000000000a1")
     finally:
         await client.aclose()
     assert not isinstance(info.value, StreamAuthenticationError)

@@ -22,6 +22,7 @@ from cadenza_async._ratelimit import RateGate
 from cadenza_async.config import ClientConfig, RetryPolicy, Timeouts
 from cadenza_async.errors import (
     ApiError,
+    ApiNotFoundError,
     AuthenticationError,
     ClientClosedError,
     InvalidRequestError,
@@ -214,7 +215,8 @@ async def test_submit_order_refuses_float_quantities(http):
         pytest.param(401, error_body(-2, "Unauthorized"), AuthenticationError, -2, id="401"),
         pytest.param(403, error_body(-3, "Forbidden"), PermissionDeniedError, -3, id="403"),
         pytest.param(404, error_body(-4, "Order not found"), OrderNotFoundError, -4, id="404"),
-        pytest.param(404, b"<html>not found</html>", OrderNotFoundError, None, id="404-html"),
+        pytest.param(404, b"<html>not found</html>", ApiNotFoundError, None, id="404-html"),
+        pytest.param(404, b'{"detail": "Not Found"}', ApiNotFoundError, None, id="404-json"),
         pytest.param(418, error_body(-9, "teapot"), UnexpectedResponseError, -9, id="418"),
     ],
 )

@@ -25,6 +25,7 @@ from cadenza_async import (
     SubmitConfirmationTimeout,
     SubmitResult,
     TransportError,
+    Unlisted,
 )
 from cadenza_async.testing import CadenzaSimulator
 
@@ -340,7 +341,7 @@ async def test_a_rejection_in_the_reply_is_proven_by_the_reply(cadenza_sim, open
 async def test_a_request_the_api_refuses_raises_at_once(cadenza_sim, open_client):
     client = await open_client()
     with pytest.raises(InvalidRequestError):
-        await client.submit_and_confirm(**{**quote(), "order_side": "SIDEWAYS"})
+        await client.submit_and_confirm(**{**quote(), "order_side": Unlisted("SIDEWAYS")})
     assert cadenza_sim.submits_applied == 0
 
 
@@ -360,7 +361,7 @@ async def test_bad_input_is_refused_before_anything_is_sent(cadenza_sim, open_cl
     client = await open_client()
     with pytest.raises(TypeError):
         await client.submit_and_confirm(**{**quote(), "quantity": 0.01})
-    with pytest.raises(ValueError, match="client order id"):
+    with pytest.raises(ValueError, match="client_order_id"):
         await client.submit_and_confirm(**quote(), client_order_id="has space")
     with pytest.raises(ValueError, match="timeout"):
         await client.submit_and_confirm(**quote(), timeout=0)
@@ -462,7 +463,7 @@ async def test_submit_many_gives_one_outcome_per_order_in_input_order(cadenza_si
 async def test_submit_many_holds_a_failed_order_in_its_place(cadenza_sim, open_client):
     client = await open_client()
     outcomes = await client.submit_many(
-        [quote(), {**quote(), "order_side": "SIDEWAYS"}, quote()], concurrency=1
+        [quote(), {**quote(), "order_side": Unlisted("SIDEWAYS")}, quote()], concurrency=1
     )
     assert isinstance(outcomes[0], SubmitResult)
     assert isinstance(outcomes[1], InvalidRequestError)
@@ -569,7 +570,7 @@ async def test_an_old_order_not_proven_final_by_the_deadline_blocks_the_new_one(
 
 async def test_a_replace_of_an_unknown_order_places_nothing(cadenza_sim, open_client):
     client = await open_client()
-    rep = await client.replace_and_confirm("no-such-order", **quote())
+    rep = await client.replace_and_confirm("00000000-0000-4000-8000-00000000dead", **quote())
     assert rep.outcome == "old_not_final"
     assert isinstance(rep.cancel_error, OrderNotFoundError)
     assert cadenza_sim.submits_applied == 0

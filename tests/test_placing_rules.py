@@ -39,7 +39,7 @@ from cadenza_async.placing import (
 )
 from cadenza_async.protocol.placement import PlacementRegistry
 
-ACCOUNT = "acc-1"
+ACCOUNT = "acc00000-0000-4000-8000-000000000001"
 
 
 def placed(status: str, cid: str, order_id: str = "o-1", updated_at: int = 1) -> TradeOrder:
@@ -187,7 +187,9 @@ async def test_a_failure_that_may_have_placed_the_order_lists_before_resending()
     async def listing(account: str, start_time: int, *rest: Any) -> OrderPage:
         calls.append(start_time)
         cid = submits.sent[0].client_order_id or ""
-        return OrderPage([placed("OPEN", "someone-else", "o-9"), placed("OPEN", cid)])
+        return OrderPage(
+            [placed("OPEN", "e15e0000-0000-4000-8000-000000000001", "o-9"), placed("OPEN", cid)]
+        )
 
     p = placer(submits, lists=listing)  # type: ignore[arg-type]
     wall_ms = time.time_ns() // 1_000_000
@@ -529,15 +531,17 @@ async def test_a_timeout_before_any_answer_says_so_in_its_message() -> None:
 
 async def test_submit_many_refuses_bad_arguments_by_name() -> None:
     p = placer(Submits())
-    for bad in (0, True, 1.5):
-        with pytest.raises(ValueError, match=r"^concurrency must be an int >= 1$"):
+    with pytest.raises(ValueError, match=r"^concurrency must be an int >= 1, not 0$"):
+        await p.submit_many([ORDER], concurrency=0)
+    for bad, kind in ((True, "bool"), (1.5, "float")):
+        with pytest.raises(TypeError, match=rf"^concurrency must be an int >= 1, not {kind}$"):
             await p.submit_many([ORDER], concurrency=bad)  # type: ignore[arg-type]
     for one in (ORDER, {"instrument_id": "X"}, "X:A/B"):
         with pytest.raises(TypeError, match=r"^orders must be an iterable of NewOrder or "):
             await p.submit_many(one)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^order 1: a NewOrder or a mapping of its fields"):
         await p.submit_many([ORDER, 42])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match=r"^order 0: quantity must be a decimal string$"):
+    with pytest.raises(ValueError, match=r"^order 0: quantity '' must not be empty$"):
         await p.submit_many([{**_fields(ORDER), "quantity": ""}])
     await p.aclose()
 
@@ -583,9 +587,14 @@ async def test_a_replace_cancels_on_the_new_orders_account_within_the_calls_time
 
     p = placer(Submits(shows("OPEN")))
     rep = await p.replace_and_confirm(
-        "old-1", ORDER, cancel_and_confirm=cancel_and_confirm, timeout=3.0
+        "00000000-0000-4000-8000-0000000000d1",
+        ORDER,
+        cancel_and_confirm=cancel_and_confirm,
+        timeout=3.0,
     )
-    assert calls == [("old-1", {"trading_account_id": ACCOUNT, "timeout": 3.0})]
+    assert calls == [
+        ("00000000-0000-4000-8000-0000000000d1", {"trading_account_id": ACCOUNT, "timeout": 3.0})
+    ]
     assert rep.outcome == "submitted"
     await p.aclose()
 
@@ -596,9 +605,13 @@ async def test_a_replace_of_a_filled_order_places_nothing_by_default() -> None:
 
     submits = Submits(shows("OPEN"))
     p = placer(submits)
-    rep = await p.replace_and_confirm("old-1", ORDER, cancel_and_confirm=cancel_and_confirm)
+    rep = await p.replace_and_confirm(
+        "00000000-0000-4000-8000-0000000000d1", ORDER, cancel_and_confirm=cancel_and_confirm
+    )
     assert (rep.outcome, rep.submit) == ("old_filled", None)
     assert submits.sent == []
     await p.aclose()
     with pytest.raises(ClientClosedError, match=r"^the client is closed$"):
-        await p.replace_and_confirm("old-1", ORDER, cancel_and_confirm=cancel_and_confirm)
+        await p.replace_and_confirm(
+            "00000000-0000-4000-8000-0000000000d1", ORDER, cancel_and_confirm=cancel_and_confirm
+        )

@@ -16,8 +16,9 @@ from typing import Any
 
 import msgspec
 
+from .._validate import check_order_id
 from ..client import CadenzaClient
-from ..errors import CadenzaError, ConfigurationError
+from ..errors import CadenzaError, ConfigurationError, InvalidOrderIdError
 from ..models import TradeOrder, is_terminal
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, auth_failure, explain
 from ._outcomes import (
@@ -30,6 +31,7 @@ from ._outcomes import (
     show_tally,
 )
 from ._output import Output, clean_line
+from ._prompt import confirmed, stdin_is_terminal
 from ._session import Context
 
 __all__ = [
@@ -68,6 +70,8 @@ async def cmd_cancel(ctx: Context) -> int:
     """Cancel one order: confirmed by default, the HTTP reply alone with ``--no-confirm``."""
     args, out = ctx.args, ctx.out
     _no_confirm_conflicts(args)
+    args.order_id = check_order_id(args.order_id)  # (InvalidOrderIdError: exit 2, nothing sent)
+    started_ms = time.time_ns() // 1_000_000
     outcome: Outcome
     async with ctx.session() as client:
         try:
@@ -86,7 +90,7 @@ async def cmd_cancel(ctx: Context) -> int:
         message, _ = explain(outcome, ctx.config)
         out.error(f"{clean_line(args.order_id)}  failed: {message}")
     else:
-        out.say(describe(args.order_id, outcome))
+        out.say(describe(args.order_id, outcome, started_ms=started_ms))
     return EXIT_FAILED if is_failure(outcome) else EXIT_OK
 
 
@@ -136,12 +140,46 @@ async def _aclose(iterator: AsyncIterator[Any]) -> None:
 
 
 def _ids_in(lines: Iterable[str]) -> list[str]:
+    """The ids in ``lines``: one per line, ``#`` comments and blanks skipped; a JSON object
+    line (``orders --json``, ``cancel --json``) gives its ``tradeOrderId`` or ``order_id``."""
     ids = []
     for line in lines:
-        text = line.split("#", 1)[0].strip()
+        stripped = line.strip()
+        if stripped.startswith("{"):
+            ids.append(_id_of_json(stripped))
+            continue
+        text = stripped.split("#", 1)[0].strip()
         if text:
             ids.append(text)
     return ids
+
+
+def _id_of_json(line: str) -> str:
+    try:
+        document = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        raise ConfigurationError(f"not a JSON line: {line[:60]!r}") from None
+    found = (
+        document.get("tradeOrderId") or document.get("order_id")
+        if isinstance(document, dict)
+        else None
+    )
+    if not isinstance(found, str):
+        raise ConfigurationError(f"a JSON line without tradeOrderId or order_id: {line[:60]!r}")
+    return found
+
+
+def check_ids(ids: Sequence[str]) -> list[str]:
+    """Every id checked before anything is sent (lower case); ConfigurationError naming the bad one."""
+    checked = []
+    for number, oid in enumerate(ids, start=1):
+        try:
+            checked.append(check_order_id(oid))
+        except InvalidOrderIdError as exc:
+            raise ConfigurationError(
+                f"id {number} of {len(ids)}: {exc}; nothing was cancelled"
+            ) from None
+    return checked
 
 
 async def cancel_with_progress(
@@ -214,6 +252,10 @@ async def _cancel_and_report(
     if auth is not None:
         out.error(explain(auth, ctx.config)[0])
         return EXIT_USAGE
+    setting = tally.settings_error
+    if setting is not None:  # the same for every order: say it once
+        out.error(explain(setting, ctx.config)[0])
+        return EXIT_USAGE
     return EXIT_FAILED if tally.errors else EXIT_OK
 
 
@@ -221,7 +263,7 @@ async def cmd_cancel_many(ctx: Context) -> int:
     """Cancel the ids given as arguments, in ``--file`` files, or on stdin (``-``)."""
     args = ctx.args
     _no_confirm_conflicts(args)
-    ids = read_ids(args.ids, args.file)
+    ids = check_ids(read_ids(args.ids, args.file))
     if not ids:
         raise ConfigurationError("no order ids given: pass IDs, --file FILE, or - to read stdin")
     async with ctx.session() as client:
@@ -266,9 +308,18 @@ async def list_open_orders(
     return [order for order in seen.values() if not is_terminal(order.status)]
 
 
+def _check_can_ask(args: Any) -> None:
+    """``cancel-all`` asks on a terminal; elsewhere it needs ``--yes`` (refused before any I/O)."""
+    if not args.yes and not stdin_is_terminal():
+        raise ConfigurationError(
+            "cancel-all asks for confirmation on a terminal: pass --yes to cancel without asking"
+        )
+
+
 async def cmd_cancel_all(ctx: Context) -> int:
-    """List the account's open orders, then cancel them all with confirmation."""
+    """List the account's open orders, ask (unless ``--yes``), then cancel them all, confirmed."""
     args, out = ctx.args, ctx.out
+    _check_can_ask(args)
     async with ctx.session() as client:
         account = ctx.account(client, "cancel-all")
         scope = f" on {args.instrument}" if args.instrument else ""
@@ -276,7 +327,11 @@ async def cmd_cancel_all(ctx: Context) -> int:
         if not orders:
             out.note(f"nothing to cancel: no open orders on {account}{scope}")
             return EXIT_OK
-        out.note(f"cancelling {len(orders):,} open orders of {account}{scope}")
+        what = f"{len(orders):,} open orders of {account}{scope}"
+        if not args.yes and not await confirmed(f"Cancel {what}? [y/N] "):
+            out.note("nothing cancelled (answer y to cancel, or pass --yes)")
+            return EXIT_FAILED
+        out.note(f"cancelling {what}")
         ids = [order.trade_order_id for order in orders]
         return await _cancel_and_report(
             ctx, client, ids, confirm=True, account=account, label="cancelling"
@@ -290,9 +345,12 @@ async def cmd_orders(ctx: Context) -> int:
         account = ctx.account(client, "orders")
         orders = await list_open_orders(client, account, args.instrument, out)
     scope = f" on {args.instrument}" if args.instrument else ""
-    if out.json_mode:
+    if args.ids or out.json_mode:  # one id (for `cancel-many -`) or one object per line
         for order in orders:
-            out.emit(msgspec.to_builtins(order))
+            if args.ids:
+                out.line(order.trade_order_id)
+            else:
+                out.emit(msgspec.to_builtins(order))
             if out.stdout_closed:
                 break
         return EXIT_OK
@@ -341,7 +399,7 @@ def order_line(order: TradeOrder) -> str:
 async def cmd_watch(ctx: Context) -> int:
     """Print order updates until Ctrl-C (exit 130), ``--count`` updates, or stdout closes."""
     args, out = ctx.args, ctx.out
-    async with ctx.client() as client:
+    async with ctx.streaming() as client:
         account = ctx.account(client, "watch")
         until = f"{args.count} updates" if args.count else "Ctrl-C"
         out.note(f"watching order updates on {account} until {until}")

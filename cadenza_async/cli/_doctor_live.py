@@ -15,8 +15,6 @@ what proved it.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +27,8 @@ from ..models import TradeOrder
 from ._doctor_report import CheckReport
 from ._outcomes import error_text, ms
 from ._output import Output
+from ._prompt import ask
+from ._prompt import stdin_is_terminal as _stdin_is_terminal
 
 __all__ = [
     "FAR_FROM_MARKET",
@@ -77,13 +77,6 @@ class LiveOrder:
     quantity: Decimal
 
 
-def _stdin_is_terminal() -> bool:
-    try:
-        return sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def live_order_request(args: argparse.Namespace) -> LiveOrder | None:
     """The test order the flags ask for, or None; raises ConfigurationError (exit 2) for flags that do not fit."""
     extras = [
@@ -120,29 +113,6 @@ def live_order_request(args: argparse.Namespace) -> LiveOrder | None:
             "pass --yes to place the order without asking"
         )
     return LiveOrder(args.instrument.strip(), args.side or "BUY", args.price, args.quantity)
-
-
-async def ask(question: str) -> str:
-    """Print ``question`` on stderr and read one line from stdin (Ctrl-C cancels the wait)."""
-    sys.stderr.write(question)
-    sys.stderr.flush()
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    try:
-        fd = sys.stdin.fileno()
-        loop.add_reader(fd, readable)
-    except (NotImplementedError, ValueError, OSError):  # no reader support: a plain read
-        return sys.stdin.readline()
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-    return sys.stdin.readline()
 
 
 # ---- prices ---------------------------------------------------------------------------------

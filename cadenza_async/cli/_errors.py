@@ -4,7 +4,13 @@
 failure                                               exit    message names
 ====================================================  ======  ==============================
 usage, bad flag or setting (``ConfigurationError``)   2       the flag (``--token``, ...)
-token refused by REST (``AuthenticationError``)       2       the REST API's URL
+bad input (``InvalidOrderIdError``, an order field)   2       the field, the rule
+a 404 that is not the API's (``ApiNotFoundError``)    2       ``--api-url``, ``doctor``
+the WebSocket cannot be used (``WebSocketUnusable``)  2 / 1   ``--ws-url``; 2 when its URL
+                                                              is no WebSocket endpoint
+token refused by REST (``AuthenticationError``)       2       the REST API's URL (and, on
+                                                              loopback, that a simulator's
+                                                              token changes every run)
 token refused by the WebSocket (``StreamError`` with  2       the WebSocket's URL
 code 3500, 109 or 401, or an ``AuthenticationError``)
 ``TransportError``                                    1       the REST API's URL
@@ -20,14 +26,22 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from .._validate import is_loopback_host
 from ..config import ClientConfig
-from ..errors import AuthenticationError, ConfigurationError, StreamError, TransportError
+from ..errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidOrderIdError,
+    StreamError,
+    TransportError,
+)
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "WebSocketUnusable",
     "auth_failure",
     "explain",
     "flag_words",
@@ -58,6 +72,21 @@ _FLAG_WORDS = (
 )
 
 
+class WebSocketUnusable(ConfigurationError):
+    """The order stream could not connect: ``reason`` (as ``doctor`` says it) and ``fix``.
+
+    ``setting`` is True when the fix is a setting (the URL answers, but is
+    no WebSocket endpoint): the command exits 2 then, 1 otherwise.
+    """
+
+    def __init__(self, url: str, reason: str, fix: str, *, setting: bool) -> None:
+        super().__init__(
+            f"the WebSocket at {_shown(url)} cannot be used: {reason}; {fix} "
+            "(`cadenza-async doctor` checks every setting)"
+        )
+        self.setting = setting
+
+
 def flag_words(message: str) -> str:
     """A settings error reworded with the command line's flags instead of Python keywords."""
     for pattern, replacement in _FLAG_WORDS:
@@ -82,6 +111,11 @@ def _shown(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+def _on_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname
+    return host is not None and is_loopback_host(host)
+
+
 def _endpoint(kind: str, config: ClientConfig | None) -> str:
     if kind == "ws":
         return "the WebSocket" + (f" at {_shown(config.ws_url)}" if config is not None else "")
@@ -90,7 +124,9 @@ def _endpoint(kind: str, config: ClientConfig | None) -> str:
 
 def explain(exc: BaseException, config: ClientConfig | None) -> tuple[str, int]:
     """The one-line message (without ``error:``) and the exit status for a command's failure."""
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, WebSocketUnusable):
+        return str(exc), EXIT_USAGE if exc.setting else EXIT_FAILED
+    if isinstance(exc, (ConfigurationError, InvalidOrderIdError)):
         return flag_words(str(exc)), EXIT_USAGE
     kind = auth_failure(exc)
     if kind is not None:
@@ -98,6 +134,11 @@ def explain(exc: BaseException, config: ClientConfig | None) -> tuple[str, int]:
         message = _ALREADY_SAID.sub("", message)
         if isinstance(exc, AuthenticationError) and exc.status is not None:
             message += f" (HTTP {exc.status})"
+        if config is not None and _on_loopback(config.api_url if kind == "rest" else config.ws_url):
+            message += (
+                "; if this is a simulator (cadenza-async sim), its token changes every time it "
+                "starts: export the CADENZA_TOKEN it printed again"
+            )
         return (
             f"authentication failed: {_endpoint(kind, config)} refused the token: {message}",
             EXIT_USAGE,

@@ -19,7 +19,7 @@ from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, explain
 from ._market import add_market_parsers
 from ._outcomes import error_text
 from ._output import EXIT_BROKEN_PIPE, LogHandler, Output, detach_stdout
-from ._placing import add_placing_parsers
+from ._placing import add_placing_parsers, positive_seconds
 from ._session import Context
 from ._sim import cmd_sim
 
@@ -28,8 +28,8 @@ __all__ = ["main", "run"]
 _EPILOG = (
     "Endpoints and credentials come from CADENZA_API_URL, CADENZA_WS_URL, CADENZA_TOKEN and "
     "CADENZA_TRADING_ACCOUNT_ID (flags win). Exit status: 0 every order reached a final state, "
-    "1 a cancel failed, 2 usage or configuration error or a refused token, 130 interrupted, "
-    "141 stdout closed by its reader."
+    "1 a cancel failed, 2 usage, bad input (an id, a number), configuration error or a refused "
+    "token, 130 interrupted, 141 stdout closed by its reader (`| head`)."
 )
 
 
@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     bulk.add_argument(
         "--concurrency", type=_positive_int, default=64, help="cancels in flight (default 64)"
     )
-    bulk.add_argument("--timeout", type=_positive_float, help="per-order confirmation deadline (s)")
+    bulk.add_argument(
+        "--timeout", type=positive_seconds, help="per-order confirmation deadline (s)"
+    )
     common = [verbosity, connection, output]
 
     parser = argparse.ArgumentParser(
@@ -169,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-confirm", action="store_true", help="stop at the HTTP reply; do not confirm"
     )
     confirm.add_argument("--confirm", action="store_true", help="confirm (the default)")
-    cancel.add_argument("--timeout", type=_positive_float, help="confirmation deadline (s)")
+    cancel.add_argument("--timeout", type=positive_seconds, help="confirmation deadline (s)")
     cancel.set_defaults(handler=cmd_cancel)
 
     many = commands.add_parser(
@@ -197,20 +199,24 @@ def _parser() -> argparse.ArgumentParser:
         "cancel-all",
         parents=[*common, via, bulk],
         help="cancel every open order of an account",
-        description="List the account's open orders and cancel them all, confirmed.",
+        description="List the account's open orders, ask on the terminal, and cancel them all, "
+        "confirmed. Without a terminal, --yes is needed.",
         epilog=_EPILOG,
     )
     cancel_all.add_argument("--instrument", help="only orders on this instrument")
+    cancel_all.add_argument("--yes", action="store_true", help="cancel without asking")
     cancel_all.set_defaults(handler=cmd_cancel_all)
 
     orders = commands.add_parser(
         "orders",
         parents=common,
         help="list the open orders of an account",
-        description="Print the account's open (not final) orders: a table, or --json lines.",
+        description="Print the account's open (not final) orders: a table, --json lines, or "
+        "--ids (one id per line: `cadenza-async orders --ids | cadenza-async cancel-many -`).",
         epilog=_EPILOG,
     )
     orders.add_argument("--instrument", help="only orders on this instrument")
+    orders.add_argument("--ids", action="store_true", help="print the order ids only, one a line")
     orders.set_defaults(handler=cmd_orders)
 
     watch = commands.add_parser(
@@ -236,16 +242,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import CadenzaError, OrderNotCancellableError
+from ..errors import CadenzaError, ConfigurationError, OrderNotCancellableError
 from ..models import CancelResult, OrderStatus, TradeOrder
 from ._errors import auth_failure
 from ._output import Output, clean_line
@@ -150,6 +150,11 @@ class Tally:
         return next((e for e in self.errors.values() if auth_failure(e) is not None), None)
 
     @property
+    def settings_error(self) -> CadenzaError | None:
+        """The first error that says a setting is wrong (e.g. ``--api-url``), if any."""
+        return next((e for e in self.errors.values() if isinstance(e, ConfigurationError)), None)
+
+    @property
     def elapsed(self) -> float:
         end = self.finished if self.finished is not None else time.perf_counter()
         return end - self.started
@@ -202,9 +207,36 @@ def show_tally(out: Output, tally: Tally, order: Sequence[str], max_errors: int 
     out.table("Failed", ("order id", "error"), rows)
 
 
-def describe(order_id: str, outcome: Outcome) -> str:
-    """One line for one order's outcome (server text cleaned of control characters)."""
+#: How much earlier than the command (by the server's clock) an order must have
+#: become final to be called "already" final: room for the two clocks' skew.
+ALREADY_FINAL_MARGIN_MS = 1_000
+
+
+def _already_final(outcome: CancelResult, started_ms: int | None) -> bool:
+    """True when the order was final before the command started (its last update says so)."""
+    updated = outcome.order.updated_at
+    return (
+        started_ms is not None
+        and isinstance(updated, int)
+        and updated < started_ms - ALREADY_FINAL_MARGIN_MS
+    )
+
+
+def describe(order_id: str, outcome: Outcome, *, started_ms: int | None = None) -> str:
+    """One line for one order's outcome (server text cleaned of control characters).
+
+    ``started_ms`` (Unix ms) is when the command started: an order whose last
+    update is older (by more than :data:`ALREADY_FINAL_MARGIN_MS`) was
+    already final, and is said to be ("already cancelled").
+    """
     order_id = clean_line(order_id)
+    if isinstance(outcome, CancelResult) and _already_final(outcome, started_ms):
+        status = clean_line(outcome.status)
+        return (
+            f"{order_id}  {status}  already {status.lower().replace('_', ' ')} before this "
+            f"command: nothing to cancel (looked up by {outcome.source} "
+            f"after {ms(outcome.latency)})"
+        )
     if isinstance(outcome, CancelResult):
         verdict = "cancelled" if outcome.cancelled else "NOT cancelled"
         acked = f", HTTP/RPC reply after {ms(outcome.acked_after)}" if outcome.acked_after else ""

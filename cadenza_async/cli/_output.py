@@ -100,10 +100,12 @@ def _json_escape(match: re.Match[str]) -> str:
 
 
 class Output:
-    """Where the command writes: rich when available, plain text otherwise, or JSON lines.
+    """Where the command writes: rich on a terminal, plain text otherwise, or JSON lines.
 
     Human text goes to stdout, progress and warnings to stderr; in JSON mode
-    stdout carries only JSON objects.
+    stdout carries only JSON objects. rich (the ``cli`` extra) is used only
+    for a stream that is a terminal: into a file or a pipe every line is
+    plain, unwrapped and uncoloured, whatever is installed.
     """
 
     def __init__(self, *, json_mode: bool = False, plain: bool = False) -> None:
@@ -116,8 +118,10 @@ class Output:
             except ImportError:  # the `cli` extra is not installed
                 pass
             else:
-                self.console = Console(highlight=False)
-                self.err_console = Console(stderr=True, highlight=False)
+                if _isatty(sys.stdout):
+                    self.console = Console(highlight=False)
+                if _isatty(sys.stderr):
+                    self.err_console = Console(stderr=True, highlight=False)
         self.secrets: list[str] = []
         self.stdout_closed = False
         self.interrupt_reported = False
@@ -160,6 +164,10 @@ class Output:
             self._rich(self.console, text, style=style)
         else:
             self._write(text + "\n")
+
+    def line(self, text: str) -> None:
+        """One plain line of data on stdout, in every mode (e.g. ids for another command)."""
+        self._write(self.redact(clean_line(text)) + "\n")
 
     def emit(self, obj: Any) -> None:
         """One JSON object on one line of stdout."""

@@ -11,10 +11,19 @@ the call failed; 2 usage, configuration, refused token.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 import msgspec
 
+from .._validate import (
+    ORDER_TYPES,
+    TIME_IN_FORCE,
+    Unlisted,
+    check_order,
+    check_order_id,
+    check_timeout,
+)
 from ..errors import CadenzaError, ConfigurationError
 from ..models import ReplaceResult, SubmitResult
 from ._errors import EXIT_FAILED, EXIT_OK, auth_failure, explain
@@ -34,18 +43,31 @@ def add_placing_parsers(
     order = argparse.ArgumentParser(add_help=False)
     fields = order.add_argument_group("the new order")
     fields.add_argument("--instrument", required=True, help="instrument id, VENUE:BASE/QUOTE")
-    fields.add_argument("--side", required=True, type=str.upper, choices=("BUY", "SELL"))
-    fields.add_argument("--type", dest="order_type", type=str.upper, default="LIMIT")
-    fields.add_argument("--quantity", required=True, help="a decimal string, e.g. 0.01")
-    fields.add_argument("--price", help="limit price (a decimal string)")
-    fields.add_argument("--stop-price", help="stop price (a decimal string)")
-    fields.add_argument("--tif", type=str.upper, help="time in force: GTC, IOC, FOK, ...")
+    fields.add_argument("--side", required=True, type=str.upper, help="BUY or SELL")
+    fields.add_argument(
+        "--type",
+        dest="order_type",
+        type=str.upper,
+        default="LIMIT",
+        help=f"order type (default LIMIT): {', '.join(ORDER_TYPES)}; a MARKET order takes "
+        "no --price, the LIMIT ones need it",
+    )
+    fields.add_argument("--quantity", required=True, help="a decimal number > 0, e.g. 0.01")
+    fields.add_argument("--price", help="limit price, a decimal number > 0 (LIMIT orders)")
+    fields.add_argument("--stop-price", help="stop price, a decimal number > 0")
+    fields.add_argument("--tif", type=str.upper, help=f"time in force: {', '.join(TIME_IN_FORCE)}")
+    fields.add_argument(
+        "--unlisted",
+        action="store_true",
+        help="send --side, --type and --tif as given even when this version does not list "
+        "them (a value the API added since)",
+    )
     fields.add_argument(
         "--client-order-id",
         help="the submit's idempotency key (default: a fresh uuid4); sending the same one "
         "again places no second order",
     )
-    fields.add_argument("--timeout", type=_positive_float, help="the whole call's deadline (s)")
+    fields.add_argument("--timeout", type=positive_seconds, help="the whole call's deadline (s)")
     fields.add_argument(
         "--via",
         choices=("http", "ws"),
@@ -81,29 +103,60 @@ def add_placing_parsers(
     replace.set_defaults(handler=cmd_replace)
 
 
-def _positive_float(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """A command-line number of seconds: finite and > 0 (argparse's type)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
+    try:
+        check_timeout(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a finite number of seconds > 0") from None
     return value
 
 
+def _enum(args: argparse.Namespace, value: str | None) -> str | None:
+    return Unlisted(value) if value is not None and args.unlisted else value
+
+
 def _order_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    """The new order's keywords, checked whole before anything connects (ConfigurationError)."""
+    order = {
         "instrument_id": args.instrument,
-        "order_side": args.side,
-        "order_type": args.order_type,
+        "order_side": _enum(args, args.side),
+        "order_type": _enum(args, args.order_type),
         "quantity": args.quantity,
         "limit_price": args.price,
         "stop_price": args.stop_price,
-        "time_in_force": args.tif,
+        "time_in_force": _enum(args, args.tif),
         "client_order_id": args.client_order_id,
         "trading_account_id": args.account,
-        "timeout": args.timeout,
     }
+    try:
+        check_order(**order)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(_as_flags(str(exc))) from None
+    return {**order, "timeout": args.timeout}
+
+
+# The order's fields as the command line names them.
+_FLAGS = (
+    ("instrument_id", "--instrument"),
+    ("order_side", "--side"),
+    ("order_type", "--type"),
+    ("quantity", "--quantity"),
+    ("limit_price", "--price"),
+    ("stop_price", "--stop-price"),
+    ("time_in_force", "--tif"),
+    ("client_order_id", "--client-order-id"),
+)
+
+
+def _as_flags(message: str) -> str:
+    for field, flag in _FLAGS:
+        message = re.sub(rf"\b{field}\b", flag, message)
+    return message.replace("goes as Unlisted(", "goes with --unlisted (")
 
 
 def _raise_if_fatal(exc: CadenzaError) -> None:
@@ -153,12 +206,11 @@ async def cmd_submit(ctx: Context) -> int:
     """Place one order with proof; 0 accepted, 1 refused or failed."""
     args, out = ctx.args, ctx.out
     args.submit_via = args.via
+    order = _order_kwargs(args)
     outcome: SubmitResult | CadenzaError
     async with ctx.session() as client:
         try:
-            outcome = await client.submit_and_confirm(**_order_kwargs(args))
-        except (TypeError, ValueError) as exc:  # malformed input, refused before any I/O
-            raise ConfigurationError(str(exc)) from None
+            outcome = await client.submit_and_confirm(**order)
         except CadenzaError as exc:
             _raise_if_fatal(exc)
             outcome = exc
@@ -198,14 +250,14 @@ async def cmd_replace(ctx: Context) -> int:
     """Cancel ``ID`` until proven final, then place the new order; see the module docstring."""
     args, out = ctx.args, ctx.out
     args.submit_via = args.via
+    order = _order_kwargs(args)  # the new order is checked whole before the old one is touched
+    old_order_id = check_order_id(args.old_order_id)
     outcome: ReplaceResult | CadenzaError
     async with ctx.session() as client:
         try:
             outcome = await client.replace_and_confirm(
-                args.old_order_id, place_if_filled=args.place_if_filled, **_order_kwargs(args)
+                old_order_id, place_if_filled=args.place_if_filled, **order
             )
-        except (TypeError, ValueError) as exc:  # malformed input, refused before any I/O
-            raise ConfigurationError(str(exc)) from None
         except CadenzaError as exc:
             _raise_if_fatal(exc)
             outcome = exc

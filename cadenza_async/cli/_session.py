@@ -10,10 +10,15 @@ from dataclasses import dataclass
 from ..client import CadenzaClient
 from ..config import ClientConfig
 from ..errors import ConfigurationError, StreamError
-from ._errors import auth_failure, flag_words
+from ._doctor_explain import ws_failure
+from ._errors import WebSocketUnusable, auth_failure, flag_words
 from ._output import Output
+from ._wsprobe import CentrifugoProbe, WsProbeError
 
 __all__ = ["Context"]
+
+#: The longest the probe that explains an unusable WebSocket may take (seconds).
+PROBE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -65,14 +70,35 @@ class Context:
         finally:
             await client.aclose()
 
+    @contextlib.asynccontextmanager
+    async def streaming(self) -> AsyncIterator[CadenzaClient]:
+        """A client whose order stream is connected, for commands that need it (``watch``).
+
+        Raises :class:`WebSocketUnusable` (within the connect timeout and
+        the probe's few seconds) when the stream cannot connect, saying why
+        as ``doctor`` does and naming the setting to fix.
+        """
+        async with self.client() as client:
+            if not client.stats().stream_connected:
+                raise await self._unusable(client.config)
+            yield client
+
     async def _stream_first(self, client: CadenzaClient) -> None:
         """With ``--via ws``, connect the stream before the first cancel so the cancel can use it.
 
-        A WebSocket that cannot connect is a warning (cancels then go over
-        HTTP, proven by REST); a refused token ends the command.
+        A WebSocket that cannot connect is a warning naming why and the
+        setting (the cancels then go over HTTP, proven by REST); a refused
+        token ends the command.
         """
+        if getattr(self.args, "via", None) != "ws":
+            return
+        await client.__aenter__()  # what `async with` does: the stream, the default account
+        if not client.stats().stream_connected:
+            problem = await self._unusable(client.config)
+            self.out.warn(f"{flag_words(str(problem))}: cancels go over HTTP instead")
+            return
         account = self.args.account or client.config.trading_account_id
-        if getattr(self.args, "via", None) != "ws" or account is None:
+        if account is None:
             return
         try:
             await client.subscribe_account(account)
@@ -81,9 +107,42 @@ class Context:
                 raise
             self.out.warn(f"the WebSocket is unavailable ({exc}): cancels go over HTTP")
 
+    async def _unusable(self, config: ClientConfig) -> WebSocketUnusable:
+        """Why the stream could not connect: one handshake by hand, explained as ``doctor`` does."""
+        token = config.token if isinstance(config.token, str) else ""
+        probe = CentrifugoProbe(
+            config.ws_url,
+            token,
+            timeout=min(PROBE_TIMEOUT, config.timeouts.connect),
+            max_size=config.max_message_size,
+        )
+        try:
+            async with probe:
+                await probe.open()
+        except WsProbeError as exc:
+            reason, fix = ws_failure(exc, "handshake")
+            setting = exc.kind == "handshake" and exc.status is not None and exc.status < 500
+            return WebSocketUnusable(config.ws_url, reason, _ws_fix(exc, fix), setting=setting)
+        return WebSocketUnusable(
+            config.ws_url,
+            "the handshake works now, but the order stream did not connect in time",
+            "try again, or run with -v to see the stream's log",
+            setting=False,
+        )
+
     def account(self, client: CadenzaClient, verb: str) -> str:
         """The account a command acts on; raises ConfigurationError when none is given."""
         account = self.args.account or client.config.trading_account_id
         if account is None:
             raise ConfigurationError(f"{verb} needs --account or CADENZA_TRADING_ACCOUNT_ID")
         return str(account)
+
+
+def _ws_fix(exc: WsProbeError, fix: str) -> str:
+    """The doctor's fix, with the command line's flag beside the variable."""
+    if exc.kind in ("transport", "timeout"):
+        return (
+            "check --ws-url (CADENZA_WS_URL): nothing answers there (it ends in "
+            "/connection/websocket), or the WebSocket service is down"
+        )
+    return fix.replace("check CADENZA_WS_URL", "check --ws-url (CADENZA_WS_URL)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -48,14 +49,19 @@ def sim_warnings(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_sim(args: argparse.Namespace, out: Output) -> int:
-    """Run the simulator until Ctrl-C (exit 0); exit 1 when it cannot listen."""
+    """Run the simulator until Ctrl-C (exit 0); exit 1 when it cannot listen.
+
+    Its stdout is a shell script: the facts as ``#`` comments, then the
+    ``export CADENZA_...`` line, so ``cadenza-async sim > sim.env`` and
+    ``. sim.env`` in another shell point that shell at it.
+    """
     from ..testing import serve
 
     for warning in sim_warnings(args):
         out.warn(warning)
 
     def say(line: str) -> None:
-        print(line, flush=True)
+        print(f"# {line}", flush=True)
 
     def started(sim: CadenzaSimulator) -> None:
         ids = [order.trade_order_id for order in sim.orders[:SHOWN_ORDER_IDS]]
@@ -63,10 +69,11 @@ def cmd_sim(args: argparse.Namespace, out: Output) -> int:
             more = len(sim.orders) - len(ids)
             say("order ids: " + " ".join(ids) + (f" (and {more} more)" if more else ""))
             say("list them all: cadenza-async orders")
-        out.note(
-            "point the command line at it: "
+        say("point the command line (or your code's from_env()) at it:")
+        print(
             f"export CADENZA_API_URL={sim.api_url} CADENZA_WS_URL={sim.ws_url} "
-            f"CADENZA_TOKEN={sim.token} CADENZA_TRADING_ACCOUNT_ID={sim.trading_account_id}"
+            f"CADENZA_TOKEN={sim.token} CADENZA_TRADING_ACCOUNT_ID={sim.trading_account_id}",
+            flush=True,
         )
 
     coro = serve(
@@ -95,6 +102,9 @@ def cmd_sim(args: argparse.Namespace, out: Output) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except OSError as exc:
-        out.error(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = ": another program listens there; pass --port 0 to pick a free port"
+        out.error(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}{hint}")
         return EXIT_FAILED
     return EXIT_OK

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from .._validate import check_client_order_id, is_uuid
 from ..models import TERMINAL_STATUSES, OrderStatus, TradeOrder
 
 if TYPE_CHECKING:
@@ -74,10 +75,8 @@ CANCELLABLE_STATUSES: Final = frozenset(
 )
 
 CHANNEL_PREFIX: Final = "tradingAccount:"
-MAX_ID_LENGTH: Final = 128
-_ID_CHARS: Final = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:~@+=-"
-)
+#: The price a MARKET order fills at (the simulator has no order book to walk).
+MARKET_PRICE: Final = "50000.00"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -93,12 +92,17 @@ class ApiFailure(Exception):
 
 
 def is_valid_id(value: object) -> bool:
-    """True for a non-empty printable id of at most 128 characters without URL-special ones."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_ID_LENGTH
-        and all(ch in _ID_CHARS for ch in value)
-    )
+    """True for an order or account id the API takes: a UUID in canonical text."""
+    return isinstance(value, str) and is_uuid(value)
+
+
+def is_valid_client_id(value: object) -> bool:
+    """True for a ``clientOrderId`` the API takes (the SDK's own rule for it)."""
+    try:
+        check_client_order_id(value)
+    except ValueError:
+        return False
+    return True
 
 
 def now_ms() -> int:
@@ -404,9 +408,10 @@ class Engine:
         done += amount
         previous = order.status
         order.executed_quantity = _fmt(done)
-        if order.limit_price is not None:
-            order.executed_cost = _fmt(done * _dec(order.limit_price))
-            order.executed_price = order.limit_price
+        price = MARKET_PRICE if order.order_type == "MARKET" else order.limit_price
+        if price is not None:
+            order.executed_cost = _fmt(done * _dec(price))
+            order.executed_price = price
         if done >= total:
             order.status = OrderStatus.FILLED
             self._drop_pending_cancel(order_id)
@@ -498,7 +503,7 @@ class Engine:
             fields.setdefault("limit_price", None)
         client_id = fields.get("client_order_id")
         if client_id is not None:
-            if not is_valid_id(client_id):
+            if not is_valid_client_id(client_id):
                 raise ApiFailure(
                     400, ERRNO_INVALID_REQUEST, "Invalid request: malformed clientOrderId"
                 )
@@ -528,6 +533,7 @@ class Engine:
             order = self.create_order(
                 account, OrderStatus.OPEN, quantity, "0", fields, publish=True
             )
+            self._fill_if_market(order)
         if client_id is not None:
             self._by_client_id[(account, client_id)] = order.trade_order_id
         return order
@@ -566,6 +572,13 @@ class Engine:
             order.status = OrderStatus.OPEN
         self._touch(order)
         self._emit(order, previous)
+        if reason is None:
+            self._fill_if_market(order)
+
+    def _fill_if_market(self, order: TradeOrder) -> None:
+        """A MARKET order fills whole as soon as it is on the book, at :data:`MARKET_PRICE`."""
+        if order.order_type == "MARKET":
+            self.fill(order.trade_order_id)
 
     def set_price_band(
         self, low: str | Decimal | None, high: str | Decimal | None, instrument_id: str | None

@@ -17,11 +17,15 @@ The marker's keyword arguments go to :class:`~cadenza_async.testing.CadenzaSimul
 The fixture starts the simulator on a free loopback port before the test and
 stops it afterwards (closing every connection, cancelling every timer). It is
 an async fixture: it needs pytest-asyncio (``asyncio_mode = "auto"``, or mark
-the test ``@pytest.mark.asyncio``).
+the test ``@pytest.mark.asyncio``), and an ``async def`` test. The simulator
+runs on the test's event loop, which does not run while a plain ``def`` test
+does: such a test fails at once, pointing to the recipe for a blocking
+strategy (docs/guides/testing.md, "A blocking strategy under test").
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -67,8 +71,27 @@ def _async_fixture(func: _F) -> _F:
     return result
 
 
+SYNC_TEST_MESSAGE = (
+    "cadenza_sim serves the simulator on the test's event loop, which does not run while "
+    "the plain `def` test {name} does: every call to it would hang until its timeout. "
+    "Make the test `async def` (with CadenzaClient), or, to test BlockingCadenzaClient, "
+    "run the simulator on a thread of its own: see docs/guides/testing.md, "
+    '"A blocking strategy under test".'
+)
+
+
+def _refuse_sync_test(request: pytest.FixtureRequest) -> None:
+    test = getattr(request.node, "obj", None)
+    if test is not None and not inspect.iscoroutinefunction(test):
+        pytest.fail(SYNC_TEST_MESSAGE.format(name=request.node.name), pytrace=False)
+
+
 @_async_fixture
 async def cadenza_sim(request: pytest.FixtureRequest) -> AsyncIterator[CadenzaSimulator]:
-    """A started :class:`CadenzaSimulator`; options from ``@pytest.mark.cadenza_sim(...)``."""
+    """A started :class:`CadenzaSimulator`; options from ``@pytest.mark.cadenza_sim(...)``.
+
+    Fails the test at once when it is a plain ``def`` test (see the module docstring).
+    """
+    _refuse_sync_test(request)
     async with CadenzaSimulator(**_options(request)) as sim:
         yield sim

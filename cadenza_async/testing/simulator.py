@@ -124,7 +124,11 @@ class CadenzaSimulator:
 
     - ``accept_delay`` (seconds): a submit answers SUBMITTED and the order
       becomes OPEN (or REJECTED) that much later, with its event; 0 (the
-      default) answers OPEN or REJECTED at once.
+      default) answers OPEN or REJECTED at once. A MARKET order fills whole
+      as soon as it is OPEN, at 50000.00 (``MARKET_PRICE``: the simulator
+      has no book to walk), so its submit is proven FILLED.
+    - Ids are what the API's are: order and account ids are UUIDs (a
+      malformed one is answered 400), ``clientOrderId`` is free text.
     - ``set_price_band(low, high, instrument_id=)``: LIMIT orders priced
       outside are REJECTED (``rejectReason`` says why);
       ``reject_next_submits(n, reason=)``: the next ``n`` new orders are.

@@ -150,7 +150,7 @@ async def test_cancel_all_with_no_open_order_says_nothing_to_cancel(
     clear_env(monkeypatch)(cadenza_sim)
     cadenza_sim.create_order(status="FILLED")
 
-    code = await cli.run(["cancel-all", "--plain"])
+    code = await cli.run(["cancel-all", "--yes", "--plain"])
 
     captured = capsys.readouterr()
     assert code == 0
@@ -173,7 +173,7 @@ async def test_cancel_all_shows_progress_and_takes_concurrency_and_timeout(
 
     monkeypatch.setattr(_output.Output, "progress", spy)
 
-    code = await cli.run(["cancel-all", "--concurrency", "3", "--timeout", "5", "--plain"])
+    code = await cli.run(["cancel-all", "--yes", "--concurrency", "3", "--timeout", "5", "--plain"])
 
     out = capsys.readouterr().out
     assert code == 0
@@ -186,9 +186,10 @@ async def test_cancel_all_shows_progress_and_takes_concurrency_and_timeout(
 async def test_cancel_all_draws_a_rich_progress_bar(cadenza_sim, capsys, monkeypatch):
     pytest.importorskip("rich")
     clear_env(monkeypatch)(cadenza_sim)
+    monkeypatch.setattr(_output, "_isatty", lambda stream: True)  # as on a terminal
     cadenza_sim.create_orders(5)
 
-    code = await cli.run(["cancel-all"])
+    code = await cli.run(["cancel-all", "--yes"])
 
     err = capsys.readouterr().err
     assert code == 0

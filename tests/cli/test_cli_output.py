@@ -8,6 +8,7 @@ import sys
 import pytest
 from cli_support import HOSTILE, assert_no_control
 
+from cadenza_async.cli import _output
 from cadenza_async.cli._errors import auth_failure, explain, flag_words
 from cadenza_async.cli._output import Output, clean_line, clean_text
 from cadenza_async.config import ClientConfig
@@ -58,8 +59,9 @@ def test_plain_output_cleans_say_error_note_and_tables(capsys):
     assert "error: failed boom" in captured.err
 
 
-def test_rich_output_cleans_server_text(capsys):
+def test_rich_output_cleans_server_text(capsys, monkeypatch):
     pytest.importorskip("rich")
+    monkeypatch.setattr(_output, "_isatty", lambda stream: True)  # as on a terminal
     out = Output()
     assert out.console is not None
     out.say("said " + HOSTILE)

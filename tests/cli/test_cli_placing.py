@@ -8,6 +8,7 @@ from cli_support import HOSTILE, assert_no_control, clear_env, json_lines
 from cadenza_async import cli
 
 ORDER = ["--instrument", "BINANCE:BTC/USDT", "--side", "buy", "--quantity", "0.01"]
+PRICED = [*ORDER, "--price", "50000"]
 
 
 @pytest.mark.cadenza_sim(accept_delay=0.02)
@@ -54,7 +55,7 @@ async def test_submit_over_the_websocket_uses_the_rpc(cadenza_sim, capsys, monke
 async def test_submit_that_the_api_refuses_is_an_error_line(cadenza_sim, capsys, monkeypatch):
     clear_env(monkeypatch)(cadenza_sim)
 
-    code = await cli.run(["submit", *ORDER, "--quantity", "-1", "--json"])
+    code = await cli.run(["submit", *PRICED, "--side", "HOLD", "--unlisted", "--json"])
 
     [line] = json_lines(capsys.readouterr().out)
     assert code == 1
@@ -69,7 +70,7 @@ async def test_submit_not_proven_in_time_names_its_client_order_id(
     clear_env(monkeypatch)(cadenza_sim)
 
     code = await cli.run(
-        ["submit", *ORDER, "--client-order-id", "slow", "--timeout", "0.3", "--json"]
+        ["submit", *PRICED, "--client-order-id", "slow", "--timeout", "0.3", "--json"]
     )
 
     [line] = json_lines(capsys.readouterr().out)
@@ -87,7 +88,7 @@ def test_submit_usage_errors_exit_2(capsys, monkeypatch):
     assert cli.main(["submit", *ORDER, "--timeout", "0"]) == 2
     capsys.readouterr()
     assert cli.main(["submit", *ORDER, "--client-order-id", "has space", "--plain"]) == 2
-    assert "client order id" in capsys.readouterr().err
+    assert "--client-order-id 'has space' has ' ' at position 4" in capsys.readouterr().err
 
 
 @pytest.mark.cadenza_sim(cancel_delay=0.01, accept_delay=0.01)
@@ -109,7 +110,7 @@ async def test_replace_of_a_filled_order_places_nothing(cadenza_sim, capsys, mon
     clear_env(monkeypatch)(cadenza_sim)
     old = cadenza_sim.create_order(status="FILLED", executed_quantity="1")
 
-    code = await cli.run(["replace", old.trade_order_id, *ORDER, "--plain"])
+    code = await cli.run(["replace", old.trade_order_id, *PRICED, "--plain"])
 
     out = capsys.readouterr().out
     assert code == 0
@@ -117,7 +118,7 @@ async def test_replace_of_a_filled_order_places_nothing(cadenza_sim, capsys, mon
     assert "nothing placed" in out
     assert cadenza_sim.submits_applied == 0
 
-    code = await cli.run(["replace", old.trade_order_id, *ORDER, "--place-if-filled", "--json"])
+    code = await cli.run(["replace", old.trade_order_id, *PRICED, "--place-if-filled", "--json"])
     [line] = json_lines(capsys.readouterr().out)
     assert code == 0
     assert line["outcome"] == "submitted"
@@ -129,14 +130,14 @@ async def test_replace_of_an_order_not_proven_final_exits_1(cadenza_sim, capsys,
     clear_env(monkeypatch)(cadenza_sim)
     old = cadenza_sim.create_order()
 
-    code = await cli.run(["replace", old.trade_order_id, *ORDER, "--timeout", "0.3", "--plain"])
+    code = await cli.run(["replace", old.trade_order_id, *PRICED, "--timeout", "0.3", "--plain"])
 
     captured = capsys.readouterr()
     assert code == 1
     assert "not proven final: nothing placed" in captured.err
     assert cadenza_sim.submits_applied == 0
 
-    code = await cli.run(["replace", old.trade_order_id, *ORDER, "--timeout", "0.3", "--json"])
+    code = await cli.run(["replace", old.trade_order_id, *PRICED, "--timeout", "0.3", "--json"])
     [line] = json_lines(capsys.readouterr().out)
     assert (line["ok"], line["outcome"], line["cancel"]) == (False, "old_not_final", None)
     assert line["cancel_error"]["error"] == "ConfirmationTimeout"
@@ -148,7 +149,7 @@ async def test_reject_reasons_from_the_server_reach_the_terminal_clean(
     clear_env(monkeypatch)(cadenza_sim)
     cadenza_sim.reject_next_submits(1, reason=HOSTILE)
 
-    code = await cli.run(["submit", *ORDER, "--plain"])
+    code = await cli.run(["submit", *PRICED, "--plain"])
 
     out = capsys.readouterr().out
     assert code == 1

@@ -122,7 +122,7 @@ async def test_sim_prints_some_order_ids_and_no_warning_on_loopback():
     lines: list[str] = []
     try:
         assert proc.stdout is not None
-        while not any(line.startswith("order ids:") for line in lines):
+        while not any(line.startswith("# order ids:") for line in lines):
             raw = await asyncio.wait_for(proc.stdout.readline(), 20)
             assert raw, lines
             lines.append(raw.decode().strip())
@@ -133,8 +133,8 @@ async def test_sim_prints_some_order_ids_and_no_warning_on_loopback():
             proc.kill()
             await proc.wait()
 
-    [shown] = [line for line in lines if line.startswith("order ids:")]
-    ids = shown.removeprefix("order ids: ").split(" (")[0].split()
+    [shown] = [line for line in lines if line.startswith("# order ids:")]
+    ids = shown.removeprefix("# order ids: ").split(" (")[0].split()
     assert len(ids) == _sim.SHOWN_ORDER_IDS
     assert shown.endswith("(and 2 more)")
     assert proc.returncode == 0

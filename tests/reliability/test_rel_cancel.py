@@ -111,7 +111,11 @@ async def test_row27_retried_cancels_of_cancelled_filled_and_unknown_orders_have
         account = cadenza_sim.trading_account_id
         open_order, racing = cadenza_sim.create_orders(2)
         cadenza_sim.fill_on_next_cancel(racing.trade_order_id)
-        ids = [open_order.trade_order_id, racing.trade_order_id, "no-such-order"]
+        ids = [
+            open_order.trade_order_id,
+            racing.trade_order_id,
+            "00000000-0000-4000-8000-00000000dead",
+        ]
 
         rounds = []
         for _ in range(3):  # the caller retries the whole batch
@@ -123,7 +127,7 @@ async def test_row27_retried_cancels_of_cancelled_filled_and_unknown_orders_have
 
     for outcomes in rounds:
         for order_id, outcome in zip(ids, outcomes, strict=True):
-            if order_id != "no-such-order":
+            if order_id != "00000000-0000-4000-8000-00000000dead":
                 assert_consistent(cadenza_sim, order_id, outcome)
         done, filled, unknown = outcomes
         assert isinstance(done, CancelResult)

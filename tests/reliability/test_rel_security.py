@@ -79,13 +79,15 @@ async def test_row10_bad_tls_certificate_fails_closed_with_a_typed_error_and_no_
         async with CadenzaClient(**settings) as entered:
             assert not entered.stats().stream_connected
             with pytest.raises(TransportError) as stream_error:
-                await asyncio.wait_for(entered.cancel_and_confirm("order-1"), STEP)
+                await asyncio.wait_for(
+                    entered.cancel_and_confirm("00000000-0000-4000-8000-000000000001"), STEP
+                )
             assert stream_error.value.maybe_sent is False
         # The REST cancel (https) on its own.
         client = CadenzaClient(**settings)
         try:
             with pytest.raises(TransportError) as rest_error:
-                await asyncio.wait_for(client.cancel("order-1"), STEP)
+                await asyncio.wait_for(client.cancel("00000000-0000-4000-8000-000000000001"), STEP)
         finally:
             await client.aclose()
 
@@ -127,7 +129,7 @@ async def test_row11_insecure_url_to_a_remote_host_raises_before_any_socket(
 
     with pytest.raises(ConfigurationError):
         async with CadenzaClient(token=CANARY, api_url=api_url, ws_url=ws_url) as client:
-            await client.cancel_and_confirm("order-1")
+            await client.cancel_and_confirm("00000000-0000-4000-8000-000000000001")
 
     assert opened == []
     # Allowed only when asked for explicitly (constructing opens nothing either).
@@ -218,7 +220,7 @@ async def test_row30_canary_token_appears_nowhere_at_debug_across_a_full_cycle(c
                 assert result.cancelled
                 await sim.wait_for(lambda: sim.pongs_received >= 1)
                 try:
-                    await client.cancel_and_confirm("no-such-order")
+                    await client.cancel_and_confirm("00000000-0000-4000-8000-00000000dead")
                 except CadenzaError as exc:
                     errors.append(exc)
                 texts = [repr(client), str(client), repr(client.config), repr(client._stream)]

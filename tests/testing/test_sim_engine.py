@@ -175,7 +175,7 @@ async def test_fill_rejects_final_orders_and_overfills():
         with pytest.raises(ValueError, match="FILLED"):
             sim.fill(order.trade_order_id)
         with pytest.raises(KeyError):
-            sim.fill("missing")
+            sim.fill("00000000-0000-4000-8000-00000000dead")
 
 
 async def test_updated_at_strictly_increases_with_every_change():
@@ -226,17 +226,20 @@ async def test_publish_raw_order_update_sends_arbitrary_data(http):
 async def test_create_order_options_and_duplicates():
     async with CadenzaSimulator() as sim:
         order = sim.create_order(
-            account_id="acct-2", status="PENDING", trade_order_id="fixed-id", order_side="SELL"
+            account_id="acc00000-0000-4000-8000-000000000002",
+            status="PENDING",
+            trade_order_id="f1ced000-0000-4000-8000-000000000001",
+            order_side="SELL",
         )
         assert (order.trading_account_id, order.status, order.order_side) == (
-            "acct-2",
+            "acc00000-0000-4000-8000-000000000002",
             "PENDING",
             "SELL",
         )
         with pytest.raises(ValueError, match="exists"):
-            sim.create_order(trade_order_id="fixed-id")
-        copy = sim.get_order("fixed-id")
+            sim.create_order(trade_order_id="f1ced000-0000-4000-8000-000000000001")
+        copy = sim.get_order("f1ced000-0000-4000-8000-000000000001")
         copy.status = "MUTATED"
-        assert sim.get_order("fixed-id").status == "PENDING"
+        assert sim.get_order("f1ced000-0000-4000-8000-000000000001").status == "PENDING"
         assert len(sim.create_orders(5)) == 5
         assert len(sim.orders) == 6

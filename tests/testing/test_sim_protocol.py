@@ -266,7 +266,7 @@ async def test_refresh_with_a_fresh_token_keeps_the_connection(http):
 async def test_subscribe_is_limited_to_the_tokens_accounts(http, sim):
     raw = await open_raw(http, sim)
     await raw.send(
-        {"id": 2, "subscribe": {"channel": channel(sim, "someone-else")}},
+        {"id": 2, "subscribe": {"channel": channel(sim, "e15e0000-0000-4000-8000-000000000001")}},
         {"id": 3, "subscribe": {"channel": "news:all"}},
         {"id": 4, "subscribe": {"channel": channel(sim)}},
         {"id": 5, "subscribe": {"channel": channel(sim)}},
@@ -440,7 +440,12 @@ async def test_rpc_cancel_errors_carry_code_and_message(http, sim, wire, codes, 
     filled = sim.create_order(status="FILLED")
     raw = await open_raw(http, sim)
     for command_id, data in enumerate(
-        [{"tradeOrderId": filled.trade_order_id}, {"tradeOrderId": "missing"}, {}], start=2
+        [
+            {"tradeOrderId": filled.trade_order_id},
+            {"tradeOrderId": "00000000-0000-4000-8000-00000000dead"},
+            {},
+        ],
+        start=2,
     ):
         await raw.send(
             {"id": command_id, "rpc": {"method": "command.trade_order.cancel", "data": data}}

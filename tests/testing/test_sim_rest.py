@@ -120,7 +120,7 @@ async def test_expired_token_is_401(sim, http):
 
 
 async def test_order_of_an_account_the_token_does_not_own_is_403(sim, http):
-    other = sim.create_order(account_id="someone-else")
+    other = sim.create_order(account_id="e15e0000-0000-4000-8000-000000000001")
     status, env, _ = await call(http, sim, "POST", CANCEL, json=body(other))
     assert status == 403
     assert env.success is False
@@ -133,7 +133,10 @@ async def test_unknown_order_is_404(sim, http):
         sim,
         "POST",
         CANCEL,
-        json={"tradeOrderId": "no-such-order", "tradingAccountId": sim.trading_account_id},
+        json={
+            "tradeOrderId": "00000000-0000-4000-8000-00000000dead",
+            "tradingAccountId": sim.trading_account_id,
+        },
     )
     assert status == 404
     assert env.error == "Order not found"
@@ -155,9 +158,20 @@ async def test_account_given_with_the_cancel_must_match_the_order(sim, http):
         sim,
         "POST",
         CANCEL,
-        json={"tradeOrderId": order.trade_order_id, "tradingAccountId": "not-mine"},
+        json={
+            "tradeOrderId": order.trade_order_id,
+            "tradingAccountId": "e15e0000-0000-4000-8000-000000000002",  # not the token's
+        },
     )
     assert status == 403
+    status, _, _ = await call(
+        http,
+        sim,
+        "POST",
+        CANCEL,
+        json={"tradeOrderId": order.trade_order_id, "tradingAccountId": "not-mine"},
+    )
+    assert status == 400  # account ids are UUIDs
 
 
 async def test_rate_limit_answers_429_with_retry_after_then_recovers(sim, http):
@@ -199,8 +213,12 @@ async def test_list_filters_by_id_and_status(sim, http):
     assert [o.trade_order_id for o in decode_order_list(env.data)] == [orders[0].trade_order_id]
     _, env, _ = await call(http, sim, "GET", LIST, params={"orderStatus": "FILLED"})
     assert [o.trade_order_id for o in decode_order_list(env.data)] == [orders[1].trade_order_id]
-    _, env, _ = await call(http, sim, "GET", LIST, params={"tradeOrderId": "unknown"})
+    _, env, _ = await call(
+        http, sim, "GET", LIST, params={"tradeOrderId": "00000000-0000-4000-8000-00000000dead"}
+    )
     assert decode_order_list(env.data) == []
+    status, _, _ = await call(http, sim, "GET", LIST, params={"tradeOrderId": "unknown"})
+    assert status == 400  # order ids are UUIDs
 
 
 async def test_list_paginates_with_default_limit_50(sim, http):
@@ -219,11 +237,11 @@ async def test_list_paginates_with_default_limit_50(sim, http):
 
 async def test_list_hides_other_accounts_and_refuses_foreign_filters(sim, http):
     mine = sim.create_order()
-    foreign = sim.create_order(account_id="foreign-account")
+    foreign = sim.create_order(account_id="f0e10000-0000-4000-8000-000000000001")
     _, env, _ = await call(http, sim, "GET", LIST)
     assert [o.trade_order_id for o in decode_order_list(env.data)] == [mine.trade_order_id]
     status, _, _ = await call(
-        http, sim, "GET", LIST, params={"tradingAccountId": "foreign-account"}
+        http, sim, "GET", LIST, params={"tradingAccountId": "f0e10000-0000-4000-8000-000000000001"}
     )
     assert status == 403
     status, _, _ = await call(
