@@ -7,13 +7,14 @@ import functools
 import logging
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal
 
 import msgspec
 
 from ._auth import TokenSource
+from ._listing import list_open
+from ._placing_client import PlacingMethods
 from ._ratelimit import RateGate
 from ._validate import (
     check_account_id,
@@ -37,11 +38,10 @@ from .errors import (
 )
 from .http import HttpApi, OrderPage
 from .market._client import Market, MarketMethods
-from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOrder, is_terminal
-from .placing import Placer, SubmitOutcome, new_order
+from .models import CancelResult, TradeOrder
+from .placing import Placer
 from .protocol.confirm import ConfirmationRegistry
 from .protocol.placement import PlacementRegistry
-from .protocol.proof import Pager
 from .stream import OrderStream, channel_for
 from .transports import HttpCancel, HttpSubmit, http_list_orders, http_look_up
 from .updates import OrderUpdates
@@ -76,7 +76,7 @@ BulkOutcome = CancelResult | TradeOrder | CadenzaError
 __all__ = ["CadenzaClient", "ClientStats"]
 
 
-class CadenzaClient(MarketMethods):
+class CadenzaClient(MarketMethods, PlacingMethods):
     """The Cadenza API client. Use it as ``async with CadenzaClient(...) as client:``.
 
     ``async with`` connects the order stream and subscribes the default
@@ -596,56 +596,60 @@ class CadenzaClient(MarketMethods):
         max_pages: int,
         deadline: float,
     ) -> list[str]:
-        """The ids of an account's open orders, listed within ``deadline`` (see cancel_all_open).
-
-        Raises the listing's error only when it found nothing before it.
-        """
-        pager = Pager(page_size, max_pages)
-        open_ids: list[str] = []
-        reason = ""
-        while (request := pager.request()) is not None:
-            offset, cursor = request
-            try:
-                page = await self._http.list_orders(
-                    trading_account_id=account,
-                    instrument_id=instrument_id,
-                    limit=page_size,
-                    offset=offset,
-                    cursor=cursor,
-                    deadline=deadline,
-                )
-            except CadenzaError as exc:
-                if not pager.seen or asyncio.get_running_loop().time() < deadline:
-                    raise
-                reason = f"the call's deadline came ({type(exc).__name__})"
-                break
-            pagination = page.pagination
-            new = set(
-                pager.take(
-                    (o.trade_order_id for o in page.orders),
-                    len(page.orders),
-                    None if pagination is None else pagination.has_next,
-                    None if pagination is None else pagination.cursor,
-                )
-            )
-            open_ids += [
-                o.trade_order_id
-                for o in page.orders
-                if o.trade_order_id in new and not is_terminal(o.status)
-            ]
-        if pager.stalled:
-            reason = "it stopped advancing"
-        elif pager.exhausted:
-            reason = f"it still had more after max_pages={max_pages} pages"
-        if reason:
+        """The ids of an account's open orders, listed within ``deadline`` (see cancel_all_open)."""
+        orders, ended = await list_open(
+            self._http.list_orders,
+            account,
+            instrument_id,
+            page_size=page_size,
+            max_pages=max_pages,
+            deadline=deadline,
+        )
+        if ended:
             log.warning(
                 "cancel_all_open: the order listing of %s ended early (%s); "
                 "cancelling the %d open orders found",
                 account,
-                reason,
-                len(open_ids),
+                ended,
+                len(orders),
             )
-        return open_ids
+        return [o.trade_order_id for o in orders]
+
+    async def list_open_orders(
+        self,
+        trading_account_id: str | None = None,
+        *,
+        instrument_id: str | None = None,
+        page_size: int = 500,
+        max_pages: int = 10_000,
+        timeout: float | None = None,
+    ) -> list[TradeOrder]:
+        """Every non-terminal order of an account (default: the configured one), all pages.
+
+        Listed as :meth:`cancel_all_open` lists them (the server's cursor or
+        offsets; it ends early at a stall, at ``max_pages`` or at ``timeout``,
+        ``timeouts.confirm`` when None, with a warning, and returns what it
+        found). Raises the listing's error when nothing was listed in time.
+        """
+        self._check_open()
+        account = trading_account_id or self.config.trading_account_id
+        if account is None:
+            raise ValueError("list_open_orders needs trading_account_id (none configured)")
+        account = check_account_id(account)
+        check_count(page_size, "page_size")
+        check_count(max_pages, "max_pages")
+        deadline = asyncio.get_running_loop().time() + self._canceller._check_timeout(timeout)
+        orders, ended = await list_open(
+            self._http.list_orders,
+            account,
+            instrument_id,
+            page_size=page_size,
+            max_pages=max_pages,
+            deadline=deadline,
+        )
+        if ended:
+            log.warning("the order listing of %s ended early (%s)", account, ended)
+        return orders
 
     async def order_updates(self) -> AsyncIterator[TradeOrder]:
         """Every order update on the subscribed accounts, as it arrives.
@@ -771,194 +775,6 @@ class CadenzaClient(MarketMethods):
             offset=offset,
             cursor=cursor,
         )
-
-    async def submit_order(
-        self,
-        *,
-        instrument_id: str,
-        order_side: str,
-        order_type: str,
-        quantity: str | Decimal,
-        limit_price: str | Decimal | None = None,
-        stop_price: str | Decimal | None = None,
-        time_in_force: str | None = None,
-        client_order_id: str | None = None,
-        trading_account_id: str | None = None,
-    ) -> TradeOrder:
-        """Place an order on ``trading_account_id`` (default: the configured account).
-
-        Never retried on transport errors or 5xx: a
-        :class:`~cadenza_async.errors.TransportError` means the order may or
-        may not exist. Raises ``ValueError`` when no account is known.
-        """
-        self._check_open()
-        order = new_order(
-            instrument_id=instrument_id,
-            order_side=order_side,
-            order_type=order_type,
-            quantity=quantity,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            time_in_force=time_in_force,
-            client_order_id=client_order_id,
-            trading_account_id=trading_account_id,
-        )
-        account = order.trading_account_id or self.config.trading_account_id
-        if account is None:
-            raise ValueError("submit_order needs trading_account_id (none configured)")
-        return await self._http.submit_order(
-            trading_account_id=account,
-            instrument_id=order.instrument_id,
-            order_side=order.order_side,
-            order_type=order.order_type,
-            quantity=order.quantity,
-            limit_price=order.limit_price,
-            stop_price=order.stop_price,
-            time_in_force=order.time_in_force,
-            client_order_id=order.client_order_id,
-        )
-
-    # -- placing with proof -------------------------------------------------------------
-
-    async def submit_and_confirm(
-        self,
-        *,
-        instrument_id: str,
-        order_side: str,
-        order_type: str,
-        quantity: str | Decimal,
-        limit_price: str | Decimal | None = None,
-        stop_price: str | Decimal | None = None,
-        time_in_force: str | None = None,
-        client_order_id: str | None = None,
-        trading_account_id: str | None = None,
-        timeout: float | None = None,
-    ) -> SubmitResult:
-        """Place an order and return once the exchange has proven it accepted or refused it.
-
-        Returns a :class:`SubmitResult`: ``accepted`` is True once the order
-        is held (ACCEPTED, OPEN, PARTIALLY_FILLED, FILLED) and False for a
-        refusal (REJECTED, with ``order.reject_reason``; EXPIRED or CANCELLED
-        before it was accepted). CREATED, PENDING and SUBMITTED prove nothing:
-        the call waits on. ``client_order_id`` is the submit's idempotency key
-        (a uuid4 when None): a submit is only ever sent again with it, after
-        the account's orders were searched for it, so a retry never places a
-        second order. ``timeout`` (default ``timeouts.confirm``) bounds the
-        whole call, as for :meth:`cancel_and_confirm`; ``submit_via="ws"``
-        sends it as an RPC on the open WebSocket.
-
-        Raises ``ValueError``/``TypeError`` for malformed fields or no
-        account (nothing is sent), the :class:`~cadenza_async.errors.ApiError`
-        subclasses for a submit the API refused (400, 401, 403),
-        :class:`~cadenza_async.errors.TransportError` at once when the submit
-        provably never reached the API and retries are spent,
-        :class:`~cadenza_async.errors.ClientClosedError`, and
-        :class:`~cadenza_async.placing.SubmitConfirmationTimeout` (a
-        :class:`~cadenza_async.errors.ConfirmationTimeout` with ``last_known``
-        and ``client_order_id``) when nothing was proven in time: the order
-        may then exist, findable by its ``clientOrderId``.
-        """
-        self._check_open()
-        order = new_order(
-            instrument_id=instrument_id,
-            order_side=order_side,
-            order_type=order_type,
-            quantity=quantity,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            time_in_force=time_in_force,
-            client_order_id=client_order_id,
-            trading_account_id=trading_account_id,
-        )
-        order = self._placer.prepare(order)
-        check_timeout(timeout)
-        self._market.check_new_order(order)  # the instrument's rules, if it is cached
-        self._start_stream()
-        return await self._placer.submit_and_confirm(order, timeout=timeout)
-
-    async def replace_and_confirm(
-        self,
-        old_order_id: str,
-        *,
-        instrument_id: str,
-        order_side: str,
-        order_type: str,
-        quantity: str | Decimal,
-        limit_price: str | Decimal | None = None,
-        stop_price: str | Decimal | None = None,
-        time_in_force: str | None = None,
-        client_order_id: str | None = None,
-        trading_account_id: str | None = None,
-        place_if_filled: bool = False,
-        timeout: float | None = None,
-    ) -> ReplaceResult:
-        """Cancel ``old_order_id`` and, once it is proven final, place the new order.
-
-        The new order is never sent while the old one may still be live: a
-        quote is pulled before the next one goes out, so there are never two.
-        Both orders are on ``trading_account_id`` (default: the configured
-        account). ``timeout`` bounds the whole call: the cancel may use all of
-        it; the submit gets what the cancel left.
-
-        Returns a :class:`ReplaceResult` (``outcome`` says which case):
-        ``submit`` is the new order's :class:`SubmitResult` once placed
-        (``"submitted"``), None when the old order filled and
-        ``place_if_filled`` is False (``"old_filled"``), when the old order
-        could not be proven final (``"old_not_final"``: ``cancel`` is None
-        and ``cancel_error`` holds the cancel's error, e.g. a
-        ``ConfirmationTimeout``), or when the cancel left too little of the
-        deadline to place the new order (``"no_time_left"``). Raises what
-        :meth:`submit_and_confirm` raises for the new order, ``ValueError``
-        for malformed input and ``ClientClosedError``.
-        """
-        self._check_open()
-        order = new_order(
-            instrument_id=instrument_id,
-            order_side=order_side,
-            order_type=order_type,
-            quantity=quantity,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            time_in_force=time_in_force,
-            client_order_id=client_order_id,
-            trading_account_id=trading_account_id,
-        )
-        # The new order is checked whole before the old one is touched.
-        order = self._placer.prepare(order)
-        old_order_id = check_order_id(old_order_id)
-        check_bool(place_if_filled, "place_if_filled")
-        check_timeout(timeout)
-        self._market.check_new_order(order)  # the instrument's rules, if it is cached
-        self._start_stream()
-        return await self._placer.replace_and_confirm(
-            old_order_id,
-            order,
-            cancel_and_confirm=self._canceller.cancel_and_confirm,
-            place_if_filled=place_if_filled,
-            timeout=timeout,
-        )
-
-    async def submit_many(
-        self,
-        orders: Iterable[NewOrder | Mapping[str, Any]],
-        *,
-        concurrency: int = 16,
-        timeout: float | None = None,
-    ) -> list[SubmitOutcome]:
-        """Place many orders with proof, at most ``concurrency`` at once; outcomes in input order.
-
-        Each order is a :class:`NewOrder` or a mapping of its fields
-        (``instrument_id``, ``order_side``, ...). All are checked first: a
-        malformed one raises ``TypeError``/``ValueError`` naming its index and
-        nothing is sent. Each outcome is a :class:`SubmitResult` or that
-        order's error; a single order's failure never raises. ``timeout``
-        bounds each order's call (as for :meth:`submit_and_confirm`).
-        """
-        self._check_open()
-        prepared, seconds = self._placer.check_many(orders, concurrency, timeout)
-        self._market.check_orders(prepared)  # the instruments' rules, for those cached
-        self._start_stream()
-        return await self._placer.submit_checked(prepared, concurrency=concurrency, timeout=seconds)
 
 
 def _checked_ids(order_id: str, account: str | None) -> tuple[str, str | None]:

@@ -62,7 +62,6 @@ import math
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from decimal import Decimal
 from typing import Final, TypeVar
 from urllib.parse import quote
 
@@ -98,6 +97,7 @@ from .errors import (
 )
 from .models import (
     Envelope,
+    NewOrder,
     Pagination,
     TradeOrder,
     decode_envelope,
@@ -130,18 +130,6 @@ class _CancelBody(msgspec.Struct, rename="camel"):
 
     trade_order_id: str
     trading_account_id: str
-
-
-class _SubmitBody(msgspec.Struct, rename="camel", omit_defaults=True):
-    trading_account_id: str
-    instrument_id: str
-    order_side: str
-    order_type: str
-    quantity: str
-    limit_price: str | None = None
-    stop_price: str | None = None
-    time_in_force: str | None = None
-    client_order_id: str | None = None
 
 
 _encode: Final = msgspec.json.Encoder().encode
@@ -330,14 +318,6 @@ def _clip(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
 
 
-def _fmt_decimal(value: str | Decimal | int | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        raise TypeError("pass quantities and prices as str or Decimal, not float")
-    return str(value)
-
-
 class _ProxiedRequest(aiohttp.ClientRequest):
     """A request whose proxy headers never carry the bearer token.
 
@@ -521,21 +501,8 @@ class HttpApi:
         url = URL(f"{self._base}{LIST_PATH}" + (f"?{query}" if query else ""), encoded=True)
         return await self._get(url, deadline, self._page_from)
 
-    async def submit_order(
-        self,
-        *,
-        trading_account_id: str,
-        instrument_id: str,
-        order_side: str,
-        order_type: str,
-        quantity: str | Decimal,
-        limit_price: str | Decimal | None = None,
-        stop_price: str | Decimal | None = None,
-        time_in_force: str | None = None,
-        client_order_id: str | None = None,
-        deadline: float | None = None,
-    ) -> TradeOrder:
-        """Place a new order; the order as created.
+    async def submit_order(self, order: NewOrder, *, deadline: float | None = None) -> TradeOrder:
+        """Place ``order`` (checked, its ``trading_account_id`` set); the order as created.
 
         Not retried on transport errors, 5xx or 429: a
         :class:`TransportError` means the order may or may not exist (a retry
@@ -543,23 +510,12 @@ class HttpApi:
         key: :mod:`cadenza_async.placing` does that). ``deadline`` bounds the
         call as for :meth:`cancel_order`.
         """
-        body = _encode(
-            _SubmitBody(
-                trading_account_id=trading_account_id,
-                instrument_id=instrument_id,
-                order_side=order_side,
-                order_type=order_type,
-                quantity=str(_fmt_decimal(quantity)),
-                limit_price=_fmt_decimal(limit_price),
-                stop_price=_fmt_decimal(stop_price),
-                time_in_force=time_in_force,
-                client_order_id=client_order_id,
-            )
-        )
+        if order.trading_account_id is None:
+            raise ValueError("a submit needs the order's trading account")
         return await self._call(
             "POST",
             self._submit_url,
-            body,
+            _encode(order),
             idempotent=False,
             paced=False,
             deadline=deadline,

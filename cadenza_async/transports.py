@@ -181,21 +181,7 @@ class HttpSubmit:
         self._http = http
 
     async def submit(self, order: NewOrder, deadline: float) -> TradeOrder:
-        account = order.trading_account_id
-        if account is None:
-            raise ValueError("a submit needs the order's trading account")
-        return await self._http.submit_order(
-            trading_account_id=account,
-            instrument_id=order.instrument_id,
-            order_side=order.order_side,
-            order_type=order.order_type,
-            quantity=order.quantity,
-            limit_price=order.limit_price,
-            stop_price=order.stop_price,
-            time_in_force=order.time_in_force,
-            client_order_id=order.client_order_id,
-            deadline=deadline,
-        )
+        return await self._http.submit_order(order, deadline=deadline)
 
 
 class RpcSubmit:

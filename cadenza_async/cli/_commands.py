@@ -19,7 +19,7 @@ import msgspec
 from .._validate import check_order_id
 from ..client import CadenzaClient
 from ..errors import CadenzaError, ConfigurationError, InvalidOrderIdError
-from ..models import TradeOrder, is_terminal
+from ..models import TradeOrder
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, auth_failure, explain
 from ._outcomes import (
     Outcome,
@@ -278,34 +278,10 @@ async def cmd_cancel_many(ctx: Context) -> int:
 async def list_open_orders(
     client: CadenzaClient, account: str, instrument: str | None, out: Output
 ) -> list[TradeOrder]:
-    """The account's non-terminal orders, page by page.
-
-    Stops when a page brings no order not seen before (a server that keeps
-    saying "more"), and after ``LIST_MAX_PAGES`` pages (with a warning).
-    """
-    seen: dict[str, TradeOrder] = {}
-    offset = 0
-    cursor: str | None = None
-    for _ in range(LIST_MAX_PAGES):
-        page = await client.list_orders(
-            trading_account_id=account,
-            instrument_id=instrument,
-            limit=LIST_PAGE_SIZE,
-            offset=None if cursor else offset,
-            cursor=cursor,
-        )
-        fresh = [o for o in page.orders if o.trade_order_id not in seen]
-        for order in fresh:
-            seen[order.trade_order_id] = order
-        pagination = page.pagination
-        more = pagination.has_next if pagination is not None else None
-        if not fresh or more is False or (more is None and len(page.orders) < LIST_PAGE_SIZE):
-            break
-        offset += len(page.orders)
-        cursor = pagination.cursor if pagination is not None else None
-    else:
-        out.warn(f"stopped listing after {LIST_MAX_PAGES:,} pages ({len(seen):,} orders)")
-    return [order for order in seen.values() if not is_terminal(order.status)]
+    """The account's non-terminal orders, every page (:meth:`CadenzaClient.list_open_orders`)."""
+    return await client.list_open_orders(
+        account, instrument_id=instrument, page_size=LIST_PAGE_SIZE, max_pages=LIST_MAX_PAGES
+    )
 
 
 def _check_can_ask(args: Any) -> None:
