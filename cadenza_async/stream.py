@@ -10,9 +10,11 @@ few frames as the server's message size limit allows), each with
 ``recover`` from its own last applied position. On a terminal close code, a
 refused token or a failing token provider it stops and reports one
 :class:`~cadenza_async.errors.StreamError`. The policies are sans-I/O code
-in ``protocol/``: token refusals in :mod:`cadenza_async.protocol.tokens`,
-poisoned positions in :mod:`cadenza_async.protocol.poison`; this module
-does the I/O around them.
+in ``protocol/``: the wanted channels, the resubscribe window and what a
+refusal means in :mod:`cadenza_async.protocol.subscriptions` (with the
+poisoned positions of :mod:`cadenza_async.protocol.poison`), token
+refusals in :mod:`cadenza_async.protocol.tokens`; this module does the I/O
+around them.
 
 Tokens come from the client's shared
 :class:`~cadenza_async._auth.TokenSource`, always refreshed keyed on the
@@ -61,7 +63,6 @@ while opening the door to compression bombs under ``max_size``.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
@@ -95,7 +96,6 @@ from .protocol.centrifugo import (
     ERROR_UNAUTHORIZED,
     UNDECODABLE_DATA,
     CentrifugoProtocol,
-    CentrifugoUsageError,
     CommandTimedOut,
     Connected,
     Disconnected,
@@ -112,12 +112,13 @@ from .protocol.centrifugo import (
     Unsubscribed,
     reconnect_delays,
 )
-from .protocol.poison import PoisonedPositions
+from .protocol.subscriptions import RESUBSCRIBE_WINDOW, Subscriptions
 from .protocol.tokens import MAX_TOKEN_REFUSALS, TokenRefusals
 
 __all__ = [
     "CHANNEL_PREFIX",
     "MAX_TOKEN_REFUSALS",
+    "RESUBSCRIBE_WINDOW",
     "ChannelObserver",
     "OrderStream",
     "StreamRpcError",
@@ -162,11 +163,7 @@ class ChannelObserver(Protocol):
 
 
 _CLOSE_EXPIRED = 3005
-#: At most this many resubscriptions of a reconnect wait for their reply at once.
-RESUBSCRIBE_WINDOW = 64
 _CLOSE_INVALID_TOKEN = 3500
-_ERROR_PERMISSION_DENIED = 103
-_ERROR_UNRECOVERABLE_POSITION = 112
 
 #: The channel that carries an account's order updates is this prefix plus the account id.
 CHANNEL_PREFIX = "tradingAccount:"
@@ -260,16 +257,18 @@ class _SessionEnd:
     """How one connection ended, filled in as the reader learns it.
 
     ``connected``: its connect command succeeded; ``immediate``: reconnect
-    without backoff; ``poisoned``: see ``OrderStream._session``; ``code`` and
-    ``reason``: the close frame's, if any; ``fatal``: the error to stop with.
+    without backoff; ``poisoned``: see ``OrderStream._session``; ``too_big``:
+    closed by the client with 1009; ``code`` and ``reason``: the close
+    frame's, if any; ``fatal``: the error to stop with.
     """
 
-    __slots__ = ("code", "connected", "fatal", "immediate", "poisoned", "reason")
+    __slots__ = ("code", "connected", "fatal", "immediate", "poisoned", "reason", "too_big")
 
     def __init__(self) -> None:
         self.connected = False
         self.immediate = False
         self.poisoned = False
+        self.too_big = False
         self.code: int | None = None
         self.reason = ""
         self.fatal: CadenzaError | None = None
@@ -355,8 +354,8 @@ class OrderStream:
             max_ping_delay=config.ping_grace if ping_grace is None else ping_grace,
             command_timeout=config.timeouts.connect,
         )
-        self._wanted: set[str] = set()
-        self._sub_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # The wanted channels, their subscribes and the callers waiting for them (the policy).
+        self._subs: Subscriptions[asyncio.Future[None]] = Subscriptions(self._proto)
         # An RPC's reply (or error) ends its waiter; so does the alarm, with None, at
         # the call's deadline (one loop timer for every RPC in flight).
         self._rpc_waiters: dict[int, asyncio.Future[msgspec.Raw | None]] = {}
@@ -374,11 +373,6 @@ class OrderStream:
         self._keep_trying = False
         self._change: asyncio.Future[None] | None = None
         self._first_failure: asyncio.Future[None] | None = None
-        self._live_since: dict[str, float] = {}
-        # A reconnect's resubscriptions, let out RESUBSCRIBE_WINDOW at a time.
-        self._resubscribe_queue: collections.deque[str] = collections.deque()
-        self._resubscribing = 0
-        self._window = RESUBSCRIBE_WINDOW  # shrinks when recovery replies come too big
         self.bad_events = 0
         # shape (the decoder's words: field and type, never a value) -> how many
         self.bad_event_shapes: dict[str, int] = {}
@@ -395,7 +389,6 @@ class OrderStream:
         self._conn_token = ""
         self._refresh_cmd: tuple[int, str] | None = None
         self._refusals = TokenRefusals()
-        self._poison = PoisonedPositions()
         self.reconnects = 0
         # observe(): per channel, and for every channel (key None)
         self._observers: dict[str | None, tuple[ChannelObserver, ...]] = {}
@@ -403,7 +396,7 @@ class OrderStream:
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else ("failed" if self._failure else "idle")
-        return f"<OrderStream {state} channels={len(self._wanted)} reconnects={self.reconnects}>"
+        return f"<OrderStream {state} channels={len(self._subs)} reconnects={self.reconnects}>"
 
     # ------------------------------------------------------------------ public API
 
@@ -420,7 +413,7 @@ class OrderStream:
     @property
     def channels(self) -> frozenset[str]:
         """The channels this stream keeps subscribed."""
-        return frozenset(self._wanted)
+        return self._subs.wanted
 
     async def start(self, *, keep_trying: bool = False) -> None:
         """Connect and return once the connect command succeeded.
@@ -484,12 +477,8 @@ class OrderStream:
         closed stream.
         """
         self._check_usable()
-        if channel in self._wanted:
-            return
-        self._wanted.add(channel)
-        if self._proto.connected and self._ws is not None:
-            self._proto.send_subscribe(channel, asyncio.get_running_loop().time())
-            self._spawn_aux(self._after_commands())
+        if self._subs.want(channel, asyncio.get_running_loop().time()):
+            self._write_soon()
 
     def listen(self, listener: OrderCallback) -> None:
         """Add an ``on_order`` listener (once): it is called for each decoded order event from now on."""
@@ -549,24 +538,15 @@ class OrderStream:
         stays wanted and this returns False. Never raises, not even on a
         closed or failed stream (there is nothing left to release then).
         """
-        if self._sub_waiters.get(channel):
+        subs = self._subs
+        was_wanted = subs.is_wanted(channel)
+        if not subs.release(channel, asyncio.get_running_loop().time()):
             return False
-        if channel in self._wanted:
-            self._stop_wanting(channel)
-            if self._proto.connected and self._ws is not None and not self._closing:
-                self._spawn_aux(self._after_commands())
+        if was_wanted:
+            if not self._closing:
+                self._write_soon()
             self._notify()
         return True
-
-    def _stop_wanting(self, channel: str) -> None:
-        """Forget ``channel``: unsubscribe it if connected (queued, not written), else drop it."""
-        self._wanted.discard(channel)
-        self._poison.forget(channel)
-        self._live_since.pop(channel, None)
-        if self._proto.connected:
-            self._proto.send_unsubscribe(channel, asyncio.get_running_loop().time())
-        else:
-            self._proto.forget(channel)
 
     def is_live(self, channel: str) -> bool:
         """True while connected with ``channel`` subscribed: its events arrive as they happen."""
@@ -580,7 +560,7 @@ class OrderStream:
         """
         if not self.is_live(channel):
             return None
-        return self._live_since.get(channel)
+        return self._subs.live_since(channel)
 
     def changed(self) -> asyncio.Future[None]:
         """A future that completes at the next change of connection or subscription state.
@@ -596,6 +576,11 @@ class OrderStream:
         change, self._change = self._change, None
         if change is not None and not change.done():
             change.set_result(None)
+
+    def _write_soon(self) -> None:
+        """Write the commands the core queued, from a task of their own (the caller does not wait)."""
+        if self._ws is not None and self._proto.has_data_to_send:
+            self._spawn_aux(self._after_commands())
 
     def _spawn_aux(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -614,30 +599,23 @@ class OrderStream:
         self._check_usable()
         if not isinstance(channel, str) or not channel:
             raise ValueError("channel must be a non-empty str")
-        if channel in self._wanted and self._proto.is_subscribed(channel):
+        subs = self._subs
+        if subs.is_wanted(channel) and self._proto.is_subscribed(channel):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._config.timeouts.connect if timeout is None else timeout)
         waiter: asyncio.Future[None] = loop.create_future()
-        self._sub_waiters.setdefault(channel, []).append(waiter)
         late = f"subscribe to {channel} not confirmed in time"
         try:
-            if channel not in self._wanted:
-                self._wanted.add(channel)
-                if self._proto.connected:
-                    self._proto.send_subscribe(channel, loop.time())
-                    if not await self._write_by(deadline, loop):
-                        raise TransportError(late)  # the socket did not drain in time
+            queued = subs.wait(channel, waiter, loop.time()) and self._ws is not None
+            if queued and not await self._write_by(deadline, loop):
+                raise TransportError(late)  # the socket did not drain in time
             try:
                 await asyncio.wait_for(asyncio.shield(waiter), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
                 raise TransportError(late) from None
         finally:
-            waiters = self._sub_waiters.get(channel)
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._sub_waiters[channel]
+            subs.stop_waiting(channel, waiter)
             if not waiter.done():
                 waiter.cancel()
 
@@ -649,13 +627,13 @@ class OrderStream:
         goes out in the background, and the channel is no longer wanted either way.
         """
         self._check_usable()
-        if channel not in self._wanted:
+        if not self._subs.is_wanted(channel):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._config.timeouts.connect if timeout is None else timeout)
-        self._stop_wanting(channel)
+        callers = self._subs.drop(channel, loop.time())
         await self._write_by(deadline, loop)
-        for waiter in self._sub_waiters.pop(channel, []):
+        for waiter in callers:
             if not waiter.done():
                 waiter.set_exception(StreamError(f"unsubscribed from {channel}"))
         self._notify()
@@ -849,11 +827,9 @@ class OrderStream:
             if not waiter.done():
                 waiter.set_exception(error)
         self._rpc_waiters.clear()
-        for waiters in self._sub_waiters.values():
-            for w in waiters:
-                if not w.done():
-                    w.set_exception(error)
-        self._sub_waiters.clear()
+        for caller in self._subs.fail_all():
+            if not caller.done():
+                caller.set_exception(error)
 
     async def _get_token(self) -> str:
         """The token for the next connect: a fresh one if the server refused the last.
@@ -990,6 +966,7 @@ class OrderStream:
         receive_frame = proto.receive_frame
         deliver = self._deliver
         apply_event = self._apply_event
+        subs = self._subs
         while True:
             message = await ws.recv()
             if not isinstance(message, str):
@@ -1004,6 +981,8 @@ class OrderStream:
                     end.connected = True
                 rearm = True
                 apply_event(event)
+            if subs.busy:
+                subs.pump(loop.time())  # places freed by replies no event reported
             frames = proto.data_to_send()
             if frames:
                 for frame in frames:
@@ -1015,11 +994,7 @@ class OrderStream:
         """Record why the socket closed: 1009 sent by us (poisoned), the peer's code, or a loss."""
         if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
             end.reason = f"message over max_size ({self._max_size} bytes), closed with 1009"
-            end.poisoned = True
-            if self._resubscribing or self._resubscribe_queue:
-                # Recovery replies arriving together were too big: fewer at a time.
-                self._window = max(1, self._window // 8)
-                end.reason += f"; resubscribing {self._window} channels at a time"
+            end.poisoned = end.too_big = True
             self._log.warning("stream: %s; reconnecting", end.reason)
         elif exc.rcvd is not None:
             end.code, end.reason = exc.rcvd.code, exc.rcvd.reason
@@ -1053,7 +1028,7 @@ class OrderStream:
         if self._closing:
             end.immediate = False
             return end
-        self._note_poison(end)
+        self._note_subscriptions(end)
         code, reason = end.code, end.reason
         if not lost.reconnect:
             raise _Fatal(self._closed_for_good(code, reason))
@@ -1076,25 +1051,26 @@ class OrderStream:
             )
         return StreamError(f"stream closed by the server: {reason or code}", code=code)
 
-    def _note_poison(self, end: _SessionEnd) -> None:
-        """Tell the poisoned-position rule how the connection ended.
+    def _note_subscriptions(self, end: _SessionEnd) -> None:
+        """Tell the subscription policy how the connection ended, and log what it changed.
 
-        After a poisoned end, a channel whose position did not move since
-        the previous poisoned end resubscribes without recovery, and its
-        subscribe reports ``on_gap``; see
-        :class:`~cadenza_async.protocol.poison.PoisonedPositions`.
+        After a 1009 during a resubscription fewer channels resubscribe at a
+        time; after a poisoned end, a channel whose position did not move
+        since the previous poisoned end resubscribes without recovery, and
+        its subscribe reports ``on_gap``; see
+        :class:`~cadenza_async.protocol.subscriptions.Subscriptions`.
         """
-        if end.poisoned:
-            positions = self._proto.positions
-            stuck = self._poison.poisoned_end({ch: positions.get(ch) for ch in self._wanted})
-            for channel in stuck:
-                self._log.warning(
-                    "stream: %s failed twice at the same position; "
-                    "resubscribing without recovery and reconciling",
-                    channel,
-                )
-        elif end.connected:
-            self._poison.clean_end()
+        ended = self._subs.connection_lost(
+            connected=end.connected, poisoned=end.poisoned, too_big=end.too_big
+        )
+        if ended.window is not None:
+            self._log.warning("stream: resubscribing %d channels at a time", ended.window)
+        for channel in ended.stuck:
+            self._log.warning(
+                "stream: %s failed twice at the same position; "
+                "resubscribing without recovery and reconciling",
+                channel,
+            )
 
     async def _after_commands(self) -> None:
         """Write queued commands from the caller's task and re-arm the deadline timer."""
@@ -1254,9 +1230,7 @@ class OrderStream:
             self.reconnects += 1
         self._ever_connected = True
         self._refusals.connected()
-        self._resubscribe_queue = collections.deque(sorted(self._wanted))
-        self._resubscribing = 0
-        self._resubscribe_more()
+        self._subs.connected(asyncio.get_running_loop().time())
         self._arm_timer()
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
@@ -1306,54 +1280,17 @@ class OrderStream:
             case RefreshNeeded():
                 self._spawn_aux(self._refresh())
 
-    def _resubscribe_more(self) -> None:
-        """Keep at most a window of a reconnect's resubscriptions waiting for their reply.
-
-        Each reply (or refusal) lets the next one go: replies carrying the
-        recovered publications of a thousand channels at once would make one
-        message far over ``max_message_size`` (a server combines what is ready
-        into one frame), and the connection would die on it every time. The
-        window starts at :data:`RESUBSCRIBE_WINDOW`; a 1009 during a
-        resubscription divides it by 8, a resubscription that completes
-        doubles it back.
-        """
-        queue = self._resubscribe_queue
-        if not queue:
-            return
-        now = asyncio.get_running_loop().time()
-        recovers = self._poison.recovers
-        proto = self._proto
-        while queue and self._resubscribing < self._window:
-            channel = queue.popleft()
-            if channel not in self._wanted or proto.is_subscribed(channel):
-                continue
-            try:
-                proto.send_subscribe(channel, now, recover=recovers(channel))
-            except CentrifugoUsageError:
-                continue  # already subscribing (asked meanwhile): its reply counts too
-            self._resubscribing += 1
-
-    def _resubscribed(self) -> None:
-        """A subscribe of the reconnect got its answer: the next may go."""
-        if self._resubscribing > 0:
-            self._resubscribing -= 1
-            self._resubscribe_more()
-            if not self._resubscribing and not self._resubscribe_queue:
-                self._window = min(RESUBSCRIBE_WINDOW, self._window * 2)  # it went well
-
     def _on_subscribed(self, event: Subscribed) -> None:
         """A channel is live: deliver what its recovery replayed, report a lost continuity."""
-        self._resubscribed()
+        answered = self._subs.subscribed(event, asyncio.get_running_loop().time())
         for pub in event.publications:
             self._deliver(pub)
         channel = event.channel
-        if self._poison.subscribed(channel) or event.gap:
+        if answered.gap:
             self._gap(channel, "not_recovered")
-        if channel not in self._live_since:
-            self._live_since[channel] = asyncio.get_running_loop().time()
         if self._observers:
             self._tell(channel, "live", StreamPosition(event.epoch, event.offset))
-        for waiter in self._sub_waiters.pop(channel, []):
+        for waiter in answered.callers:
             if not waiter.done():
                 waiter.set_result(None)
         self._notify()
@@ -1386,12 +1323,13 @@ class OrderStream:
         channel = event.channel
         if self._observers:
             self._tell(channel, "live", None)
-        if event.resubscribe and channel in self._wanted:
-            self._proto.send_subscribe(channel, asyncio.get_running_loop().time())
+        verdict = self._subs.unsubscribed(event, asyncio.get_running_loop().time())
+        if verdict.resubscribed:
             return
-        self._wanted.discard(channel)
-        self._live_since.pop(channel, None)
         self._log.warning("stream: server unsubscribed %s (code %d)", channel, event.code)
+        for waiter in verdict.callers:
+            if not waiter.done():
+                waiter.set_exception(StreamError(f"the server unsubscribed {channel}"))
         self._notify()
         self._gap(channel, "unsubscribed")
 
@@ -1409,7 +1347,7 @@ class OrderStream:
         if event.method == "connect":
             raise _Fatal(self._connect_refused(event))
         if event.method == "subscribe" and event.channel is not None:
-            self._subscribe_refused(event.channel, error)
+            self._refuse_subscription(event.command_id, event.channel, error)
             return
         if event.method == "refresh":
             self._refusals.refused(self._refused_by(event), event.code)
@@ -1423,41 +1361,29 @@ class OrderStream:
             )
         return StreamError(f"connect refused: {event.message}", code=event.code)
 
-    def _subscribe_refused(self, channel: str, error: StreamRpcError) -> None:
-        self._resubscribed()
-        self._refuse_subscription(channel, error)
-
-    def _refuse_subscription(self, channel: str, error: StreamRpcError) -> None:
+    def _refuse_subscription(self, command_id: int, channel: str, error: StreamRpcError) -> None:
         """A subscribe was refused: never a silent drop.
 
-        112 (unrecoverable position): subscribe again from the current
+        112 (unrecoverable position): subscribed again from the current
         position, without recovery, and ``on_gap`` so the application
         reconciles by REST. Anything else (103 permission denied, ...): the
         channel is no longer wanted (a later :meth:`subscribe` or
         :meth:`want` asks again), its subscribe callers get the error and
         ``on_refused(channel, error)`` tells the application.
         """
-        proto = self._proto
-        if error.errno == _ERROR_UNRECOVERABLE_POSITION and channel in self._wanted:
+        now = asyncio.get_running_loop().time()
+        refusal = self._subs.refused(command_id, channel, error.errno or 0, now)
+        if refusal.resubscribed:
             self._log.warning(
                 "stream: %s cannot be recovered (112); resubscribing from now and reconciling",
                 channel,
             )
-            proto.forget(channel)
-            if proto.connected:
-                proto.send_subscribe(channel, asyncio.get_running_loop().time(), recover=False)
-                self._spawn_aux(self._after_commands())
             self._gap(channel, "unrecoverable")
             return
-        was_wanted = channel in self._wanted
-        self._wanted.discard(channel)
-        self._live_since.pop(channel, None)
-        self._poison.forget(channel)
-        proto.forget(channel)
-        for sub_waiter in self._sub_waiters.pop(channel, []):
-            if not sub_waiter.done():
-                sub_waiter.set_exception(error)
-        if was_wanted:
+        for waiter in refusal.callers:
+            if not waiter.done():
+                waiter.set_exception(error)
+        if refusal.was_wanted:
             self._log.warning(
                 "stream: subscribe to %s refused (%d %s)", channel, error.errno, error.message
             )

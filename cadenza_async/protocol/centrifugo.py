@@ -32,6 +32,8 @@ received                                  result
 reply with a known id                     ``Connected`` / ``Subscribed`` / ``Reply``
                                           / ``ReplyError``
 reply with an unknown or timed-out id     ignored (late replies are harmless)
+reply to a subscribe since unsubscribed   ignored, success or error (the channel's
+or sent again                             newest subscribe is the one that counts)
 ``push.pub`` on a subscribed channel      ``Publication``; offset <= position: dropped
                                           (duplicate); offset skips: ``PositionGap`` first
 ``push.unsubscribe``                      ``Unsubscribed`` (code >= 2500: resubscribe)
@@ -344,7 +346,9 @@ _SUBSCRIBED = 2
 
 
 class _Channel:
-    __slots__ = ("epoch", "ever_subscribed", "offset", "positioned", "state")
+    """One channel's subscription on the current connection and its position (kept across)."""
+
+    __slots__ = ("command_id", "epoch", "ever_subscribed", "offset", "positioned", "state")
 
     def __init__(self) -> None:
         self.state = _UNSUBSCRIBED
@@ -352,6 +356,7 @@ class _Channel:
         self.epoch = ""
         self.offset = 0
         self.ever_subscribed = False
+        self.command_id = 0  # the subscribe in flight (while SUBSCRIBING)
 
 
 class _AwaitedReply:
@@ -431,6 +436,20 @@ class CentrifugoProtocol:
         """True when ``channel`` is subscribed on the current connection."""
         ch = self._channels.get(channel)
         return ch is not None and ch.state == _SUBSCRIBED
+
+    def is_subscribing(self, channel: str) -> bool:
+        """True while a subscribe of ``channel`` waits for its reply on the current connection."""
+        ch = self._channels.get(channel)
+        return ch is not None and ch.state == _SUBSCRIBING
+
+    def awaiting_reply(self, command_id: int) -> bool:
+        """True while command ``command_id`` waits for its reply (not answered, timed out or lost)."""
+        return command_id in self._pending
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """True when :meth:`data_to_send` has frames to write."""
+        return bool(self._out)
 
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`check_timeouts` has something to report, or ``None``."""
@@ -519,7 +538,7 @@ class CentrifugoProtocol:
                 ch.positioned = True
                 ch.epoch, ch.offset = recover_from
         ch.state = _SUBSCRIBING
-        return self._command(
+        ch.command_id = self._command(
             Command(0, subscribe=request),
             "subscribe",
             now,
@@ -527,6 +546,7 @@ class CentrifugoProtocol:
             channel=channel,
             recover=position is not None,
         )
+        return ch.command_id
 
     def send_unsubscribe(self, channel: str, now: float = 0.0) -> int:
         """Queue an unsubscribe and forget the channel's position (pushes for it are ignored)."""
@@ -700,19 +720,28 @@ class CentrifugoProtocol:
         if pending is None:
             return  # unknown id or a late reply to a timed-out command
         err = msg.error
-        if err is not None:
-            events.append(self._reply_error(cid, pending, err))
-            return
-        event = self._reply_event(cid, pending, msg, now)
+        event = (
+            self._reply_error(cid, pending, err)
+            if err is not None
+            else self._reply_event(cid, pending, msg, now)
+        )
         if event is not None:
             events.append(event)
 
-    def _reply_error(self, cid: int, pending: _AwaitedReply, err: ErrorBody) -> ReplyError:
+    def _subscribing(self, channel: str, cid: int) -> _Channel | None:
+        """``channel`` if subscribe ``cid`` is still the one it waits on, else ``None`` (stale)."""
+        ch = self._channels.get(channel)
+        if ch is None or ch.state != _SUBSCRIBING or ch.command_id != cid:
+            return None
+        return ch
+
+    def _reply_error(self, cid: int, pending: _AwaitedReply, err: ErrorBody) -> ReplyError | None:
         channel = pending.channel
         if channel is not None:
-            ch = self._channels.get(channel)
-            if ch is not None and ch.state == _SUBSCRIBING:
-                ch.state = _UNSUBSCRIBED
+            ch = self._subscribing(channel, cid)
+            if ch is None:
+                return None  # unsubscribed (or subscribed anew) while it was in flight
+            ch.state = _UNSUBSCRIBED
         temporary = error_is_temporary(err.code, err.temporary)
         return ReplyError(cid, pending.method, channel, err.code, err.message, temporary)
 
@@ -752,9 +781,9 @@ class CentrifugoProtocol:
     ) -> Subscribed | None:
         channel = pending.channel
         assert channel is not None
-        ch = self._channels.get(channel)
-        if ch is None or ch.state != _SUBSCRIBING:
-            return None  # unsubscribed while the subscribe was in flight
+        ch = self._subscribing(channel, cid)
+        if ch is None:
+            return None  # unsubscribed (or subscribed anew) while it was in flight
         same_stream = ch.positioned and ch.epoch == res.epoch
         start = ch.offset if same_stream else None
         out, last, skipped = self._replayed(channel, res.publications, start)
@@ -839,8 +868,8 @@ class CentrifugoProtocol:
                 continue
             p = pending.pop(cid)
             if p.channel is not None:
-                ch = self._channels.get(p.channel)
-                if ch is not None and ch.state == _SUBSCRIBING:
+                ch = self._subscribing(p.channel, cid)
+                if ch is not None:
                     ch.state = _UNSUBSCRIBED
             events.append(CommandTimedOut(cid, p.method, p.channel))
         for item in postponed:
