@@ -284,18 +284,11 @@ class Subscriptions(Generic[H]):
     def refused(self, command_id: int, channel: str, code: int, now: float) -> Verdict[H]:
         """A subscribe of ``channel`` was refused with error ``code``; see :class:`Verdict`."""
         self._in_flight.pop(command_id, None)
-        core = self._core
         if code == ERROR_UNRECOVERABLE_POSITION and channel in self._wanted:
-            core.forget(channel)  # no position: the next subscribe starts from now
+            self._core.forget(channel)  # no position: the next subscribe starts from now
             self._send_first(channel, now)
             return Verdict(True, True, [])
-        was_wanted = channel in self._wanted
-        self._wanted.discard(channel)
-        self._live_since.pop(channel, None)
-        self.poison.forget(channel)
-        core.forget(channel)
-        self._fill(now)
-        return Verdict(False, was_wanted, self._callers.pop(channel, []))
+        return self._given_up(channel, now)
 
     def unsubscribed(self, event: Unsubscribed, now: float) -> Verdict[H]:
         """The server unsubscribed a channel: subscribed again, or dropped; see :class:`Verdict`."""
@@ -303,12 +296,7 @@ class Subscriptions(Generic[H]):
         if event.resubscribe and channel in self._wanted:
             self._send_first(channel, now)
             return Verdict(True, True, [])
-        was_wanted = channel in self._wanted
-        self._wanted.discard(channel)
-        self._live_since.pop(channel, None)
-        self.poison.forget(channel)
-        self._fill(now)
-        return Verdict(False, was_wanted, self._callers.pop(channel, []))
+        return self._given_up(channel, now)
 
     def pump(self, now: float) -> bool:
         """Let queued subscribes out into places freed by replies no event reported.
@@ -352,6 +340,16 @@ class Subscriptions(Generic[H]):
             core.send_unsubscribe(channel, now)
         else:
             core.forget(channel)
+
+    def _given_up(self, channel: str, now: float) -> Verdict[H]:
+        """The server will not have ``channel``: not wanted, position forgotten, callers handed back."""
+        was_wanted = channel in self._wanted
+        self._wanted.discard(channel)
+        self._live_since.pop(channel, None)
+        self.poison.forget(channel)
+        self._core.forget(channel)
+        self._fill(now)
+        return Verdict(False, was_wanted, self._callers.pop(channel, []))
 
     def _send_first(self, channel: str, now: float) -> bool:
         """Subscribe ``channel`` ahead of the queue (when connected); True when one was queued."""
