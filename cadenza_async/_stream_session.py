@@ -288,16 +288,11 @@ class Session:
                 )
                 self._fanout.gap(event.channel, "gap")
             case Reply():
-                if event.method == "refresh":
-                    self._credentials.refresh_answered(event.command_id)
-                else:
-                    self._rpcs.answered(event.command_id, event.data)
+                self._reply(event)
             case ReplyError():
                 self._reply_error(event)
             case CommandTimedOut():
-                if event.method != "rpc":
-                    raise Drop(f"no reply to {event.method} in time")
-                self._rpcs.failed(event.command_id, TransportError("no reply to the rpc in time"))
+                self._timed_out(event)
             case Unsubscribed():
                 self._unsubscribed(event)
             case Disconnected():
@@ -324,6 +319,19 @@ class Session:
         self._subs.connected(self._loop.time())
         self.arm_timer()
         self._hooks.connected()
+
+    def _reply(self, event: Reply) -> None:
+        """A refresh went through (the connection runs on its token now), or an RPC answered."""
+        if event.method == "refresh":
+            self._credentials.refresh_answered(event.command_id)
+        else:
+            self._rpcs.answered(event.command_id, event.data)
+
+    def _timed_out(self, event: CommandTimedOut) -> None:
+        """An RPC without reply fails its caller; any other command ends the connection."""
+        if event.method != "rpc":
+            raise Drop(f"no reply to {event.method} in time")
+        self._rpcs.failed(event.command_id, TransportError("no reply to the rpc in time"))
 
     def _subscribed(self, event: Subscribed) -> None:
         """A channel is live: deliver what its recovery replayed, report a lost continuity."""
