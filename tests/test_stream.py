@@ -14,7 +14,7 @@ import socket
 import msgspec
 import pytest
 
-from cadenza_async import stream as stream_module
+from cadenza_async import _wsio as wsio
 from cadenza_async._auth import TokenSource
 from cadenza_async.config import ClientConfig, Timeouts
 from cadenza_async.errors import ApiError, ClientClosedError, StreamError, TransportError
@@ -422,7 +422,7 @@ async def test_publication_callback_error_does_not_kill_the_reader(caplog):
 
     async with CadenzaSimulator() as sim:
         stream = make_stream(sim, rec)
-        stream._on_publication = flaky
+        stream._fanout.on_publication = flaky
         await stream.start()
         try:
             await stream.subscribe(channel_of(sim))
@@ -1015,14 +1015,14 @@ def publish_on(sim: CadenzaSimulator, account: str) -> str:
 def sent_frames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every text frame the stream writes from now on, in order."""
     frames: list[str] = []
-    send = stream_module._LiveConnection.send
+    send = wsio._LiveConnection.send
 
     async def recording_send(self, message, *args, **kwargs):
         if isinstance(message, str):
             frames.append(message)
         return await send(self, message, *args, **kwargs)
 
-    monkeypatch.setattr(stream_module._LiveConnection, "send", recording_send)
+    monkeypatch.setattr(wsio._LiveConnection, "send", recording_send)
     return frames
 
 

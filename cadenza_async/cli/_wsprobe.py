@@ -1,27 +1,23 @@
 """One Centrifugo connection opened by hand for diagnosis: handshake, connect, subscribe, one RPC.
 
-A thin loop around the SDK's sans-I/O :class:`CentrifugoProtocol`, without
-the order stream's reconnects and fallbacks, so each step is seen and timed
-on its own: the handshake, the connect reply (the server's ping interval),
-a subscribe reply (the channel's recovery position) and an RPC reply.
-Pings are answered while a reply is awaited. As in the SDK's stream, no
-redirect is followed (the token travels in the connect frame), no proxy is
-used, and the websockets log is scrubbed of the token. Every failure is a
-:class:`WsProbeError`; websockets exceptions stop here.
+The order stream's own socket (:class:`~cadenza_async._wsio.CentrifugoSocket`:
+the open that follows no redirect, the websockets log scrubbed of the token,
+the frame pump) driven step by step, without the stream's reconnects and
+fallbacks, so each step is seen and timed on its own: the handshake, the
+connect reply (the server's ping interval), a subscribe reply (the channel's
+recovery position) and an RPC reply. Pings are answered while a reply is
+awaited. No proxy is used. Every failure is a :class:`WsProbeError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from .._redact import RedactingLogger
+from .._wsio import BinaryFrame, CentrifugoSocket, Closed, OpenFailed
 from ..protocol.centrifugo import (
     CentrifugoProtocol,
     Connected,
@@ -92,13 +88,6 @@ def decode_rpc_answer(raw: msgspec.Raw) -> RpcAnswer:
         raise WsProbeError("protocol", "the RPC reply is not the expected JSON object") from None
 
 
-class _NoRedirectConnect(connect):
-    """websockets' ``connect`` that surfaces a 3xx as the ``InvalidStatus`` it is."""
-
-    def process_redirect(self, exc: Exception) -> Exception | str:
-        return exc
-
-
 class CentrifugoProbe:
     """A hand-driven Centrifugo connection; use ``async with``, then the steps in order.
 
@@ -112,7 +101,7 @@ class CentrifugoProbe:
         self._timeout = timeout
         self._max_size = max_size
         self._proto = CentrifugoProtocol(command_timeout=timeout)
-        self._ws: ClientConnection | None = None
+        self._socket: CentrifugoSocket | None = None
 
     async def __aenter__(self) -> CentrifugoProbe:
         return self
@@ -122,42 +111,45 @@ class CentrifugoProbe:
 
     async def aclose(self) -> None:
         """Close the connection (bounded by the close timeout); safe to call twice."""
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            await ws.close()
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await socket.close(self._timeout)
 
     async def open(self) -> float:
         """The WebSocket handshake (TCP, TLS, HTTP upgrade); its seconds."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        connector = _NoRedirectConnect(
-            self._url,
-            max_size=self._max_size,
-            compression=None,
-            open_timeout=self._timeout,
-            ping_interval=None,  # Centrifugo pings in its own protocol
-            close_timeout=min(2.0, self._timeout),
-            user_agent_header="cadenza-async doctor",
-            logger=RedactingLogger(logging.getLogger("websockets.client"), lambda: (self._token,)),
-            proxy=None,
-        )
         try:
-            ws = await connector
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise WsProbeError(
-                "handshake", f"the handshake was answered HTTP {status}", status=status
-            ) from None
-        except (asyncio.TimeoutError, TimeoutError):
-            raise WsProbeError("timeout", f"no handshake within {self._timeout:g} s") from None
-        except OSError as exc:
-            raise WsProbeError(
-                "transport", f"cannot connect: {exc.strerror or type(exc).__name__}"
-            ) from None
-        except (WebSocketException, ValueError) as exc:
-            raise WsProbeError("handshake", f"the handshake failed: {type(exc).__name__}") from None
-        self._ws = ws
+            self._socket = await CentrifugoSocket.open(
+                self._url,
+                self._proto,
+                max_size=self._max_size,
+                timeout=self._timeout,
+                proxy=None,
+                user_agent="cadenza-async doctor",
+                secrets=lambda: (self._token,),
+            )
+        except OpenFailed as failed:
+            raise self._open_failed(failed) from None
         return loop.time() - started
+
+    def _open_failed(self, failed: OpenFailed) -> WsProbeError:
+        if failed.kind == "status":
+            status = failed.status
+            return WsProbeError(
+                "handshake", f"the handshake was answered HTTP {status}", status=status
+            )
+        if failed.kind == "timeout":
+            return WsProbeError("timeout", f"no handshake within {self._timeout:g} s")
+        if failed.kind == "transport":
+            return WsProbeError(
+                "transport", f"cannot connect: {failed.strerror or failed.error_type}"
+            )
+        if failed.kind == "redirected":
+            return WsProbeError(
+                "handshake", "the handshake ended at another URI; redirects are not followed"
+            )
+        return WsProbeError("handshake", f"the handshake failed: {failed.error_type}")
 
     async def connect(self, version: str) -> tuple[Connected, float]:
         """The connect command with the token: the server's answer (ping interval, ttl) and its seconds."""
@@ -202,39 +194,37 @@ class CentrifugoProbe:
         return reply.data, elapsed
 
     async def _reply(self, cid: int, match: Callable[[Event], _E | None]) -> tuple[_E, float]:
-        """Send what the protocol queued, then read until the reply to ``cid`` (pongs go out meanwhile)."""
-        ws = self._ws
-        if ws is None:
+        """Send what the protocol queued, then pump frames until the reply to ``cid`` (pongs go out meanwhile)."""
+        socket = self._socket
+        if socket is None:
             raise WsProbeError("transport", "not connected")
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + self._timeout
+        found: list[_E] = []
+
+        def on_frame(events: list[Event]) -> bool:
+            for event in events:
+                verdict = self._verdict(cid, event, match)
+                if verdict is not None:
+                    found.append(verdict)
+                    return True
+            return False
+
+        async def exchange() -> None:
+            await socket.flush()
+            await socket.pump(on_frame)
+
         try:
-            await self._flush(ws)
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise asyncio.TimeoutError
-                message = await asyncio.wait_for(ws.recv(), remaining)
-                if not isinstance(message, str):
-                    raise WsProbeError("protocol", "the server sent a binary frame")
-                events = self._proto.receive_frame(message, loop.time())
-                await self._flush(ws)  # pongs
-                for event in events:
-                    found = self._verdict(cid, event, match)
-                    if found is not None:
-                        return found, loop.time() - started
+            await asyncio.wait_for(exchange(), self._timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise WsProbeError("timeout", f"no reply within {self._timeout:g} s") from None
-        except ConnectionClosed as exc:
-            received = exc.rcvd
-            if received is None:
+        except BinaryFrame:
+            raise WsProbeError("protocol", "the server sent a binary frame") from None
+        except Closed as closed:
+            if closed.code is None:
                 raise WsProbeError("closed", "the connection was lost") from None
-            raise WsProbeError("closed", received.reason or "closed", code=received.code) from None
-
-    async def _flush(self, ws: ClientConnection) -> None:
-        for frame in self._proto.data_to_send():
-            await ws.send(frame)
+            raise WsProbeError("closed", closed.reason or "closed", code=closed.code) from None
+        return found[0], loop.time() - started
 
     @staticmethod
     def _verdict(cid: int, event: Event, match: Callable[[Event], _E | None]) -> _E | None:

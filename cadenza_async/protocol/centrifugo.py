@@ -6,6 +6,11 @@ and writes whatever :meth:`CentrifugoProtocol.data_to_send` returns. Time
 only enters as ``now`` arguments; :meth:`~CentrifugoProtocol.next_deadline`
 says when :meth:`~CentrifugoProtocol.check_timeouts` must be called next.
 
+The wire itself (the message shapes, decoding with the deep-data fallback,
+encoding, batching commands into frames) is
+:mod:`cadenza_async.protocol.centrifugo_codec`'s; this file gives the
+messages their meaning.
+
 One protocol object lives for the whole life of a stream and survives its
 connections: per-channel stream positions (epoch, offset of the last
 APPLIED publication) are kept across :meth:`~CentrifugoProtocol.connection_lost`
@@ -27,6 +32,8 @@ received                                  result
 reply with a known id                     ``Connected`` / ``Subscribed`` / ``Reply``
                                           / ``ReplyError``
 reply with an unknown or timed-out id     ignored (late replies are harmless)
+reply to a subscribe since unsubscribed   ignored, success or error (the channel's
+or sent again                             newest subscribe is the one that counts)
 ``push.pub`` on a subscribed channel      ``Publication``; offset <= position: dropped
                                           (duplicate); offset skips: ``PositionGap`` first
 ``push.unsubscribe``                      ``Unsubscribed`` (code >= 2500: resubscribe)
@@ -47,11 +54,35 @@ from __future__ import annotations
 
 import heapq
 import random
-import re
 from collections.abc import Iterator
-from typing import Annotated, NamedTuple
+from typing import NamedTuple
 
 import msgspec
+
+from .centrifugo_codec import (
+    DECODE_ERRORS,
+    MAX_DATA_DEPTH,
+    MAX_FRAME_SIZE,
+    UNDECODABLE_DATA,
+    ChannelRequest,
+    Command,
+    ConnectRequest,
+    ConnectResult,
+    ErrorBody,
+    Message,
+    PubBody,
+    Push,
+    RefreshRequest,
+    RefreshResult,
+    RpcRequest,
+    SubscribeRequest,
+    SubscribeResult,
+    batch_frames,
+    decode_message,
+    decode_without_deep_data,
+    encode_command,
+    is_json,
+)
 
 __all__ = [
     "ERROR_ALREADY_SUBSCRIBED",
@@ -285,284 +316,12 @@ class CentrifugoUsageError(RuntimeError):
     """The caller misused the protocol object (for example a command before connecting)."""
 
 
-# --------------------------------------------------------------------------- wire models
-
-
-_Offset = Annotated[int, msgspec.Meta(ge=0)]
-
-
-class _Error(msgspec.Struct):
-    code: int = 0
-    message: str = ""
-    temporary: bool = False
-
-
-class _Pub(msgspec.Struct):
-    data: msgspec.Raw = msgspec.Raw(b"null")
-    offset: _Offset = 0
-
-
-class _ConnectResult(msgspec.Struct):
-    client: str = ""
-    version: str = ""
-    ping: float = 0.0
-    pong: bool = False
-    expires: bool = False
-    ttl: float = 0.0
-
-
-class _SubscribeResult(msgspec.Struct):
-    recoverable: bool = False
-    positioned: bool = False
-    epoch: str = ""
-    offset: _Offset = 0
-    publications: list[_Pub] = []
-    recovered: bool = False
-    was_recovering: bool = False
-
-
-class _DataResult(msgspec.Struct):
-    data: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _RefreshResult(msgspec.Struct):
-    expires: bool = False
-    ttl: float = 0.0
-
-
-class _UnsubscribePush(msgspec.Struct):
-    code: int = 0
-    reason: str = ""
-
-
-class _DisconnectPush(msgspec.Struct):
-    code: int = 0
-    reason: str = ""
-
-
-class _Push(msgspec.Struct):
-    channel: str = ""
-    pub: _Pub | None = None
-    unsubscribe: _UnsubscribePush | None = None
-    disconnect: _DisconnectPush | None = None
-
-
-class _Reply(msgspec.Struct):
-    id: _Offset = 0
-    push: _Push | None = None
-    error: _Error | None = None
-    connect: _ConnectResult | None = None
-    subscribe: _SubscribeResult | None = None
-    rpc: _DataResult | None = None
-    refresh: _RefreshResult | None = None
-
-
-class _ConnectRequest(msgspec.Struct, omit_defaults=True):
-    token: str = ""
-    name: str = ""
-    version: str = ""
-
-
-class _SubscribeRequest(msgspec.Struct, omit_defaults=True):
-    channel: str
-    recover: bool = False
-    epoch: str = ""
-    offset: int = 0
-
-
-class _ChannelRequest(msgspec.Struct, omit_defaults=True):
-    channel: str
-
-
-class _RpcRequest(msgspec.Struct, omit_defaults=True):
-    method: str
-    data: msgspec.Raw
-
-
-class _RefreshRequest(msgspec.Struct, omit_defaults=True):
-    token: str
-
-
-class _Command(msgspec.Struct, omit_defaults=True):
-    id: int
-    connect: _ConnectRequest | None = None
-    subscribe: _SubscribeRequest | None = None
-    unsubscribe: _ChannelRequest | None = None
-    rpc: _RpcRequest | None = None
-    refresh: _RefreshRequest | None = None
-
-
 RECEIVING_RECHECK = 0.25
 """Seconds a due reply deadline is postponed while a frame is still arriving."""
 
-MAX_FRAME_SIZE = 65536
-"""Bytes of one outbound frame: Centrifugo's default ``websocket.message_size_limit``.
-
-Commands queued together are written as ``\\n``-separated batches, each at
-most this long; the server closes a connection whose message passes its limit.
-"""
-
-_DECODER = msgspec.json.Decoder(_Reply)
-_ENCODER = msgspec.json.Encoder()
-_RAW_CHECK = msgspec.json.Decoder()
-_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, ValueError, OverflowError, TypeError)
-
-# --------------------------------------------------------------------------- deep data
-
-UNDECODABLE_DATA = b'"cadenza-async: undecodable publication data"'
-"""What ``Publication.data`` holds when the publication's own data could not be decoded.
-
-A JSON string where every order event is an object: any consumer that
-validates the payload rejects it.
-"""
-
-MAX_DATA_DEPTH = 256
-"""Publication data nested deeper than this is undecodable (see :func:`_decode_without_deep_data`)."""
-
-_STRUCTURE = re.compile(r'["{}\[\]:,]')
-_STRING_TAIL = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-
-
-def _is_data_path(stack: list[tuple[str, str | None]]) -> bool:
-    """True when the container just opened is ``push.pub.data`` or ``subscribe.publications[i].data``."""
-    depth = len(stack)
-    if depth == 4:
-        return stack[3][1] == "data" and stack[2][1] == "pub" and stack[1][1] == "push"
-    if depth == 5:
-        return (
-            stack[4][1] == "data"
-            and stack[3][0] == "{"
-            and stack[2] == ("[", "publications")
-            and stack[1][1] == "subscribe"
-        )
-    return False
-
-
-def _decode_without_deep_data(line: str) -> tuple[_Reply, int] | None:
-    """Decode a message the decoder refused for depth, with over-deep publication data replaced.
-
-    Only used after ``RecursionError``. One linear scan finds every
-    publication ``data`` value (a live ``push.pub`` or a publication in a
-    subscribe reply) that nests deeper than :data:`MAX_DATA_DEPTH`; each is
-    replaced by :data:`UNDECODABLE_DATA` and the message is decoded again.
-    Returns the message and how many values were replaced, or ``None`` when
-    nothing was replaced or the message still cannot be decoded: the depth
-    is in the envelope itself and the frame is a protocol violation.
-
-    Why publications are passed through instead of failing the frame: the
-    WebSocket framing and the Centrifugo envelope (channel, offset) are
-    intact, only the application payload is bad. Dropping the connection
-    cannot fix that: the publication is in the channel's history, so the
-    recovery after the reconnect replays it, and the link would never get
-    past it. Passing it on keeps the position moving (its offset is
-    applied), keeps every other message of the frame, and lets the
-    application reject the payload as it rejects any malformed event.
-    """
-    spans = _DeepDataScan().run(line)
-    if not spans:
-        return None
-    parts: list[str] = []
-    prev = 0
-    placeholder = UNDECODABLE_DATA.decode()
-    for a, b in spans:
-        parts.append(line[prev:a])
-        parts.append(placeholder)
-        prev = b
-    parts.append(line[prev:])
-    try:
-        return _DECODER.decode("".join(parts)), len(spans)
-    except _DECODE_ERRORS:
-        return None
-
-
-class _DeepDataScan:
-    """One linear scan of a message for publication ``data`` nested deeper than MAX_DATA_DEPTH.
-
-    Follows only JSON's structure (strings, ``:``, ``,``, brackets) and the
-    keys on the way down; see :func:`_decode_without_deep_data`.
-    """
-
-    __slots__ = (
-        "deepest",
-        "expect_key",
-        "key",
-        "last_string",
-        "span_depth",
-        "span_start",
-        "spans",
-        "stack",
-    )
-
-    def __init__(self) -> None:
-        self.stack: list[tuple[str, str | None]] = []
-        self.key: str | None = None
-        self.last_string: str | None = None
-        self.expect_key = False
-        self.spans: list[tuple[int, int]] = []
-        self.span_start = -1
-        self.span_depth = 0
-        self.deepest = 0
-
-    def run(self, line: str) -> list[tuple[int, int]] | None:
-        """The (start, end) of every over-deep publication ``data``; ``None`` if not JSON."""
-        search = _STRUCTURE.search
-        tail = _STRING_TAIL.match
-        pos = 0
-        while (m := search(line, pos)) is not None:
-            c = m.group()
-            start = m.start()
-            pos = start + 1
-            if c == '"':
-                end = tail(line, pos)
-                if end is None:
-                    return None  # unterminated string: not JSON
-                pos = end.end()
-                if self.expect_key:
-                    self.last_string = line[start + 1 : pos - 1]
-            elif c == ":":
-                self.key, self.last_string, self.expect_key = self.last_string, None, False
-            elif c == ",":
-                self.key = None
-                self.expect_key = self._in_object()
-            elif c in "{[":
-                self._open(c, start)
-            elif not self._close(pos):
-                return None
-        return self.spans
-
-    def _in_object(self) -> bool:
-        stack = self.stack
-        return bool(stack) and stack[-1][0] == "{"
-
-    def _open(self, bracket: str, start: int) -> None:
-        stack = self.stack
-        stack.append((bracket, self.key if self._in_object() else None))
-        depth = len(stack)
-        if self.span_start >= 0:
-            if depth > self.deepest:
-                self.deepest = depth
-        elif _is_data_path(stack):
-            self.span_start, self.span_depth, self.deepest = start, depth, depth
-        self.key = None
-        self.expect_key = bracket == "{"
-
-    def _close(self, end: int) -> bool:
-        """A closing bracket at ``end - 1``; False when nothing is open (not JSON)."""
-        stack = self.stack
-        if not stack:
-            return False
-        stack.pop()
-        self.key = None
-        self.expect_key = False
-        if self.span_start >= 0 and len(stack) < self.span_depth:
-            if self.deepest - self.span_depth + 1 > MAX_DATA_DEPTH:
-                self.spans.append((self.span_start, end))
-            self.span_start = -1
-        return True
-
 
 def _continuity_lost(
-    recovering: bool, resubscribing: bool, res: _SubscribeResult, last: int | None
+    recovering: bool, resubscribing: bool, res: SubscribeResult, last: int | None
 ) -> bool:
     """True when a subscribe reply leaves a hole before what comes next.
 
@@ -572,22 +331,6 @@ def _continuity_lost(
     """
     refused = (not res.recovered) if recovering else resubscribing
     return refused or (res.recovered and last is not None and res.offset > last)
-
-
-def _batch_frames(messages: list[str], limit: int) -> list[str]:
-    """``messages`` joined with ``\\n`` into frames of at most ``limit`` UTF-8 bytes, in order."""
-    frames: list[str] = []
-    batch: list[str] = []
-    size = 0
-    for message in messages:
-        n = len(message) if message.isascii() else len(message.encode())
-        if batch and size + 1 + n > limit:
-            frames.append("\n".join(batch))
-            batch = []
-        size = n if not batch else size + 1 + n
-        batch.append(message)
-    frames.append("\n".join(batch))
-    return frames
 
 
 # --------------------------------------------------------------------------- state
@@ -603,7 +346,9 @@ _SUBSCRIBED = 2
 
 
 class _Channel:
-    __slots__ = ("epoch", "ever_subscribed", "offset", "positioned", "state")
+    """One channel's subscription on the current connection and its position (kept across)."""
+
+    __slots__ = ("command_id", "epoch", "ever_subscribed", "offset", "positioned", "state")
 
     def __init__(self) -> None:
         self.state = _UNSUBSCRIBED
@@ -611,6 +356,7 @@ class _Channel:
         self.epoch = ""
         self.offset = 0
         self.ever_subscribed = False
+        self.command_id = 0  # the subscribe in flight (while SUBSCRIBING)
 
 
 class _AwaitedReply:
@@ -691,6 +437,20 @@ class CentrifugoProtocol:
         ch = self._channels.get(channel)
         return ch is not None and ch.state == _SUBSCRIBED
 
+    def is_subscribing(self, channel: str) -> bool:
+        """True while a subscribe of ``channel`` waits for its reply on the current connection."""
+        ch = self._channels.get(channel)
+        return ch is not None and ch.state == _SUBSCRIBING
+
+    def awaiting_reply(self, command_id: int) -> bool:
+        """True while command ``command_id`` waits for its reply (not answered, timed out or lost)."""
+        return command_id in self._pending
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """True when :meth:`data_to_send` has frames to write."""
+        return bool(self._out)
+
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`check_timeouts` has something to report, or ``None``."""
         best: float | None = None
@@ -721,7 +481,7 @@ class CentrifugoProtocol:
         self._out = []
         if len(out) == 1:
             return out
-        return _batch_frames(out, self.max_frame_size)
+        return batch_frames(out, self.max_frame_size)
 
     def send_connect(
         self,
@@ -738,7 +498,7 @@ class CentrifugoProtocol:
         self._state = _CONNECTING
         self._last_received = now
         return self._command(
-            _Command(0, connect=_ConnectRequest(token=token, name=name, version=version)),
+            Command(0, connect=ConnectRequest(token=token, name=name, version=version)),
             "connect",
             now,
             timeout,
@@ -769,7 +529,7 @@ class CentrifugoProtocol:
         position = recover_from
         if position is None and recover and ch.positioned:
             position = StreamPosition(ch.epoch, ch.offset)
-        request = _SubscribeRequest(channel)
+        request = SubscribeRequest(channel)
         if position is not None:
             request.recover = True
             request.epoch = position.epoch
@@ -778,21 +538,22 @@ class CentrifugoProtocol:
                 ch.positioned = True
                 ch.epoch, ch.offset = recover_from
         ch.state = _SUBSCRIBING
-        return self._command(
-            _Command(0, subscribe=request),
+        ch.command_id = self._command(
+            Command(0, subscribe=request),
             "subscribe",
             now,
             timeout,
             channel=channel,
             recover=position is not None,
         )
+        return ch.command_id
 
     def send_unsubscribe(self, channel: str, now: float = 0.0) -> int:
         """Queue an unsubscribe and forget the channel's position (pushes for it are ignored)."""
         self._require_connected()
         self._channels.pop(channel, None)
         return self._command(
-            _Command(0, unsubscribe=_ChannelRequest(channel)), "unsubscribe", now, None
+            Command(0, unsubscribe=ChannelRequest(channel)), "unsubscribe", now, None
         )
 
     def forget(self, channel: str) -> None:
@@ -804,18 +565,16 @@ class CentrifugoProtocol:
     ) -> int:
         """Queue an RPC; ``data`` must be a JSON document. The reply gives :class:`Reply`."""
         self._require_connected()
-        try:
-            _RAW_CHECK.decode(data)
-        except _DECODE_ERRORS:
-            raise CentrifugoUsageError("rpc data must be valid JSON") from None
+        if not is_json(data):
+            raise CentrifugoUsageError("rpc data must be valid JSON")
         return self._command(
-            _Command(0, rpc=_RpcRequest(method, msgspec.Raw(data))), "rpc", now, timeout
+            Command(0, rpc=RpcRequest(method, msgspec.Raw(data))), "rpc", now, timeout
         )
 
     def send_refresh(self, token: str, now: float, *, timeout: float | None = None) -> int:
         """Queue a connection token refresh; the reply re-arms :class:`RefreshNeeded`."""
         self._require_connected()
-        return self._command(_Command(0, refresh=_RefreshRequest(token)), "refresh", now, timeout)
+        return self._command(Command(0, refresh=RefreshRequest(token)), "refresh", now, timeout)
 
     def _require_connected(self) -> None:
         if self._state != _CONNECTED:
@@ -823,7 +582,7 @@ class CentrifugoProtocol:
 
     def _command(
         self,
-        command: _Command,
+        command: Command,
         method: str,
         now: float,
         timeout: float | None,
@@ -833,7 +592,7 @@ class CentrifugoProtocol:
     ) -> int:
         self._next_id += 1
         cid = command.id = self._next_id
-        self._out.append(_ENCODER.encode(command).decode())
+        self._out.append(encode_command(command))
         deadline = now + (self.command_timeout if timeout is None else timeout)
         self._pending[cid] = _AwaitedReply(method, deadline, channel, recover)
         heapq.heappush(self._deadlines, (deadline, cid))
@@ -878,7 +637,7 @@ class CentrifugoProtocol:
                 lines.pop()
         else:
             lines = [data]
-        decode = _DECODER.decode
+        decode = decode_message
         channels = self._channels
         for line in lines:
             if not line or line.isspace():
@@ -886,12 +645,12 @@ class CentrifugoProtocol:
             try:
                 msg = decode(line)
             except RecursionError:
-                shallow = _decode_without_deep_data(line)
+                shallow = decode_without_deep_data(line)
                 if shallow is None:
                     return self._violation(events, "undecodable message (nested too deep)")
                 msg, replaced = shallow
                 self.undecodable_publications += replaced
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 return self._violation(events, f"undecodable message ({type(exc).__name__})")
             push = msg.push
             if push is not None:
@@ -937,7 +696,7 @@ class CentrifugoProtocol:
         events.append(ProtocolViolation(reason))
         return events
 
-    def _handle_push(self, push: _Push, events: list[Event]) -> None:
+    def _handle_push(self, push: Push, events: list[Event]) -> None:
         unsub = push.unsubscribe
         if unsub is not None:
             ch = self._channels.get(push.channel)
@@ -956,44 +715,53 @@ class CentrifugoProtocol:
             events.append(Disconnected(disc.code, disc.reason, close_code_reconnects(disc.code)))
         # join, leave, message, subscribe, refresh and unknown kinds: ignored
 
-    def _handle_reply(self, cid: int, msg: _Reply, now: float, events: list[Event]) -> None:
+    def _handle_reply(self, cid: int, msg: Message, now: float, events: list[Event]) -> None:
         pending = self._pending.pop(cid, None)
         if pending is None:
             return  # unknown id or a late reply to a timed-out command
         err = msg.error
-        if err is not None:
-            events.append(self._reply_error(cid, pending, err))
-            return
-        event = self._reply_event(cid, pending, msg, now)
+        event = (
+            self._reply_error(cid, pending, err)
+            if err is not None
+            else self._reply_event(cid, pending, msg, now)
+        )
         if event is not None:
             events.append(event)
 
-    def _reply_error(self, cid: int, pending: _AwaitedReply, err: _Error) -> ReplyError:
+    def _subscribing(self, channel: str, cid: int) -> _Channel | None:
+        """``channel`` if subscribe ``cid`` is still the one it waits on, else ``None`` (stale)."""
+        ch = self._channels.get(channel)
+        if ch is None or ch.state != _SUBSCRIBING or ch.command_id != cid:
+            return None
+        return ch
+
+    def _reply_error(self, cid: int, pending: _AwaitedReply, err: ErrorBody) -> ReplyError | None:
         channel = pending.channel
         if channel is not None:
-            ch = self._channels.get(channel)
-            if ch is not None and ch.state == _SUBSCRIBING:
-                ch.state = _UNSUBSCRIBED
+            ch = self._subscribing(channel, cid)
+            if ch is None:
+                return None  # unsubscribed (or subscribed anew) while it was in flight
+            ch.state = _UNSUBSCRIBED
         temporary = error_is_temporary(err.code, err.temporary)
         return ReplyError(cid, pending.method, channel, err.code, err.message, temporary)
 
     def _reply_event(
-        self, cid: int, pending: _AwaitedReply, msg: _Reply, now: float
+        self, cid: int, pending: _AwaitedReply, msg: Message, now: float
     ) -> Event | None:
         """The event of a successful reply, by the method of the command it answers."""
         method = pending.method
         if method == "subscribe":
-            return self._subscribed(cid, pending, msg.subscribe or _SubscribeResult())
+            return self._subscribed(cid, pending, msg.subscribe or SubscribeResult())
         if method == "connect":
-            return self._connected(msg.connect or _ConnectResult(), now)
+            return self._connected(msg.connect or ConnectResult(), now)
         if method == "refresh":
-            ref = msg.refresh or _RefreshResult()
+            ref = msg.refresh or RefreshResult()
             self._arm_refresh(ref.expires, ref.ttl, now)
         elif method == "rpc" and msg.rpc is not None:
             return Reply(cid, method, msg.rpc.data)
         return Reply(cid, method, msgspec.Raw(b"null"))
 
-    def _connected(self, res: _ConnectResult, now: float) -> Connected:
+    def _connected(self, res: ConnectResult, now: float) -> Connected:
         self._state = _CONNECTED
         self.client_id = res.client
         self._pong = res.pong
@@ -1009,13 +777,13 @@ class CentrifugoProtocol:
             self._refresh_at = None
 
     def _subscribed(
-        self, cid: int, pending: _AwaitedReply, res: _SubscribeResult
+        self, cid: int, pending: _AwaitedReply, res: SubscribeResult
     ) -> Subscribed | None:
         channel = pending.channel
         assert channel is not None
-        ch = self._channels.get(channel)
-        if ch is None or ch.state != _SUBSCRIBING:
-            return None  # unsubscribed while the subscribe was in flight
+        ch = self._subscribing(channel, cid)
+        if ch is None:
+            return None  # unsubscribed (or subscribed anew) while it was in flight
         same_stream = ch.positioned and ch.epoch == res.epoch
         start = ch.offset if same_stream else None
         out, last, skipped = self._replayed(channel, res.publications, start)
@@ -1039,7 +807,7 @@ class CentrifugoProtocol:
         )
 
     def _replayed(
-        self, channel: str, pubs: list[_Pub], last: int | None
+        self, channel: str, pubs: list[PubBody], last: int | None
     ) -> tuple[list[Publication], int | None, bool]:
         """A subscribe reply's publications after ``last``, in offset order, duplicates dropped.
 
@@ -1100,8 +868,8 @@ class CentrifugoProtocol:
                 continue
             p = pending.pop(cid)
             if p.channel is not None:
-                ch = self._channels.get(p.channel)
-                if ch is not None and ch.state == _SUBSCRIBING:
+                ch = self._subscribing(p.channel, cid)
+                if ch is not None:
                     ch.state = _UNSUBSCRIBED
             events.append(CommandTimedOut(cid, p.method, p.channel))
         for item in postponed:

@@ -728,6 +728,39 @@ def test_subscribe_error_leaves_channel_unsubscribed_and_names_it():
     proto.send_subscribe(CH, 0.0)  # may try again
 
 
+def test_a_reply_to_a_subscribe_sent_before_an_unsubscribe_is_ignored_success_or_error():
+    proto = connected()
+    first = proto.send_subscribe(CH, 0.0)
+    proto.send_unsubscribe(CH)
+    second = proto.send_subscribe(CH, 0.0)  # wanted again: this subscribe is the one that counts
+    assert proto.awaiting_reply(first)
+    assert proto.awaiting_reply(second)
+    error = json.dumps({"id": first, "error": {"code": 103, "message": "permission denied"}})
+    assert proto.receive_frame(error, 0.0) == []  # the stale refusal changes nothing
+    assert not proto.awaiting_reply(first)
+    assert proto.is_subscribing(CH)
+    (event,) = proto.receive_frame(reply(second, "subscribe", {"epoch": "e", "offset": 3}), 0.0)
+    assert isinstance(event, Subscribed)
+    assert event.command_id == second
+    assert proto.is_subscribed(CH)
+    assert not proto.is_subscribing(CH)
+
+    stale = proto.send_subscribe("other", 0.0)
+    proto.send_unsubscribe("other")
+    assert proto.receive_frame(reply(stale, "subscribe", {"epoch": "e"}), 0.0) == []
+    assert not proto.is_subscribed("other")
+    assert not proto.awaiting_reply(stale)
+
+
+def test_has_data_to_send_says_whether_frames_are_queued():
+    proto = connected()
+    assert not proto.has_data_to_send
+    proto.send_subscribe(CH, 0.0)
+    assert proto.has_data_to_send
+    proto.data_to_send()
+    assert not proto.has_data_to_send
+
+
 def test_subscribe_timeout_frees_the_channel_for_a_new_attempt():
     proto = connected(ping=0)
     cid = proto.send_subscribe(CH, 0.0, timeout=1.0)
