@@ -46,8 +46,9 @@ def main() -> None:
     p.add_argument("--bulk", type=int, default=20_000)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--cancel-delay", type=float, default=0.0)
+    p.add_argument("--wire", choices=("current", "legacy"), default="current")
     args = p.parse_args()
-    with Simulator(args.bulk + 100, args.cancel_delay) as sim:
+    with Simulator(args.bulk + 100, args.cancel_delay, args.wire) as sim:
         asyncio.run(run(args.name, args.bulk, args.concurrency, sim))
 
 

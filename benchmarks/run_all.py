@@ -67,9 +67,10 @@ LIST_PATH = "/api/v3/tradeOrder/list"
 class Simulator:
     """The simulator in a child process; ``target`` once it has printed its addresses."""
 
-    def __init__(self, orders: int, cancel_delay: float) -> None:
+    def __init__(self, orders: int, cancel_delay: float, wire: str = "current") -> None:
         self.orders = orders
         self.cancel_delay = cancel_delay
+        self.wire = wire
         self.proc: subprocess.Popen[str] | None = None
         self.target: Target | None = None
 
@@ -86,6 +87,8 @@ class Simulator:
             str(self.cancel_delay),
             "--history-size",
             "300",
+            "--wire",
+            self.wire,
         ]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ}
@@ -313,7 +316,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Measured {result['when']} on {result['machine']} "
         f"(Python {result['python']}; client loop: {cfg['client_loop']}; simulator in its own "
-        f"process on {cfg['sim_loop']}; cancel delay {cfg['cancel_delay'] * 1e3:g} ms; "
+        f"process on {cfg['sim_loop']}; {cfg.get('wire', 'legacy')} wire; "
+        f"cancel delay {cfg['cancel_delay'] * 1e3:g} ms; "
         f"GC threshold {cfg.get('gc_threshold', 700)}; "
         f"median of {cfg['rounds']} alternating rounds).",
         "",
@@ -419,6 +423,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--cancel-delay", type=float, default=0.0, help="exchange delay (s)")
     p.add_argument("--contenders", default=",".join(NAMES))
+    p.add_argument(
+        "--wire",
+        choices=("current", "legacy"),
+        default="current",
+        help="the simulator's API generation (current: RFC 3339 times in events)",
+    )
     p.add_argument("--rss-cancels", type=int, default=2_000, help="0 skips the RSS probes")
     p.add_argument("--events", type=int, default=100_000, help="frames per ingestion round")
     p.add_argument("--micro-rounds", type=int, default=5)
@@ -484,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     sim_loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
     print(f"simulator: {total:,} open orders, cancel delay {args.cancel_delay * 1e3:g} ms")
-    with Simulator(total, args.cancel_delay) as sim:
+    with Simulator(total, args.cancel_delay, args.wire) as sim:
         assert sim.target is not None
         target = sim.target
         ids = runner(list_open_ids(target, total))
@@ -521,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             "bulk": args.bulk,
             "concurrency": args.concurrency,
             "cancel_delay": args.cancel_delay,
+            "wire": args.wire,
             "gc_threshold": gc.get_threshold()[0],
             "client_loop": client_loop,
             "sim_loop": sim_loop,

@@ -41,6 +41,9 @@ class _Event(msgspec.Struct):
 _event: Final = msgspec.json.Decoder(_Event)
 
 
+_MARKER: Final = INSTRUMENT_UPDATED.encode()
+
+
 class InstrumentCache:
     """Instruments by id; one load per venue at a time, shared by concurrent callers."""
 
@@ -113,10 +116,12 @@ class InstrumentCache:
 
     def publication(self, channel: str, data: msgspec.Raw, offset: int | None) -> None:
         """Apply an ``event.instrument.updated`` publication; others are not read."""
-        if channel.startswith("market:"):
-            return  # books, tickers and candles: never instrument events
+        if not (self._by_id or self._loaded) or channel.startswith("market:"):
+            # nothing cached (an event only updates what was loaded), or books, tickers
+            # and candles: never instrument events. Every order event passes here.
+            return
         raw = bytes(data)
-        if INSTRUMENT_UPDATED.encode() not in raw:
+        if _MARKER not in raw:
             return
         try:
             event = _event.decode(raw)

@@ -33,7 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ping-interval", type=float, default=25.0)
     parser.add_argument("--pong-timeout", type=float, default=8.0)
     parser.add_argument("--history-size", type=int, default=300)
-    parser.add_argument("--event-shape", choices=("order", "status_change"), default="order")
+    parser.add_argument(
+        "--wire",
+        choices=("current", "legacy"),
+        default="current",
+        help="the API generation spoken (current: the official models; legacy: int ms times)",
+    )
+    parser.add_argument(
+        "--event-shape",
+        choices=("order", "status_change"),
+        default="order",
+        help="status_change: the legacy status-change event (with --wire legacy)",
+    )
     parser.add_argument(
         "--market-rate", type=float, default=0.0, help="book updates per second (0: still)"
     )
@@ -44,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and serve until interrupted; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.event_shape == "status_change" and args.wire != "legacy":
+        parser.error("--event-shape status_change is a legacy event: add --wire legacy")
     coro = serve(
         args.host,
         args.port,
@@ -58,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pong_timeout=args.pong_timeout,
         history_size=args.history_size,
         event_shape=args.event_shape,
+        wire=args.wire,
         market_rate=args.market_rate,
         market_seed=args.market_seed,
     )

@@ -47,3 +47,33 @@ async def test_serve_prints_urls_and_token_and_stops_cleanly_when_cancelled():
 def test_command_line_options_reach_the_simulator_options():
     args = _parser().parse_args(["--port", "0", "--cancel-delay", "0.2", "--orders", "5"])
     assert (args.port, args.cancel_delay, args.orders) == (0, 0.2, 5)
+
+
+def test_the_wire_generation_is_chosen_on_the_command_line(monkeypatch):
+    import cadenza_async.testing.__main__ as entry
+
+    seen: dict[str, object] = {}
+
+    async def fake_serve(*args: object, **options: object) -> None:
+        seen.update(options)
+
+    monkeypatch.setattr(entry, "serve", fake_serve)
+    assert entry.main(["--no-uvloop", "--wire", "legacy", "--event-shape", "status_change"]) == 0
+    assert (seen["wire"], seen["event_shape"]) == ("legacy", "status_change")
+    assert entry.main(["--no-uvloop"]) == 0
+    assert seen["wire"] == "current"
+
+
+def test_a_legacy_event_shape_on_the_current_wire_is_a_usage_error(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exited:
+        _parser_main(["--event-shape", "status_change"])
+    assert exited.value.code == 2
+    assert "--wire legacy" in capsys.readouterr().err
+
+
+def _parser_main(argv: list[str]) -> int:
+    from cadenza_async.testing.__main__ import main
+
+    return main(argv)
