@@ -726,14 +726,27 @@ class OrderStream:
         )
         self._drop_reason = None
         end = session.end
+        cancelled = False
         try:
             await session.run(token)
+        except asyncio.CancelledError:
+            # The reader itself is cancelled: the stream is being shut down (aclose, or a
+            # loop ending with the client still open, as asyncio.run cancels every task
+            # before it closes the default client), not disconnected.
+            cancelled = True
+            raise
         finally:
-            lost = await self._teardown(session, end)
+            lost = await self._teardown(session, end, cancelled=cancelled)
         return self._after_session(end, lost)
 
-    async def _teardown(self, session: Session, end: SessionEnd) -> Disconnected:
-        """Close the socket, stop the connection's helpers, fail its RPCs; the core's verdict."""
+    async def _teardown(
+        self, session: Session, end: SessionEnd, *, cancelled: bool = False
+    ) -> Disconnected:
+        """Close the socket, stop the connection's helpers, fail its RPCs; the core's verdict.
+
+        ``cancelled``: the reader task was cancelled (a shutdown): the listeners are not
+        told "disconnected", which would start degraded-mode polling and its warning.
+        """
         self._current = None
         for task in list(self._aux):
             task.cancel()
@@ -745,7 +758,7 @@ class OrderStream:
             fanout.live(channel, None)
         if self._connected_event is not None and not self._closing:
             self._connected_event.clear()
-        if not self._closing:
+        if not (self._closing or cancelled):
             self._state("disconnected")
         return lost
 

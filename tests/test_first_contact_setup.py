@@ -217,7 +217,10 @@ def test_a_script_that_forgets_aclose_default_client_ends_without_unclosed_sessi
             }
             script = f"""
                 import asyncio
+                import logging
                 import cadenza_async
+
+                logging.basicConfig(level=logging.INFO)
 
                 async def main():
                     result = await cadenza_async.cancel_and_confirm({order.trade_order_id!r})
@@ -232,3 +235,7 @@ def test_a_script_that_forgets_aclose_default_client_ends_without_unclosed_sessi
     assert done.stdout.strip() == "True"
     assert "Unclosed" not in done.stderr
     assert "ResourceWarning" not in done.stderr
+    # asyncio.run cancels the stream's reader before it closes the client: a shutdown,
+    # not a disconnection (no degraded-mode warning, no "reconnecting")
+    assert "disconnected" not in done.stderr
+    assert done.stderr == ""
