@@ -142,6 +142,7 @@ class _SubmitBody(msgspec.Struct, rename="camel", omit_defaults=True):
     stop_price: str | None = None
     time_in_force: str | None = None
     client_order_id: str | None = None
+    quote_id: str | None = None
 
 
 _encode: Final = msgspec.json.Encoder().encode
@@ -386,6 +387,7 @@ class HttpApi:
         "_submit_url",
         "_tokens",
         "_unpaced",
+        "trace_configs",
     )
 
     def __init__(self, config: ClientConfig, tokens: TokenSource, gate: RateGate) -> None:
@@ -415,6 +417,9 @@ class HttpApi:
         self._closed = False
         # The token in the session's default Authorization header (set when it changes).
         self._auth_header: str | None = None
+        # aiohttp request hooks (cadenza_async.observability adds its own before the
+        # session opens); none by default: a request then runs no hook at all.
+        self.trace_configs: list[aiohttp.TraceConfig] = []
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._session else "idle")
@@ -534,6 +539,7 @@ class HttpApi:
         time_in_force: str | None = None,
         client_order_id: str | None = None,
         deadline: float | None = None,
+        quote_id: str | None = None,
     ) -> TradeOrder:
         """Place a new order; the order as created.
 
@@ -554,6 +560,7 @@ class HttpApi:
                 stop_price=_fmt_decimal(stop_price),
                 time_in_force=time_in_force,
                 client_order_id=client_order_id,
+                quote_id=quote_id,
             )
         )
         return await self._call(
@@ -582,6 +589,43 @@ class HttpApi:
         query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
         url = URL(f"{self._base}{path}" + (f"?{query}" if query else ""), encoded=True)
         return await self._get(url, deadline, _same)
+
+    async def post_envelope(
+        self, path: str, body: bytes, *, idempotent: bool, deadline: float | None = None
+    ) -> Envelope:
+        """POST ``body`` (JSON) to ``path`` (under the API URL): the success envelope.
+
+        Paced by the rate gate; retried like a cancel only when ``idempotent``
+        (the body carries the API's idempotency key); errors translated as
+        everywhere. ``deadline`` bounds the call. The caller decodes ``data``.
+        """
+        url = URL(f"{self._base}{path}", encoded=True)
+        return await self._call(
+            "POST", url, body, idempotent=idempotent, paced=True, deadline=deadline, decode=_same
+        )
+
+    async def get_unenveloped(
+        self, path: str, *, ok: tuple[int, ...] = (200,), deadline: float | None = None
+    ) -> tuple[int, bytes]:
+        """GET ``path`` once (a probe: no retry): ``(status, body)`` when the status is in ``ok``.
+
+        For the answers that are not the envelope (``GET /api/v3/health``,
+        which answers 503 with its body when unhealthy). Raises the
+        translated error for any other status, :class:`TransportError`
+        when no answer came.
+        """
+        session = self._session
+        if session is None:
+            session = self._open_session()
+        elif self._closed:
+            raise ClientClosedError("the client is closed")
+        url = URL(f"{self._base}{path}", encoded=True)
+        outcome = await self._send_once(session, "GET", url, None, False, deadline)
+        if isinstance(outcome, _Failure):
+            raise outcome.error from None
+        if outcome.status in ok:
+            return outcome.status, outcome.raw
+        raise self._error_for_status(outcome.status, outcome.raw, outcome.resp)
 
     async def aclose(self) -> None:
         """Close the session and its connections. Safe to call twice."""
@@ -614,6 +658,7 @@ class HttpApi:
             trust_env=False,
             proxy=self._proxy,
             request_class=aiohttp.ClientRequest if self._proxy is None else _ProxiedRequest,
+            trace_configs=self.trace_configs or None,
         )
         self._loop = asyncio.get_running_loop()
         self._session = session

@@ -457,7 +457,14 @@ class Placer(ProofEngine[Placement, _Job]):
         """
         stream = self._stream
         rpc = self._rpc_submit
-        if self._submit_via == "ws" and rpc is not None and stream is not None and stream.connected:
+        # (the RPC's order model has no quoteId: a quote's execution goes over HTTP)
+        if (
+            self._submit_via == "ws"
+            and rpc is not None
+            and stream is not None
+            and stream.connected
+            and order.quote_id is None
+        ):
             try:
                 return await rpc.submit(order, deadline)
             except StreamRpcError as exc:

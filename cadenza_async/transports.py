@@ -195,6 +195,7 @@ class HttpSubmit:
             time_in_force=order.time_in_force,
             client_order_id=order.client_order_id,
             deadline=deadline,
+            quote_id=order.quote_id,
         )
 
 
