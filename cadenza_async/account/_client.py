@@ -63,7 +63,7 @@ class Account:
         self.rest = AccountRest(http, request_timeout)
         self.views = PortfolioViews(stream, self.rest, ensure_stream, keeps)
         self._fail_account = fail_account
-        self._readers: set[collections.deque[TradingAccount]] = set()
+        self._readers: list[collections.deque[TradingAccount]] = []
         self._wake: asyncio.Event | None = None
         self.statuses: dict[str, str | None] = {}
         self.bad_account_events = 0
@@ -106,7 +106,7 @@ class Account:
 
     async def updates(self) -> AsyncIterator[TradingAccount]:
         reader: collections.deque[TradingAccount] = collections.deque(maxlen=UPDATES_BUFFER)
-        self._readers.add(reader)
+        self._readers.append(reader)
         try:
             while not self.closed:
                 while reader:
@@ -116,7 +116,7 @@ class Account:
                     wake = self._wake = asyncio.Event()
                 await wake.wait()
         finally:
-            self._readers.discard(reader)
+            self._readers.remove(reader)
 
 
 def quote_order(
