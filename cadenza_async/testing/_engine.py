@@ -292,7 +292,12 @@ class Engine:
         fields: dict[str, Any],
         *,
         publish: bool,
+        placed: bool = False,
     ) -> TradeOrder:
+        """A new order; ``placed``: by a submit (what it locks moves the portfolio at once).
+
+        An order made by the test helper moves the portfolio from its first change on.
+        """
         self.add_account(account_id)
         order_id = fields.pop("trade_order_id", None) or str(uuid.uuid4())
         if not is_valid_id(order_id):
@@ -329,7 +334,7 @@ class Engine:
         self._order_ids_by_account.setdefault(account_id, {})[order_id] = None
         self._track(order)
         if publish:
-            self._emit(order, None)
+            self._emit(order, None, portfolio=placed)
         return order
 
     def get(self, order_id: str) -> TradeOrder | None:
@@ -376,9 +381,9 @@ class Engine:
         key = (account_id, instrument_id)
         self._peak_live[key] = len(self._live.get(key, ()))
 
-    def _emit(self, order: TradeOrder, previous: str | None) -> None:
+    def _emit(self, order: TradeOrder, previous: str | None, *, portfolio: bool = True) -> None:
         self._publish(order.trading_account_id, self.form.event(order, previous))
-        if self.sim_accounts is not None:
+        if portfolio and self.sim_accounts is not None:
             self.sim_accounts.order_changed(order)  # its portfolio event comes after the order's
 
     def set_status(self, order_id: str, status: str, *, publish: bool = True) -> TradeOrder:
@@ -530,7 +535,7 @@ class Engine:
         reason = self._rejection(fields)
         if self.accept_delay > 0:
             order = self.create_order(
-                account, OrderStatus.SUBMITTED, quantity, "0", fields, publish=True
+                account, OrderStatus.SUBMITTED, quantity, "0", fields, publish=True, placed=True
             )
             order_id = order.trade_order_id
             if quote_price is not None:
@@ -543,11 +548,11 @@ class Engine:
         elif reason is not None:
             fields["reject_reason"] = reason
             order = self.create_order(
-                account, OrderStatus.REJECTED, quantity, "0", fields, publish=True
+                account, OrderStatus.REJECTED, quantity, "0", fields, publish=True, placed=True
             )
         else:
             order = self.create_order(
-                account, OrderStatus.OPEN, quantity, "0", fields, publish=True
+                account, OrderStatus.OPEN, quantity, "0", fields, publish=True, placed=True
             )
             if quote_price is not None:
                 self._fill_prices[order.trade_order_id] = format(quote_price, "f")
