@@ -129,6 +129,7 @@ def new_order(
     time_in_force: str | None = None,
     client_order_id: str | None = None,
     trading_account_id: str | None = None,
+    quote_id: str | None = None,
 ) -> NewOrder:
     """A :class:`NewOrder` from keyword arguments, checked as a whole before any I/O.
 
@@ -146,6 +147,7 @@ def new_order(
         time_in_force=time_in_force,
         client_order_id=client_order_id,
         trading_account_id=trading_account_id,
+        quote_id=quote_id,
     )
 
 

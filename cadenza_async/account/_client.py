@@ -139,7 +139,7 @@ def quote_order(
         raise ValueError(f"quote {quote.quote_id} names no instrument, side or quantity")
     from ..placing import new_order
 
-    order = new_order(
+    return new_order(
         instrument_id=instrument,
         order_side=quote.order_side,
         order_type="QUOTED",
@@ -148,8 +148,8 @@ def quote_order(
         if client_order_id is None
         else check_client_order_id(client_order_id),
         trading_account_id=trading_account_id or quote.trader_account_id,
+        quote_id=quote.quote_id,
     )
-    return msgspec.structs.replace(order, quote_id=quote.quote_id)
 
 
 class AccountMethods:

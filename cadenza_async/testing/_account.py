@@ -22,7 +22,9 @@ REST portfolio,     ms times                               ms times and ``*DateT
 account, quote
 ==================  =====================================  =====================================
 
-``mode`` ``"SNAPSHOT"`` publishes the whole portfolio each time;
+Publishing is off until :meth:`SimAccounts.set_mode` (or the simulator's
+``portfolio_updates``) turns it on (the balances move either way, and REST
+shows them): ``"SNAPSHOT"`` publishes the whole portfolio each time,
 ``"DELTA"`` only the balances and positions that changed (a closed
 position with ``status`` CLOSED) and the summary.
 
@@ -171,7 +173,7 @@ class SimAccounts:
     def __init__(self, publish: Callable[[str, bytes], int], form: Callable[[], str]) -> None:
         self._publish = publish
         self._form = form
-        self.mode = "SNAPSHOT"
+        self.mode: str | None = None  # None: balances move, no event is published
         self.portfolios: dict[str, _Portfolio] = {}
         self.statuses: dict[str, str] = {}
         self.venue = "BINANCE"
@@ -198,8 +200,9 @@ class SimAccounts:
             held.updated_at = stamp
         return held
 
-    def set_mode(self, mode: str) -> None:
-        if mode not in PORTFOLIO_MODES:
+    def set_mode(self, mode: str | None) -> None:
+        """Publish ``event.portfolio.updated`` as ``"SNAPSHOT"`` or ``"DELTA"``; None: publish none."""
+        if mode is not None and mode not in PORTFOLIO_MODES:
             raise ValueError(f"portfolio mode must be one of {PORTFOLIO_MODES}, not {mode!r}")
         self.mode = mode
 
@@ -384,6 +387,12 @@ class SimAccounts:
         delta = self.mode == "DELTA"
         changed = held.changed
         held.changed = (set(), set())
+        if self.mode is None:
+            for instrument in changed[1]:
+                position = held.positions.get(instrument)
+                if position is not None and position.quantity == 0:
+                    del held.positions[instrument]
+            return
         current = self._form() == "current"
         body = self.portfolio_dict(account, rpc=current, only=changed if delta else None)
         for instrument in changed[1]:

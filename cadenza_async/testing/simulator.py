@@ -80,8 +80,10 @@ class CadenzaSimulator:
     speaks (``"current"``, the official client's current models, or
     ``"legacy"``; see :mod:`cadenza_async.testing._forms`). ``event_shape``
     (legacy only) is ``"order"`` (``data`` is the TradeOrder) or
-    ``"status_change"`` (``{"order", "previousStatus", "newStatus"}``). The
-    token is never shown by ``repr``.
+    ``"status_change"`` (``{"order", "previousStatus", "newStatus"}``).
+    ``portfolio_updates`` (``"SNAPSHOT"`` or ``"DELTA"``; None, the default:
+    off) publishes ``event.portfolio.updated`` after each order change that
+    moves a portfolio (see :attr:`accounts`). The token is never shown by ``repr``.
 
     Faults are methods; each is off until called and stays on until turned
     off (a delay of 0), used up (the ``n``/``times`` ones) or over (an
@@ -169,6 +171,7 @@ class CadenzaSimulator:
         accept_delay: float = 0.0,
         wire: str = "current",
         market_seed: int = 0,
+        portfolio_updates: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -197,6 +200,7 @@ class CadenzaSimulator:
         self._accounts.mid_price = self._mid_price
         self._accounts._history_only = lambda account, data: self._hub.channel(account).add(data)[0]
         self._engine.sim_accounts = self._accounts
+        self._accounts.set_mode(portfolio_updates)
         self._account = self._engine.add_account(trading_account_id)
         self._token = self._engine.issue_token([self._account], token=token)
         self._runner: web.AppRunner | None = None

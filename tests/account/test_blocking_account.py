@@ -22,7 +22,7 @@ def threaded_sim():
     box = {}
 
     async def serve() -> None:
-        async with CadenzaSimulator() as sim:
+        async with CadenzaSimulator(portfolio_updates="SNAPSHOT") as sim:
             box["sim"] = sim
             ready.set()
             while not stop.is_set():

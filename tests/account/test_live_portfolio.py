@@ -106,7 +106,7 @@ async def test_a_delta_that_cannot_be_merged_triggers_a_reload_and_is_never_appl
 
 
 async def test_a_lost_history_on_reconnect_reloads_the_portfolio():
-    async with account_client() as (sim, client):
+    async with account_client(portfolio_updates="DELTA") as (sim, client):
         account = sim.trading_account_id
         async with client.portfolio(account) as live:
             await live.wait_ready(5.0)
