@@ -290,7 +290,7 @@ class Telemetry:
                 token = _CALL_SPAN.set(span)
                 try:
                     result = await call(*args, **kwargs)
-                except BaseException as exc:
+                except Exception as exc:  # (a cancelled call is no failure of the API's)
                     self._failed(op, exc, span)
                     raise
                 finally:
