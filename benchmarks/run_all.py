@@ -280,7 +280,7 @@ def targets(summary: dict[str, dict[str, Any]], micro: dict[str, Any]) -> list[d
         "sdk_otel",
         "sdk_http",
         "bulk_cpu_us",
-        1.25,
+        1.5,
     )
     ratio("SDK/WS sequential median latency vs peer", "sdk_ws", "peer", "seq_median_us", 0.7)
     rates = micro["ingest"]
