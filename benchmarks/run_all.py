@@ -278,6 +278,13 @@ def targets(summary: dict[str, dict[str, Any]], micro: dict[str, Any]) -> list[d
     ratio("SDK/HTTP CPU per confirmed cancel vs peer", "sdk_http", "peer", "bulk_cpu_us", 1.0)
     ratio("SDK/HTTP sequential median latency vs raw", "sdk_http", "raw", "seq_median_us", 1.05)
     ratio("SDK/WS CPU per confirmed cancel vs peer", "sdk_ws", "peer", "bulk_cpu_us", 0.5)
+    ratio(
+        "SDK/HTTP CPU per confirmed cancel, OpenTelemetry on vs off",
+        "sdk_otel",
+        "sdk_http",
+        "bulk_cpu_us",
+        1.5,
+    )
     ratio("SDK/WS sequential median latency vs peer", "sdk_ws", "peer", "seq_median_us", 0.7)
     rates = micro["ingest"]
     big, small = rates["100000"]["median"], rates["10"]["median"]

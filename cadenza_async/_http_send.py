@@ -172,6 +172,7 @@ class HttpSender:
         "gate",
         "session",
         "tokens",
+        "trace_configs",
     )
 
     def __init__(self, config: ClientConfig, tokens: TokenSource, gate: RateGate) -> None:
@@ -198,6 +199,9 @@ class HttpSender:
         # The token in the session's default Authorization header (set when it changes).
         self._auth_header: str | None = None
         self.answers = Answers(self.scrub, config.api_url)
+        # aiohttp request hooks (cadenza_async.observability adds its own before the
+        # session opens); none by default: a request then runs no hook at all.
+        self.trace_configs: list[aiohttp.TraceConfig] = []
 
     @property
     def closed(self) -> bool:
@@ -241,6 +245,7 @@ class HttpSender:
             trust_env=False,
             proxy=self._proxy,
             request_class=aiohttp.ClientRequest if self._proxy is None else _ProxiedRequest,
+            trace_configs=self.trace_configs or None,
         )
         self._loop = asyncio.get_running_loop()
         self.session = session

@@ -379,6 +379,7 @@ def check_order(
     time_in_force: object = None,
     client_order_id: object = None,
     trading_account_id: object = None,
+    quote_id: object = None,
 ) -> NewOrder:
     """The new order, checked as a whole, with its fields as they are sent.
 
@@ -399,6 +400,7 @@ def check_order(
         trading_account_id=None
         if trading_account_id is None
         else check_account_id(trading_account_id),
+        quote_id=None if quote_id is None else _check_uuid(quote_id, "quote_id"),
     )
     if not isinstance(order_type, Unlisted):
         if kind == "MARKET" and limit_price is not None:

@@ -42,13 +42,13 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .account._blocking import BlockingAccountMethods
 from .background import BackgroundErrorHandler
 from .cancels import CancelHandle
 from .client import BulkOutcome, CadenzaClient, ClientStats
 from .config import ClientConfig, TokenProvider
 from .errors import BlockingInEventLoopError, ClientClosedError
 from .http import OrderPage
-from .market._blocking import BlockingMarketMethods
 from .models import CancelResult, NewOrder, ReplaceResult, SubmitResult, TradeOrder
 from .placing import SubmitOutcome
 
@@ -67,7 +67,7 @@ class _Next(Generic[T]):
         self.error = error
 
 
-class BlockingCadenzaClient(BlockingMarketMethods):
+class BlockingCadenzaClient(BlockingAccountMethods):
     """The Cadenza API client for code that is not asyncio: same methods, no ``await``.
 
     Takes the arguments of :class:`~cadenza_async.CadenzaClient` and runs

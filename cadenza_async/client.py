@@ -23,6 +23,7 @@ from ._validate import (
     check_order_id,
     check_timeout,
 )
+from .account._client import Account, AccountMethods
 from .background import BackgroundCancels, BackgroundErrorHandler
 from .bulk import Many, run_bulk, run_bulk_iter, run_many, run_many_iter
 from .cancels import CancelHandle, Canceller
@@ -76,7 +77,7 @@ BulkOutcome = CancelResult | TradeOrder | CadenzaError
 __all__ = ["CadenzaClient", "ClientStats"]
 
 
-class CadenzaClient(MarketMethods, PlacingMethods):
+class CadenzaClient(MarketMethods, PlacingMethods, AccountMethods):
     """The Cadenza API client. Use it as ``async with CadenzaClient(...) as client:``.
 
     ``async with`` connects the order stream and subscribes the default
@@ -195,6 +196,10 @@ class CadenzaClient(MarketMethods, PlacingMethods):
             on_failure=self._both("stream_failed"),
             on_state=self._both("stream_state"),
             on_bad_event=self._both("bad_event"),
+            # (the account/ part decides what the accounts' own events mean)
+            on_account_event=(
+                lambda event, account: self._account.on_account_event(event, account),
+            ),
         )
         self._canceller.attach_stream(self._stream)
         # Accounts whose channel stays whatever: the configured one, those the
@@ -202,18 +207,34 @@ class CadenzaClient(MarketMethods, PlacingMethods):
         self._pinned: set[str] = set()
         if config.trading_account_id is not None:
             self._pinned.add(config.trading_account_id)
-        self._canceller.release_idle_after(
-            config.channel_idle_release,
-            lambda account: (
-                account in self._pinned or bool(self._updates) or self._placer.pending_on(account)
-            ),
-        )
+        self._canceller.release_idle_after(config.channel_idle_release, self._keeps_channel)
         self._placer.attach_stream(self._stream)
         self._updates.attach_stream(self._stream)
         self._stream_start: asyncio.Task[None] | None = None
         # Market data (instruments and their rules, books, tickers, candles): market/.
         self._market = Market(
             self._http, self._stream, self._ensure_stream, config.timeouts.request
+        )
+        # Portfolios, trading accounts, quotes, health: account/.
+        self._account = Account(
+            self._http,
+            self._stream,
+            self._ensure_stream,
+            config.timeouts.request,
+            keeps=lambda account: (
+                self._keeps_channel(account)
+                or bool(self._registry.pending_count_for_account(account))
+            ),
+            fail_account=self._both("fail_account"),
+        )
+
+    def _keeps_channel(self, account: str) -> bool:
+        """Whether ``account``'s channel stays wanted whatever its cancels do."""
+        return (
+            account in self._pinned
+            or bool(self._updates)
+            or self._placer.pending_on(account)
+            or self._account.holds(account)
         )
 
     def _both(self, method: str) -> Callable[..., None]:
@@ -292,6 +313,7 @@ class CadenzaClient(MarketMethods, PlacingMethods):
             await self._background.finish()
             self._updates.close()
             await self._market.aclose()
+            await self._account.aclose()
             await self._stream.aclose()
             await self._http.aclose()
 

@@ -356,14 +356,29 @@ class ProofEngine(abc.ABC, Generic[E, J]):
         if error.errno != _PERMISSION_DENIED:
             self._resume(account)  # the jobs see the channel is not live and poll by REST
             return
-        for entry in self._registry.pending_for_account(account):
-            failure = PermissionDeniedError(
+        self.fail_account(
+            account,
+            lambda: PermissionDeniedError(
                 f"no access to trading account {account}: {error.message}", errno=error.errno
-            )
-            failure.order_id = self._key(entry)
+            ),
+        )
+
+    def fail_account(self, account: str, error: Callable[[], CadenzaError]) -> int:
+        """Fail every job pending on ``account`` with a fresh ``error()`` naming its key.
+
+        For what ends an account's work for good (a 103 refusal of its
+        channel, an account disabled or disconnected): its callers raise at
+        once instead of at their deadline. Returns how many jobs failed.
+        """
+        failed = 0
+        for entry in self._registry.pending_for_account(account):
             job = entry.handle
             if isinstance(job, Job):
+                failure = error()
+                failure.order_id = self._key(entry)
                 job.fail(failure)
+                failed += 1
+        return failed
 
     def bad_event(self, account: str) -> None:
         """An order event on ``account``'s channel did not decode: look its pending work up now.

@@ -347,6 +347,45 @@ class HttpApi:
         url = URL(f"{self._base}{path}" + (f"?{query}" if query else ""), encoded=True)
         return await self._get(url, deadline, _same)
 
+    async def post_envelope(
+        self, path: str, body: bytes, *, idempotent: bool, deadline: float | None = None
+    ) -> Envelope:
+        """POST ``body`` (JSON) to ``path`` (under the API URL): the success envelope.
+
+        Paced by the rate gate; retried like a cancel only when ``idempotent``
+        (the body carries the API's idempotency key); errors translated as
+        everywhere. ``deadline`` bounds the call. The caller decodes ``data``.
+        """
+        url = URL(f"{self._base}{path}", encoded=True)
+        return await self._call(
+            "POST", url, body, idempotent=idempotent, paced=True, deadline=deadline, decode=_same
+        )
+
+    async def get_unenveloped(
+        self, path: str, *, ok: tuple[int, ...] = (200,), deadline: float | None = None
+    ) -> tuple[int, bytes]:
+        """GET ``path`` once (a probe: no retry): ``(status, body)`` when the status is in ``ok``.
+
+        For the answers that are not the envelope (``GET /api/v3/health``,
+        which answers 503 with its body when unhealthy). Raises the
+        translated error for any other status, :class:`TransportError`
+        when no answer came.
+        """
+        sender = self._sender
+        session = sender.open_session()
+        url = URL(f"{self._base}{path}", encoded=True)
+        outcome = await sender.send_once(session, "GET", url, None, False, deadline)
+        if isinstance(outcome, Failure):
+            raise outcome.error from None
+        if outcome.status in ok:
+            return outcome.status, outcome.raw
+        raise self._answers.error_for_status(outcome.status, outcome.raw, outcome.resp)
+
+    @property
+    def trace_configs(self) -> list[aiohttp.TraceConfig]:
+        """aiohttp request hooks, read when the session opens (none by default)."""
+        return self._sender.trace_configs
+
     async def aclose(self) -> None:
         """Close the session and its connections. Safe to call twice."""
         await self._sender.aclose()

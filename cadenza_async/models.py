@@ -623,6 +623,8 @@ class NewOrder(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
     time_in_force: str | None = None
     client_order_id: str | None = None
     trading_account_id: str | None = None
+    #: An RFQ quote this order executes (``orderType`` QUOTED; see ``execute_quote``).
+    quote_id: str | None = None
 
 
 class SubmitResult(msgspec.Struct, frozen=True, gc=False):  # (as CancelResult)

@@ -129,6 +129,7 @@ def new_order(
     time_in_force: str | None = None,
     client_order_id: str | None = None,
     trading_account_id: str | None = None,
+    quote_id: str | None = None,
 ) -> NewOrder:
     """A :class:`NewOrder` from keyword arguments, checked as a whole before any I/O.
 
@@ -146,6 +147,7 @@ def new_order(
         time_in_force=time_in_force,
         client_order_id=client_order_id,
         trading_account_id=trading_account_id,
+        quote_id=quote_id,
     )
 
 
@@ -457,7 +459,14 @@ class Placer(ProofEngine[Placement, _Job]):
         """
         stream = self._stream
         rpc = self._rpc_submit
-        if self._submit_via == "ws" and rpc is not None and stream is not None and stream.connected:
+        # (the RPC's order model has no quoteId: a quote's execution goes over HTTP)
+        if (
+            self._submit_via == "ws"
+            and rpc is not None
+            and stream is not None
+            and stream.connected
+            and order.quote_id is None
+        ):
             try:
                 return await rpc.submit(order, deadline)
             except StreamRpcError as exc:

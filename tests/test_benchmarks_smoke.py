@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = {"raw", "peer", "sdk_http", "sdk_ws"}
+CONTENDERS = {"raw", "peer", "sdk_http", "sdk_ws", "sdk_otel"}
 
 
 def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_quick_run_writes_results_for_every_contender(tmp_path: Path) -> None:
         assert len(round_["bulk_gc_collections"]) == 3, name
     assert set(result["rss"]) == CONTENDERS
     assert set(result["micro"]["ingest"]) == {"10", "1000", "100000"}
-    assert len(result["targets"]) == 8
+    assert len(result["targets"]) == 9
     assert (tmp_path / "latency.png").stat().st_size > 0
     text = readme.read_text()
     assert "STALE-TABLE" not in text

@@ -6,7 +6,9 @@ proof (``cancel_and_confirm``), cancels many with bounded concurrency
 (``cancel_many``, returns how many were confirmed), and closes (``aclose``).
 
 ``raw`` and ``peer`` are what a user writes without this SDK; ``sdk_http``
-and ``sdk_ws`` are ``CadenzaClient`` with ``cancel_via="http"`` / ``"ws"``.
+and ``sdk_ws`` are ``CadenzaClient`` with ``cancel_via="http"`` / ``"ws"``;
+``sdk_otel`` is ``sdk_http`` instrumented with OpenTelemetry (the ``otel``
+extra on, to compare with it off).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-NAMES = ("raw", "peer", "sdk_http", "sdk_ws")
+NAMES = ("raw", "peer", "sdk_http", "sdk_ws", "sdk_otel")
 
 #: Statuses after which an order can no longer change (the API's terminal set).
 TERMINAL = frozenset({"CANCELLED", "FILLED", "REJECTED", "EXPIRED", "REVOKED", "REPLACED"})

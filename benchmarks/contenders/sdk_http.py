@@ -17,16 +17,19 @@ class SdkClient:
     def __init__(self) -> None:
         self._client: CadenzaClient | None = None
 
-    async def start(self, target: Target) -> None:
-        self._account = target.account
-        client = CadenzaClient(
+    def client(self, target: Target) -> CadenzaClient:
+        """The client this contender runs (not entered yet)."""
+        return CadenzaClient(
             token=target.token,
             api_url=target.api_url,
             ws_url=target.ws_url,
             trading_account_id=target.account,
             cancel_via=self.cancel_via,
         )
-        self._client = await client.__aenter__()
+
+    async def start(self, target: Target) -> None:
+        self._account = target.account
+        self._client = await self.client(target).__aenter__()
         # Sequential calls go straight to the client, as a user's code would call
         # it: no wrapper coroutine of the harness's own in the timed path (raw and
         # peer are timed through their own methods, which are their whole client).

@@ -17,6 +17,8 @@ rest.tls          the verified TLS handshake: certificate subject, issuer, expir
 ws.dns, ws.tcp,   the same for the WebSocket host
 ws.tls
 rest.auth         ``list_orders(limit=1)`` on the account: 401 and 403 named as such
+rest.health       ``GET /api/v3/health``: the API's own status (healthy, degraded,
+                  unhealthy), its version and each dependency's check
 ws.connect        the Centrifugo connect with the token; the server's ping interval
 ws.subscribe      ``tradingAccount:{id}`` subscribed (103: no access to this account);
                   the channel's recovery position (epoch, offset)
@@ -208,6 +210,7 @@ class _Doctor:
         client = None if settings.config is None else CadenzaClient(config=settings.config)
         try:
             await self._rest_auth(client, settings, rest_up)
+            await self._rest_health(client, settings, rest_up)
             await self._websocket(settings, ws_up)
             await self._rest_latency(client, settings)
             await self._clock(settings, rest_up)
@@ -515,6 +518,38 @@ class _Doctor:
             elapsed=elapsed,
             data={"orders_seen": len(page.orders)},
         )
+
+    async def _rest_health(
+        self, client: CadenzaClient | None, settings: _Settings, rest_up: bool
+    ) -> None:
+        report, name = self._report, "rest.health"
+        if client is None or not rest_up:
+            report.skip(name, "needs usable endpoints and a reachable REST host")
+            return
+        started = time.perf_counter()
+        try:
+            health = await client.health(timeout=self._timeout)
+        except CadenzaError as exc:
+            reason, fix = rest_failure(exc, settings.api_url, settings.account)
+            report.fail(name, f"GET /api/v3/health: {reason}", fix, data=error_data(exc))
+            return
+        elapsed = time.perf_counter() - started
+        failing = sorted(k for k, check in health.checks.items() if check.status != "healthy")
+        data = {
+            "status": health.status,
+            "version": health.version,
+            "http_status": health.http_status,
+            "checks": {k: check.status for k, check in health.checks.items()},
+        }
+        seen = f"the API says {health.status} (version {health.version}, HTTP {health.http_status})"
+        if failing:
+            seen += f"; not healthy: {', '.join(failing)}"
+        if health.status == "unhealthy" or health.http_status >= 500:
+            report.fail(
+                name, seen, "the API reports itself down: retry later", data=data, elapsed=elapsed
+            )
+            return
+        report.ok(name, seen, elapsed=elapsed, data=data)
 
     # -- 4. WebSocket: connect, subscribe, and the cancel RPC ---------------------------
 

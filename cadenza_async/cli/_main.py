@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 from .._version import __version__
 from ..errors import CadenzaError
+from ._account import add_account_parsers
 from ._commands import cmd_cancel, cmd_cancel_all, cmd_cancel_many, cmd_orders, cmd_watch
 from ._demo import cmd_demo
 from ._doctor import add_doctor_parser
@@ -231,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_placing_parsers(commands, common, _EPILOG)
     add_market_parsers(commands, common, _EPILOG)
+    add_account_parsers(commands, common, _EPILOG)
     add_doctor_parser(commands, parents=common)
     return parser
 

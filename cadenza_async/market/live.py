@@ -707,11 +707,15 @@ class MarketViews:
             del self._views[view.channel]
         self.stream.unobserve(view.channel, view)
         if not self.closed:
-            self.stream.release(view.channel)
+            self._release_channel(view.channel)
         healing = view._healing
         if healing is not None:
             healing.cancel()
         view.closed()
+
+    def _release_channel(self, channel: str) -> None:
+        """The last holder of ``channel``'s view left: stop wanting the channel."""
+        self.stream.release(channel)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -36,6 +36,7 @@ from .._validate import check_client_order_id, is_uuid
 from ..models import TERMINAL_STATUSES, OrderStatus, TradeOrder
 
 if TYPE_CHECKING:
+    from ._account import SimAccounts
     from ._forms import WireForm
 
 __all__ = [
@@ -251,6 +252,9 @@ class Engine:
         # (account, instrument) -> ids of its orders not final now, and the most at once
         self._live: dict[tuple[str, str | None], set[str]] = {}
         self._peak_live: dict[tuple[str, str | None], int] = {}
+        # accounts: portfolios moved by every change, statuses, the RFQ dealer (_account)
+        self.sim_accounts: SimAccounts | None = None
+        self._fill_prices: dict[str, str] = {}  # a quoted order fills at its quote's price
 
     # ---- accounts and tokens -------------------------------------------------
 
@@ -288,7 +292,12 @@ class Engine:
         fields: dict[str, Any],
         *,
         publish: bool,
+        placed: bool = False,
     ) -> TradeOrder:
+        """A new order; ``placed``: by a submit (what it locks moves the portfolio at once).
+
+        An order made by the test helper moves the portfolio from its first change on.
+        """
         self.add_account(account_id)
         order_id = fields.pop("trade_order_id", None) or str(uuid.uuid4())
         if not is_valid_id(order_id):
@@ -325,7 +334,7 @@ class Engine:
         self._order_ids_by_account.setdefault(account_id, {})[order_id] = None
         self._track(order)
         if publish:
-            self._emit(order, None)
+            self._emit(order, None, portfolio=placed)
         return order
 
     def get(self, order_id: str) -> TradeOrder | None:
@@ -372,8 +381,10 @@ class Engine:
         key = (account_id, instrument_id)
         self._peak_live[key] = len(self._live.get(key, ()))
 
-    def _emit(self, order: TradeOrder, previous: str | None) -> None:
+    def _emit(self, order: TradeOrder, previous: str | None, *, portfolio: bool = True) -> None:
         self._publish(order.trading_account_id, self.form.event(order, previous))
+        if portfolio and self.sim_accounts is not None:
+            self.sim_accounts.order_changed(order)  # its portfolio event comes after the order's
 
     def set_status(self, order_id: str, status: str, *, publish: bool = True) -> TradeOrder:
         order = self._require(order_id)
@@ -408,7 +419,9 @@ class Engine:
         done += amount
         previous = order.status
         order.executed_quantity = _fmt(done)
-        price = MARKET_PRICE if order.order_type == "MARKET" else order.limit_price
+        price = self._fill_prices.get(order_id) or (
+            MARKET_PRICE if order.order_type == "MARKET" else order.limit_price
+        )
         if price is not None:
             order.executed_cost = _fmt(done * _dec(price))
             order.executed_price = price
@@ -480,6 +493,8 @@ class Engine:
             raise ApiFailure(404, ERRNO_NOT_FOUND, "Order not found")
         if order.trading_account_id not in token.accounts:
             raise ApiFailure(403, ERRNO_FORBIDDEN, "Forbidden: no access to this order")
+        if self.sim_accounts is not None:
+            self.sim_accounts.check_available(order.trading_account_id)
         return order
 
     def _complete_cancel(self, order_id: str) -> None:
@@ -512,13 +527,19 @@ class Engine:
                 # The idempotency key: the order this clientOrderId placed, as it is now.
                 self.duplicate_submits += 1
                 return self.orders[placed]
+        quote_price = None
+        if self.sim_accounts is not None:
+            self.sim_accounts.check_available(account)
+            quote_price = self.sim_accounts.take_quote(body)
         self.submits_applied += 1
         reason = self._rejection(fields)
         if self.accept_delay > 0:
             order = self.create_order(
-                account, OrderStatus.SUBMITTED, quantity, "0", fields, publish=True
+                account, OrderStatus.SUBMITTED, quantity, "0", fields, publish=True, placed=True
             )
             order_id = order.trade_order_id
+            if quote_price is not None:
+                self._fill_prices[order_id] = format(quote_price, "f")
             self._pending_accepts[order_id] = self._call_later(
                 self.accept_delay, lambda: self._complete_accept(order_id, reason)
             )
@@ -527,12 +548,14 @@ class Engine:
         elif reason is not None:
             fields["reject_reason"] = reason
             order = self.create_order(
-                account, OrderStatus.REJECTED, quantity, "0", fields, publish=True
+                account, OrderStatus.REJECTED, quantity, "0", fields, publish=True, placed=True
             )
         else:
             order = self.create_order(
-                account, OrderStatus.OPEN, quantity, "0", fields, publish=True
+                account, OrderStatus.OPEN, quantity, "0", fields, publish=True, placed=True
             )
+            if quote_price is not None:
+                self._fill_prices[order.trade_order_id] = format(quote_price, "f")
             self._fill_if_market(order)
         if client_id is not None:
             self._by_client_id[(account, client_id)] = order.trade_order_id
@@ -577,7 +600,7 @@ class Engine:
 
     def _fill_if_market(self, order: TradeOrder) -> None:
         """A MARKET order fills whole as soon as it is on the book, at :data:`MARKET_PRICE`."""
-        if order.order_type == "MARKET":
+        if order.order_type in ("MARKET", "QUOTED"):
             self.fill(order.trade_order_id)
 
     def set_price_band(
@@ -644,6 +667,7 @@ _SUBMIT_FIELDS: tuple[tuple[str, str], ...] = (
     ("limitPrice", "limit_price"),
     ("stopPrice", "stop_price"),
     ("clientOrderId", "client_order_id"),
+    ("quoteId", "quote_id"),
 )
 
 

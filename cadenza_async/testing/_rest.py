@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from ..models import TradeOrder
+from ._account import SimAccounts
 from ._cancels import CancelDesk, CancelTicket
 from ._delays import DelaySwitch, checked_delay
 from ._engine import (
@@ -49,6 +50,9 @@ ENDPOINTS: Final = {
     "list": "/api/v3/tradeOrder/list",
     "submit": "/api/v3/tradeOrder/submit",
     "market": "/api/v3/market/",  # every market data GET (the simulator's market)
+    "account": "/api/v3/tradingAccount/",  # portfolios and trading accounts
+    "quote": "/api/v3/quote/rfq",
+    "health": "/api/v3/health",
 }
 MAX_LIST_LIMIT: Final = 1000
 # How often a held cancel checks whether its client is still there.
@@ -185,6 +189,48 @@ class RestApi:
         """GET ``path`` answers ``handler(query)`` as the envelope's data (endpoint ``"market"``)."""
         for path, handler in routes.items():
             app.router.add_get(path, self._market_endpoint(handler))
+
+    def add_account_routes(self, app: web.Application, accounts: SimAccounts) -> None:
+        """Portfolios, trading accounts, the RFQ dealer and health (see ``_account``)."""
+        app.router.add_get(
+            "/api/v3/tradingAccount/portfolio/list",
+            self._account_endpoint(accounts.rest_portfolios, "account"),
+        )
+        app.router.add_get(
+            "/api/v3/tradingAccount/list", self._account_endpoint(accounts.rest_accounts, "account")
+        )
+        app.router.add_post(
+            ENDPOINTS["quote"],
+            self._account_endpoint(
+                lambda _info, body: _encode(accounts.request_quote(body)), "quote"
+            ),
+        )
+
+        async def health(request: web.Request) -> web.Response:
+            await self._read(request)
+            if await self._hold(self.delays["health"], request, None) and self.stopping:
+                return _error_status(503)
+            status, body = accounts.health()  # no token needed: a probe's endpoint
+            return _json(body, status)
+
+        app.router.add_get(ENDPOINTS["health"], health)
+
+    def _account_endpoint(
+        self, handler: Callable[[TokenInfo, Any], bytes], endpoint: str
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def answer(request: web.Request) -> web.Response:
+            body = await self._read(request)
+            info, early = await self._admit(request, endpoint)
+            if early is not None:
+                return early
+            assert info is not None
+            try:
+                data = handler(info, request.query if body is None else body)
+            except ApiFailure as failure:
+                return _failure(failure)
+            return _json(b'{"data":' + data + _OK_TAIL)
+
+        return answer
 
     def _market_endpoint(
         self, handler: Callable[[Any], bytes]

@@ -48,6 +48,7 @@ import msgspec
 from aiohttp import web
 
 from ..models import TradeOrder
+from ._account import SimAccounts
 from ._cancels import CancelDesk
 from ._endpoint import WebSocketEndpoint
 from ._engine import CHANNEL_PREFIX, Engine
@@ -79,8 +80,10 @@ class CadenzaSimulator:
     speaks (``"current"``, the official client's current models, or
     ``"legacy"``; see :mod:`cadenza_async.testing._forms`). ``event_shape``
     (legacy only) is ``"order"`` (``data`` is the TradeOrder) or
-    ``"status_change"`` (``{"order", "previousStatus", "newStatus"}``). The
-    token is never shown by ``repr``.
+    ``"status_change"`` (``{"order", "previousStatus", "newStatus"}``).
+    ``portfolio_updates`` (``"SNAPSHOT"`` or ``"DELTA"``; None, the default:
+    off) publishes ``event.portfolio.updated`` after each order change that
+    moves a portfolio (see :attr:`accounts`). The token is never shown by ``repr``.
 
     Faults are methods; each is off until called and stays on until turned
     off (a delay of 0), used up (the ``n``/``times`` ones) or over (an
@@ -168,6 +171,7 @@ class CadenzaSimulator:
         accept_delay: float = 0.0,
         wire: str = "current",
         market_seed: int = 0,
+        portfolio_updates: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -192,6 +196,11 @@ class CadenzaSimulator:
             max_message_size=max_message_size,
         )
         self._market = SimMarket(self._hub, seed=market_seed)
+        self._accounts = SimAccounts(self._hub.publish, lambda: self._engine.form.name)
+        self._accounts.mid_price = self._mid_price
+        self._accounts._history_only = lambda account, data: self._hub.channel(account).add(data)[0]
+        self._engine.sim_accounts = self._accounts
+        self._accounts.set_mode(portfolio_updates)
         self._account = self._engine.add_account(trading_account_id)
         self._token = self._engine.issue_token([self._account], token=token)
         self._runner: web.AppRunner | None = None
@@ -219,6 +228,7 @@ class CadenzaSimulator:
         app = web.Application(client_max_size=1024 * 1024)
         self._rest.add_routes(app)
         self._rest.add_market_routes(app, self._market.routes())
+        self._rest.add_account_routes(app, self._accounts)
         app.router.add_get("/connection/websocket", self._ws.handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -276,6 +286,25 @@ class CadenzaSimulator:
     def market(self) -> SimMarket:
         """The simulated market: instruments, books moved by ``market.step(n)``, its faults."""
         return self._market
+
+    @property
+    def accounts(self) -> SimAccounts:
+        """Portfolios moved by fills, account statuses, the RFQ dealer, health (see ``_account``).
+
+        ``accounts.mode`` (``set_mode("SNAPSHOT" | "DELTA")``),
+        ``balance(account, symbol)``, ``set_balance(...)``,
+        ``drop_next_portfolio_events(n)``, ``send_unmergeable_delta(account)``,
+        ``set_status(account, "INACTIVE")``, ``set_quote_price(instrument, price)``,
+        ``quote_ttl``, ``quotes_executed``, ``health_status``.
+        """
+        return self._accounts
+
+    def _mid_price(self, instrument_id: str) -> Decimal | None:
+        try:
+            ticker = self._market.ticker(instrument_id)
+        except KeyError:
+            return None
+        return (Decimal(ticker["bidPrice"]) + Decimal(ticker["askPrice"])) / 2
 
     @property
     def token(self) -> str:

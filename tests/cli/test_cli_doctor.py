@@ -51,6 +51,7 @@ CHECKS = [
     "ws.tcp",
     "ws.tls",
     "rest.auth",
+    "rest.health",
     "ws.connect",
     "ws.subscribe",
     "ws.rpc",
@@ -122,7 +123,7 @@ async def test_every_check_passes_against_the_simulator_in_plain_text(
     assert "p99" in by_name["rest.latency"]
     assert "--place-test-order" in by_name["live.order"]
     assert "the server speaks the current wire" in by_name["ws.wire"]
-    assert lines[-1] == "14 OK, 0 FAIL, 3 SKIP: no check failed"
+    assert lines[-1] == "15 OK, 0 FAIL, 3 SKIP: no check failed"
     assert cadenza_sim.token not in captured.out + captured.err
 
 
