@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -30,6 +30,7 @@ __all__ = [
     "MarketVenue",
     "OrderBook",
     "Ticker",
+    "decode_book_update",
     "decode_instruments",
     "decode_kline",
     "decode_order_book",
@@ -257,11 +258,13 @@ class _WireBook(msgspec.Struct, rename="camel"):
     data: msgspec.Raw = msgspec.Raw()  # empty: not a wrapper
 
 
-def _rows(rows: _Rows | None, columns: list[str] | None) -> list[list[str]]:
+def _rows(
+    rows: Sequence[list[str] | _LevelObject] | None, columns: list[str] | None
+) -> list[list[str]]:
     """Rows as ``[price, quantity, ...]`` whatever their wire form and column order."""
     if not rows:
         return []
-    out: list[Any] = rows
+    out: list[Any] = rows if isinstance(rows, list) else list(rows)
     if type(rows[0]) is not list or any(type(r) is not list for r in rows):
         out = [[r.price, r.quantity] if isinstance(r, _LevelObject) else r for r in rows]
     if columns and columns[:2] != ["price", "quantity"] and "price" in columns:
@@ -318,6 +321,71 @@ def decode_order_book(raw: bytes | msgspec.Raw) -> OrderBook:
     if wire.bids is None and wire.asks is None:
         raise msgspec.ValidationError("not an order book: no bids and no asks")
     return _book_from(wire)
+
+
+class _BookUpdate(msgspec.Struct, rename="camel"):
+    """The usual form of a book publication (rows as arrays of two or more strings), and no more."""
+
+    update_type: str = "SNAPSHOT"
+    order_book_type: str = "L2"
+    columns: list[str] | None = None
+    bids: list[Annotated[list[str], msgspec.Meta(min_length=2)]] | None = None
+    asks: list[Annotated[list[str], msgspec.Meta(min_length=2)]] | None = None
+    timestamp: int | str | None = None
+    data: msgspec.Raw = msgspec.Raw()  # empty: not a wrapper
+
+
+_book_update: Final = msgspec.json.Decoder(_BookUpdate).decode
+_PRICE_QUANTITY: Final = ["price", "quantity"]
+
+#: ``(update type, book type, bids, asks, timestamp ms)`` of one publication.
+BookUpdate = tuple[str, str, list[list[str]], list[list[str]], int]
+
+
+def decode_book_update(raw: bytes | msgspec.Raw) -> BookUpdate:
+    """A publication of a book channel as ``(update type, book type, bids, asks, timestamp)``.
+
+    The same reading as :func:`decode_order_book` (every documented form,
+    rows as ``[price, quantity, ...]``), without building an
+    :class:`OrderBook`: the usual form (rows as string arrays, ``timestamp``
+    in ms) is decoded in one pass with no work per row; any other form takes
+    :func:`decode_order_book`'s way. Raises ``msgspec.ValidationError`` or
+    ``DecodeError`` (``ValueError``) when it is not a book.
+    """
+    try:
+        wire = _book_update(raw)
+        if wire.bids is None and wire.asks is None and wire.data:
+            wire = _book_update(wire.data)
+    except msgspec.ValidationError:  # the object rows, or a value nobody documented
+        book = decode_order_book(raw)
+        return (book.update_type, book.order_book_type, book.bids, book.asks, book.timestamp)
+    bids, asks, stamp, kind = wire.bids, wire.asks, wire.timestamp, wire.order_book_type
+    if (
+        bids is None
+        or asks is None
+        or not isinstance(stamp, int)
+        or wire.columns not in (None, _PRICE_QUANTITY)
+        or (kind not in PRICE_UNIQUE_TYPES and wire.update_type == "SNAPSHOT")
+    ):
+        return _unusual_update(wire)
+    return (wire.update_type, kind, bids, asks, stamp)
+
+
+def _unusual_update(wire: _BookUpdate) -> BookUpdate:
+    """A side absent, columns in another order, a time as text, or rows to sum per price."""
+    bids, asks = wire.bids, wire.asks
+    if bids is None and asks is None:
+        raise msgspec.ValidationError("not an order book: no bids and no asks")
+    bids, asks = bids or [], asks or []
+    columns = wire.columns
+    if columns is not None and columns != _PRICE_QUANTITY:
+        bids, asks = _rows(bids, columns), _rows(asks, columns)
+    stamp = wire.timestamp
+    timestamp = stamp if isinstance(stamp, int) else timestamp_ms(stamp) or 0
+    kind, update = wire.order_book_type, wire.update_type
+    if kind not in PRICE_UNIQUE_TYPES and update == "SNAPSHOT":
+        bids, asks = _aggregated(bids), _aggregated(asks)
+    return (update, kind, bids, asks, timestamp)
 
 
 def decode_order_books(raw: bytes | msgspec.Raw) -> list[OrderBook]:
