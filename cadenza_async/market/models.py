@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
@@ -41,8 +41,9 @@ __all__ = [
     "timestamp_ms",
 ]
 
+_PriceUniqueType = Literal["L2", "L2_COUNTED", "VWAP"]
 #: Book types whose rows are one per price (a DIFF row replaces that price's level).
-PRICE_UNIQUE_TYPES: Final = frozenset({"L2", "L2_COUNTED", "VWAP"})
+PRICE_UNIQUE_TYPES: Final = frozenset(get_args(_PriceUniqueType))
 
 
 def _dec(value: str | None) -> Decimal | None:
@@ -323,20 +324,24 @@ def decode_order_book(raw: bytes | msgspec.Raw) -> OrderBook:
     return _book_from(wire)
 
 
-class _BookUpdate(msgspec.Struct, rename="camel"):
-    """The usual form of a book publication (rows as arrays of two or more strings), and no more."""
+class _BookUpdate(msgspec.Struct, rename="camel", gc=False):
+    """The usual form of a book publication, and nothing else (anything else fails to decode).
+
+    Rows are arrays of two or more strings; ``columns``, when present, is
+    ``["price", "quantity"]``; ``timestamp`` is Unix ms; the book type is one
+    whose rows are one per price.
+    """
 
     update_type: str = "SNAPSHOT"
-    order_book_type: str = "L2"
-    columns: list[str] | None = None
+    order_book_type: _PriceUniqueType = "L2"
+    columns: tuple[Literal["price"], Literal["quantity"]] | None = None
     bids: list[Annotated[list[str], msgspec.Meta(min_length=2)]] | None = None
     asks: list[Annotated[list[str], msgspec.Meta(min_length=2)]] | None = None
-    timestamp: int | str | None = None
+    timestamp: int = 0
     data: msgspec.Raw = msgspec.Raw()  # empty: not a wrapper
 
 
 _book_update: Final = msgspec.json.Decoder(_BookUpdate).decode
-_PRICE_QUANTITY: Final = ["price", "quantity"]
 
 #: ``(update type, book type, bids, asks, timestamp ms)`` of one publication.
 BookUpdate = tuple[str, str, list[list[str]], list[list[str]], int]
@@ -347,45 +352,23 @@ def decode_book_update(raw: bytes | msgspec.Raw) -> BookUpdate:
 
     The same reading as :func:`decode_order_book` (every documented form,
     rows as ``[price, quantity, ...]``), without building an
-    :class:`OrderBook`: the usual form (rows as string arrays, ``timestamp``
-    in ms) is decoded in one pass with no work per row; any other form takes
-    :func:`decode_order_book`'s way. Raises ``msgspec.ValidationError`` or
-    ``DecodeError`` (``ValueError``) when it is not a book.
+    :class:`OrderBook`: the usual form (both sides as rows of strings,
+    ``columns`` absent or ``["price", "quantity"]``, ``timestamp`` in ms, a
+    book type with one row per price) is decoded in one pass with no work
+    per row; any other form takes :func:`decode_order_book`'s way. Raises
+    ``msgspec.ValidationError`` or ``DecodeError`` (``ValueError``) when it
+    is not a book.
     """
     try:
-        wire = _book_update(raw)
-        if wire.bids is None and wire.asks is None and wire.data:
+        wire: _BookUpdate | None = _book_update(raw)
+        if wire is not None and wire.data and wire.bids is None and wire.asks is None:
             wire = _book_update(wire.data)
-    except msgspec.ValidationError:  # the object rows, or a value nobody documented
+    except msgspec.ValidationError:  # another form, or not a book: decode_order_book says
+        wire = None
+    if wire is None or wire.bids is None or wire.asks is None:
         book = decode_order_book(raw)
         return (book.update_type, book.order_book_type, book.bids, book.asks, book.timestamp)
-    bids, asks, stamp, kind = wire.bids, wire.asks, wire.timestamp, wire.order_book_type
-    if (
-        bids is None
-        or asks is None
-        or not isinstance(stamp, int)
-        or wire.columns not in (None, _PRICE_QUANTITY)
-        or (kind not in PRICE_UNIQUE_TYPES and wire.update_type == "SNAPSHOT")
-    ):
-        return _unusual_update(wire)
-    return (wire.update_type, kind, bids, asks, stamp)
-
-
-def _unusual_update(wire: _BookUpdate) -> BookUpdate:
-    """A side absent, columns in another order, a time as text, or rows to sum per price."""
-    bids, asks = wire.bids, wire.asks
-    if bids is None and asks is None:
-        raise msgspec.ValidationError("not an order book: no bids and no asks")
-    bids, asks = bids or [], asks or []
-    columns = wire.columns
-    if columns is not None and columns != _PRICE_QUANTITY:
-        bids, asks = _rows(bids, columns), _rows(asks, columns)
-    stamp = wire.timestamp
-    timestamp = stamp if isinstance(stamp, int) else timestamp_ms(stamp) or 0
-    kind, update = wire.order_book_type, wire.update_type
-    if kind not in PRICE_UNIQUE_TYPES and update == "SNAPSHOT":
-        bids, asks = _aggregated(bids), _aggregated(asks)
-    return (update, kind, bids, asks, timestamp)
+    return (wire.update_type, wire.order_book_type, wire.bids, wire.asks, wire.timestamp)
 
 
 def decode_order_books(raw: bytes | msgspec.Raw) -> list[OrderBook]:

@@ -66,7 +66,7 @@ cross a book proven uncrossed, so the crossed check runs only then.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Final, NamedTuple
@@ -194,7 +194,7 @@ class BookSide:
             if key is None:
                 key = self._parse(price)
             keys = self._keys
-            i = bisect.bisect_left(keys, key)
+            i = bisect_left(keys, key)
             if i < len(keys) and keys[i] == key:  # held, under another spelling or going
                 if live:
                     levels[self._names[i]] = quantity
@@ -261,7 +261,7 @@ class BookSide:
         key = int(scaled)
         if self.descending:
             key = -key
-        i = bisect.bisect_left(self._keys, key)
+        i = bisect_left(self._keys, key)
         if i < len(self._keys) and self._keys[i] == key:
             return Decimal(self._levels[self._names[i]])
         return None

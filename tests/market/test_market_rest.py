@@ -195,3 +195,15 @@ async def test_a_live_ticker_and_live_candles_follow_their_channels():
             await until(lambda: ticker.latest.bid_price_decimal == max(bids))
             await until(lambda: klines.last is not None and not klines.last.closed)
             assert len({c.open_time for c in klines.candles()}) == len(klines.candles())
+
+
+@pytest.mark.parametrize("wire", [BOOK, {"data": BOOK}, BOOK | {"columns": None}])
+def test_the_usual_publication_form_takes_the_one_pass_decoder(wire):
+    # (what the fallback to decode_order_book would also read, only slower)
+    from cadenza_async.market.models import _book_update
+
+    fast = _book_update(msgspec.json.encode(wire))
+    if fast.data:
+        fast = _book_update(fast.data)
+    assert fast.bids == BOOK["bids"]
+    assert fast.timestamp == BOOK["timestamp"]
