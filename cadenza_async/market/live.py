@@ -122,7 +122,8 @@ class _ChannelView(Generic[T]):
         self.is_live = False
         self.error: CadenzaError | None = None
         self.heard_at: float | None = None
-        self.since = views.loop.time()
+        self._time = views.loop.time  # (looked up once: called for every publication)
+        self.since = self._time()
         self.bad_publications = 0
         self.stale_after = math.inf
         self._healing: asyncio.Task[None] | None = None
@@ -132,7 +133,7 @@ class _ChannelView(Generic[T]):
     # -- ChannelObserver ---------------------------------------------------------------
 
     def publication(self, channel: str, data: msgspec.Raw, offset: int | None) -> None:
-        now = self.views.loop.time()
+        now = self._time()
         self.heard_at = now
         try:
             self._apply(data, offset, now)
