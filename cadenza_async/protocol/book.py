@@ -215,11 +215,15 @@ class BookSide:
         digits = whole + frac
         if not (digits.isdecimal() and digits.isascii()):
             raise BookDataError(f"price {text!r} is not a positive decimal")
+        try:
+            value = int(digits)
+        except ValueError:  # more digits than int() reads
+            raise BookDataError(f"price {text[:40]!r}... has too many digits") from None
+        if value <= 0:
+            raise BookDataError(f"price {text!r} is not a positive decimal")
         if len(frac) > self.scale:
             self._rescale(len(frac))
-        key: int = int(digits) * 10 ** (self.scale - len(frac))
-        if key <= 0:
-            raise BookDataError(f"price {text!r} is not a positive decimal")
+        key: int = value * 10 ** (self.scale - len(frac))
         if self.descending:
             key = -key
         parsed = self._parsed

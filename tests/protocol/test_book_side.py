@@ -109,3 +109,12 @@ def test_a_quantity_in_other_digits_is_refused(qty):
 def test_a_price_in_other_digits_is_refused():
     with pytest.raises(BookDataError):
         BookSide(True).apply([["\u0661\u0660", "1"]])
+
+
+def test_a_price_with_more_digits_than_int_reads_is_refused_and_changes_nothing():
+    side = BookSide(False)
+    side.apply([["1.5", "1"]])
+    with pytest.raises(BookDataError):
+        side.apply([["1." + "1" * 5000, "1"]])
+    assert side.scale == 1
+    assert side.as_dict() == {D("1.5"): D("1")}
