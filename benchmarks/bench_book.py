@@ -482,23 +482,21 @@ async def many_books(
     assert proc.stdout is not None
     try:
         hello = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
-        async with CadenzaClient(
-            token=hello["token"], api_url=hello["api_url"], ws_url=hello["ws_url"]
-        ) as client:
-            books = [client.order_book(i) for i in hello["ids"]]
+        async with (
+            CadenzaClient(
+                token=hello["token"], api_url=hello["api_url"], ws_url=hello["ws_url"]
+            ) as client,
+            contextlib.AsyncExitStack() as held,
+        ):
+            books = [await held.enter_async_context(client.order_book(i)) for i in hello["ids"]]
             for book in books:
-                await book.__aenter__()
-            try:
-                for book in books:
-                    await book.wait_ready(30.0)
-                return await _run_books(client, books, proc, level_rate, seconds, profile)
-            finally:
-                for book in books:
-                    await book.__aexit__(None, None, None)
+                await book.wait_ready(30.0)
+            return await _run_books(client, books, proc, level_rate, seconds, profile)
     finally:
         if proc.returncode is None:
-            proc.stdin.write(b"quit\n")
-            await proc.stdin.drain()
+            with contextlib.suppress(OSError):  # (it may have exited already)
+                proc.stdin.write(b"quit\n")
+                await proc.stdin.drain()
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except asyncio.TimeoutError:
