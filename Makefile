@@ -52,6 +52,7 @@ soak: $(VENV)/.dev
 	$(BIN)/python -X dev -m pytest -q -s -m soak tests/test_soak.py
 
 bench: $(VENV)/.bench
+	$(BIN)/python -X dev -m pytest -q -p no:cacheprovider -m bench tests/market/test_bench_book_smoke.py
 	$(BIN)/python benchmarks/run_all.py
 	$(BIN)/python benchmarks/bench_scale.py --json benchmarks/results/scale.json --plot benchmarks/results/scale.png
 	$(BIN)/python benchmarks/bench_deadline.py --json benchmarks/results/deadline.json

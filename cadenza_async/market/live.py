@@ -35,7 +35,14 @@ from ..protocol.book import BookChange, BookSync, Level
 from ..protocol.centrifugo import StreamPosition
 from ..stream import OrderStream, StreamRpcError
 from ._rest import KLINE_INTERVALS, MarketRest, split_instrument_id
-from .models import PRICE_UNIQUE_TYPES, Candle, Ticker, candle_of, decode_order_book, decode_ticker
+from .models import (
+    PRICE_UNIQUE_TYPES,
+    Candle,
+    Ticker,
+    candle_of,
+    decode_book_update,
+    decode_ticker,
+)
 from .models import decode_kline as _decode_kline
 
 __all__ = [
@@ -115,7 +122,8 @@ class _ChannelView(Generic[T]):
         self.is_live = False
         self.error: CadenzaError | None = None
         self.heard_at: float | None = None
-        self.since = views.loop.time()
+        self._time = views.loop.time  # (looked up once: called for every publication)
+        self.since = self._time()
         self.bad_publications = 0
         self.stale_after = math.inf
         self._healing: asyncio.Task[None] | None = None
@@ -125,7 +133,7 @@ class _ChannelView(Generic[T]):
     # -- ChannelObserver ---------------------------------------------------------------
 
     def publication(self, channel: str, data: msgspec.Raw, offset: int | None) -> None:
-        now = self.views.loop.time()
+        now = self._time()
         self.heard_at = now
         try:
             self._apply(data, offset, now)
@@ -296,20 +304,20 @@ class _BookView(_ChannelView[BookChange]):
         return self.sync.usable
 
     def _apply(self, data: msgspec.Raw, offset: int | None, now: float) -> None:
-        book = decode_order_book(data)
-        update = book.update_type
-        if book.order_book_type not in PRICE_UNIQUE_TYPES and update != "SNAPSHOT":
-            self.unsupported_type = book.order_book_type
+        update, kind, bids, asks, timestamp = decode_book_update(data)
+        if kind not in PRICE_UNIQUE_TYPES and update != "SNAPSHOT":
+            self.unsupported_type = kind
             update = "DELTA"  # rows not one per price: no per-level rule applies
         sync = self.sync
-        feeds = self._feeds
-        if feeds:
-            sync.changes = []
-        sync.publication(update, book.bids, book.asks, book.timestamp, offset, now)
-        if feeds:
-            for change in sync.changes or ():
-                self._emit(change)
-            sync.changes = None
+        if not self._feeds:  # nobody iterates the changes: nothing to collect
+            sync.publication(update, bids, asks, timestamp, offset, now)
+            return
+        changes: list[BookChange] = []
+        sync.changes = changes
+        sync.publication(update, bids, asks, timestamp, offset, now)
+        sync.changes = None
+        for change in changes:
+            self._emit(change)
 
     def _lost(self, reason: str) -> None:
         self.sync.gap(reason)

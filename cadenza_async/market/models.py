@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
@@ -30,6 +30,7 @@ __all__ = [
     "MarketVenue",
     "OrderBook",
     "Ticker",
+    "decode_book_update",
     "decode_instruments",
     "decode_kline",
     "decode_order_book",
@@ -40,8 +41,9 @@ __all__ = [
     "timestamp_ms",
 ]
 
+_PriceUniqueType = Literal["L2", "L2_COUNTED", "VWAP"]
 #: Book types whose rows are one per price (a DIFF row replaces that price's level).
-PRICE_UNIQUE_TYPES: Final = frozenset({"L2", "L2_COUNTED", "VWAP"})
+PRICE_UNIQUE_TYPES: Final = frozenset(get_args(_PriceUniqueType))
 
 
 def _dec(value: str | None) -> Decimal | None:
@@ -257,11 +259,13 @@ class _WireBook(msgspec.Struct, rename="camel"):
     data: msgspec.Raw = msgspec.Raw()  # empty: not a wrapper
 
 
-def _rows(rows: _Rows | None, columns: list[str] | None) -> list[list[str]]:
+def _rows(
+    rows: Sequence[list[str] | _LevelObject] | None, columns: list[str] | None
+) -> list[list[str]]:
     """Rows as ``[price, quantity, ...]`` whatever their wire form and column order."""
     if not rows:
         return []
-    out: list[Any] = rows
+    out: list[Any] = rows if isinstance(rows, list) else list(rows)
     if type(rows[0]) is not list or any(type(r) is not list for r in rows):
         out = [[r.price, r.quantity] if isinstance(r, _LevelObject) else r for r in rows]
     if columns and columns[:2] != ["price", "quantity"] and "price" in columns:
@@ -318,6 +322,53 @@ def decode_order_book(raw: bytes | msgspec.Raw) -> OrderBook:
     if wire.bids is None and wire.asks is None:
         raise msgspec.ValidationError("not an order book: no bids and no asks")
     return _book_from(wire)
+
+
+class _BookUpdate(msgspec.Struct, rename="camel", gc=False):
+    """The usual form of a book publication, and nothing else (anything else fails to decode).
+
+    Rows are arrays of two or more strings; ``columns``, when present, is
+    ``["price", "quantity"]``; ``timestamp`` is Unix ms; the book type is one
+    whose rows are one per price.
+    """
+
+    update_type: str = "SNAPSHOT"
+    order_book_type: _PriceUniqueType = "L2"
+    columns: tuple[Literal["price"], Literal["quantity"]] | None = None
+    bids: list[Annotated[list[str], msgspec.Meta(min_length=2)]] | None = None
+    asks: list[Annotated[list[str], msgspec.Meta(min_length=2)]] | None = None
+    timestamp: int = 0
+    data: msgspec.Raw = msgspec.Raw()  # empty: not a wrapper
+
+
+_book_update: Final = msgspec.json.Decoder(_BookUpdate).decode
+
+#: ``(update type, book type, bids, asks, timestamp ms)`` of one publication.
+BookUpdate = tuple[str, str, list[list[str]], list[list[str]], int]
+
+
+def decode_book_update(raw: bytes | msgspec.Raw) -> BookUpdate:
+    """A publication of a book channel as ``(update type, book type, bids, asks, timestamp)``.
+
+    The same reading as :func:`decode_order_book` (every documented form,
+    rows as ``[price, quantity, ...]``), without building an
+    :class:`OrderBook`: the usual form (both sides as rows of strings,
+    ``columns`` absent or ``["price", "quantity"]``, ``timestamp`` in ms, a
+    book type with one row per price) is decoded in one pass with no work
+    per row; any other form takes :func:`decode_order_book`'s way. Raises
+    ``msgspec.ValidationError`` or ``DecodeError`` (``ValueError``) when it
+    is not a book.
+    """
+    try:
+        wire: _BookUpdate | None = _book_update(raw)
+        if wire is not None and wire.data and wire.bids is None and wire.asks is None:
+            wire = _book_update(wire.data)
+    except msgspec.ValidationError:  # another form, or not a book: decode_order_book says
+        wire = None
+    if wire is None or wire.bids is None or wire.asks is None:
+        book = decode_order_book(raw)
+        return (book.update_type, book.order_book_type, book.bids, book.asks, book.timestamp)
+    return (wire.update_type, wire.order_book_type, wire.bids, wire.asks, wire.timestamp)
 
 
 def decode_order_books(raw: bytes | msgspec.Raw) -> list[OrderBook]:

@@ -51,19 +51,22 @@ simulator's is); a snapshot that is not proven is refused and another one
 is asked for.
 
 Data structure (chosen by ``benchmarks/bench_book.py``): per side, a dict
-from the price *as the wire spells it* to the quantity string, and a sorted
-list of exact :class:`~decimal.Decimal` prices (negated for bids, so index 0
-is the best on both sides) with the spellings beside them. An update of a
-known level (most of them) is one dict hit; only a new level or a removal
-parses the price and bisects. Equal prices spelled differently
-(``"1.50"``, ``"1.5"``) are the same level. Quantities stay strings until
-read (checked to be non-negative decimals on the way in); prices are never
-floats.
+from the price *as the wire spells it* to the quantity string, a sorted list
+of exact integer keys (the price scaled by ``10**scale``, negated for bids, so
+index 0 is the best on both sides) with the spellings beside them, and a
+bounded cache from spellings to keys. An update of a known level (most of
+them) is one dict hit; a new level or a removal finds its key in the cache
+(or parses it, exactly, from its digits) and bisects. Equal prices spelled
+differently (``"1.50"``, ``"1.5"``) are the same level. Quantities stay
+strings until read, checked on the way in to be ASCII digits with at most
+one dot, their zero-ness read from the digits. Prices are never floats; no
+:class:`~decimal.Decimal` is built on the way in. Only a new best price can
+cross a book proven uncrossed, so the crossed check runs only then.
 """
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Final, NamedTuple
@@ -101,6 +104,9 @@ DELTA: Final = "DELTA"
 
 Row = Sequence[str]
 
+#: Parsed spellings a side remembers beyond twice its levels before it forgets them all.
+_PARSED_MAX: Final = 4096
+
 
 class Level(NamedTuple):
     """One price level: exact price and quantity."""
@@ -133,14 +139,15 @@ class BookSide:
     thread-safe; one owner.
     """
 
-    __slots__ = ("_keys", "_levels", "_names", "descending", "scale")
+    __slots__ = ("_keys", "_levels", "_names", "_parsed", "descending", "scale")
 
     def __init__(self, descending: bool) -> None:
         self.descending = descending
         self.scale = 0
-        self._levels: dict[str, str] = {}
+        self._levels: dict[str, str] = {}  # the spelling of each level -> its quantity
         self._keys: list[int] = []  # scaled prices, sorted; bids negated: index 0 is the best
         self._names: list[str] = []  # the spelling of each key, same order
+        self._parsed: dict[str, int] = {}  # spellings seen -> their key (a bounded cache)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -159,67 +166,77 @@ class BookSide:
         self.clear()
         self.apply(rows)
 
-    def apply(self, rows: Iterable[Row]) -> None:
+    def apply(self, rows: Iterable[Row]) -> bool:
         """Apply ``rows`` in order: quantity zero removes the level, anything else upserts it.
 
+        Returns True when a row added a level ahead of every level held (a
+        new best price): only such a row can leave the book crossed.
         Raises :class:`BookDataError` at the first malformed row (the rows
         before it stay applied: the caller resyncs the whole book then).
         """
-        # hot path: most rows update a level already held (one dict hit); the
-        # quantity is checked to be a decimal (digits, at most one dot) and its
-        # zero-ness read exactly from its digits, without building a Decimal.
+        # hot path, inlined on purpose: most rows update a level held under the
+        # same spelling (one dict hit). A quantity is ASCII digits with at most
+        # one dot; its zero-ness is read exactly from its digits. A price not held
+        # under this spelling is found by its key: the parse cache, then a bisect.
         levels = self._levels
-        slow = self._upsert_or_remove
+        top = False
         for row in rows:
             price = row[0]
             quantity = row[1]
             digits = quantity.replace(".", "", 1)
-            if not digits.isdigit():
+            if not (digits.isdecimal() and digits.isascii()):
                 raise BookDataError(f"quantity {quantity!r} is not a non-negative decimal")
-            if price in levels and digits.strip("0"):
+            live = digits.strip("0")
+            if live and price in levels:
                 levels[price] = quantity
-            else:
-                slow(price, quantity, bool(digits.strip("0")))
+                continue
+            key = self._parsed.get(price)
+            if key is None:
+                key = self._parse(price)
+            keys = self._keys
+            i = bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:  # held, under another spelling or going
+                if live:
+                    levels[self._names[i]] = quantity
+                else:
+                    del levels[self._names[i]]
+                    del keys[i]
+                    del self._names[i]
+            elif live:
+                keys.insert(i, key)
+                self._names.insert(i, price)
+                levels[price] = quantity
+                top = top or i == 0
+        return top
 
-    def _scaled(self, text: str) -> int:
-        """``text`` (``digits[.digits]``, positive) as an integer of ``10**-scale`` units."""
-        whole, dot, frac = text.partition(".")
-        if not (whole.isdigit() or (dot and not whole)) or (dot and not frac.isdigit()):
+    def _parse(self, text: str) -> int:
+        """``text`` (``digits[.digits]``, positive) as its signed key, exactly; remembered."""
+        whole, _, frac = text.partition(".")
+        digits = whole + frac
+        if not (digits.isdecimal() and digits.isascii()):
+            raise BookDataError(f"price {text!r} is not a positive decimal")
+        try:
+            value = int(digits)
+        except ValueError:  # more digits than int() reads
+            raise BookDataError(f"price {text[:40]!r}... has too many digits") from None
+        if value <= 0:
             raise BookDataError(f"price {text!r} is not a positive decimal")
         if len(frac) > self.scale:
             self._rescale(len(frac))
-        try:
-            key = int(whole + frac + "0" * (self.scale - len(frac)))
-        except ValueError:
-            raise BookDataError(f"price {text!r} is not a positive decimal") from None
-        if key <= 0:
-            raise BookDataError(f"price {text!r} is not a positive decimal")
+        key: int = value * 10 ** (self.scale - len(frac))
+        if self.descending:
+            key = -key
+        parsed = self._parsed
+        if len(parsed) >= _PARSED_MAX + 2 * len(self._keys):
+            parsed.clear()  # spellings of levels long gone: start again
+        parsed[text] = key
         return key
 
     def _rescale(self, scale: int) -> None:
         factor = 10 ** (scale - self.scale)
         self._keys = [k * factor for k in self._keys]
+        self._parsed.clear()
         self.scale = scale
-
-    def _upsert_or_remove(self, price: str, quantity: str, live: bool) -> None:
-        """A level not held under this spelling, or a removal: scale the price and bisect."""
-        key = self._scaled(price)
-        if self.descending:
-            key = -key
-        keys = self._keys
-        i = bisect.bisect_left(keys, key)
-        if i < len(keys) and keys[i] == key:
-            name = self._names[i]
-            if live:
-                self._levels[name] = quantity
-            else:
-                del self._levels[name]
-                del keys[i]
-                del self._names[i]
-        elif live:
-            keys.insert(i, key)
-            self._names.insert(i, price)
-            self._levels[price] = quantity
 
     def _price_of(self, key: int) -> Decimal:
         return Decimal(-key if self.descending else key).scaleb(-self.scale)
@@ -248,7 +265,7 @@ class BookSide:
         key = int(scaled)
         if self.descending:
             key = -key
-        i = bisect.bisect_left(self._keys, key)
+        i = bisect_left(self._keys, key)
         if i < len(self._keys) and self._keys[i] == key:
             return Decimal(self._levels[self._names[i]])
         return None
@@ -308,6 +325,30 @@ class BookSync:
     buffer is dropped and a newer snapshot is required. ``on_change`` (if
     given) is called with a :class:`BookChange` for every applied update.
     """
+
+    __slots__ = (
+        "_buffer",
+        "_covered_until",
+        "_generation",
+        "_in_flight",
+        "asks",
+        "bids",
+        "buffer_overflows",
+        "changes",
+        "diffs_applied",
+        "diffs_dropped",
+        "epoch",
+        "heard_at",
+        "last_offset",
+        "live",
+        "max_buffer",
+        "resyncs",
+        "snapshots_applied",
+        "snapshots_refused",
+        "state",
+        "timestamp",
+        "updated_at",
+    )
 
     def __init__(self, *, max_buffer: int = 10_000) -> None:
         self.bids = BookSide(descending=True)
@@ -375,18 +416,47 @@ class BookSync:
         now: float,
     ) -> None:
         """Feed one decoded publication of the book's channel, in stream order."""
+        # hot path, inlined on purpose: an in-order DIFF on a synced book is merged here.
+        # A book proven uncrossed can only cross by a new best price (an update or a
+        # removal never moves a best price inward): the check runs only then.
         self.heard_at = now
-        last = self.last_offset
         if offset is not None:
+            last = self.last_offset
             if last is not None and offset != last + 1:
                 self._lose("gap")
             self.last_offset = offset
+        if update_type != DIFF or self.state != SYNCED or timestamp < self._covered_until:
+            self._not_merged(update_type, bids, asks, timestamp, offset, now)
+            return
+        try:
+            top = self.bids.apply(bids) if bids else False
+            if asks and self.asks.apply(asks):
+                top = True
+        except BookDataError:
+            self._lose("bad_data")
+            return
+        if top and crossed(self.bids, self.asks):
+            self._lose("crossed")
+            return
+        self.diffs_applied += 1
+        self.timestamp = timestamp
+        self.updated_at = now
+        if self.changes is not None:
+            self.changes.append(BookChange("diff", bids, asks, timestamp, offset))
+
+    def _not_merged(
+        self,
+        update_type: str,
+        bids: Sequence[Row],
+        asks: Sequence[Row],
+        timestamp: int,
+        offset: int | None,
+        now: float,
+    ) -> None:
+        """A publication that is not an in-order DIFF on a synced book."""
         if update_type == DIFF:
             if self.state == SYNCED:
-                if timestamp < self._covered_until:
-                    self.diffs_dropped += 1  # in flight when the snapshot was taken: in it
-                    return
-                self._apply_diff(bids, asks, timestamp, offset, now)
+                self.diffs_dropped += 1  # older than the last REST snapshot, so in it
             else:
                 self._hold(_Buffered(timestamp, bids, asks, offset))
         elif update_type == SNAPSHOT:
@@ -510,29 +580,6 @@ class BookSync:
         self._lose(reason)
         self.bids.clear()
         self.asks.clear()
-
-    def _apply_diff(
-        self,
-        bids: Sequence[Row],
-        asks: Sequence[Row],
-        timestamp: int,
-        offset: int | None,
-        now: float,
-    ) -> None:
-        try:
-            self.bids.apply(bids)
-            self.asks.apply(asks)
-        except BookDataError:
-            self._lose("bad_data")
-            return
-        if (bids or asks) and crossed(self.bids, self.asks):
-            self._lose("crossed")
-            return
-        self.diffs_applied += 1
-        self.timestamp = timestamp
-        self.updated_at = now
-        if self.changes is not None:
-            self.changes.append(BookChange("diff", bids, asks, timestamp, offset))
 
     def bids_rows(self) -> list[list[str]]:
         """Every bid as ``[price, quantity]`` strings, best first."""

@@ -10,6 +10,7 @@ from conftest import BTC, ETH, market_client, until
 
 from cadenza_async.errors import UnexpectedResponseError
 from cadenza_async.market.models import (
+    decode_book_update,
     decode_kline,
     decode_order_book,
     decode_ticker,
@@ -30,33 +31,33 @@ BOOK = {
 }
 
 
-@pytest.mark.parametrize(
-    "wire",
-    [
-        BOOK,
-        {"data": BOOK},
-        {"metadata": {"eventType": "event.orderbook.updated", "eventId": "x"}, "data": BOOK},
-        BOOK | {"timestamp": "2023-12-20T06:10:35.110Z"},
-        BOOK
-        | {
-            "bids": [{"price": "50000.00", "quantity": "1.5"}],
-            "asks": [{"price": "50000.50", "quantity": "1.2"}],
-            "sequenceNumber": 7,
-        },
-        BOOK
-        | {
-            "columns": ["quantity", "price"],
-            "bids": [["1.5", "50000.00"]],
-            "asks": [["1.2", "50000.50"]],
-        },
-        BOOK
-        | {
-            "orderBookType": "L2",
-            "columns": ["price", "quantity", "orderCount"],
-            "bids": [["50000.00", "1.5", "3"]],
-        },
-    ],
-)
+FORMS = [
+    BOOK,
+    {"data": BOOK},
+    {"metadata": {"eventType": "event.orderbook.updated", "eventId": "x"}, "data": BOOK},
+    BOOK | {"timestamp": "2023-12-20T06:10:35.110Z"},
+    BOOK
+    | {
+        "bids": [{"price": "50000.00", "quantity": "1.5"}],
+        "asks": [{"price": "50000.50", "quantity": "1.2"}],
+        "sequenceNumber": 7,
+    },
+    BOOK
+    | {
+        "columns": ["quantity", "price"],
+        "bids": [["1.5", "50000.00"]],
+        "asks": [["1.2", "50000.50"]],
+    },
+    BOOK
+    | {
+        "orderBookType": "L2",
+        "columns": ["price", "quantity", "orderCount"],
+        "bids": [["50000.00", "1.5", "3"]],
+    },
+]
+
+
+@pytest.mark.parametrize("wire", FORMS)
 def test_every_documented_book_form_decodes_to_the_same_levels(wire):
     book = decode_order_book(msgspec.json.encode(wire))
     assert book.best_bid.price == D("50000.00")
@@ -70,10 +71,45 @@ def test_an_l3_snapshot_is_summed_per_price():
     assert decode_order_book(msgspec.json.encode(wire)).bid_levels() == [(D("1"), D("5"))]
 
 
-@pytest.mark.parametrize("bad", [b"[]", b'{"data": 5}', b'{"bids": [["1"]]}', b"{}"])
+@pytest.mark.parametrize(
+    "wire",
+    [
+        *FORMS,
+        BOOK | {"updateType": "DIFF", "asks": []},
+        {"data": BOOK | {"updateType": "DIFF", "bids": [{"price": "1", "quantity": "0"}]}},
+        {"updateType": "DIFF", "bids": [["1", "2"]], "timestamp": 5},  # no asks at all
+        {"asks": [["1", "2"]]},  # nothing but asks: a SNAPSHOT of an L2 book at time 0
+        BOOK | {"orderBookType": "L3", "bids": [["1", "2"], ["1", "3"]]},
+        BOOK | {"orderBookType": "L3", "updateType": "DIFF", "bids": [["1", "2"], ["1", "3"]]},
+        BOOK | {"columns": ["quantity", "price", "count"], "bids": [["1.5", "50000", "2"]]},
+        BOOK | {"columns": None},
+    ],
+)
+def test_the_publication_decoder_reads_every_form_as_the_book_decoder_does(wire):
+    raw = msgspec.json.encode(wire)
+    book = decode_order_book(raw)
+    expected = (book.update_type, book.order_book_type, book.bids, book.asks, book.timestamp)
+    assert decode_book_update(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"[]",
+        b'{"data": 5}',
+        b'{"bids": [["1"]]}',
+        b'{"bids": [["1", 2]]}',
+        b'{"bids": [], "timestamp": 1.5}',
+        b'{"data": {"bids": [[]]}}',
+        b"{}",
+        b"{",
+    ],
+)
 def test_a_payload_that_is_not_a_book_is_refused(bad):
     with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
         decode_order_book(bad)
+    with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
+        decode_book_update(bad)
 
 
 def test_tickers_klines_venues_and_times_in_their_forms():
@@ -159,3 +195,15 @@ async def test_a_live_ticker_and_live_candles_follow_their_channels():
             await until(lambda: ticker.latest.bid_price_decimal == max(bids))
             await until(lambda: klines.last is not None and not klines.last.closed)
             assert len({c.open_time for c in klines.candles()}) == len(klines.candles())
+
+
+@pytest.mark.parametrize("wire", [BOOK, {"data": BOOK}, BOOK | {"columns": None}])
+def test_the_usual_publication_form_takes_the_one_pass_decoder(wire):
+    # (what the fallback to decode_order_book would also read, only slower)
+    from cadenza_async.market.models import _book_update
+
+    fast = _book_update(msgspec.json.encode(wire))
+    if fast.data:
+        fast = _book_update(fast.data)
+    assert fast.bids == BOOK["bids"]
+    assert fast.timestamp == BOOK["timestamp"]
