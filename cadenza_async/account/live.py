@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 import msgspec
 
@@ -46,6 +46,9 @@ from .models import (
 __all__ = ["LivePortfolio", "PortfolioChange", "PortfolioViews", "Reflection"]
 
 log = logging.getLogger("cadenza_async.account")
+
+#: Orders whose arrival on the channel a portfolio view remembers (for reflects' ties).
+_ORDERS_HEARD: Final = 4096
 
 Update = PortfolioUpdate[Balance, Position, PortfolioSummary]
 
@@ -116,6 +119,12 @@ class _PortfolioView(_ChannelView[PortfolioChange]):
         self.info: TradingAccount | None = None
         self.venue: str | None = None
         self.foreign = 0  # payloads naming another account, dropped
+        # Arrival order on the account's channel, for reflects()'s ties: each input (a
+        # publication, a REST load when it is asked) takes the next number; the state's
+        # is that of the input that last set it; an order's, that of its latest event.
+        self.inputs = 0
+        self.state_input = 0
+        self.order_inputs: dict[str, int] = {}
 
     @property
     def ready(self) -> bool:
@@ -123,12 +132,14 @@ class _PortfolioView(_ChannelView[PortfolioChange]):
 
     def _apply(self, data: msgspec.Raw, offset: int | None, now: float) -> None:
         sync = self.sync
+        self.inputs += 1
         try:
             event = decode_channel_event(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             sync.publication(offset, None, now)  # a bad order event: the stream reports it
             return
         if not isinstance(event, AccountEvent):
+            self._order_heard(event.trade_order_id)
             sync.publication(offset, None, now)
             return
         if event.kind == "trading_account":
@@ -151,16 +162,30 @@ class _PortfolioView(_ChannelView[PortfolioChange]):
             return
         if portfolio.account_info is not None:
             self.info = portfolio.account_info
-        self._feed(lambda: sync.publication(offset, update_of(portfolio), now))
+        self._feed(lambda: sync.publication(offset, update_of(portfolio), now), self.inputs)
 
-    def _feed(self, step: Callable[[], object]) -> None:
-        """Run ``step`` on the core, emitting what it applied to the readers of changes()."""
+    def _order_heard(self, order_id: str) -> None:
+        """An order's event arrived on the channel (its arrival number kept, a bounded few)."""
+        heard = self.order_inputs
+        heard.pop(order_id, None)
+        heard[order_id] = self.inputs
+        if len(heard) > _ORDERS_HEARD:
+            del heard[next(iter(heard))]  # the one heard longest ago
+
+    def _feed(self, step: Callable[[], object], number: int) -> None:
+        """Run ``step`` on the core, emitting what it applied to the readers of changes().
+
+        ``number``: the input's arrival number, kept as the state's when it sets the time.
+        """
         sync = self.sync
         if self._feeds:
             sync.changes = []
+        before = sync.loads + sync.snapshots + sync.deltas
         try:
             step()
         finally:
+            if sync.loads + sync.snapshots + sync.deltas != before:  # something applied
+                self.state_input = number
             for update in sync.changes or ():
                 self._emit(_change_of(update))
             sync.changes = None
@@ -184,6 +209,8 @@ class _PortfolioView(_ChannelView[PortfolioChange]):
         """One REST load asked with ``token``, fed to the core; the portfolio read."""
         sync = self.sync
         rest = self.views.account_rest
+        self.inputs += 1
+        number = self.inputs  # a load shows what happened before it was asked, not after
         try:
             found = await rest.portfolios(self.account, deadline=deadline or rest.deadline(None))
         except BaseException:
@@ -196,7 +223,7 @@ class _PortfolioView(_ChannelView[PortfolioChange]):
         if portfolio.venue is not None:
             self.venue = portfolio.venue
         now = self.views.loop.time()
-        self._feed(lambda: sync.rest_snapshot(token, update_of(portfolio), now))
+        self._feed(lambda: sync.rest_snapshot(token, update_of(portfolio), now), number)
         return portfolio
 
     def _restart_item(self) -> PortfolioChange:
@@ -232,9 +259,6 @@ class LivePortfolio(_Handle[_PortfolioView]):
 
     async def __aenter__(self) -> LivePortfolio:
         await super().__aenter__()
-        # The account's channel is often live already (the default account, pending
-        # cancels): the view was told so before it was held, so it starts loading now.
-        self.view._after_input()
         return self
 
     @property
@@ -338,9 +362,12 @@ class LivePortfolio(_Handle[_PortfolioView]):
         millisecond. An update stamped at or after the order's final event
         is taken to include it: that is ordering by time, not a causal link
         the API states; a portfolio service that stamps a state computed
-        before the fill with a later time would fool it, and an update in
-        the same millisecond counts as after. An event without any time
-        proves nothing (the reload at the deadline decides then).
+        before the fill with a later time would fool it. An update in the
+        same millisecond counts only when it arrived on the account's channel
+        after the order's event (or was loaded by a REST request sent after
+        it): a load made just before the fill, stamped in its millisecond, is
+        not taken for it. An event without any time proves nothing (the reload
+        at the deadline decides then).
         """
         order = result.order
         target = order.updated_at
@@ -357,13 +384,30 @@ class LivePortfolio(_Handle[_PortfolioView]):
         watch_until = deadline - final_slice(timeout)
         while True:
             sync = view.sync
-            if sync.usable and sync.updated_at is not None and sync.updated_at >= target:
+            if sync.usable and self._shows(sync.updated_at, target, order.trade_order_id):
+                assert sync.updated_at is not None
                 return Reflection("stream", sync.updated_at, target, loop.time() - started)
             left = watch_until - loop.time()
             if left <= 0:
                 break
             await self._changed(left)
         return await self._reload_at_deadline(order.trade_order_id, target, started, deadline)
+
+    def _shows(self, updated_at: int | None, target: int, order_id: str) -> bool:
+        """True when the state stamped ``updated_at`` comes after the order's final event.
+
+        A later time does. The same millisecond does only when the state arrived on
+        the channel after the order's event (or was asked by REST after it): a
+        load stamped in the very millisecond of a fill, but made before it, is not
+        taken for it.
+        """
+        if updated_at is None or updated_at < target:
+            return False
+        if updated_at > target:
+            return True
+        view = self.view
+        heard = view.order_inputs.get(order_id)
+        return heard is not None and view.state_input > heard
 
     async def _changed(self, timeout: float) -> None:
         """Wait for the next change applied, or a stream change, at most ``timeout`` seconds."""

@@ -700,10 +700,12 @@ class MarketViews:
                 self.stream.unobserve(channel, view)
                 del self._views[channel]
                 raise
+            view.refs += 1  # held before it hears it is live: only a held view loads
             if self.stream.is_live(channel):  # already subscribed (another owner)
                 position = self.stream.positions.get(channel)
                 view.live(channel, None if position is None else StreamPosition(*position))
-        view.refs += 1
+        else:
+            view.refs += 1
         return view  # type: ignore[return-value]  # the channel names its view's kind
 
     def release(self, view: _ChannelView[Any]) -> None:

@@ -59,6 +59,7 @@ from typing import Any, Final
 import msgspec
 
 from ..models import TERMINAL_STATUSES, TradeOrder
+from . import _engine
 from ._engine import (
     ERRNO_FORBIDDEN,
     ERRNO_INVALID_REQUEST,
@@ -194,7 +195,7 @@ class SimAccounts:
         held = self.portfolios.get(account)
         if held is None:
             held = self.portfolios[account] = _Portfolio()
-            stamp = now_ms()
+            stamp = _engine.stamp_ms()
             for symbol, amount in DEFAULT_BALANCES:
                 held.balances[symbol] = [Decimal(amount), Decimal(0), stamp]
             held.updated_at = stamp
@@ -228,8 +229,10 @@ class SimAccounts:
         self._drop += n
 
     def _stamp(self, held: _Portfolio, order: TradeOrder | None) -> int:
+        # The exchange's one clock (after the order's own change, which came first).
         floor = 0 if order is None or order.updated_at is None else order.updated_at
-        stamp = max(now_ms(), floor, held.updated_at + 1)
+        stamp = max(_engine.stamp_ms(), floor + 1, held.updated_at + 1)
+        _engine._Stamps.last = max(_engine._Stamps.last, stamp)
         held.updated_at = stamp
         return stamp
 

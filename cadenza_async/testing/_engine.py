@@ -110,6 +110,26 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Stamps:
+    """The exchange's one clock for what it stamps (orders, portfolios): unique, rising.
+
+    Two changes in one millisecond get consecutive stamps, in the order they
+    happened, whatever they change: the stamps of orders and of portfolios never
+    disagree on which came first (the SDK compares the two).
+    """
+
+    last = 0
+
+
+def stamp_ms() -> int:
+    """The next server stamp: now in ms, or one more than the last stamp if that is later."""
+    stamp = now_ms()
+    if stamp <= _Stamps.last:
+        stamp = _Stamps.last + 1
+    _Stamps.last = stamp
+    return stamp
+
+
 class TokenInfo:
     """What a token may do: its accounts and, optionally, when it expires (Unix seconds)."""
 
@@ -304,7 +324,7 @@ class Engine:
             raise ValueError(f"invalid order id {order_id!r}")
         if order_id in self.orders:
             raise ValueError(f"order {order_id} already exists")
-        now = now_ms()
+        now = stamp_ms()
         instrument = fields.pop("instrument_id", None) or "BINANCE:BTC/USDT"
         venue, _, pair = instrument.partition(":")
         base, _, quote = pair.partition("/")
@@ -346,9 +366,9 @@ class Engine:
         return [self.orders[oid] for oid in ids]
 
     def _touch(self, order: TradeOrder) -> int:
-        stamp = now_ms()
+        stamp = stamp_ms()
         if order.updated_at is not None and stamp <= order.updated_at:
-            stamp = order.updated_at + 1
+            stamp = _Stamps.last = order.updated_at + 1  # (a time set by hand, ahead)
         order.updated_at = stamp
         self._track(order)
         return stamp

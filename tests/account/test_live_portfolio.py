@@ -189,3 +189,39 @@ async def test_changes_are_read_as_they_are_applied():
             await changes.aclose()
             assert change.kind == "delta"
             assert [b.security_symbol for b in change.balances] == ["ETH"]
+
+
+async def test_a_tie_counts_only_for_a_state_that_arrived_after_the_orders_event():
+    """The same millisecond on both sides: a state is taken for the order only when it
+    arrived on the account's channel after the order's event. The load made before the
+    order is not (reflects then waits, and its REST reload at the deadline decides)."""
+    import msgspec
+
+    from cadenza_async.models import SubmitResult
+
+    async with account_client() as (sim, client):
+        account = sim.trading_account_id
+        sim.accounts.set_mode(None)  # no portfolio events: the view holds its first load
+        async with client.portfolio(account) as live:
+            await live.wait_ready(5.0)
+            loaded_at = live.view.sync.updated_at
+            assert loaded_at is not None
+            placed = await client.submit_and_confirm(
+                instrument_id=BTC, order_side="BUY", order_type="LIMIT", quantity="1",
+                limit_price="100",
+            )  # fmt: skip
+            await until(lambda: placed.order_id in live.view.order_inputs)
+
+            def at(stamp: int) -> SubmitResult:
+                tied = msgspec.structs.replace(placed.order, updated_at=stamp)
+                return SubmitResult(tied, True, "ws", 0.0, None, placed.client_order_id)
+
+            before = await live.reflects(at(loaded_at), timeout=0.4)
+            assert before.source == "rest", before  # not the load: only the reload showed it
+
+            sim.accounts.set_mode("SNAPSHOT")
+            sim.accounts.set_balance(account, "ETH", "3")  # published after the order's event
+            await until(lambda: live.balance("ETH").free == 3)
+            after = await live.reflects(at(live.view.sync.updated_at), timeout=5.0)
+            assert after.source == "stream", after
+            assert after.waited < 1.0

@@ -109,3 +109,19 @@ async def test_changes_yield_each_applied_update():
             kinds = [(await anext(changes)).kind for _ in range(3)]
             assert kinds == ["diff", "diff", "diff"]
             await changes.aclose()
+
+
+async def test_a_book_opened_on_a_channel_already_live_loads_at_once():
+    """Another owner (a raw subscription here; an account's channel for the portfolio)
+    already holds the channel live: the new view is told so, and loads by REST."""
+    async with market_client() as (sim, client):
+        channel = "market:orderbook:BINANCE:BTC/USDT"
+        stream = client._stream
+        stream.want(channel)
+        await until(lambda: stream.is_live(channel))
+        async with client.order_book(BTC) as book:
+            await book.wait_ready(5.0)
+            assert equal_to_sim(book, sim)
+            sim.market.step(5, BTC)
+            await until(lambda: equal_to_sim(book, sim))
+        stream.release(channel)
