@@ -80,11 +80,11 @@ dist: $(VENV)/.dist
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir dist .
 	$(BIN)/twine check --strict dist/*
-	$(BIN)/python -m zipfile -l dist/*.whl | grep -Eq '^cadenza_async/py\.typed ' \
+	$(BIN)/python -m zipfile -l dist/*.whl | grep -E '^cadenza_async/py\.typed ' >/dev/null \
 		|| { echo "dist: the wheel has no cadenza_async/py.typed"; exit 1; }
-	$(BIN)/python -m zipfile -l dist/*.whl | grep -Eq '\.dist-info/licenses/LICENSE ' \
+	$(BIN)/python -m zipfile -l dist/*.whl | grep -E '\.dist-info/licenses/LICENSE ' >/dev/null \
 		|| { echo "dist: the wheel has no LICENSE"; exit 1; }
-	tar -tzf dist/*.tar.gz | grep -Eq '^cadenza_async-[^/]+/LICENSE$$' \
+	tar -tzf dist/*.tar.gz | grep -E '^cadenza_async-[^/]+/LICENSE$$' >/dev/null \
 		|| { echo "dist: the sdist has no LICENSE"; exit 1; }
 
 # The whole suite on other Pythons from pyenv, each in a venv of its own (.venv-3.10, ...).
